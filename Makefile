@@ -1,0 +1,39 @@
+# One-command set-up: every target installs what it needs on a fresh machine.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+MANIFEST := dbt_project/target/manifest.json
+export DAGSTER_HOME ?= $(CURDIR)/var/dagster_home
+
+.PHONY: demo ui test lint install dbt-prepare sandbox bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $@
+
+install: $(STAMP)
+
+$(MANIFEST): $(STAMP) $(shell find dbt_project -name '*.sql' -o -name '*.yml' | grep -v target)
+	cd dbt_project && ../$(BIN)/dbt parse --profiles-dir . --quiet
+	touch $@
+
+dbt-prepare: $(MANIFEST)
+
+demo: install dbt-prepare
+	$(BIN)/illuma demo
+
+ui: install dbt-prepare
+	$(BIN)/illuma instance-home >/dev/null
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+test: install dbt-prepare
+	$(BIN)/pytest -q
+
+lint: install
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf var dbt_project/target dbt_project/logs

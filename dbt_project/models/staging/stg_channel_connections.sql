@@ -1,0 +1,8 @@
+-- The merchant's connected marketplace channels, one row per channel, from the platform registry.
+select
+    merchant_id,
+    channel,
+    coalesce(marketplace_ids, '') as marketplace_ids,
+    cast(connected_at as timestamp) as connected_at,
+    cast('{{ var("partition_date") }}' as date) as as_of_date
+from {{ source('registry', 'registry_channel_connections') }}

@@ -1,0 +1,145 @@
+"""`illuma`: the command line for the data team (merchants, the sandbox, the demo)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from illuma_pipelines.merchant_ids import InvalidMerchantId
+from illuma_pipelines.paths import warehouse_url
+from illuma_pipelines.registry import (
+    CHANNELS,
+    ChannelConnection,
+    RegistryError,
+    add_merchant,
+    list_merchants,
+    offboard_merchant,
+)
+from illuma_pipelines.warehouse import Warehouse, WarehouseError
+
+
+def _parse_channel(text: str) -> tuple[str, ChannelConnection]:
+    """`amazon=env:AMAZON_REFRESH_ACME[@ATVPDKIKX0DER,A2EUQ1WTGCTBG2]`; `amazon` alone: sandbox."""
+    name, _, rest = text.partition("=")
+    ref, _, mps = rest.partition("@")
+    return name, ChannelConnection(name, ref, tuple(m for m in mps.split(",") if m))
+
+
+def _cmd_merchants_add(args: argparse.Namespace) -> int:
+    channels = {}
+    for text in args.channel or []:
+        name, conn = _parse_channel(text)
+        if not conn.credential_ref:
+            conn = ChannelConnection(name, f"sandbox:{args.merchant_id}", conn.marketplace_ids)
+        channels[name] = conn
+    merchant = add_merchant(
+        Warehouse.from_url(args.warehouse_url),
+        args.merchant_id,
+        display_name=args.name,
+        channels=channels,
+        actor=f"cli:{os.environ.get('USER', 'unknown')}",
+    )
+    print(f"{merchant.merchant_id}: {merchant.status}; channels: {', '.join(merchant.channel_names) or 'none'}")
+    return 0
+
+
+def _cmd_merchants_list(args: argparse.Namespace) -> int:
+    merchants = list_merchants(Warehouse.from_url(args.warehouse_url), status=args.status)
+    if not merchants:
+        print("no merchants registered")
+        return 0
+    print(f"{'merchant':<28} {'status':<11} {'since':<11} channels")
+    for m in merchants:
+        print(f"{m.merchant_id:<28} {m.status:<11} {m.created_at:%Y-%m-%d} {', '.join(m.channel_names) or '-'}")
+    return 0
+
+
+def _cmd_merchants_offboard(args: argparse.Namespace) -> int:
+    merchant = offboard_merchant(
+        Warehouse.from_url(args.warehouse_url),
+        args.merchant_id,
+        actor=f"cli:{os.environ.get('USER', 'unknown')}",
+    )
+    print(f"{merchant.merchant_id}: {merchant.status} at {merchant.offboarded_at:%Y-%m-%d %H:%M} UTC")
+    return 0
+
+
+def _cmd_sync_partitions(args: argparse.Namespace) -> int:
+    import dagster as dg
+
+    from sensors.merchants import sync_merchant_partitions
+
+    changes = sync_merchant_partitions(dg.DagsterInstance.get(), Warehouse.from_url(args.warehouse_url))
+    print(f"added: {changes.to_add or '-'}; retired: {changes.to_remove or '-'}; waiting: {changes.waiting or '-'}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from illuma_pipelines.demo import run_demo
+
+    return run_demo(days=args.days)
+
+
+def _cmd_instance_home(args: argparse.Namespace) -> int:
+    from illuma_pipelines.demo import ensure_local_instance_home
+
+    print(ensure_local_instance_home())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="illuma", description=__doc__)
+    parser.add_argument(
+        "--warehouse-url",
+        default=None,
+        help="warehouse URL (default: ILLUMA_WAREHOUSE_URL, else the project-local DuckDB file)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    merchants = sub.add_parser("merchants", help="the merchant registry").add_subparsers(
+        dest="action", required=True
+    )
+    add = merchants.add_parser("add", help="register a merchant and connect its channels")
+    add.add_argument("merchant_id")
+    add.add_argument("--name", help="display name")
+    add.add_argument(
+        "--channel",
+        action="append",
+        metavar="CHANNEL[=REF[@MARKETPLACES]]",
+        help=f"connect a channel ({', '.join(CHANNELS)}); REF is env:VAR or sandbox:<id> "
+        "(default: the local sandbox); repeat for more channels",
+    )
+    add.set_defaults(func=_cmd_merchants_add)
+    ls = merchants.add_parser("list", help="list merchants and their channels")
+    ls.add_argument("--status", choices=["active", "offboarded"])
+    ls.set_defaults(func=_cmd_merchants_list)
+    off = merchants.add_parser("offboard", help="stop a merchant's pipelines (data kept until erasure)")
+    off.add_argument("merchant_id")
+    off.set_defaults(func=_cmd_merchants_offboard)
+    sync = merchants.add_parser(
+        "sync-partitions", help="apply the merchants sensor's plan to the Dagster instance now"
+    )
+    sync.set_defaults(func=_cmd_sync_partitions)
+
+    demo = sub.add_parser("demo", help="onboard demo merchants and materialize a few days")
+    demo.add_argument("--days", type=int, default=3)
+    demo.set_defaults(func=_cmd_demo)
+    home = sub.add_parser("instance-home", help="create the project-local Dagster home if missing")
+    home.set_defaults(func=_cmd_instance_home)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.warehouse_url = args.warehouse_url or warehouse_url()
+    try:
+        return args.func(args)
+    except (InvalidMerchantId, RegistryError, WarehouseError) as exc:
+        print(f"illuma: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

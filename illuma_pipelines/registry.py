@@ -1,0 +1,226 @@
+"""The merchant registry and channel connections in the warehouse's `platform` schema.
+
+A channel connection stores a credential *reference* (where the secret lives), never the secret:
+`env:NAME` (an environment variable read when a client needs it) or `sandbox:<merchant_id>` (the
+local marketplace sandbox's per-merchant credentials).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from illuma_pipelines.merchant_ids import merchant_role, merchant_schema, validate_merchant_id
+from illuma_pipelines.warehouse import PLATFORM_SCHEMA, Connection, Warehouse
+
+CHANNELS = ("amazon", "ebay", "walmart")
+ACTIVE, OFFBOARDED = "active", "offboarded"
+CREDENTIAL_REF = re.compile(r"(env:[A-Z][A-Z0-9_]{0,127}|sandbox:[a-z][a-z0-9_]{1,39})")
+MARKETPLACE_ID = re.compile(r"[A-Za-z0-9_.-]{1,40}")
+
+
+class RegistryError(ValueError):
+    """A registry request that cannot be carried out as asked."""
+
+
+@dataclass(frozen=True)
+class ChannelConnection:
+    channel: str
+    credential_ref: str
+    marketplace_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Merchant:
+    merchant_id: str
+    display_name: str
+    status: str
+    created_at: datetime
+    offboarded_at: datetime | None = None
+    channels: tuple[ChannelConnection, ...] = field(default_factory=tuple)
+
+    @property
+    def channel_names(self) -> tuple[str, ...]:
+        return tuple(c.channel for c in self.channels)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def validate_channel(channel: str) -> str:
+    if channel not in CHANNELS:
+        raise RegistryError(f"unknown channel {channel!r}: choose one of {', '.join(CHANNELS)}")
+    return channel
+
+
+def validate_credential_ref(ref: str) -> str:
+    if not isinstance(ref, str) or not CREDENTIAL_REF.fullmatch(ref):
+        raise RegistryError(
+            "a credential reference is 'env:VARIABLE_NAME' (uppercase) or 'sandbox:<merchant_id>'; "
+            "never put the secret itself in the registry"
+        )
+    return ref
+
+
+def resolve_credential(ref: str) -> str:
+    """The secret a credential reference points at, read at the moment a client needs it."""
+    validate_credential_ref(ref)
+    kind, _, name = ref.partition(":")
+    if kind == "sandbox":
+        return f"sandbox-refresh-{name}"
+    value = os.environ.get(name)
+    if not value:
+        raise RegistryError(f"credential reference {ref!r} names an environment variable that is not set")
+    return value
+
+
+def record_audit(
+    conn: Connection,
+    *,
+    actor: str,
+    action: str,
+    merchant_id: str | None,
+    details: dict | None = None,
+    at: datetime | None = None,
+) -> str:
+    """Append one audit event (who, what, which merchant, when, counts). Never pass PII in details."""
+    event_id = uuid.uuid4().hex
+    conn.execute(
+        f"INSERT INTO {PLATFORM_SCHEMA}.audit_log (event_id, occurred_at, actor, action, merchant_id, details) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        [event_id, at or utcnow(), actor, action, merchant_id, json.dumps(details or {}, sort_keys=True, default=str)],
+    )
+    return event_id
+
+
+def _connections_view_sql(merchant_id: str) -> str:
+    return (
+        f"CREATE OR REPLACE VIEW {merchant_schema(merchant_id)}.registry_channel_connections AS "
+        f"SELECT merchant_id, channel, marketplace_ids, connected_at FROM {PLATFORM_SCHEMA}.channel_connections "
+        f"WHERE merchant_id = '{validate_merchant_id(merchant_id)}'"
+    )
+
+
+def add_merchant(
+    warehouse: Warehouse,
+    merchant_id: str,
+    *,
+    display_name: str | None = None,
+    channels: dict[str, ChannelConnection] | None = None,
+    actor: str = "cli",
+    at: datetime | None = None,
+) -> Merchant:
+    """Register (or re-activate) a merchant, connect its channels and create its schema.
+
+    Idempotent: adding an existing merchant updates its name and channel connections.
+    """
+    validate_merchant_id(merchant_id)
+    channels = channels or {}
+    for name, conn_spec in channels.items():
+        validate_channel(name)
+        validate_credential_ref(conn_spec.credential_ref)
+        for mp in conn_spec.marketplace_ids:
+            if not MARKETPLACE_ID.fullmatch(mp):
+                raise RegistryError(f"invalid marketplace id {mp!r} for channel {name}")
+    at = at or utcnow()
+    warehouse.ensure_platform()
+    warehouse.create_merchant_schema(merchant_id)
+    with warehouse.connect() as conn:
+        existing = conn.fetchone(
+            f"SELECT status FROM {PLATFORM_SCHEMA}.merchants WHERE merchant_id = ?", [merchant_id]
+        )
+        if existing:
+            conn.execute(
+                f"UPDATE {PLATFORM_SCHEMA}.merchants SET display_name = ?, status = ?, offboarded_at = NULL "
+                "WHERE merchant_id = ?",
+                [display_name or merchant_id, ACTIVE, merchant_id],
+            )
+        else:
+            conn.execute(
+                f"INSERT INTO {PLATFORM_SCHEMA}.merchants (merchant_id, display_name, status, created_at, "
+                "immediate_deletion) VALUES (?, ?, ?, ?, FALSE)",
+                [merchant_id, display_name or merchant_id, ACTIVE, at],
+            )
+        for name, conn_spec in sorted(channels.items()):
+            conn.execute(
+                f"DELETE FROM {PLATFORM_SCHEMA}.channel_connections WHERE merchant_id = ? AND channel = ?",
+                [merchant_id, name],
+            )
+            conn.execute(
+                f"INSERT INTO {PLATFORM_SCHEMA}.channel_connections (merchant_id, channel, credential_ref, "
+                "marketplace_ids, connected_at) VALUES (?, ?, ?, ?, ?)",
+                [merchant_id, name, conn_spec.credential_ref, ",".join(conn_spec.marketplace_ids), at],
+            )
+        conn.execute(_connections_view_sql(merchant_id))
+        if warehouse.dialect == "postgres":
+            conn.execute(
+                f"GRANT SELECT ON {merchant_schema(merchant_id)}.registry_channel_connections "
+                f"TO {merchant_role(merchant_id)}"
+            )
+        record_audit(
+            conn,
+            actor=actor,
+            action="merchant.reactivated" if existing else "merchant.added",
+            merchant_id=merchant_id,
+            details={"channels": sorted(channels)},
+            at=at,
+        )
+    return get_merchant(warehouse, merchant_id)
+
+
+def offboard_merchant(
+    warehouse: Warehouse, merchant_id: str, *, actor: str = "cli", at: datetime | None = None
+) -> Merchant:
+    """Mark a merchant offboarded: extraction stops; its data is kept until erasure."""
+    validate_merchant_id(merchant_id)
+    at = at or utcnow()
+    with warehouse.connect() as conn:
+        row = conn.fetchone(f"SELECT status FROM {PLATFORM_SCHEMA}.merchants WHERE merchant_id = ?", [merchant_id])
+        if not row:
+            raise RegistryError(f"unknown merchant {merchant_id!r}: see 'illuma merchants list'")
+        if row[0] != OFFBOARDED:
+            conn.execute(
+                f"UPDATE {PLATFORM_SCHEMA}.merchants SET status = ?, offboarded_at = ? WHERE merchant_id = ?",
+                [OFFBOARDED, at, merchant_id],
+            )
+            record_audit(conn, actor=actor, action="merchant.offboarded", merchant_id=merchant_id, at=at)
+    return get_merchant(warehouse, merchant_id)
+
+
+def list_merchants(warehouse: Warehouse, status: str | None = None) -> list[Merchant]:
+    """Every registered merchant (optionally of one status) with its channel connections."""
+    with warehouse.connect() as conn:
+        if not conn.table_exists(PLATFORM_SCHEMA, "merchants"):
+            return []
+        where, params = ("WHERE status = ?", [status]) if status else ("", [])
+        rows = conn.fetchall(
+            f"SELECT merchant_id, display_name, status, created_at, offboarded_at "
+            f"FROM {PLATFORM_SCHEMA}.merchants {where} ORDER BY merchant_id",
+            params,
+        )
+        links = conn.fetchall(
+            f"SELECT merchant_id, channel, credential_ref, marketplace_ids "
+            f"FROM {PLATFORM_SCHEMA}.channel_connections ORDER BY merchant_id, channel"
+        )
+    by_merchant: dict[str, list[ChannelConnection]] = {}
+    for mid, channel, ref, mps in links:
+        by_merchant.setdefault(mid, []).append(
+            ChannelConnection(channel, ref, tuple(m for m in (mps or "").split(",") if m))
+        )
+    return [
+        Merchant(mid, name, st, created, off, tuple(by_merchant.get(mid, ())))
+        for mid, name, st, created, off in rows
+    ]
+
+
+def get_merchant(warehouse: Warehouse, merchant_id: str) -> Merchant:
+    validate_merchant_id(merchant_id)
+    for merchant in list_merchants(warehouse):
+        if merchant.merchant_id == merchant_id:
+            return merchant
+    raise RegistryError(f"unknown merchant {merchant_id!r}: see 'illuma merchants list'")

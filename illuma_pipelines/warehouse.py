@@ -1,0 +1,469 @@
+"""The merchant warehouse: one interface, two engines (embedded DuckDB, production PostgreSQL).
+
+Tenancy follows DESIGN.md §2: a `platform` schema for the registry and the audit log, and one
+schema per merchant (`m_<merchant_id>`). On PostgreSQL each merchant schema is owned by its own
+role that can reach nothing else, and merchant-scoped work runs under that role, so the database
+itself refuses cross-merchant access. DuckDB has no privileges: there the merchant scope refuses
+statements that name another schema before they run (see docs/decisions/0001-warehouse.md).
+
+SQL in this project uses `?` placeholders; the PostgreSQL backend translates them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from illuma_pipelines.merchant_ids import merchant_role, merchant_schema, validate_merchant_id
+
+PLATFORM_SCHEMA = "platform"
+
+# Portable column types, rendered per engine.
+_TYPES = {
+    "text": ("VARCHAR", "TEXT"),
+    "bigint": ("BIGINT", "BIGINT"),
+    "integer": ("INTEGER", "INTEGER"),
+    "boolean": ("BOOLEAN", "BOOLEAN"),
+    "date": ("DATE", "DATE"),
+    "timestamptz": ("TIMESTAMPTZ", "TIMESTAMPTZ"),
+    "money": ("DECIMAL(18,4)", "NUMERIC(18,4)"),
+    "json": ("JSON", "JSONB"),
+    "double": ("DOUBLE", "DOUBLE PRECISION"),
+}
+_IDENT = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+class WarehouseError(RuntimeError):
+    """A warehouse operation failed for a reason the caller can act on."""
+
+
+class CrossMerchantAccess(WarehouseError):
+    """A merchant-scoped statement named a schema other than the merchant's own."""
+
+
+def _ident(name: str) -> str:
+    if not _IDENT.fullmatch(name):
+        raise WarehouseError(f"invalid SQL identifier {name!r}: use lowercase letters, digits, _")
+    return name
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+    nullable: bool = True
+
+    def __post_init__(self) -> None:
+        _ident(self.name)
+        if self.type not in _TYPES:
+            raise WarehouseError(f"unknown column type {self.type!r}; known: {sorted(_TYPES)}")
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A table's columns and key, rendered to DDL for either engine."""
+
+    name: str
+    columns: tuple[Column, ...]
+    primary_key: tuple[str, ...] = ()
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def ddl(self, schema: str, dialect: str) -> str:
+        idx = 0 if dialect == "duckdb" else 1
+        cols = [
+            f"{_ident(c.name)} {_TYPES[c.type][idx]}{'' if c.nullable else ' NOT NULL'}"
+            for c in self.columns
+        ]
+        if self.primary_key:
+            cols.append(f"PRIMARY KEY ({', '.join(_ident(k) for k in self.primary_key)})")
+        return f"CREATE TABLE IF NOT EXISTS {_ident(schema)}.{_ident(self.name)} ({', '.join(cols)})"
+
+
+def cols(*spec: str) -> tuple[Column, ...]:
+    """`cols("merchant_id text!", "note text")`: a trailing ! marks NOT NULL."""
+    out = []
+    for item in spec:
+        name, typ = item.split()
+        out.append(Column(name, typ.rstrip("!"), nullable=not typ.endswith("!")))
+    return tuple(out)
+
+
+PLATFORM_TABLES: tuple[TableSpec, ...] = (
+    TableSpec(
+        "merchants",
+        cols(
+            "merchant_id text!",
+            "display_name text!",
+            "status text!",
+            "created_at timestamptz!",
+            "offboarded_at timestamptz",
+            "deletion_requested_at timestamptz",
+            "immediate_deletion boolean",
+        ),
+        primary_key=("merchant_id",),
+    ),
+    TableSpec(
+        "channel_connections",
+        cols(
+            "merchant_id text!",
+            "channel text!",
+            "credential_ref text!",
+            "marketplace_ids text",
+            "connected_at timestamptz!",
+        ),
+        primary_key=("merchant_id", "channel"),
+    ),
+    TableSpec(
+        "audit_log",
+        cols(
+            "event_id text!",
+            "occurred_at timestamptz!",
+            "actor text!",
+            "action text!",
+            "merchant_id text",
+            "details json",
+        ),
+        primary_key=("event_id",),
+    ),
+)
+
+
+class Connection(ABC):
+    """One unit of work on one engine connection; commits on clean exit, rolls back on error."""
+
+    dialect: str
+
+    @abstractmethod
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None: ...
+
+    @abstractmethod
+    def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]: ...
+
+    @abstractmethod
+    def fetch_df(self, sql: str, params: Sequence[Any] = ()) -> pd.DataFrame: ...
+
+    @abstractmethod
+    def load_frame(self, schema: str, table: str, frame: pd.DataFrame) -> int:
+        """Bulk-append `frame` (columns named as the table's) through the engine's fast path."""
+
+    def fetchone(self, sql: str, params: Sequence[Any] = ()) -> tuple | None:
+        rows = self.fetchall(sql, params)
+        return rows[0] if rows else None
+
+    def create_table(self, schema: str, spec: TableSpec) -> None:
+        self.execute(spec.ddl(schema, self.dialect))
+
+    def replace_rows(
+        self, schema: str, table: str, where: Mapping[str, Any], frame: pd.DataFrame
+    ) -> int:
+        """Replace the rows matching `where` (a partition's window) with `frame`, atomically.
+
+        Delete-then-insert inside the connection's transaction: a re-run never duplicates and a
+        run killed midway leaves the previous rows in place.
+        """
+        clause = " AND ".join(f"{_ident(k)} = ?" for k in where) or "TRUE"
+        self.execute(f"DELETE FROM {_ident(schema)}.{_ident(table)} WHERE {clause}", list(where.values()))
+        return self.load_frame(schema, table, frame) if len(frame) else 0
+
+    def table_exists(self, schema: str, table: str) -> bool:
+        row = self.fetchone(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+            [schema, table],
+        )
+        return bool(row and row[0])
+
+    def schema_exists(self, schema: str) -> bool:
+        row = self.fetchone(
+            "SELECT count(*) FROM information_schema.schemata WHERE schema_name = ?", [schema]
+        )
+        return bool(row and row[0])
+
+    def row_count(self, schema: str, table: str, where: Mapping[str, Any] | None = None) -> int:
+        where = where or {}
+        clause = " AND ".join(f"{_ident(k)} = ?" for k in where) or "TRUE"
+        row = self.fetchone(
+            f"SELECT count(*) FROM {_ident(schema)}.{_ident(table)} WHERE {clause}", list(where.values())
+        )
+        return int(row[0]) if row else 0
+
+
+class Warehouse(ABC):
+    """Engine-neutral entry point. Build one with `Warehouse.from_url`."""
+
+    dialect: str
+    url: str
+
+    @staticmethod
+    def from_url(url: str) -> Warehouse:
+        if url.startswith("duckdb:///"):
+            return DuckDBWarehouse(Path(url[len("duckdb:///") :]))
+        if url.startswith(("postgresql://", "postgresql+psycopg://", "postgres://")):
+            return PostgresWarehouse(url)
+        raise WarehouseError(
+            f"unsupported warehouse url {_redact(url)!r}: use duckdb:///path/to/file.duckdb or "
+            "postgresql://user@host:port/dbname"
+        )
+
+    @abstractmethod
+    def connect(self) -> contextlib.AbstractContextManager[Connection]: ...
+
+    @abstractmethod
+    def merchant_scope(self, merchant_id: str) -> contextlib.AbstractContextManager[Connection]:
+        """A connection that can reach only `merchant_id`'s schema."""
+
+    @abstractmethod
+    def _create_merchant_schema(self, conn: Connection, merchant_id: str) -> None: ...
+
+    @abstractmethod
+    def _drop_merchant_schema(self, conn: Connection, merchant_id: str) -> None: ...
+
+    def ensure_platform(self) -> None:
+        with self.connect() as conn:
+            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {PLATFORM_SCHEMA}")
+            for spec in PLATFORM_TABLES:
+                conn.create_table(PLATFORM_SCHEMA, spec)
+
+    def create_merchant_schema(self, merchant_id: str) -> str:
+        """Create the merchant's schema (and, on PostgreSQL, its role). Idempotent."""
+        validate_merchant_id(merchant_id)
+        with self.connect() as conn:
+            self._create_merchant_schema(conn, merchant_id)
+        return merchant_schema(merchant_id)
+
+    def drop_merchant_schema(self, merchant_id: str) -> None:
+        """Drop the merchant's schema with everything in it (and its role). Idempotent."""
+        validate_merchant_id(merchant_id)
+        with self.connect() as conn:
+            self._drop_merchant_schema(conn, merchant_id)
+
+    def merchant_schema_exists(self, merchant_id: str) -> bool:
+        with self.connect() as conn:
+            return conn.schema_exists(merchant_schema(merchant_id))
+
+    def ensure_merchant_table(self, merchant_id: str, spec: TableSpec) -> None:
+        with self.merchant_scope(merchant_id) as conn:
+            conn.create_table(merchant_schema(merchant_id), spec)
+
+
+def _redact(url: str) -> str:
+    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
+
+
+# ----------------------------------------------------------------------------------------- DuckDB
+
+
+class _DuckDBConnection(Connection):
+    dialect = "duckdb"
+
+    def __init__(self, con: Any, only_schema: str | None = None) -> None:
+        self._con = con
+        self._only_schema = only_schema
+
+    def _guard(self, sql: str) -> None:
+        # DuckDB has no privileges; refuse any qualified name outside the merchant's schema.
+        if self._only_schema is None:
+            return
+        for schema in re.findall(r"\b([A-Za-z_][A-Za-z0-9_]*)\s*\.\s*[A-Za-z_\"]", sql):
+            low = schema.lower()
+            if low != self._only_schema and (low.startswith("m_") or low in {PLATFORM_SCHEMA, "main"}):
+                raise CrossMerchantAccess(
+                    f"statement names schema {schema!r} from the scope of {self._only_schema!r}: "
+                    "merchant-scoped work may only touch its own schema"
+                )
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self._guard(sql)
+        self._con.execute(sql, list(params))
+
+    def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        self._guard(sql)
+        return self._con.execute(sql, list(params)).fetchall()
+
+    def fetch_df(self, sql: str, params: Sequence[Any] = ()) -> pd.DataFrame:
+        self._guard(sql)
+        return self._con.execute(sql, list(params)).df()
+
+    def load_frame(self, schema: str, table: str, frame: pd.DataFrame) -> int:
+        if self._only_schema is not None and schema != self._only_schema:
+            raise CrossMerchantAccess(f"cannot load into {schema!r} from the scope of {self._only_schema!r}")
+        if not len(frame):
+            return 0
+        names = ", ".join(_ident(c) for c in frame.columns)
+        # Arrow-backed replacement scan: the whole frame goes in one vectorised statement.
+        self._con.register("_illuma_frame", frame)
+        try:
+            self._con.execute(
+                f"INSERT INTO {_ident(schema)}.{_ident(table)} ({names}) SELECT {names} FROM _illuma_frame"
+            )
+        finally:
+            # After a failed insert the transaction is aborted and unregister raises too; the
+            # insert's own error is the one worth reporting.
+            with contextlib.suppress(Exception):
+                self._con.unregister("_illuma_frame")
+        return len(frame)
+
+
+class DuckDBWarehouse(Warehouse):
+    dialect = "duckdb"
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.url = f"duckdb:///{self.path}"
+
+    @contextlib.contextmanager
+    def _open(self, only_schema: str | None) -> Iterator[Connection]:
+        import duckdb
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # One short-lived connection per unit of work: DuckDB allows one writer process per file,
+        # and dbt (a separate process) must be able to open it between our steps.
+        con = duckdb.connect(str(self.path))
+        try:
+            con.execute("BEGIN TRANSACTION")
+            yield _DuckDBConnection(con, only_schema)
+            con.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                con.execute("ROLLBACK")
+            raise
+        finally:
+            con.close()
+
+    def connect(self) -> contextlib.AbstractContextManager[Connection]:
+        return self._open(None)
+
+    @contextlib.contextmanager
+    def merchant_scope(self, merchant_id: str) -> Iterator[Connection]:
+        schema = merchant_schema(merchant_id)
+        with self._open(schema) as conn:
+            if not conn.schema_exists(schema):
+                raise WarehouseError(
+                    f"merchant {merchant_id!r} has no schema {schema!r}: onboard it first "
+                    "(illuma merchants add)"
+                )
+            yield conn
+
+    def _create_merchant_schema(self, conn: Connection, merchant_id: str) -> None:
+        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {merchant_schema(merchant_id)}")
+
+    def _drop_merchant_schema(self, conn: Connection, merchant_id: str) -> None:
+        conn.execute(f"DROP SCHEMA IF EXISTS {merchant_schema(merchant_id)} CASCADE")
+
+
+# ------------------------------------------------------------------------------------- PostgreSQL
+
+
+def _pg_sql(sql: str) -> str:
+    # Our SQL uses `?`; psycopg uses `%s`. Literal percent signs must be doubled for psycopg.
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+class _PostgresConnection(Connection):
+    dialect = "postgres"
+
+    def __init__(self, con: Any) -> None:
+        self._con = con
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self._con.execute(_pg_sql(sql), list(params) or None)
+
+    def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        return self._con.execute(_pg_sql(sql), list(params) or None).fetchall()
+
+    def fetch_df(self, sql: str, params: Sequence[Any] = ()) -> pd.DataFrame:
+        cur = self._con.execute(_pg_sql(sql), list(params) or None)
+        names = [d.name for d in cur.description] if cur.description else []
+        return pd.DataFrame(cur.fetchall(), columns=names)
+
+    def load_frame(self, schema: str, table: str, frame: pd.DataFrame) -> int:
+        if not len(frame):
+            return 0
+        names = ", ".join(_ident(c) for c in frame.columns)
+        copy_sql = (
+            f"COPY {_ident(schema)}.{_ident(table)} ({names}) FROM STDIN "
+            "(FORMAT csv, NULL '\\N')"
+        )
+        with self._con.cursor() as cur, cur.copy(copy_sql) as copy:
+            # CSV chunks through COPY: the fast path, without a Python call per row.
+            step = 100_000
+            for start in range(0, len(frame), step):
+                buf = io.StringIO()
+                frame.iloc[start : start + step].to_csv(buf, header=False, index=False, na_rep="\\N")
+                copy.write(buf.getvalue())
+        return len(frame)
+
+
+class PostgresWarehouse(Warehouse):
+    dialect = "postgres"
+
+    def __init__(self, url: str) -> None:
+        # psycopg 3 is the driver; accept SQLAlchemy-style URLs too.
+        self.url = url
+        self._dsn = re.sub(r"^postgres(ql)?(\+psycopg)?://", "postgresql://", url)
+
+    def _connect_raw(self) -> Any:
+        import psycopg
+
+        try:
+            return psycopg.connect(self._dsn, connect_timeout=10)
+        except psycopg.OperationalError as exc:
+            raise WarehouseError(
+                f"cannot reach the PostgreSQL warehouse at {_redact(self.url)}: {exc}. Check "
+                "ILLUMA_WAREHOUSE_URL and that the server is running."
+            ) from exc
+
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[Connection]:
+        con = self._connect_raw()
+        try:
+            with con.transaction():
+                yield _PostgresConnection(con)
+        finally:
+            con.close()
+
+    @contextlib.contextmanager
+    def merchant_scope(self, merchant_id: str) -> Iterator[Connection]:
+        schema, role = merchant_schema(merchant_id), merchant_role(merchant_id)
+        con = self._connect_raw()
+        try:
+            with con.transaction():
+                conn = _PostgresConnection(con)
+                if not conn.schema_exists(schema):
+                    raise WarehouseError(
+                        f"merchant {merchant_id!r} has no schema {schema!r}: onboard it first "
+                        "(illuma merchants add)"
+                    )
+                # SET LOCAL: the role and search path end with this transaction.
+                conn.execute(f"SET LOCAL ROLE {role}")
+                conn.execute(f"SET LOCAL search_path TO {schema}")
+                yield conn
+        finally:
+            con.close()
+
+    def _create_merchant_schema(self, conn: Connection, merchant_id: str) -> None:
+        schema, role = merchant_schema(merchant_id), merchant_role(merchant_id)
+        exists = conn.fetchone("SELECT 1 FROM pg_roles WHERE rolname = ?", [role])
+        if not exists:
+            conn.execute(f"CREATE ROLE {role} NOLOGIN NOINHERIT")
+        # The pipeline's login role must be able to SET ROLE to the merchant role.
+        conn.execute(f"GRANT {role} TO CURRENT_USER")
+        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema} AUTHORIZATION {role}")
+        conn.execute(f"REVOKE ALL ON SCHEMA {schema} FROM PUBLIC")
+
+    def _drop_merchant_schema(self, conn: Connection, merchant_id: str) -> None:
+        schema, role = merchant_schema(merchant_id), merchant_role(merchant_id)
+        conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        if conn.fetchone("SELECT 1 FROM pg_roles WHERE rolname = ?", [role]):
+            conn.execute(f"DROP OWNED BY {role}")
+            conn.execute(f"DROP ROLE {role}")

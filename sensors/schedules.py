@@ -1,0 +1,29 @@
+"""Schedules: every merchant's data, every day, unattended."""
+
+
+from collections.abc import Iterator
+from datetime import timedelta
+
+import dagster as dg
+
+from assets.partitions import MERCHANTS, merchant_date_key
+from sensors.jobs import merchant_daily_job
+from sensors.merchants import MERCHANT_TAG
+
+
+@dg.schedule(
+    job=merchant_daily_job,
+    cron_schedule="0 6 * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Yesterday's partition for every registered merchant, one run each.",
+)
+def merchant_daily_schedule(context: dg.ScheduleEvaluationContext) -> Iterator[dg.RunRequest]:
+    day = (context.scheduled_execution_time - timedelta(days=1)).strftime("%Y-%m-%d")
+    # Merchants of one date only: never enumerate the whole date × merchant key space.
+    for merchant_id in sorted(context.instance.get_dynamic_partitions(MERCHANTS)):
+        yield dg.RunRequest(
+            run_key=f"merchant_daily:{day}:{merchant_id}",
+            partition_key=merchant_date_key(merchant_id, day),
+            tags={MERCHANT_TAG: merchant_id},
+        )

@@ -1,0 +1,63 @@
+"""The code location loads, and every job, schedule and sensor resolves."""
+
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+
+import dagster as dg
+
+from assets.partitions import MERCHANTS
+from illuma_pipelines.definitions import defs
+from illuma_pipelines.paths import PROJECT_ROOT
+
+
+def test_every_job_schedule_and_sensor_resolves():
+    repo = defs.get_repository_def()
+    assert {j.name for j in repo.get_all_jobs() if not j.name.startswith("__")} >= {"merchant_daily_job"}
+    assert {s.name for s in repo.schedule_defs} == {"merchant_daily_schedule"}
+    assert {s.name for s in repo.sensor_defs} >= {"merchants_sensor"}
+    for job in repo.get_all_jobs():
+        assert job.name
+    keys = {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
+    assert "analytics/stg_channel_connections" in keys
+    assert "platform/channel_connections" in keys
+
+
+def test_schedule_requests_yesterday_for_every_merchant():
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(MERCHANTS, ["acme_parts", "bolt_power"])
+        context = dg.build_schedule_context(
+            instance=instance,
+            scheduled_execution_time=datetime(2026, 11, 27, 6, tzinfo=UTC),
+            repository_def=defs.get_repository_def(),
+        )
+        schedule = defs.resolve_schedule_def("merchant_daily_schedule")
+        requests = list(schedule.evaluate_tick(context).run_requests)
+    assert [r.run_key for r in requests] == [
+        "merchant_daily:2026-11-26:acme_parts",
+        "merchant_daily:2026-11-26:bolt_power",
+    ]
+    assert requests[0].partition_key.keys_by_dimension == {"date": "2026-11-26", "merchant": "acme_parts"}
+
+
+def test_dagster_definitions_validate_and_load_fast():
+    started = time.monotonic()
+    out = subprocess.run(
+        [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "All code locations passed validation" in out.stdout + out.stderr
+    # Heavy imports (great_expectations, dbt's runtime) must stay out of load time.
+    probe = subprocess.run(
+        [sys.executable, "-c", "import sys, illuma_pipelines.definitions; "
+         "print(','.join(m for m in ('great_expectations','dbt.cli.main') if m in sys.modules))"],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.strip() == ""
+    assert time.monotonic() - started < 120

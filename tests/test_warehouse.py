@@ -1,0 +1,140 @@
+"""The warehouse on both engines: schemas per merchant, isolation, bulk loads, idempotent writes."""
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import duckdb
+import pandas as pd
+import psycopg
+import pytest
+
+from illuma_pipelines.merchant_ids import InvalidMerchantId, merchant_schema
+from illuma_pipelines.registry import ChannelConnection, add_merchant
+from illuma_pipelines.warehouse import (
+    CrossMerchantAccess,
+    TableSpec,
+    Warehouse,
+    WarehouseError,
+    cols,
+)
+from tests.test_merchant_ids import BAD_IDS
+
+ORDERS = TableSpec("orders", cols("order_id text!", "total money", "placed_at timestamptz", "day date!"))
+
+
+def _frame(n: int, day: str = "2026-11-01") -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "order_id": [f"o{i}" for i in range(n)],
+            "total": [Decimal(f"{i}.{i % 100:02d}") for i in range(n)],
+            "placed_at": [datetime(2026, 11, 1, 12, tzinfo=UTC)] * n,
+            "day": [day] * n,
+        }
+    )
+
+
+def test_onboarding_creates_the_merchant_schema(warehouse, merchant_id):
+    mid = merchant_id()
+    assert not warehouse.merchant_schema_exists(mid)
+    add_merchant(warehouse, mid, channels={"amazon": ChannelConnection("amazon", f"sandbox:{mid}")})
+    assert warehouse.merchant_schema_exists(mid)
+    with warehouse.merchant_scope(mid) as conn:
+        rows = conn.fetchall(f"SELECT channel FROM {merchant_schema(mid)}.registry_channel_connections")
+    assert rows == [("amazon",)]
+
+
+def test_merchant_scope_cannot_reach_another_merchant(warehouse, merchant_id):
+    a, b = merchant_id("a"), merchant_id("b")
+    for mid in (a, b):
+        add_merchant(warehouse, mid)
+        warehouse.ensure_merchant_table(mid, ORDERS)
+    with warehouse.merchant_scope(b) as conn:
+        conn.load_frame(merchant_schema(b), "orders", _frame(3))
+
+    refused = (CrossMerchantAccess, Exception)
+    statements = [
+        f"SELECT * FROM {merchant_schema(b)}.orders",
+        f"INSERT INTO {merchant_schema(b)}.orders (order_id, day) VALUES ('x', '2026-11-01')",
+        f"DELETE FROM {merchant_schema(b)}.orders",
+        "SELECT * FROM platform.channel_connections",
+    ]
+    for sql in statements:
+        with pytest.raises(refused) as err:
+            with warehouse.merchant_scope(a) as conn:
+                conn.execute(sql)
+        if warehouse.dialect == "postgres":
+            # The database itself refuses: permission denied, not our guard.
+            assert "permission denied" in str(err.value)
+        else:
+            assert isinstance(err.value, CrossMerchantAccess)
+    with warehouse.connect() as conn:
+        assert conn.row_count(merchant_schema(b), "orders") == 3
+
+
+@pytest.mark.parametrize("bad", BAD_IDS)
+def test_invalid_merchant_ids_never_reach_the_database(warehouse, bad):
+    with pytest.raises(InvalidMerchantId, match="invalid merchant id"):
+        add_merchant(warehouse, bad)
+    with pytest.raises(InvalidMerchantId):
+        warehouse.create_merchant_schema(bad)
+    with pytest.raises(InvalidMerchantId):
+        with warehouse.merchant_scope(bad):
+            pass
+
+
+def test_scope_of_unknown_merchant_says_onboard_first(warehouse, merchant_id):
+    with pytest.raises(WarehouseError, match="onboard it first"):
+        with warehouse.merchant_scope(merchant_id()):
+            pass
+
+
+def test_replace_rows_is_idempotent_and_exact(warehouse, merchant_id):
+    mid = merchant_id()
+    add_merchant(warehouse, mid)
+    warehouse.ensure_merchant_table(mid, ORDERS)
+    schema = merchant_schema(mid)
+    for _ in range(2):
+        with warehouse.merchant_scope(mid) as conn:
+            conn.replace_rows(schema, "orders", {"day": "2026-11-01"}, _frame(1000))
+            conn.replace_rows(schema, "orders", {"day": "2026-11-02"}, _frame(10, "2026-11-02"))
+    with warehouse.merchant_scope(mid) as conn:
+        assert conn.row_count(schema, "orders") == 1010
+        total = conn.fetchone(f"SELECT sum(total) FROM {schema}.orders WHERE day = '2026-11-01'")[0]
+    assert Decimal(total) == sum(Decimal(f"{i}.{i % 100:02d}") for i in range(1000))
+
+
+def test_a_failed_replace_keeps_the_previous_rows(warehouse, merchant_id):
+    mid = merchant_id()
+    add_merchant(warehouse, mid)
+    warehouse.ensure_merchant_table(mid, ORDERS)
+    schema = merchant_schema(mid)
+    with warehouse.merchant_scope(mid) as conn:
+        conn.replace_rows(schema, "orders", {"day": "2026-11-01"}, _frame(5))
+    bad = _frame(5).assign(day=None)  # violates NOT NULL after the delete ran
+    with pytest.raises((duckdb.Error, psycopg.Error), match="(?i)null"):
+        with warehouse.merchant_scope(mid) as conn:
+            conn.replace_rows(schema, "orders", {"day": "2026-11-01"}, bad)
+    with warehouse.connect() as conn:
+        assert conn.row_count(schema, "orders") == 5
+
+
+def test_drop_merchant_schema_removes_everything(warehouse, merchant_id):
+    mid = merchant_id()
+    add_merchant(warehouse, mid)
+    warehouse.ensure_merchant_table(mid, ORDERS)
+    warehouse.drop_merchant_schema(mid)
+    assert not warehouse.merchant_schema_exists(mid)
+    warehouse.drop_merchant_schema(mid)  # idempotent
+
+
+def test_unsupported_url_is_explained_without_the_password():
+    with pytest.raises(WarehouseError, match="unsupported warehouse url") as err:
+        Warehouse.from_url("mysql://user:hunter2@db/x")
+    assert "hunter2" not in str(err.value)
+
+
+def test_unreachable_postgres_is_a_clear_error():
+    wh = Warehouse.from_url("postgresql://nobody:s3cret@127.0.0.1:1/none")
+    with pytest.raises(WarehouseError, match="cannot reach the PostgreSQL warehouse") as err:
+        wh.ensure_platform()
+    assert "s3cret" not in str(err.value)
