@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 MANIFEST := dbt_project/target/manifest.json
 export DAGSTER_HOME ?= $(CURDIR)/var/dagster_home
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: demo ui test lint install dbt-prepare sandbox bench clean
 

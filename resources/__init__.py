@@ -2,6 +2,9 @@
 
 
 import os
+import shutil
+import sys
+from pathlib import Path
 
 import dagster as dg
 from dagster_dbt import DbtCliResource
@@ -20,8 +23,18 @@ def current_environment() -> str:
     return env
 
 
+def dbt_executable() -> str:
+    """The dbt installed beside this interpreter (the venv's), even when the venv is not on PATH."""
+    beside = Path(sys.executable).parent / "dbt"
+    return str(beside) if beside.exists() else (shutil.which("dbt") or "dbt")
+
+
 def resources_for(env: str) -> dict[str, object]:
-    dbt = DbtCliResource(project_dir=str(DBT_PROJECT_DIR), profiles_dir=str(DBT_PROJECT_DIR))
+    dbt = DbtCliResource(
+        project_dir=str(DBT_PROJECT_DIR),
+        profiles_dir=str(DBT_PROJECT_DIR),
+        dbt_executable=dbt_executable(),
+    )
     by_env: dict[str, dict[str, object]] = {
         "local": {"warehouse": WarehouseResource(), "dbt": dbt},
         "production": {
