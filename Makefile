@@ -28,9 +28,11 @@ demo: install dbt-prepare
 
 ui: install dbt-prepare
 	$(BIN)/illuma instance-home >/dev/null
-	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	$(BIN)/illuma sandbox serve & sandbox=$$!; trap "kill $$sandbox" EXIT INT TERM; \
+	  $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 test: install dbt-prepare
+	$(BIN)/illuma instance-home >/dev/null
 	$(BIN)/pytest -q
 
 lint: install

@@ -82,6 +82,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(days=args.days)
 
 
+def _cmd_sandbox_serve(args: argparse.Namespace) -> int:
+    import logging
+
+    from illuma_pipelines.sandbox.server import SandboxConfig, serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    serve(host=args.host, port=args.port, config=SandboxConfig(seed=args.seed))
+    return 0
+
+
 def _cmd_instance_home(args: argparse.Namespace) -> int:
     from illuma_pipelines.demo import ensure_local_instance_home
 
@@ -126,6 +136,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="onboard demo merchants and materialize a few days")
     demo.add_argument("--days", type=int, default=3)
     demo.set_defaults(func=_cmd_demo)
+    sandbox = sub.add_parser("sandbox", help="the local marketplace sandbox").add_subparsers(
+        dest="action", required=True
+    )
+    serve = sandbox.add_parser("serve", help="serve the Amazon, eBay and Walmart sandbox APIs")
+    serve.add_argument("--host", default="127.0.0.1", help="bind address (loopback by default)")
+    serve.add_argument("--port", type=int, default=8765)
+    serve.add_argument("--seed", type=int, default=7, help="world seed: same seed, same data")
+    serve.set_defaults(func=_cmd_sandbox_serve)
     home = sub.add_parser("instance-home", help="create the project-local Dagster home if missing")
     home.set_defaults(func=_cmd_instance_home)
     return parser

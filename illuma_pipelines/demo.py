@@ -7,8 +7,11 @@ same registry sync the merchants sensor performs.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import time
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -50,7 +53,35 @@ def demo_days(days: int, today: date | None = None) -> list[str]:
     return [(today - timedelta(days=n)).isoformat() for n in range(days, 0, -1)]
 
 
+@contextlib.contextmanager
+def local_sandbox() -> Iterator[str]:
+    """The local sandbox on its usual port, or the one already serving there (`make ui`)."""
+    from illuma_pipelines.sandbox.server import SandboxConfig, SandboxServer
+    from resources import LOCAL_SANDBOX_URL
+
+    url = os.environ.get("ILLUMA_SANDBOX_URL", LOCAL_SANDBOX_URL)
+    port = int(url.rsplit(":", 1)[1])
+    if _port_open(port):
+        print(f"using the sandbox already serving at {url}")
+        yield url
+        return
+    with SandboxServer(SandboxConfig(), port=port) as server:
+        print(f"sandbox serving at {server.base_url}")
+        yield server.base_url
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
 def run_demo(days: int = 3) -> int:
+    with local_sandbox():
+        return _run_demo(days)
+
+
+def _run_demo(days: int) -> int:
     import dagster as dg
 
     home = ensure_local_instance_home()

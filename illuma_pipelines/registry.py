@@ -67,11 +67,18 @@ def validate_credential_ref(ref: str) -> str:
     return ref
 
 
-def resolve_credential(ref: str) -> str:
-    """The secret a credential reference points at, read at the moment a client needs it."""
+def resolve_credential(ref: str, channel: str = "amazon") -> str:
+    """The secret a credential reference points at, read at the moment a client needs it.
+
+    Amazon and eBay: the merchant's OAuth refresh token. Walmart issues each seller its own key
+    pair: `client_id:client_secret`.
+    """
     validate_credential_ref(ref)
+    validate_channel(channel)
     kind, _, name = ref.partition(":")
     if kind == "sandbox":
+        if channel == "walmart":
+            return f"sandbox-client-{name}:sandbox-secret-{name}"
         return f"sandbox-refresh-{name}"
     value = os.environ.get(name)
     if not value:

@@ -10,9 +10,14 @@ import dagster as dg
 from dagster_dbt import DbtCliResource
 
 from illuma_pipelines.paths import DBT_PROJECT_DIR
+from resources.amazon import AmazonSellingPartnerHttp
+from resources.ebay import EbaySellHttp
+from resources.walmart import WalmartMarketplaceHttp
 from resources.warehouse import WarehouseResource
 
 ENVIRONMENTS = ("local", "production")
+# The local marketplace sandbox (`illuma sandbox serve`, started by `make demo` and `make ui`).
+LOCAL_SANDBOX_URL = "http://127.0.0.1:8765"
 
 
 def current_environment() -> str:
@@ -29,6 +34,41 @@ def dbt_executable() -> str:
     return str(beside) if beside.exists() else (shutil.which("dbt") or "dbt")
 
 
+def sandbox_clients(base_url: str) -> dict[str, object]:
+    """Marketplace clients pointed at a sandbox (local environment, tests, benches)."""
+    return {
+        "amazon": AmazonSellingPartnerHttp(
+            endpoint=f"{base_url}/amazon",
+            token_url=f"{base_url}/amazon/auth/o2/token",
+            client_id="illuma-sandbox-app",
+            client_secret="illuma-sandbox-app-secret",
+        ),
+        "ebay": EbaySellHttp(
+            endpoint=f"{base_url}/ebay",
+            finances_endpoint=f"{base_url}/ebay",
+            token_url=f"{base_url}/ebay/identity/v1/oauth2/token",
+            client_id="illuma-sandbox-app",
+            client_secret="illuma-sandbox-app-secret",
+        ),
+        "walmart": WalmartMarketplaceHttp(endpoint=f"{base_url}/walmart"),
+    }
+
+
+def production_clients() -> dict[str, object]:
+    return {
+        "amazon": AmazonSellingPartnerHttp(
+            client_id=dg.EnvVar("AMAZON_LWA_CLIENT_ID"),
+            client_secret=dg.EnvVar("AMAZON_LWA_CLIENT_SECRET"),
+        ),
+        "ebay": EbaySellHttp(
+            client_id=dg.EnvVar("EBAY_CLIENT_ID"),
+            client_secret=dg.EnvVar("EBAY_CLIENT_SECRET"),
+        ),
+        # Walmart keys are per seller: they come with each merchant's credential reference.
+        "walmart": WalmartMarketplaceHttp(),
+    }
+
+
 def resources_for(env: str) -> dict[str, object]:
     dbt = DbtCliResource(
         project_dir=str(DBT_PROJECT_DIR),
@@ -36,10 +76,15 @@ def resources_for(env: str) -> dict[str, object]:
         dbt_executable=dbt_executable(),
     )
     by_env: dict[str, dict[str, object]] = {
-        "local": {"warehouse": WarehouseResource(), "dbt": dbt},
+        "local": {
+            "warehouse": WarehouseResource(),
+            "dbt": dbt,
+            **sandbox_clients(os.environ.get("ILLUMA_SANDBOX_URL", LOCAL_SANDBOX_URL)),
+        },
         "production": {
             "warehouse": WarehouseResource(url=dg.EnvVar("ILLUMA_WAREHOUSE_URL")),
             "dbt": dbt,
+            **production_clients(),
         },
     }
     return by_env[env]

@@ -1,5 +1,6 @@
 """The code location loads, and every job, schedule and sensor resolves."""
 
+import os
 import subprocess
 import sys
 import time
@@ -41,11 +42,12 @@ def test_schedule_requests_yesterday_for_every_merchant():
     assert requests[0].partition_key.keys_by_dimension == {"date": "2026-11-26", "merchant": "acme_parts"}
 
 
-def test_dagster_definitions_validate_and_load_fast():
+def test_dagster_definitions_validate_and_load_fast(tmp_path):
     started = time.monotonic()
     out = subprocess.run(
         [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
         cwd=PROJECT_ROOT,
+        env={**os.environ, "DAGSTER_HOME": str(tmp_path)},
         capture_output=True,
         text=True,
         timeout=120,

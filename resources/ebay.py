@@ -1,0 +1,358 @@
+"""eBay Sell API client: an abstract Dagster resource and its HTTP implementation.
+
+Assets type-hint `EbaySell`; definitions bind `EbaySellHttp` with our eBay application's client id
+and secret from `dg.EnvVar` and eBay's endpoints (or the local sandbox: its base URL + "/ebay" for
+`endpoint`, `finances_endpoint` and the token URL). Each call takes the merchant's
+`ChannelCredentials` (merchant id + the user refresh token the seller granted us), so one resource
+serves every merchant; user access tokens are cached per merchant and refreshed a margin before
+they expire, and again whenever eBay answers 401.
+
+Operations page with eBay's `limit`/`offset` until no `next` is returned, and yield eBay's records
+verbatim (dicts; money stays `{value, currency}` strings). A record repeated on two pages (offset
+paging over data that moves) is yielded once. A record lacking its identifier is still yielded
+so the extract can quarantine it; it is counted in `stats.operation(...).malformed`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import threading
+import time
+from abc import abstractmethod
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import dagster as dg
+import requests
+from pydantic import Field, PrivateAttr
+
+from resources.http import (
+    ApiRequestError,
+    ApiSession,
+    ChannelCredentials,
+    RequestStats,
+    RetryPolicy,
+)
+
+# eBay publishes daily call limits per application and sends no rate-limit headers: Fulfillment
+# 100,000 calls a day, Finances and Inventory more. Pace at the daily budget with a generous
+# burst; a 429 (with Retry-After) still backs the client off.
+EBAY_RATE_LIMITS: dict[str, tuple[float, float]] = {
+    "getOrders": (100_000 / 86_400, 2_000),
+    "getTransactions": (100_000 / 86_400, 2_000),
+    "getPayouts": (100_000 / 86_400, 2_000),
+    "getInventoryItems": (2_000_000 / 86_400, 5_000),
+}
+# The OAuth scopes our operations need (a refresh token only yields scopes the seller granted).
+EBAY_SCOPES = (
+    "https://api.ebay.com/oauth/api_scope/sell.fulfillment.readonly",
+    "https://api.ebay.com/oauth/api_scope/sell.finances",
+    "https://api.ebay.com/oauth/api_scope/sell.inventory.readonly",
+)
+# A fresh token that is refused again is refreshed at most this many times per call.
+MAX_TOKEN_REFRESHES_PER_CALL = 3
+
+
+def _ts(ts: datetime) -> str:
+    if ts.tzinfo is None:
+        raise ValueError("eBay client times must be timezone-aware (UTC)")
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class EbaySell(dg.ConfigurableResource):
+    """The eBay operations our assets use. Implementations: `EbaySellHttp`."""
+
+    @abstractmethod
+    def orders(
+        self,
+        creds: ChannelCredentials,
+        modified_after: datetime,
+        modified_before: datetime | None = None,
+        *,
+        stats: RequestStats | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Fulfillment getOrders by lastModifiedDate in [after, before), every page, deduped by orderId."""
+
+    @abstractmethod
+    def transactions(
+        self,
+        creds: ChannelCredentials,
+        after: datetime,
+        before: datetime | None = None,
+        *,
+        stats: RequestStats | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Finances getTransactions by transactionDate in [after, before), deduped by (type, id)."""
+
+    @abstractmethod
+    def payouts(
+        self,
+        creds: ChannelCredentials,
+        after: datetime,
+        before: datetime | None = None,
+        *,
+        stats: RequestStats | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Finances getPayouts by payoutDate in [after, before), deduped by payoutId."""
+
+    @abstractmethod
+    def inventory_items(
+        self, creds: ChannelCredentials, *, stats: RequestStats | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Inventory getInventoryItems, every page, deduped by sku."""
+
+
+class EbaySellHttp(EbaySell):
+    """eBay Sell APIs over HTTP with `requests`: OAuth user tokens, pacing, retries. Thread-safe."""
+
+    endpoint: str = Field(
+        default="https://api.ebay.com",
+        description="Fulfillment and Inventory API host, or the sandbox base URL + '/ebay'.",
+    )
+    finances_endpoint: str = Field(
+        default="https://apiz.ebay.com",
+        description="Finances API host (eBay serves it from apiz), or the sandbox base URL + '/ebay'.",
+    )
+    token_url: str = Field(
+        default="https://api.ebay.com/identity/v1/oauth2/token",
+        description="eBay OAuth token endpoint.",
+    )
+    client_id: str = Field(
+        description="Client id (App ID) of our eBay application (use dg.EnvVar)."
+    )
+    client_secret: str = Field(
+        description="Client secret (Cert ID) of our eBay application (use dg.EnvVar)."
+    )
+    marketplace_id: str = "EBAY_US"
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    max_retries: int = 8
+    backoff_base: float = 0.5
+    backoff_cap: float = 30.0
+    rate_speedup: float = Field(
+        default=1.0, description="Multiply the paced rates (only against a sped-up sandbox)."
+    )
+    page_size: int = Field(
+        default=200,
+        description="getOrders/getPayouts/getInventoryItems take at most 200; getTransactions 1000.",
+    )
+    token_refresh_margin_seconds: float = 300.0
+
+    _session: ApiSession | None = PrivateAttr(default=None)
+    _tokens: dict[tuple[str, str], tuple[str, float]] = PrivateAttr(default_factory=dict)
+    _lock: Any = PrivateAttr(default_factory=threading.Lock)
+
+    # -- plumbing ----------------------------------------------------------------------------
+    def _api(self) -> ApiSession:
+        with self._lock:
+            if self._session is None:
+                self._session = ApiSession(
+                    rates=EBAY_RATE_LIMITS,
+                    rate_speedup=self.rate_speedup,
+                    policy=RetryPolicy(
+                        max_retries=self.max_retries,
+                        backoff_base=self.backoff_base,
+                        backoff_cap=self.backoff_cap,
+                        connect_timeout=self.connect_timeout,
+                        read_timeout=self.read_timeout,
+                    ),
+                )
+            return self._session
+
+    def _access_token(self, creds: ChannelCredentials, force_refresh: bool) -> str:
+        # Keyed by a digest of the refresh token too: a re-authorised seller gets a new token.
+        key = (creds.merchant_id, hashlib.sha256(creds.refresh_token.encode()).hexdigest()[:16])
+        with self._lock:
+            cached = self._tokens.get(key)
+            if cached is not None and not force_refresh and time.monotonic() < cached[1]:
+                return cached[0]
+        basic = base64.b64encode(f"{self.client_id}:{self.client_secret}".encode()).decode()
+        response = self._api().request(
+            "ebayToken",
+            "POST",
+            self.token_url,
+            bucket_key=creds.merchant_id,
+            data={
+                "grant_type": "refresh_token",
+                "refresh_token": creds.refresh_token,
+                "scope": " ".join(EBAY_SCOPES),
+            },
+            headers={"Authorization": f"Basic {basic}"},
+            paced=False,
+        )
+        body = response.data if isinstance(response.data, dict) else {}
+        token = body.get("access_token")
+        if not isinstance(token, str) or not token:
+            raise ApiRequestError(
+                "ebayToken",
+                f"the token endpoint answered without an access_token for merchant {creds.merchant_id}; check the eBay client id and the merchant's refresh token",
+            )
+        lifetime = float(body.get("expires_in", 7200))
+        # Refresh a margin before expiry, but never sooner than half the lifetime (short-lived test tokens).
+        valid_for = max(lifetime - self.token_refresh_margin_seconds, lifetime / 2)
+        with self._lock:
+            self._tokens[key] = (token, time.monotonic() + valid_for)
+        return token
+
+    def _get(
+        self,
+        creds: ChannelCredentials,
+        operation: str,
+        url: str,
+        params: dict[str, Any],
+        stats: RequestStats,
+    ) -> dict[str, Any]:
+        refreshes = 0
+
+        def auth(force: bool) -> dict[str, str]:
+            nonlocal refreshes
+            if force:
+                refreshes += 1
+            return {
+                "Authorization": f"Bearer {self._access_token(creds, force)}",
+                "X-EBAY-C-MARKETPLACE-ID": self.marketplace_id,
+                "Accept": "application/json",
+            }
+
+        def expired(response: requests.Response) -> bool:
+            # eBay answers 401 (errorId 1001) for an expired or revoked user token: refresh it.
+            return response.status_code == 401 and refreshes < MAX_TOKEN_REFRESHES_PER_CALL
+
+        response = self._api().request(
+            operation,
+            "GET",
+            url,
+            bucket_key=creds.merchant_id,
+            params=params,
+            auth=auth,
+            auth_expired=expired,
+            stats=stats,
+        )
+        stats.add(operation, pages=1)
+        if not isinstance(response.data, dict):
+            raise ApiRequestError(
+                operation,
+                "the response was not a JSON object; eBay changed the shape or a proxy answered instead",
+            )
+        return response.data
+
+    def _paged(
+        self,
+        creds: ChannelCredentials,
+        operation: str,
+        url: str,
+        params: dict[str, Any],
+        key: str,
+        identity: Callable[[dict[str, Any]], Any],
+        stats: RequestStats,
+        page_size: int,
+    ) -> Iterator[dict[str, Any]]:
+        seen: set[Any] = set()
+        offset = 0
+        while True:
+            body = self._get(
+                creds, operation, url, dict(params, limit=page_size, offset=offset), stats
+            )
+            records = body.get(key) or []
+            for record in records:
+                ident = identity(record) if isinstance(record, dict) else None
+                if ident is None:
+                    stats.add(operation, malformed=1)
+                    yield record
+                    continue
+                if ident in seen:
+                    continue
+                seen.add(ident)
+                stats.add(operation, records=1)
+                yield record
+            if not body.get("next") or not records:
+                return
+            # Advance by the page size eBay applied (it may cap the requested limit).
+            applied = body.get("limit")
+            offset += int(applied) if isinstance(applied, int) and applied > 0 else page_size
+            total = body.get("total")
+            if isinstance(total, int) and offset >= total:
+                return
+
+    @staticmethod
+    def _window(after: datetime, before: datetime | None) -> tuple[datetime, datetime] | None:
+        now = _utcnow()
+        end = now if before is None or before > now else before
+        return (after, end) if after < end else None
+
+    # -- operations --------------------------------------------------------------------------
+    def orders(self, creds, modified_after, modified_before=None, *, stats=None):
+        stats = stats if stats is not None else RequestStats()
+        window = self._window(modified_after, modified_before)
+        if window is None:
+            return
+        params = {"filter": f"lastmodifieddate:[{_ts(window[0])}..{_ts(window[1])}]"}
+        yield from self._paged(
+            creds,
+            "getOrders",
+            self.endpoint.rstrip("/") + "/sell/fulfillment/v1/order",
+            params,
+            "orders",
+            lambda o: o.get("orderId") if isinstance(o.get("orderId"), str) else None,
+            stats,
+            min(self.page_size, 200),
+        )
+
+    def transactions(self, creds, after, before=None, *, stats=None):
+        stats = stats if stats is not None else RequestStats()
+        window = self._window(after, before)
+        if window is None:
+            return
+        params = {"filter": f"transactionDate:[{_ts(window[0])}..{_ts(window[1])}]"}
+
+        def identity(t: dict[str, Any]) -> Any:
+            # SALE transactions reuse the order id; ids are unique only within a type.
+            tid, kind = t.get("transactionId"), t.get("transactionType")
+            return (kind, tid) if isinstance(tid, str) and isinstance(kind, str) else None
+
+        yield from self._paged(
+            creds,
+            "getTransactions",
+            self.finances_endpoint.rstrip("/") + "/sell/finances/v1/transaction",
+            params,
+            "transactions",
+            identity,
+            stats,
+            min(self.page_size, 1000),
+        )
+
+    def payouts(self, creds, after, before=None, *, stats=None):
+        stats = stats if stats is not None else RequestStats()
+        window = self._window(after, before)
+        if window is None:
+            return
+        params = {"filter": f"payoutDate:[{_ts(window[0])}..{_ts(window[1])}]"}
+        yield from self._paged(
+            creds,
+            "getPayouts",
+            self.finances_endpoint.rstrip("/") + "/sell/finances/v1/payout",
+            params,
+            "payouts",
+            lambda p: p.get("payoutId") if isinstance(p.get("payoutId"), str) else None,
+            stats,
+            min(self.page_size, 200),
+        )
+
+    def inventory_items(self, creds, *, stats=None):
+        stats = stats if stats is not None else RequestStats()
+        yield from self._paged(
+            creds,
+            "getInventoryItems",
+            self.endpoint.rstrip("/") + "/sell/inventory/v1/inventory_item",
+            {},
+            "inventoryItems",
+            lambda i: i.get("sku") if isinstance(i.get("sku"), str) else None,
+            stats,
+            min(self.page_size, 200),
+        )

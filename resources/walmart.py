@@ -1,0 +1,386 @@
+"""Walmart Marketplace API client: an abstract Dagster resource and its HTTP implementation.
+
+Assets type-hint `WalmartMarketplace`; definitions bind `WalmartMarketplaceHttp` with Walmart's
+endpoint (or the local sandbox: its base URL + "/walmart"). Walmart issues API keys to each seller
+(Seller Center > API Key Management), so the per-merchant secret is the seller's client id and
+client secret together: build the credentials with `walmart_credentials(merchant_id, client_id,
+client_secret)`; `ChannelCredentials` keeps the pair out of repr. Access tokens (15 minutes) are
+cached per merchant and refreshed a margin before they expire, and again whenever Walmart answers
+401.
+
+Every operation yields Walmart's records verbatim (dicts; JSON numbers with a fraction become
+`Decimal`, so money keeps its exact text). A record without its identifier is still yielded for the
+extract to quarantine and counted in `stats.operation(...).malformed`.
+
+- `orders`: GET /v3/orders by lastModified window, once per ship-node type (Walmart answers only
+  `SellerFulfilled` orders unless asked for `WFSFulfilled`), following `list.meta.nextCursor` (a
+  ready query string) to the end, deduped by purchaseOrderId. Walmart serves 180 days back: an older
+  start raises `WalmartLookbackError` (or is clamped with `clamp_start=True`).
+- `inventory`: GET /v3/inventories, following `meta.nextCursor`, deduped by sku.
+- `recon_reports`: the available report dates in [since, until], then each report's JSON; one
+  record per report: {"reportDate": "MMDDYYYY", "reportVersion": "v1", "rows": [...]}.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import threading
+import time
+import uuid
+from abc import abstractmethod
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import dagster as dg
+import requests
+from pydantic import Field, PrivateAttr
+
+from resources.http import (
+    ApiRequestError,
+    ApiSession,
+    ChannelCredentials,
+    RequestStats,
+    RetryPolicy,
+)
+
+logger = logging.getLogger(__name__)
+
+# Per-seller limits as (requests per second, burst), from the calls-per-minute figures on
+# Walmart's rate-limiting page.
+WALMART_RATE_LIMITS: dict[str, tuple[float, float]] = {
+    "getAllOrders": (5000 / 60, 5000),
+    "getMultiNodeInventory": (200 / 60, 200),
+    "getAvailableReconReportDates": (20 / 60, 20),
+    "getReconReportJson": (20 / 60, 20),
+}
+ORDERS_LOOKBACK = timedelta(days=180)
+# Keep clear of the 180-day edge: Walmart measures it on its own clock at arrival.
+LOOKBACK_MARGIN = timedelta(minutes=10)
+SHIP_NODE_TYPES = ("SellerFulfilled", "WFSFulfilled")
+SERVICE_NAME = "Walmart Marketplace"
+MAX_TOKEN_REFRESHES_PER_CALL = 3
+
+
+class WalmartLookbackError(ValueError):
+    """The caller asked for orders older than Walmart's 180-day window."""
+
+
+def walmart_credentials(merchant_id: str, client_id: str, client_secret: str) -> ChannelCredentials:
+    """A merchant's Walmart API key pair as `ChannelCredentials` (the secret field holds both)."""
+    if ":" in client_id:
+        raise ValueError(
+            "a Walmart client id never contains ':'; check the value copied from Seller Center"
+        )
+    return ChannelCredentials(merchant_id, f"{client_id}:{client_secret}")
+
+
+def _iso(ts: datetime) -> str:
+    if ts.tzinfo is None:
+        raise ValueError("Walmart client times must be timezone-aware (UTC)")
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class WalmartMarketplace(dg.ConfigurableResource):
+    """The Walmart operations our assets use. Implementations: `WalmartMarketplaceHttp`."""
+
+    @abstractmethod
+    def orders(
+        self,
+        creds: ChannelCredentials,
+        modified_after: datetime,
+        modified_before: datetime | None = None,
+        *,
+        clamp_start: bool = False,
+        stats: RequestStats | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Orders last modified in [after, before), seller- and WFS-fulfilled, deduped by purchaseOrderId."""
+
+    @abstractmethod
+    def inventory(
+        self, creds: ChannelCredentials, *, stats: RequestStats | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Multi-node inventory, every page, deduped by sku."""
+
+    @abstractmethod
+    def recon_reports(
+        self,
+        creds: ChannelCredentials,
+        since: date,
+        until: date | None = None,
+        *,
+        stats: RequestStats | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Reconciliation reports dated in [since, until]: {"reportDate", "reportVersion", "rows"}."""
+
+
+class WalmartMarketplaceHttp(WalmartMarketplace):
+    """Walmart Marketplace APIs over HTTP with `requests`: tokens, pacing, retries. Thread-safe."""
+
+    endpoint: str = Field(
+        default="https://marketplace.walmartapis.com",
+        description="Walmart API host, or the sandbox base URL + '/walmart'.",
+    )
+    service_name: str = SERVICE_NAME
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    max_retries: int = 8
+    backoff_base: float = 0.5
+    backoff_cap: float = 30.0
+    rate_speedup: float = Field(
+        default=1.0, description="Multiply the paced rates (only against a sped-up sandbox)."
+    )
+    orders_page_size: int = Field(default=200, description="GET /v3/orders takes at most 200.")
+    inventory_page_size: int = Field(
+        default=50, description="GET /v3/inventories takes at most 50."
+    )
+    report_version: str = "v1"
+    token_refresh_margin_seconds: float = 60.0
+
+    _session: ApiSession | None = PrivateAttr(default=None)
+    _tokens: dict[tuple[str, str], tuple[str, float]] = PrivateAttr(default_factory=dict)
+    _lock: Any = PrivateAttr(default_factory=threading.Lock)
+
+    # -- plumbing ----------------------------------------------------------------------------
+    def _api(self) -> ApiSession:
+        with self._lock:
+            if self._session is None:
+                self._session = ApiSession(
+                    rates=WALMART_RATE_LIMITS,
+                    rate_speedup=self.rate_speedup,
+                    policy=RetryPolicy(
+                        max_retries=self.max_retries,
+                        backoff_base=self.backoff_base,
+                        backoff_cap=self.backoff_cap,
+                        connect_timeout=self.connect_timeout,
+                        read_timeout=self.read_timeout,
+                    ),
+                )
+            return self._session
+
+    def _base_headers(self) -> dict[str, str]:
+        return {
+            "WM_SVC.NAME": self.service_name,
+            "WM_QOS.CORRELATION_ID": str(uuid.uuid4()),
+            "Accept": "application/json",
+        }
+
+    def _access_token(self, creds: ChannelCredentials, force_refresh: bool) -> str:
+        key = (creds.merchant_id, hashlib.sha256(creds.refresh_token.encode()).hexdigest()[:16])
+        with self._lock:
+            cached = self._tokens.get(key)
+            if cached is not None and not force_refresh and time.monotonic() < cached[1]:
+                return cached[0]
+        if ":" not in creds.refresh_token:
+            raise ApiRequestError(
+                "walmartToken",
+                f"the Walmart credentials of merchant {creds.merchant_id} are not a client id and secret pair; build them with walmart_credentials()",
+            )
+        basic = base64.b64encode(creds.refresh_token.encode()).decode()
+        response = self._api().request(
+            "walmartToken",
+            "POST",
+            self.endpoint.rstrip("/") + "/v3/token",
+            bucket_key=creds.merchant_id,
+            data={"grant_type": "client_credentials"},
+            headers={**self._base_headers(), "Authorization": f"Basic {basic}"},
+            paced=False,
+        )
+        body = response.data if isinstance(response.data, dict) else {}
+        token = body.get("access_token")
+        if not isinstance(token, str) or not token:
+            raise ApiRequestError(
+                "walmartToken",
+                f"the token endpoint answered without an access_token for merchant {creds.merchant_id}; check the merchant's Walmart client id and secret",
+            )
+        lifetime = float(body.get("expires_in", 900))
+        valid_for = max(lifetime - self.token_refresh_margin_seconds, lifetime / 2)
+        with self._lock:
+            self._tokens[key] = (token, time.monotonic() + valid_for)
+        return token
+
+    def _get(
+        self,
+        creds: ChannelCredentials,
+        operation: str,
+        url: str,
+        params: dict[str, Any] | None,
+        stats: RequestStats,
+    ) -> Any:
+        refreshes = 0
+
+        def auth(force: bool) -> dict[str, str]:
+            nonlocal refreshes
+            if force:
+                refreshes += 1
+            return {**self._base_headers(), "WM_SEC.ACCESS_TOKEN": self._access_token(creds, force)}
+
+        def expired(response: requests.Response) -> bool:
+            # Walmart answers 401 UNAUTHORIZED.GMP_GATEWAY_API for an expired token: refresh it.
+            return response.status_code == 401 and refreshes < MAX_TOKEN_REFRESHES_PER_CALL
+
+        response = self._api().request(
+            operation,
+            "GET",
+            url,
+            bucket_key=creds.merchant_id,
+            params=params,
+            auth=auth,
+            auth_expired=expired,
+            stats=stats,
+        )
+        stats.add(operation, pages=1)
+        return response.data
+
+    def _url(self, path: str) -> str:
+        return self.endpoint.rstrip("/") + path
+
+    # -- orders ------------------------------------------------------------------------------
+    def orders(self, creds, modified_after, modified_before=None, *, clamp_start=False, stats=None):
+        stats = stats if stats is not None else RequestStats()
+        now = _utcnow()
+        floor = now - ORDERS_LOOKBACK + LOOKBACK_MARGIN
+        start = modified_after
+        if start < floor:
+            if not clamp_start:
+                raise WalmartLookbackError(
+                    f"Walmart serves orders modified in the last 180 days only; the window for merchant {creds.merchant_id} "
+                    f"starts at {_iso(modified_after)}, before {_iso(floor)}. Start the window at or after that time "
+                    "(or pass clamp_start=True), and read older money from the reconciliation reports"
+                )
+            logger.info(
+                "walmart orders: window start for merchant %s clamped to the 180-day limit %s",
+                creds.merchant_id,
+                _iso(floor),
+            )
+            start = floor
+        end = now if modified_before is None or modified_before > now else modified_before
+        if start >= end:
+            return
+        seen: set[str] = set()
+        for node_type in SHIP_NODE_TYPES:
+            params: dict[str, Any] | None = {
+                "lastModifiedStartDate": _iso(start),
+                "lastModifiedEndDate": _iso(end),
+                "limit": min(self.orders_page_size, 200),
+                "shipNodeType": node_type,
+                "productInfo": "false",
+            }
+            url = self._url("/v3/orders")
+            while True:
+                body = self._get(creds, "getAllOrders", url, params, stats)
+                listing = body.get("list") if isinstance(body, dict) else None
+                if not isinstance(listing, dict):
+                    raise ApiRequestError(
+                        "getAllOrders",
+                        "the response has no 'list' object; expected GET /v3/orders v3",
+                    )
+                for order in ((listing.get("elements") or {}).get("order")) or []:
+                    po = order.get("purchaseOrderId") if isinstance(order, dict) else None
+                    if not isinstance(po, str) or not po:
+                        stats.add("getAllOrders", malformed=1)
+                        yield order
+                        continue
+                    if po in seen:
+                        continue
+                    seen.add(po)
+                    stats.add("getAllOrders", records=1)
+                    yield order
+                cursor = (listing.get("meta") or {}).get("nextCursor")
+                if not isinstance(cursor, str) or not cursor.strip():
+                    break
+                # nextCursor is the next page's whole query string, to append as is.
+                url = self._url("/v3/orders") + (cursor if cursor.startswith("?") else "?" + cursor)
+                params = None
+
+    # -- inventory ---------------------------------------------------------------------------
+    def inventory(self, creds, *, stats=None):
+        stats = stats if stats is not None else RequestStats()
+        seen: set[str] = set()
+        cursor: str | None = None
+        while True:
+            params: dict[str, Any] = {"limit": min(self.inventory_page_size, 50)}
+            if cursor:
+                params["nextCursor"] = cursor
+            body = self._get(
+                creds, "getMultiNodeInventory", self._url("/v3/inventories"), params, stats
+            )
+            if not isinstance(body, dict):
+                raise ApiRequestError(
+                    "getMultiNodeInventory",
+                    "the response was not a JSON object; expected GET /v3/inventories",
+                )
+            for row in ((body.get("elements") or {}).get("inventories")) or []:
+                sku = row.get("sku") if isinstance(row, dict) else None
+                if not isinstance(sku, str) or not sku:
+                    stats.add("getMultiNodeInventory", malformed=1)
+                    yield row
+                    continue
+                if sku in seen:
+                    continue
+                seen.add(sku)
+                stats.add("getMultiNodeInventory", records=1)
+                yield row
+            cursor = (body.get("meta") or {}).get("nextCursor")
+            if not isinstance(cursor, str) or not cursor:
+                return
+
+    # -- reconciliation ----------------------------------------------------------------------
+    def recon_reports(self, creds, since, until=None, *, stats=None):
+        stats = stats if stats is not None else RequestStats()
+        until = until or _utcnow().date()
+        body = self._get(
+            creds,
+            "getAvailableReconReportDates",
+            self._url("/v3/report/reconreport/availableReconFiles"),
+            {"reportVersion": self.report_version},
+            stats,
+        )
+        listed = body.get("availableApReportDates") if isinstance(body, dict) else None
+        if not isinstance(listed, list):
+            raise ApiRequestError(
+                "getAvailableReconReportDates", "the response has no 'availableApReportDates' list"
+            )
+        dates: dict[date, str] = {}
+        for raw in listed:
+            try:
+                parsed = datetime.strptime(str(raw), "%m%d%Y").date()
+            except ValueError:
+                stats.add("getAvailableReconReportDates", malformed=1)
+                logger.warning(
+                    "walmart recon: skipped an unparsable report date in the listing for merchant %s",
+                    creds.merchant_id,
+                )
+                continue
+            dates[parsed] = str(raw)
+        for day in sorted(d for d in dates if since <= d <= until):
+            report_date = dates[day]
+            data = self._get(
+                creds,
+                "getReconReportJson",
+                self._url("/v3/report/reconreport/reconFileJson"),
+                {"reportDate": report_date, "reportVersion": self.report_version},
+                stats,
+            )
+            # The documented body is {"reportData": [...]}; some published examples are the bare list.
+            rows = data.get("reportData") if isinstance(data, dict) else data
+            if not isinstance(rows, list):
+                raise ApiRequestError(
+                    "getReconReportJson",
+                    f"report {report_date} has no reportData list; Walmart changed the shape or a proxy answered instead",
+                )
+            for row in rows:
+                # Every detail row has a Transaction Key; only the PaymentSummary row lacks one.
+                if not isinstance(row, dict) or (
+                    row.get("Transaction Type") != "PaymentSummary"
+                    and not row.get("Transaction Key")
+                ):
+                    stats.add("getReconReportJson", malformed=1)
+            stats.add("getReconReportJson", records=1)
+            yield {"reportDate": report_date, "reportVersion": self.report_version, "rows": rows}

@@ -1,0 +1,280 @@
+"""The shared HTTP client core: pacing, stats, retries, and what it never reveals.
+
+ApiSession is exercised against a scripted stand-in for a marketplace (a tiny http.server that
+answers from a script) and against the sandbox, never against mocks of our own code.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from resources.http import (
+    ApiRequestError,
+    ApiSession,
+    ChannelCredentials,
+    RequestStats,
+    RetryPolicy,
+    TokenBucket,
+)
+from tests.sandbox_helpers import amazon_sandbox
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_token_bucket_burst_then_rate():
+    clock = FakeClock()
+    bucket = TokenBucket(2.0, 5, clock=clock, sleep=clock.sleep)
+    for _ in range(5):
+        assert bucket.acquire() == 0.0
+    assert bucket.acquire() == pytest.approx(0.5)
+    assert not bucket.try_acquire()
+    clock.now += 1.0
+    assert bucket.try_acquire() and bucket.try_acquire() and not bucket.try_acquire()
+    bucket.set_rate(10.0)
+    assert bucket.acquire() == pytest.approx(0.1)
+    bucket.drain(debt=2.0)
+    assert bucket.acquire() == pytest.approx(0.3)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rate=st.floats(min_value=0.01, max_value=50),
+    burst=st.integers(min_value=1, max_value=30),
+    gaps=st.lists(st.floats(min_value=0, max_value=3), min_size=1, max_size=80),
+)
+def test_token_bucket_never_exceeds_burst_plus_rate(rate, burst, gaps):
+    clock = FakeClock()
+    bucket = TokenBucket(rate, burst, clock=clock, sleep=clock.sleep)
+    grants = []
+    for gap in gaps:
+        clock.now += gap
+        bucket.acquire()
+        grants.append(clock.now)
+    for i, at in enumerate(grants):
+        assert i + 1 <= burst + rate * at + 1e-6
+
+
+def test_request_stats_is_thread_safe():
+    stats = RequestStats()
+
+    def work() -> None:
+        for _ in range(1000):
+            stats.add("op", requests=1, seconds=0.001)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert stats.operation("op").requests == 8000
+    assert stats.total().seconds == pytest.approx(8.0)
+    assert set(stats.as_dict()["op"]) >= {
+        "requests",
+        "pages",
+        "throttled",
+        "retries",
+        "seconds",
+        "malformed",
+    }
+
+
+def test_credentials_repr_hides_the_token():
+    creds = ChannelCredentials("acme_parts", "Atzr|very-secret")
+    assert "very-secret" not in repr(creds) and "very-secret" not in str(creds)
+
+
+# ---------------------------------------------------------------------------------------------
+# A scripted marketplace: each request pops the next (status, headers, body, action) for its path.
+
+
+@contextmanager
+def scripted_server(script: dict[str, list[tuple]]) -> Iterator[str]:
+    queues = {path: deque(steps) for path, steps in script.items()}
+    seen: list[dict[str, str]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:  # keep test output quiet
+            pass
+
+        def do_GET(self) -> None:
+            seen.append(dict(self.headers))
+            status, headers, body, action = queues[self.path.split("?")[0]].popleft()
+            if action == "sleep":
+                time.sleep(0.5)
+            if action == "reset":
+                self.connection.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+                )
+                self.connection.close()
+                return
+            data = body.encode() if isinstance(body, str) else body
+            self.send_response(status)
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def session(**policy) -> ApiSession:
+    defaults = {
+        "max_retries": 4,
+        "backoff_base": 0.01,
+        "backoff_cap": 0.02,
+        "connect_timeout": 1.0,
+        "read_timeout": 0.25,
+    }
+    defaults.update(policy)
+    return ApiSession(rates={"op": (100.0, 10)}, policy=RetryPolicy(**defaults), seed=1)
+
+
+OK = (200, {"x-amzn-RateLimit-Limit": "40"}, '{"value": 12.30}', None)
+
+
+def test_retries_every_transient_failure_then_returns_exact_numbers():
+    script = {
+        "/x": [
+            (429, {"Retry-After": "0.3"}, '{"errors":[{"code":"QuotaExceeded"}]}', None),
+            (503, {}, '{"errors":[{"code":"ServiceUnavailable"}]}', None),
+            (200, {}, '{"value": 12.3', None),  # cut JSON with a matching Content-Length
+            (200, {}, "", "sleep"),  # longer than the read timeout
+            (200, {}, "", "reset"),
+            OK,
+        ]
+    }
+    with scripted_server(script) as base:
+        api = session(max_retries=6)
+        stats = RequestStats()
+        started = time.monotonic()
+        response = api.request("op", "GET", base + "/x", bucket_key="m", stats=stats)
+        assert time.monotonic() - started >= 0.3  # Retry-After honoured
+        assert response.data == {"value": Decimal("12.30")}
+        ops = stats.operation("op")
+        assert ops.retries == 5 and ops.throttled == 1 and ops.requests == 6
+        # The rate header replaced the documented rate (with the safety margin).
+        assert api.bucket("m", "op").rate == pytest.approx(40 * api.safety)
+
+
+def test_gives_up_with_a_clear_error_that_reveals_nothing(caplog):
+    caplog.set_level(logging.DEBUG)
+    secret_body = '{"errors":[{"code":"InternalFailure","message":"buyer Jane Roe, 1 Elm St"}]}'
+    script = {
+        "/x": [(500, {}, secret_body, None)] * 3,
+        "/y": [(400, {}, '{"errors":[{"code":"InvalidInput","message":"Jane Roe"}]}', None)],
+    }
+    with scripted_server(script) as base:
+        api = session(max_retries=2)
+        with pytest.raises(ApiRequestError) as info:
+            api.request(
+                "searchOrders",
+                "GET",
+                base + "/x",
+                bucket_key="m",
+                headers={"x-amz-access-token": "Atza|tok-123"},
+            )
+        assert str(info.value).startswith(
+            "searchOrders: gave up after 3 attempts"
+        ) and "server error 500" in str(info.value)
+        with pytest.raises(ApiRequestError) as rejected:
+            api.request("getOrder", "GET", base + "/y", bucket_key="m")
+        assert rejected.value.status == 400 and rejected.value.code == "InvalidInput"
+    text = caplog.text + str(info.value) + str(rejected.value)
+    assert "Jane Roe" not in text and "Elm St" not in text and "tok-123" not in text
+
+
+def test_expired_token_is_refreshed_and_retried():
+    expired = '{"errors":[{"code":"Unauthorized","message":"Access to requested resource is denied.","details":"The access token you provided has expired."}]}'
+    script = {
+        "/x": [(403, {}, expired, None), OK],
+        "/z": [(403, {}, '{"errors":[{"code":"Unauthorized","details":"invalid"}]}', None)],
+    }
+    refreshes: list[bool] = []
+
+    def auth(force: bool) -> dict[str, str]:
+        refreshes.append(force)
+        return {"x-amz-access-token": f"token-{len(refreshes)}"}
+
+    def is_expired(response) -> bool:
+        return response.status_code == 403 and "expired" in response.text
+
+    with scripted_server(script) as base:
+        api = session()
+        api.request("op", "GET", base + "/x", bucket_key="m", auth=auth, auth_expired=is_expired)
+        assert refreshes == [False, True]
+        with pytest.raises(ApiRequestError, match="HTTP 403"):
+            api.request(
+                "op", "GET", base + "/z", bucket_key="m", auth=auth, auth_expired=is_expired
+            )
+
+
+def test_paces_to_the_header_rate_against_the_sandbox():
+    with amazon_sandbox(quota_speedup=1000, enforce_quotas=True) as sb:
+        api = ApiSession(rates={"searchOrders": (0.0056, 20)}, rate_speedup=1.0)
+        token = json.loads(
+            __import__("requests")
+            .post(
+                sb.base_url + "/amazon/auth/o2/token",
+                data={
+                    "grant_type": "refresh_token",
+                    "refresh_token": "sandbox-refresh-acme_parts",
+                    "client_id": "a",
+                    "client_secret": "b",
+                },
+                timeout=5,
+            )
+            .text
+        )["access_token"]
+        now = sb.state.now()
+        params = {
+            "createdAfter": now.replace(hour=0, minute=0).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "createdBefore": now.replace(hour=0, minute=1).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+        stats = RequestStats()
+        for _ in range(30):
+            api.request(
+                "searchOrders",
+                "GET",
+                sb.base_url + "/amazon/orders/2026-01-01/orders",
+                bucket_key="acme_parts",
+                params=params,
+                headers={"x-amz-access-token": token},
+                stats=stats,
+            )
+        # 20 burst, then 10 more at 5.6 req/s: about 1.8 s, and the server never had to throttle.
+        assert api.bucket("acme_parts", "searchOrders").rate == pytest.approx(5.6 * api.safety)
+        assert (
+            stats.operation("searchOrders").throttled == 0
+            and sb.state.throttled["searchOrders"] == 0
+        )
+        assert stats.operation("searchOrders").waited > 1.0

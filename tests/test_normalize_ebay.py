@@ -1,0 +1,234 @@
+"""eBay normalizers against payloads written from eBay's documented schemas (tests/fixtures/ebay)."""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from illuma_pipelines.normalize import AdjustmentKind, FulfillmentChannel, OrderStatus, ebay, loads
+
+FIXTURES = Path(__file__).parent / "fixtures" / "ebay"
+
+
+def load(name: str) -> Any:
+    return loads((FIXTURES / name).read_text(encoding="utf-8"))
+
+
+def order_records() -> list[dict[str, Any]]:
+    return copy.deepcopy(ebay.orders_from_response(load("ebay_getOrders_doc_shape.json")))
+
+
+@pytest.fixture(scope="module")
+def result():
+    return ebay.normalize_orders(order_records())
+
+
+def by_id(result, order_id: str):
+    return {o.marketplace_order_id: o for o in result.orders}[order_id]
+
+
+def test_paid_multi_line_order_money(result) -> None:
+    assert result.rejects == [] and result.dropped_components == []
+    order = by_id(result, "05-12345-67890")
+    assert order.status is OrderStatus.SHIPPED
+    assert order.channel_status == "FULFILLED|PAID|NONE_REQUESTED"
+    assert order.currency == "USD" and order.marketplace_id == "EBAY_US"
+    assert order.order_total == Decimal("65.18")
+    # pricingSummary discounts are negative (-6.00, -1.50); the model stores money off, positive.
+    assert order.promotion_total == Decimal("7.50")
+    assert order.marketplace_fee_total == Decimal("8.71")
+    assert (
+        order.items_subtotal + order.shipping_total + order.tax_total - order.promotion_total
+        == order.order_total
+    )
+    lines = [line for line in result.lines if line.marketplace_order_id == "05-12345-67890"]
+    assert sum(line.item_price for line in lines) == order.items_subtotal
+    assert sum(line.shipping_price for line in lines) == order.shipping_total
+    assert sum(line.item_tax for line in lines) == order.tax_total
+    assert sum(line.promotion_discount for line in lines) == order.promotion_total
+    brakes = lines[0]
+    assert brakes.quantity_ordered == 2 and brakes.unit_price == Decimal("19.99")
+    assert brakes.asin_or_item_id == "110123456789" and brakes.quantity_shipped == 2
+    # Line discounts are positive in the payload and stay positive.
+    assert brakes.promotion_discount == Decimal("5.50")
+
+
+def test_shipping_cost_is_the_line_total_not_per_unit(result) -> None:
+    # eBay: deliveryCost.shippingCost is "the total cost of shipping all units of the line
+    # item"; multiplying by quantity would overstate shipping (6.00 for 2 units, not 12.00).
+    order = by_id(result, "05-12345-67890")
+    brakes = next(line for line in result.lines if line.line_id == "10045678901234")
+    assert brakes.shipping_price == Decimal("6.00")
+    assert order.shipping_total == Decimal("8.5")
+
+
+def test_cancelled_and_refunded_order(result) -> None:
+    order = by_id(result, "27-11111-22222")
+    assert order.status is OrderStatus.CANCELLED and order.currency == "GBP"
+    kinds = [
+        (a.kind, a.line_id, a.amount)
+        for a in result.adjustments
+        if a.marketplace_order_id == "27-11111-22222"
+    ]
+    # The refund appears on the line and in paymentSummary with one refundId: emitted once.
+    assert kinds == [
+        (AdjustmentKind.REFUND, "20011111111111", Decimal("15.00")),
+        (AdjustmentKind.CANCELLATION, None, Decimal("15.00")),
+    ]
+    cancel = next(a for a in result.adjustments if a.kind is AdjustmentKind.CANCELLATION)
+    assert cancel.occurred_at == datetime(2026, 3, 3, 15, 29, tzinfo=UTC)
+    assert cancel.reason == "BUYER_ASKED_CANCEL"
+    line = next(line for line in result.lines if line.marketplace_order_id == "27-11111-22222")
+    assert line.line_status is OrderStatus.CANCELLED and line.quantity_shipped == 0
+
+
+def test_partial_refund(result) -> None:
+    order = by_id(result, "12-33333-44444")
+    assert order.status is OrderStatus.PARTIALLY_REFUNDED
+    (refund,) = [a for a in result.adjustments if a.marketplace_order_id == "12-33333-44444"]
+    assert refund.kind is AdjustmentKind.REFUND and refund.line_id is None
+    assert refund.amount == Decimal("32.10") and refund.status == "REFUNDED"
+
+
+def test_pii(result) -> None:
+    pii = {p.marketplace_order_id: p for p in result.pii}
+    first = pii["05-12345-67890"]
+    assert first.buyer_name == "Pat Buyer" and first.buyer_email == "pat.buyer@example.com"
+    assert first.address_line2 == "Unit 2" and first.state_or_region == "OH"
+    assert pii["27-11111-22222"].country_code == "GB"
+    assert by_id(result, "27-11111-22222").country_code == "GB"
+
+
+def test_ebay_fulfilled_program_is_marketplace_fulfilment() -> None:
+    records = order_records()
+    records[0]["program"] = {"fulfillmentProgram": {"fulfilledBy": "EBAY"}}
+    out = ebay.normalize_orders(records[:1])
+    assert out.orders[0].fulfillment_channel is FulfillmentChannel.MARKETPLACE
+
+
+def test_unknown_values_rejected_rest_continue() -> None:
+    records = order_records()
+    records[0]["orderPaymentStatus"] = "MAYBE_PAID"
+    records[1]["pricingSummary"]["total"]["currency"] = "GBX"
+    records[2]["lineItems"][0]["lineItemFulfillmentStatus"] = "LOST"
+    extra = order_records()[0]
+    out = ebay.normalize_orders([*records, extra])
+    assert [o.marketplace_order_id for o in out.orders] == ["05-12345-67890"]
+    reasons = dict(out.rejects)
+    assert "MAYBE_PAID" in reasons["05-12345-67890"]
+    assert "GBX" in reasons["27-11111-22222"]
+    assert "LOST" in reasons["12-33333-44444"]
+
+
+def test_transactions_sign_comes_from_booking_entry() -> None:
+    out = ebay.normalize_transactions(
+        ebay.transactions_from_response(load("ebay_getTransactions_doc_shape.json"))
+    )
+    assert out.rejects == []
+    sale, refund, label, ad_fee = out.transactions
+    assert sale.amount == Decimal("56.47") and sale.type == "SALE"
+    assert sum(amount for _, amount in sale.breakdown) == Decimal("-8.71")
+    assert ("fee:FINAL_VALUE_FEE", Decimal("-5.59")) in sale.breakdown
+    assert refund.amount == Decimal("-32.10")  # DEBIT with a positive value
+    assert label.amount == Decimal("-7.45") and label.order_id == "05-12345-67890"
+    assert ad_fee.amount == Decimal("-3.12") and ad_fee.description == "AD_FEE"
+
+
+def test_transaction_with_unknown_booking_entry_rejected() -> None:
+    records = ebay.transactions_from_response(load("ebay_getTransactions_doc_shape.json"))
+    bad = {**records[0], "bookingEntry": "SIDEWAYS"}
+    out = ebay.normalize_transactions([bad, records[1]])
+    assert len(out.transactions) == 1 and "SIDEWAYS" in out.rejects[0][1]
+
+
+def test_inventory_items() -> None:
+    as_of = datetime(2026, 3, 5, 12, tzinfo=UTC)
+    out = ebay.normalize_inventory(
+        ebay.inventory_from_response(load("ebay_getInventoryItems_doc_shape.json")), as_of=as_of
+    )
+    brakes, oil = out.inventory
+    assert brakes.sku == "BRK-PAD-FR-001" and brakes.merchant_fulfilled == 25
+    assert oil.merchant_fulfilled == 0 and oil.as_of == as_of and oil.fulfillable is None
+
+
+def test_error_body() -> None:
+    body = {
+        "errors": [
+            {"errorId": 1100, "domain": "ACCESS", "category": "REQUEST", "message": "Access denied"}
+        ]
+    }
+    assert ebay.is_error_response(body)
+    with pytest.raises(ebay.EbayErrorResponse, match="Access denied"):
+        ebay.orders_from_response(body)
+
+
+money_cents = st.integers(min_value=0, max_value=10_000_000)
+
+
+def _amount(cents: int) -> dict[str, str]:
+    return {"value": f"{cents // 100}.{cents % 100:02d}", "currency": "EUR"}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(min_value=1, max_value=50), money_cents, money_cents, money_cents),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_generated_orders_sum_exactly(lines: list[tuple[int, int, int, int]]) -> None:
+    """Order totals built from random line amounts come back exactly, never via float."""
+    items = []
+    for index, (quantity, price, shipping, promo) in enumerate(lines):
+        items.append(
+            {
+                "lineItemId": f"L{index}",
+                "quantity": quantity,
+                "lineItemCost": _amount(price),
+                "deliveryCost": {"shippingCost": _amount(shipping)},
+                "appliedPromotions": [{"discountAmount": _amount(promo)}],
+                "lineItemFulfillmentStatus": "NOT_STARTED",
+            }
+        )
+    subtotal = sum(p for _, p, _, _ in lines)
+    delivery = sum(s for _, _, s, _ in lines)
+    discount = sum(d for _, _, _, d in lines)
+    total = subtotal + delivery - discount
+    record = {
+        "orderId": "GEN-1",
+        "orderFulfillmentStatus": "NOT_STARTED",
+        "orderPaymentStatus": "PAID",
+        "pricingSummary": {
+            "priceSubtotal": _amount(subtotal),
+            "deliveryCost": _amount(delivery),
+            "priceDiscount": {
+                "value": f"-{discount // 100}.{discount % 100:02d}",
+                "currency": "EUR",
+            },
+            "total": {
+                "value": f"{'-' if total < 0 else ''}{abs(total) // 100}.{abs(total) % 100:02d}",
+                "currency": "EUR",
+            },
+        },
+        "lineItems": items,
+    }
+    out = ebay.normalize_orders([record])
+    assert out.rejects == []
+    (order,) = out.orders
+    assert order.items_subtotal == sum(line.item_price for line in out.lines)
+    assert order.shipping_total == sum(line.shipping_price for line in out.lines)
+    assert order.promotion_total == sum(line.promotion_discount for line in out.lines)
+    assert order.order_total == Decimal(total) / 100
+    assert order.items_subtotal + order.shipping_total - order.promotion_total == order.order_total
+    for line, (quantity, price, _, _) in zip(out.lines, lines, strict=True):
+        # Inexact divisions keep 4 places: the error is at most half a unit there, per unit.
+        assert abs(line.unit_price * quantity - line.item_price) <= Decimal("0.00005") * quantity
+        assert line.item_price == Decimal(price) / 100

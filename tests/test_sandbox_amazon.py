@@ -1,0 +1,693 @@
+"""The Amazon sandbox and the real Amazon client, end to end over HTTP (no mocks of our code)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import subprocess
+import sys
+import threading
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+import requests
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from illuma_pipelines.sandbox.amazon import (
+    RATE_LIMITS,
+    SETTLEMENT_REPORT_TYPE,
+    render_order,
+    render_settlement,
+    set_report_outcome,
+)
+from illuma_pipelines.sandbox.faults import FAULT_KINDS, FaultConfig
+from illuma_pipelines.sandbox.server import (
+    CHANNEL_MODULES,
+    SandboxClock,
+    SandboxConfig,
+    SandboxServer,
+    build_app,
+)
+from illuma_pipelines.sandbox.world import MerchantWorld, parts_catalog, stable_int
+from resources.amazon import AmazonReportError
+from resources.http import ApiRequestError, ChannelCredentials, RequestStats
+from tests.sandbox_helpers import (
+    CLIENT_SECRET,
+    amazon_client,
+    amazon_sandbox,
+    creds,
+    sandbox_now,
+    well_formed_inventory,
+    well_formed_order,
+    well_formed_transaction,
+)
+
+MERCHANT = "acme_parts"
+
+
+def _token(server: SandboxServer, merchant: str = MERCHANT) -> str:
+    response = requests.post(
+        server.base_url + "/amazon/auth/o2/token",
+        data={
+            "grant_type": "refresh_token",
+            "refresh_token": f"sandbox-refresh-{merchant}",
+            "client_id": "id",
+            "client_secret": "secret",
+        },
+        timeout=5,
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["token_type"] == "bearer" and body["expires_in"] == 3600
+    return body["access_token"]
+
+
+def _settlement_rows(text: str) -> tuple[dict[str, str], list[dict[str, str]]]:
+    lines = text.splitlines()
+    header = lines[0].split("\t")
+    rows = [dict(zip(header, line.split("\t"), strict=True)) for line in lines[1:]]
+    return rows[0], rows[1:]
+
+
+# ---------------------------------------------------------------------------------------------
+# Server basics
+
+
+def test_server_starts_fast_mounts_amazon_and_plugs_in_channels():
+    with amazon_sandbox() as sb:
+        assert sb.base_url.startswith("http://127.0.0.1:")
+        assert requests.get(sb.base_url + "/health", timeout=5).json() == {"status": "ok"}
+        assert "amazon" in sb.app.state.channels
+    app = build_app(SandboxConfig())
+    # ebay/walmart are mounted as soon as their modules exist; absent modules are skipped.
+    for channel in ("ebay", "walmart"):
+        try:
+            __import__(CHANNEL_MODULES[channel])
+        except ModuleNotFoundError:
+            assert channel not in app.state.channels
+        else:
+            assert channel in app.state.channels
+
+
+def test_world_is_stable_across_processes():
+    day = datetime(2026, 3, 3, tzinfo=UTC).date()
+    code = (
+        "from datetime import date;"
+        "from illuma_pipelines.sandbox.world import MerchantWorld;"
+        "w = MerchantWorld(5, 'acme_parts', date(2026, 1, 1));"
+        "print([(p.order_id, str(p.grand_total), p.buyer.name) for p in w.amazon_orders_created_on(date(2026, 3, 3))]);"
+        "print([(p.sku, str(p.price)) for p in w.catalog][:5])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    world = MerchantWorld(5, "acme_parts", datetime(2026, 1, 1).date())
+    assert out[0] == str(
+        [
+            (p.order_id, str(p.grand_total), p.buyer.name)
+            for p in world.amazon_orders_created_on(day)
+        ]
+    )
+    assert out[1] == str([(p.sku, str(p.price)) for p in world.catalog][:5])
+    catalog = parts_catalog(5, "acme_parts")
+    assert len({p.sku for p in catalog}) == len(catalog)
+    assert all(isinstance(p.price, Decimal) and p.price > p.cost for p in catalog)
+    assert parts_catalog(5, "other_shop") != catalog
+    assert stable_int("a", 1) == stable_int("a", 1) != stable_int("a", 2)
+
+
+def test_day_data_does_not_change_with_now_except_status_fields():
+    world = MerchantWorld(3, MERCHANT, datetime(2026, 1, 1).date())
+    day = datetime(2026, 2, 10, tzinfo=UTC)
+    early, late = day + timedelta(days=1), day + timedelta(days=40)
+    status_fields = {"lastUpdatedTime", "fulfillment", "packages", "orderItems"}
+    seen_statuses = Counter()
+    for plan in world.amazon_orders_created_on(day.date()):
+        a = render_order(plan, early, {"BUYER", "RECIPIENT", "PROCEEDS", "FULFILLMENT", "PACKAGES"})
+        b = render_order(plan, late, {"BUYER", "RECIPIENT", "PROCEEDS", "FULFILLMENT", "PACKAGES"})
+        assert {k: v for k, v in a.items() if k not in status_fields} == {
+            k: v for k, v in b.items() if k not in status_fields
+        }
+        assert [i["product"] for i in a["orderItems"]] == [i["product"] for i in b["orderItems"]]
+        seen_statuses[plan.status_at(late)[0]] += 1
+    assert {"DELIVERED"} <= set(seen_statuses)
+    # Over a month, orders reach every status, and some are refunded.
+    month = [
+        p
+        for d in range(30)
+        for p in world.amazon_orders_created_on((day + timedelta(days=d)).date())
+    ]
+    assert {p.status_at(late)[0] for p in month} >= {"DELIVERED", "CANCELLED"}
+    assert any(p.refund_at for p in month) and {p.fulfilled_by for p in month} == {
+        "AMAZON",
+        "MERCHANT",
+    }
+    assert {p.status_at(p.created)[0] for p in month} == {"PENDING"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Auth
+
+
+def test_lwa_token_refresh_and_expired_token_retry(caplog):
+    with amazon_sandbox(access_token_lifetime=3600) as sb:
+        client = amazon_client(sb)
+        now = sb.state.now()
+        window = (now - timedelta(days=2), now - timedelta(hours=1))
+        first = list(client.search_orders(creds(MERCHANT), *window))
+        assert sb.state.served["lwaToken"] == 1
+        # Expire the cached token behind the client's back: the next call gets 403 "expired",
+        # refreshes once and succeeds.
+        for token in sb.state.issued_access_tokens():
+            sb.state.revoke_token(token)
+        stats = RequestStats()
+        assert list(client.search_orders(creds(MERCHANT), *window, stats=stats)) == first
+        assert sb.state.served["lwaToken"] == 2
+        assert stats.operation("searchOrders").retries == 1
+
+        raw = requests.get(
+            sb.base_url + "/amazon/orders/2026-01-01/orders/111-1111111-1111111",
+            headers={"x-amz-access-token": sb.state.issued_access_tokens()[0]},
+            timeout=5,
+        )
+        assert raw.status_code == 403
+        assert "expired" in raw.json()["errors"][0]["details"]
+
+    # Short-lived tokens are refreshed before they expire, without a 403.
+    with amazon_sandbox(access_token_lifetime=0.4) as sb:
+        client = amazon_client(sb)
+        now = sb.state.now()
+        for _ in range(3):
+            list(
+                client.search_orders(
+                    creds(MERCHANT), now - timedelta(hours=6), now - timedelta(hours=1)
+                )
+            )
+            threading.Event().wait(0.25)
+        assert sb.state.served["lwaToken"] >= 2
+        assert sb.state.served["searchOrders"] == 3  # the 403 path was never needed
+
+    with amazon_sandbox() as sb:
+        bad = ChannelCredentials(MERCHANT, "not-a-sandbox-token-SECRET")
+        with pytest.raises(ApiRequestError) as info:
+            list(amazon_client(sb).search_orders(bad, sb.state.now() - timedelta(days=1)))
+        assert "lwaToken" in str(info.value) and "invalid_grant" in str(info.value)
+        assert "SECRET" not in str(info.value) and "SECRET" not in repr(bad)
+
+
+# ---------------------------------------------------------------------------------------------
+# Orders
+
+
+def test_search_orders_pages_to_the_end_and_matches_the_sandbox():
+    with amazon_sandbox(orders_page_size=4) as sb:
+        now = sb.state.now()
+        a, b = now - timedelta(days=6), now - timedelta(minutes=3)
+        stats = RequestStats()
+        got = list(amazon_client(sb).search_orders(creds(MERCHANT), a, b, stats=stats))
+        expected = sb.state.amazon_orders_updated_between(MERCHANT, a, b)
+        assert got == expected and len(got) > 12
+        assert stats.operation("searchOrders").pages == -(-len(got) // 4)
+        statuses = {o["fulfillment"]["fulfillmentStatus"] for o in got}
+        assert statuses >= {"SHIPPED"} and statuses <= {
+            "PENDING",
+            "UNSHIPPED",
+            "SHIPPED",
+            "CANCELLED",
+        }
+        # Money stays string text in Orders v2026.
+        shipped = next(o for o in got if "proceeds" in o)
+        assert isinstance(shipped["proceeds"]["grandTotal"]["amount"], str)
+        # getOrder returns the same record.
+        assert amazon_client(sb).get_order(creds(MERCHANT), got[0]["orderId"]) == got[0]
+
+
+def test_consecutive_windows_partition_the_orders_exactly():
+    with amazon_sandbox(orders_page_size=5) as sb:
+        now = sb.state.now()
+        client = amazon_client(sb)
+        start = (now - timedelta(days=5)).replace(hour=0, minute=0)
+        ids: list[str] = []
+        for d in range(4):
+            ids += [
+                o["orderId"]
+                for o in client.search_orders(
+                    creds(MERCHANT), start + timedelta(days=d), start + timedelta(days=d + 1)
+                )
+            ]
+        whole = [
+            o["orderId"]
+            for o in sb.state.amazon_orders_updated_between(
+                MERCHANT, start, start + timedelta(days=4)
+            )
+        ]
+        assert len(ids) == len(set(ids)) and sorted(ids) == sorted(whole)
+
+
+def test_search_orders_validates_like_amazon():
+    with amazon_sandbox() as sb:
+        headers = {"x-amz-access-token": _token(sb)}
+        url = sb.base_url + "/amazon/orders/2026-01-01/orders"
+        now = sb.state.now()
+        both = requests.get(
+            url,
+            params={
+                "createdAfter": "2026-01-01T00:00:00Z",
+                "lastUpdatedAfter": "2026-01-01T00:00:00Z",
+            },
+            headers=headers,
+            timeout=5,
+        )
+        assert both.status_code == 400 and both.json()["errors"][0]["code"] == "InvalidInput"
+        too_late = requests.get(
+            url,
+            params={
+                "lastUpdatedAfter": (now - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "lastUpdatedBefore": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            },
+            headers=headers,
+            timeout=5,
+        )
+        assert too_late.status_code == 400
+        ok = requests.get(
+            url,
+            params={
+                "createdAfter": (now - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "maxResultsPerPage": 2,
+            },
+            headers=headers,
+            timeout=5,
+        )
+        assert ok.status_code == 200 and ok.headers["x-amzn-RateLimit-Limit"]
+        body = ok.json()
+        assert (
+            len(body["orders"]) == 2 and body["pagination"]["nextToken"] and "createdBefore" in body
+        )
+        changed = requests.get(
+            url,
+            params={
+                "createdAfter": "2026-01-01T00:00:00Z",
+                "paginationToken": body["pagination"]["nextToken"],
+            },
+            headers=headers,
+            timeout=5,
+        )
+        assert changed.status_code == 400
+        missing = requests.get(url + "/111-0000000-0000000", headers=headers, timeout=5)
+        assert missing.status_code == 404
+
+
+# ---------------------------------------------------------------------------------------------
+# Finances, settlements, reports
+
+
+def test_finances_and_settlements_reconcile_to_the_penny():
+    with amazon_sandbox(finances_page_size=7) as sb:
+        client = amazon_client(sb)
+        now = sb.state.now()
+        settlements = list(client.settlement_reports(creds(MERCHANT), now - timedelta(days=60)))
+        assert len(settlements) >= 3
+        assert len({s["settlementId"] for s in settlements}) == len(settlements)
+        world = sb.state.world(MERCHANT)
+        for record in settlements[:2]:
+            totals, rows = _settlement_rows(record["document"])
+            assert totals["settlement-id"] == record["settlementId"]
+            assert all(
+                r["total-amount"] == "" and r["settlement-id"] == totals["settlement-id"]
+                for r in rows
+            )
+            row_sum = sum((Decimal(r["amount"]) for r in rows), Decimal("0"))
+            assert row_sum == Decimal(totals["total-amount"])
+            assert {r["amount-description"] for r in rows} >= {
+                "Principal",
+                "Commission",
+                "Subscription Fee",
+            }
+            start = datetime.fromisoformat(record["report"]["dataStartTime"].replace("Z", "+00:00"))
+            end = datetime.fromisoformat(record["report"]["dataEndTime"].replace("Z", "+00:00"))
+            transactions = list(client.list_transactions(creds(MERCHANT), start, end))
+            assert (
+                sum((t["totalAmount"]["currencyAmount"] for t in transactions), Decimal("0"))
+                == row_sum
+            )
+            assert all(
+                isinstance(t["totalAmount"]["currencyAmount"], Decimal | int) for t in transactions
+            )
+            # Each order's principal rows equal the order's item subtotal.
+            principal = Counter()
+            for r in rows:
+                if r["transaction-type"] == "Order" and r["amount-description"] == "Principal":
+                    principal[r["order-id"]] += Decimal(r["amount"])
+            for order_id, amount in list(principal.items())[:10]:
+                plan = world.amazon_order(order_id, now)
+                assert plan is not None and plan.item_total == amount
+
+
+def test_report_listing_rules():
+    with amazon_sandbox(reports_page_size=2) as sb:
+        headers = {"x-amz-access-token": _token(sb)}
+        url = sb.base_url + "/amazon/reports/2021-06-30/reports"
+        now = sb.state.now()
+        first = requests.get(
+            url,
+            params={"reportTypes": SETTLEMENT_REPORT_TYPE, "pageSize": 2},
+            headers=headers,
+            timeout=5,
+        ).json()
+        assert len(first["reports"]) == 2 and first["nextToken"]
+        mixed = requests.get(
+            url, params={"nextToken": first["nextToken"], "pageSize": 2}, headers=headers, timeout=5
+        )
+        assert mixed.status_code == 400 and mixed.json()["errors"][0]["code"] == "400"
+        second = requests.get(
+            url, params={"nextToken": first["nextToken"]}, headers=headers, timeout=5
+        ).json()
+        assert {r["reportId"] for r in second["reports"]}.isdisjoint(
+            r["reportId"] for r in first["reports"]
+        )
+        old = requests.get(
+            url,
+            params={
+                "reportTypes": SETTLEMENT_REPORT_TYPE,
+                "createdSince": (now - timedelta(days=120)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            },
+            headers=headers,
+            timeout=5,
+        )
+        assert old.status_code == 400
+        refused = requests.post(
+            url,
+            json={"reportType": SETTLEMENT_REPORT_TYPE, "marketplaceIds": ["ATVPDKIKX0DER"]},
+            headers=headers,
+            timeout=5,
+        )
+        assert (
+            refused.status_code == 400
+            and "cannot be requested" in refused.json()["errors"][0]["message"]
+        )
+        # The client asks for at most 90 days even when told more.
+        got = list(amazon_client(sb).settlement_reports(creds(MERCHANT), now - timedelta(days=400)))
+        assert 5 <= len(got) <= 7
+        doc = requests.get(
+            sb.base_url
+            + "/amazon/reports/2021-06-30/documents/"
+            + got[0]["report"]["reportDocumentId"],
+            headers=headers,
+            timeout=5,
+        ).json()
+        assert doc["compressionAlgorithm"] == "GZIP"
+        assert (
+            gzip.decompress(requests.get(doc["url"], timeout=5).content)
+            .decode()
+            .startswith("settlement-id\t")
+        )
+
+
+def test_request_report_done_and_fatal():
+    with amazon_sandbox(report_queue_seconds=0.05, report_processing_seconds=0.1) as sb:
+        client = amazon_client(sb)
+        result = client.request_report(creds(MERCHANT), "GET_FBA_MYI_UNSUPPRESSED_INVENTORY_DATA")
+        assert result["report"]["processingStatus"] == "DONE"
+        header, *lines = result["document"].splitlines()
+        assert header.startswith("sku\tfnsku\tasin") and len(lines) == sum(
+            p.amazon_fba for p in sb.state.world(MERCHANT).catalog
+        )
+        assert sb.state.served["getReport"] >= 2  # it was polled through IN_QUEUE / IN_PROGRESS
+        set_report_outcome(sb.state, "GET_MERCHANT_LISTINGS_ALL_DATA", "FATAL")
+        with pytest.raises(AmazonReportError, match="FATAL"):
+            client.request_report(creds(MERCHANT), "GET_MERCHANT_LISTINGS_ALL_DATA")
+        set_report_outcome(sb.state, "GET_MERCHANT_LISTINGS_ALL_DATA", "CANCELLED")
+        with pytest.raises(AmazonReportError, match="CANCELLED"):
+            client.request_report(creds(MERCHANT), "GET_MERCHANT_LISTINGS_ALL_DATA")
+        with pytest.raises(ValueError, match="cannot be requested"):
+            client.request_report(creds(MERCHANT), SETTLEMENT_REPORT_TYPE)
+
+
+def test_inventory_and_pricing():
+    with amazon_sandbox(inventory_page_size=4) as sb:
+        client = amazon_client(sb)
+        stats = RequestStats()
+        summaries = list(client.inventory_summaries(creds(MERCHANT), stats=stats))
+        fba = [p for p in sb.state.world(MERCHANT).catalog if p.amazon_fba]
+        assert sorted(s["sellerSku"] for s in summaries) == sorted(p.sku for p in fba)
+        assert stats.operation("getInventorySummaries").pages == -(-len(fba) // 4)
+        assert all("inventoryDetails" in s for s in summaries)
+        skus = [p.sku for p in sb.state.world(MERCHANT).catalog[:23]] + ["NOT-OURS"]
+        priced = list(client.competitive_pricing(creds(MERCHANT), skus))
+        assert [p["SellerSKU"] for p in priced] == skus
+        assert priced[-1]["status"] == "ClientError" and priced[0]["status"] == "Success"
+        amount = priced[0]["Product"]["CompetitivePricing"]["CompetitivePrices"][0]["Price"][
+            "ListingPrice"
+        ]["Amount"]
+        assert isinstance(amount, Decimal)
+        offers = client.listing_offers(creds(MERCHANT), skus[0])
+        assert offers["SKU"] == skus[0] and sum(o["MyOffer"] for o in offers["Offers"]) == 1
+        assert offers["Summary"]["TotalOfferCount"] == len(offers["Offers"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Faults, quotas, secrets
+
+
+def _extract(client, merchants, days, now, stats):
+    """A multi-day, multi-merchant extract the way the assets run it: one window per day."""
+    out = {}
+    start = (now - timedelta(days=days + 1)).replace(hour=0, minute=0)
+    for merchant in merchants:
+        orders, transactions = [], []
+        for d in range(days):
+            a, b = start + timedelta(days=d), start + timedelta(days=d + 1)
+            orders += list(client.search_orders(creds(merchant), a, b, stats=stats))
+            transactions += list(client.list_transactions(creds(merchant), a, b, stats=stats))
+        inventory = list(client.inventory_summaries(creds(merchant), stats=stats))
+        settlements = list(
+            client.settlement_reports(creds(merchant), now - timedelta(days=30), stats=stats)
+        )
+        out[merchant] = (
+            orders,
+            transactions,
+            inventory,
+            settlements,
+            start,
+            start + timedelta(days=days),
+        )
+    return out
+
+
+def _expected(sb, merchant, a, b):
+    orders = sb.state.amazon_orders_updated_between(merchant, a, b)
+    transactions = sb.state.amazon_transactions_posted_between(merchant, a, b)
+    return orders, transactions
+
+
+@pytest.mark.timeout(120)
+def test_faults_of_every_kind_lose_and_duplicate_nothing(caplog):
+    caplog.set_level(logging.DEBUG)
+    merchants = ["acme_parts", "mower_depot", "zed_auto"]
+    injected: Counter = Counter()
+    passed_through = 0  # broken records the client handed on for the extract to quarantine
+    for run, seed in enumerate((101, 202)):
+        faults = FaultConfig.mixed(0.2, seed=seed, timeout_seconds=0.5, retry_after_seconds=0.01)
+        with amazon_sandbox(
+            faults=faults, orders_page_size=3, finances_page_size=4, inventory_page_size=4
+        ) as sb:
+            client = amazon_client(sb, read_timeout=0.25, max_retries=10)
+            stats = RequestStats()
+            result = _extract(client, merchants, 4, sb.state.now(), stats)
+            for merchant, (orders, transactions, inventory, settlements, a, b) in result.items():
+                want_orders, want_transactions = _expected(sb, merchant, a, b)
+                good_orders = [o for o in orders if well_formed_order(o)]
+                assert sorted(good_orders, key=lambda o: o["orderId"]) == sorted(
+                    want_orders, key=lambda o: o["orderId"]
+                ), (run, merchant)
+                good_tx = [t for t in transactions if well_formed_transaction(t)]
+                assert sorted(good_tx, key=lambda t: t["transactionId"]) == sorted(
+                    want_transactions, key=lambda t: t["transactionId"]
+                )
+                good_inventory = [s for s in inventory if well_formed_inventory(s)]
+                passed_through += len(orders) - len(good_orders) + len(transactions) - len(good_tx)
+                passed_through += len(inventory) - len(good_inventory)
+                assert sorted(s["sellerSku"] for s in good_inventory) == sorted(
+                    p.sku for p in sb.state.world(merchant).catalog if p.amazon_fba
+                )
+                now = sb.state.now()
+                want_settlements = sb.state.amazon_settlements_between(
+                    merchant, now - timedelta(days=30), now + timedelta(seconds=1)
+                )
+                assert [s["settlementId"] for s in settlements] == [
+                    s.settlement_id for s in want_settlements
+                ]
+            injected.update(sb.state.faults.counts)
+            total = stats.total()
+            assert total.retries > 0 and total.errors == 0
+    assert all(injected[kind] > 0 for kind in FAULT_KINDS), injected
+    assert passed_through > 0
+    _assert_no_secrets(caplog.text, [CLIENT_SECRET])
+
+
+@pytest.mark.timeout(120)
+def test_quotas_are_enforced_and_429s_are_retried():
+    speed = 2000.0
+    with amazon_sandbox(enforce_quotas=True, quota_speedup=speed, inventory_page_size=3) as sb:
+        now = sb.state.now()
+        a, b = now - timedelta(days=6), now - timedelta(minutes=5)
+        stats = RequestStats()
+        client = amazon_client(sb, page_size=1)
+        got = list(client.search_orders(creds(MERCHANT), a, b, stats=stats))
+        assert got == sb.state.amazon_orders_updated_between(MERCHANT, a, b)
+        inventory = list(client.inventory_summaries(creds(MERCHANT), stats=stats))
+        assert len(inventory) == sum(p.amazon_fba for p in sb.state.world(MERCHANT).catalog)
+        assert stats.operation("searchOrders").requests > 20  # beyond the burst: paced
+        assert sum(sb.state.throttled.values()) <= 0.01 * sum(sb.state.served.values()) + 1
+        _assert_log_respects_buckets(sb, speed)
+
+        # Two independent clients share one merchant's quota: the server throttles, they retry,
+        # and both still get everything.
+        sb.state.throttled.clear()
+        results: dict[int, list] = {}
+
+        a = now - timedelta(days=3)
+        got = [o for o in got if o["lastUpdatedTime"] >= a.strftime("%Y-%m-%dT%H:%M:%SZ")]
+
+        def run(i: int) -> None:
+            results[i] = list(amazon_client(sb, page_size=2).search_orders(creds(MERCHANT), a, b))
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert results[0] == results[1] == got
+        assert sb.state.throttled["searchOrders"] > 0
+        _assert_log_respects_buckets(sb, speed)
+
+
+def _assert_log_respects_buckets(sb: SandboxServer, speed: float) -> None:
+    """Replay the server's log of answered requests: none exceeded burst + rate * elapsed."""
+    by_key: dict[tuple[str, str], list[float]] = {}
+    for at, caller, operation in sb.state.admissions:
+        by_key.setdefault((caller, operation), []).append(at)
+    assert by_key
+    for (_, operation), times in by_key.items():
+        rate, burst = RATE_LIMITS[operation]
+        for i, t in enumerate(times):
+            assert i + 1 <= burst + rate * speed * (t - times[0]) + 1e-3, operation
+
+
+def _assert_no_secrets(text: str, extra: list[str]) -> None:
+    for secret in extra:
+        assert secret not in text
+
+
+def test_no_secret_or_pii_in_logs_or_errors(caplog):
+    caplog.set_level(logging.DEBUG)
+    errors: list[str] = []
+    faults = FaultConfig.mixed(0.3, seed=9, timeout_seconds=0.4, retry_after_seconds=0.01)
+    with amazon_sandbox(faults=faults, orders_page_size=5) as sb:
+        now = sb.state.now()
+        client = amazon_client(sb, read_timeout=0.2)
+        orders = list(
+            client.search_orders(
+                creds(MERCHANT), now - timedelta(days=3), now - timedelta(minutes=3)
+            )
+        )
+        list(
+            client.list_transactions(
+                creds(MERCHANT), now - timedelta(days=3), now - timedelta(minutes=3)
+            )
+        )
+        # Calls that fail for good: exhausted retries, a rejected request, a bad refresh token.
+        brittle = amazon_client(sb, max_retries=0, read_timeout=0.2)
+        for _ in range(15):
+            try:
+                list(
+                    brittle.search_orders(
+                        creds(MERCHANT), now - timedelta(days=1), now - timedelta(minutes=3)
+                    )
+                )
+            except ApiRequestError as exc:
+                errors.append(str(exc))
+        for call in (
+            lambda: amazon_client(sb, max_retries=12).get_order(
+                creds(MERCHANT), "111-0000000-0000000"
+            ),
+            lambda: list(
+                amazon_client(sb, max_retries=12).search_orders(
+                    ChannelCredentials(MERCHANT, "sandbox-refresh-NOPE!"), now - timedelta(days=1)
+                )
+            ),
+        ):
+            with pytest.raises(ApiRequestError) as info:
+                call()
+            errors.append(str(info.value))
+        tokens = sb.state.issued_access_tokens()
+        plans = sb.state.world(MERCHANT).amazon_orders_updated_between(
+            now - timedelta(days=3), now, now
+        )
+    assert errors and tokens and orders
+    assert any("gave up" in e for e in errors) and any("HTTP 404" in e for e in errors)
+    secrets = [CLIENT_SECRET, f"sandbox-refresh-{MERCHANT}", "sandbox-refresh-NOPE!", *tokens]
+    pii = [
+        v
+        for p in plans
+        for v in (p.buyer.name, p.buyer.email, p.buyer.phone, p.buyer.address.line1)
+    ]
+    haystack = caplog.text + "\n".join(errors)
+    leaked = [v for v in secrets + pii if v in haystack]
+    assert not leaked
+
+
+def test_running_clock_moves_statuses_forward():
+    start = sandbox_now() - timedelta(days=1)
+    clock = SandboxClock.fixed_at(start)
+    with SandboxServer(
+        SandboxConfig(
+            seed=4, clock=clock, history_start=start.date() - timedelta(days=30), quota_speedup=1000
+        )
+    ) as sb:
+        world = sb.state.world(MERCHANT)
+        recent = [
+            p for p in world.amazon_orders_created_between(start - timedelta(days=1), start, start)
+        ]
+        before = {p.order_id: p.status_at(start)[0] for p in recent}
+        clock.advance(timedelta(days=10))
+        after = {p.order_id: p.status_at(sb.state.now())[0] for p in recent}
+        assert any(before[k] != after[k] for k in before)
+        assert set(after.values()) <= {"DELIVERED", "CANCELLED"}
+        body = json.loads(requests.get(sb.base_url + "/health", timeout=5).text)
+        assert body["status"] == "ok"
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(min_value=0, max_value=10**6),
+    merchant=st.from_regex(r"[a-z][a-z0-9_]{1,12}", fullmatch=True),
+    offset=st.integers(min_value=0, max_value=20),
+)
+def test_every_settlement_balances_and_matches_its_orders(seed, merchant, offset):
+    world = MerchantWorld(seed, merchant, datetime(2025, 6, 1).date())
+    settlement = world.amazon_settlement(
+        world.settlement_index(datetime(2025, 7, 1, tzinfo=UTC)) + offset
+    )
+    totals, rows = _settlement_rows(render_settlement(settlement))
+    assert sum((Decimal(r["amount"]) for r in rows), Decimal("0")) == Decimal(
+        totals["total-amount"]
+    )
+    principal: Counter = Counter()
+    for t in settlement.transactions:
+        assert settlement.start <= t.posted < settlement.end
+        if t.transaction_type == "Shipment":
+            principal[t.order.order_id] += sum(
+                (a for _, d, a, _ in t.rows if d == "Principal"), Decimal("0")
+            )
+            assert principal[t.order.order_id] == t.order.item_total
+            # Fees are charges: negative, to the cent.
+            assert all(
+                a < 0 and a == a.quantize(Decimal("0.01"))
+                for k, _, a, _ in t.rows
+                if k == "ItemFees"
+            )

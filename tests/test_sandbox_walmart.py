@@ -1,0 +1,662 @@
+"""The Walmart sandbox and the real Walmart client, end to end over HTTP (no mocks of our code)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+from collections import Counter
+from datetime import datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from illuma_pipelines.sandbox.faults import FAULT_KINDS, FaultConfig
+from illuma_pipelines.sandbox.server import SandboxClock, SandboxConfig, SandboxServer
+from illuma_pipelines.sandbox.walmart import (
+    RATE_LIMITS,
+    walmart_inventory,
+    walmart_orders_modified_between,
+    walmart_recon_report,
+    walmart_recon_report_dates,
+    walmart_settlements_between,
+)
+from resources.http import ApiRequestError, ChannelCredentials, RequestStats
+from resources.walmart import WalmartLookbackError, WalmartMarketplaceHttp, walmart_credentials
+from tests.sandbox_helpers import sandbox_now
+
+MERCHANT = "acme_parts"
+CLIENT_SECRET = "wm-secret-Qz81x0-sandbox"  # a value tests look for in logs
+FIXTURES = Path(__file__).parent / "fixtures" / "walmart"
+HEADERS = {"WM_SVC.NAME": "Walmart Marketplace", "WM_QOS.CORRELATION_ID": "test-correlation"}
+
+
+def creds(merchant_id: str) -> ChannelCredentials:
+    return walmart_credentials(merchant_id, f"sandbox-client-{merchant_id}", CLIENT_SECRET)
+
+
+def _sandbox(
+    *, faults: FaultConfig | None = None, now: datetime | None = None, **config: Any
+) -> SandboxServer:
+    now = now or sandbox_now()
+    return SandboxServer(
+        SandboxConfig(
+            seed=config.pop("seed", 31),
+            clock=SandboxClock.fixed_at(now),
+            faults=faults or FaultConfig(),
+            quota_speedup=config.pop("quota_speedup", 1000.0),
+            history_start=now.date() - timedelta(days=240),
+            **config,
+        )
+    )
+
+
+def _client(server: SandboxServer, **overrides: Any) -> WalmartMarketplaceHttp:
+    settings: dict[str, Any] = {
+        "endpoint": server.base_url + "/walmart",
+        "connect_timeout": 2.0,
+        "read_timeout": 5.0,
+        "backoff_base": 0.01,
+        "backoff_cap": 0.05,
+        "rate_speedup": 1000.0,
+    }
+    settings.update(overrides)
+    return WalmartMarketplaceHttp(**settings)
+
+
+def _midnight(ts: datetime) -> datetime:
+    return ts.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _token(
+    server: SandboxServer, client_id: str = f"sandbox-client-{MERCHANT}"
+) -> requests.Response:
+    basic = base64.b64encode(f"{client_id}:{CLIENT_SECRET}".encode()).decode()
+    return requests.post(
+        server.base_url + "/walmart/v3/token",
+        data={"grant_type": "client_credentials"},
+        headers={**HEADERS, "Authorization": f"Basic {basic}"},
+        timeout=5,
+    )
+
+
+def _by_po(orders: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(orders, key=lambda o: o["purchaseOrderId"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Auth
+
+
+def test_token_headers_refresh_and_bad_client():
+    with _sandbox() as sb:
+        assert "walmart" in sb.app.state.channels
+        token = _token(sb)
+        assert (
+            token.status_code == 200
+            and token.json()["token_type"] == "Bearer"
+            and token.json()["expires_in"] == 900
+        )
+        no_headers = requests.get(
+            sb.base_url + "/walmart/v3/inventories",
+            headers={"WM_SEC.ACCESS_TOKEN": token.json()["access_token"]},
+            timeout=5,
+        )
+        assert no_headers.status_code == 400 and no_headers.json()["errors"][0]["code"].startswith(
+            "MISSING_REQUIRED_HEADER"
+        )
+        assert _token(sb, "someone-else").status_code == 401
+
+        client = _client(sb)
+        end = _midnight(sb.state.now())
+        window = (end - timedelta(days=2), end)
+        first = list(client.orders(creds(MERCHANT), *window))
+        assert first and sb.state.served["walmartToken"] == 2  # one from _token above
+        for issued in sb.state.issued_access_tokens():
+            sb.state.revoke_token(issued)
+        stats = RequestStats()
+        assert list(client.orders(creds(MERCHANT), *window, stats=stats)) == first
+        assert sb.state.served["walmartToken"] == 3 and stats.operation("getAllOrders").retries == 1
+
+        bad = walmart_credentials(MERCHANT, "not-a-sandbox-client", "SECRET-wm")
+        with pytest.raises(ApiRequestError) as info:
+            list(client.orders(bad, *window))
+        assert (
+            "walmartToken" in str(info.value)
+            and "UNAUTHORIZED" in str(info.value)
+            and "SECRET" not in str(info.value)
+        )
+        assert "SECRET" not in repr(bad)
+        with pytest.raises(ApiRequestError, match="walmart_credentials"):
+            list(client.inventory(ChannelCredentials(MERCHANT, "just-a-token")))
+
+    with _sandbox(access_token_lifetime=0.4) as sb:
+        client = _client(sb)
+        for _ in range(3):
+            list(client.inventory(creds(MERCHANT)))
+            threading.Event().wait(0.25)
+        assert sb.state.served["walmartToken"] >= 2 and sb.state.throttled == {}
+
+
+# ---------------------------------------------------------------------------------------------
+# Orders
+
+
+def test_orders_page_through_both_node_types_and_match_the_sandbox():
+    with _sandbox(orders_page_size=4) as sb:
+        end = _midnight(sb.state.now())
+        a = end - timedelta(days=12)
+        stats = RequestStats()
+        got = list(_client(sb).orders(creds(MERCHANT), a, end, stats=stats))
+        expected = walmart_orders_modified_between(sb.state, MERCHANT, a, end)
+        assert _by_po(got) == _by_po(expected) and len(got) > 20
+        types = [o["shipNode"]["type"] for o in got]
+        # Seller-fulfilled first, then WFS: one query (and cursor chain) per node type.
+        assert types == sorted(types, key=lambda t: t != "SellerFulfilled") and set(types) == {
+            "SellerFulfilled",
+            "WFSFulfilled",
+        }
+        pages = sum(-(-types.count(t) // 4) for t in set(types))
+        assert stats.operation("getAllOrders").pages == pages
+
+        # Over a longer window: every line status, cancellations at amount 0, refunds negative.
+        longer = walmart_orders_modified_between(sb.state, MERCHANT, end - timedelta(days=120), end)
+        statuses = Counter(
+            s["status"]
+            for o in longer
+            for ln in o["orderLines"]["orderLine"]
+            for s in ln["orderLineStatuses"]["orderLineStatus"]
+        )
+        assert set(statuses) >= {"Delivered", "Cancelled", "Shipped"}
+        for order in longer:
+            assert isinstance(order["orderDate"], int)
+            for line in order["orderLines"]["orderLine"]:
+                assert isinstance(line["orderLineQuantity"]["amount"], str)
+                status = line["orderLineStatuses"]["orderLineStatus"][0]["status"]
+                for charge in line["charges"]["charge"]:
+                    amount = charge["chargeAmount"]["amount"]
+                    assert isinstance(amount, Decimal)
+                    assert (
+                        (amount == 0 and charge["tax"] is None)
+                        if status == "Cancelled"
+                        else amount > 0
+                    )
+                if line["refund"]:
+                    assert all(
+                        rc["charge"]["chargeAmount"]["amount"] < 0
+                        for rc in line["refund"]["refundCharges"]["refundCharge"]
+                    )
+        assert any(ln["refund"] for o in longer for ln in o["orderLines"]["orderLine"])
+
+
+def test_an_order_repeated_on_the_next_page_is_yielded_once():
+    with _sandbox() as sb:
+        end = _midnight(sb.state.now())
+        seller = [
+            o
+            for o in walmart_orders_modified_between(
+                sb.state, MERCHANT, end - timedelta(days=3), end
+            )
+            if o["shipNode"]["type"] == "SellerFulfilled"
+        ]
+        o1, o2, o3 = seller[:3]
+        cursor = "?limit=2&hasMoreElements=true&soIndex=2&poIndex=" + o2["purchaseOrderId"]
+        first = {
+            "list": {
+                "meta": {"totalCount": 3, "limit": 2, "nextCursor": cursor},
+                "elements": {"order": [o1, o2]},
+            }
+        }
+        second = {"list": {"meta": {"totalCount": 3, "limit": 2}, "elements": {"order": [o2, o3]}}}
+        sb.state.queue_fixture("walmart", MERCHANT, "getAllOrders", first)
+        sb.state.queue_fixture("walmart", MERCHANT, "getAllOrders", second)
+        stats = RequestStats()
+        got = list(_client(sb).orders(creds(MERCHANT), end - timedelta(days=3), end, stats=stats))
+        wfs = [
+            o
+            for o in walmart_orders_modified_between(
+                sb.state, MERCHANT, end - timedelta(days=3), end
+            )
+            if o["shipNode"]["type"] == "WFSFulfilled"
+        ]
+        assert got == [o1, o2, o3, *wfs]
+        assert stats.operation("getAllOrders").records == 3 + len(wfs)
+
+
+def test_lookback_limit_is_enforced_by_both_sides():
+    with _sandbox() as sb:
+        client = _client(sb)
+        now = sb.state.now()
+        with pytest.raises(WalmartLookbackError, match="180 days"):
+            list(
+                client.orders(creds(MERCHANT), now - timedelta(days=181), now - timedelta(days=170))
+            )
+        clamped = list(
+            client.orders(
+                creds(MERCHANT),
+                now - timedelta(days=400),
+                now - timedelta(days=170),
+                clamp_start=True,
+            )
+        )
+        assert clamped and _by_po(clamped) == _by_po(
+            walmart_orders_modified_between(
+                sb.state,
+                MERCHANT,
+                now - timedelta(days=180) + timedelta(minutes=10),
+                now - timedelta(days=170),
+            )
+        )
+
+        headers = {**HEADERS, "WM_SEC.ACCESS_TOKEN": _token(sb).json()["access_token"]}
+        old = requests.get(
+            sb.base_url + "/walmart/v3/orders",
+            params={"createdStartDate": "2020-01-01T00:00:00Z"},
+            headers=headers,
+            timeout=5,
+        )
+        error = old.json()["errors"][0]
+        assert (
+            old.status_code == 400
+            and error["code"] == "INVALID_REQUEST_PARAM.GMP_ORDER_API"
+            and error["field"] == "createdStartDate"
+        )
+
+
+def test_consecutive_windows_partition_the_orders_exactly():
+    with _sandbox(orders_page_size=3) as sb:
+        client = _client(sb)
+        start = _midnight(sb.state.now()) - timedelta(days=5)
+        ids: list[str] = []
+        for d in range(4):
+            ids += [
+                o["purchaseOrderId"]
+                for o in client.orders(
+                    creds(MERCHANT), start + timedelta(days=d), start + timedelta(days=d + 1)
+                )
+            ]
+        whole = [
+            o["purchaseOrderId"]
+            for o in walmart_orders_modified_between(
+                sb.state, MERCHANT, start, start + timedelta(days=4)
+            )
+        ]
+        assert len(ids) == len(set(ids)) and sorted(ids) == sorted(whole)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reconciliation and inventory
+
+
+def test_recon_reports_settle_every_14_days_and_agree_with_orders():
+    with _sandbox() as sb:
+        client = _client(sb)
+        today = sb.state.now().date()
+        since = today - timedelta(days=90)
+        reports = list(client.recon_reports(creds(MERCHANT), since, today))
+        plans = walmart_settlements_between(sb.state, MERCHANT, since, today)
+        assert [r["reportDate"] for r in reports] == [
+            s.report_date.strftime("%m%d%Y") for s in plans
+        ] and len(reports) >= 6
+        assert set(walmart_recon_report_dates(sb.state, MERCHANT)) >= {
+            r["reportDate"] for r in reports
+        }
+        gaps = {
+            (b.report_date - a.report_date).days for a, b in zip(plans, plans[1:], strict=False)
+        }
+        assert gaps == {14}
+
+        orders = {
+            o["purchaseOrderId"]: o
+            for o in walmart_orders_modified_between(
+                sb.state, MERCHANT, sb.state.now() - timedelta(days=179), sb.state.now()
+            )
+        }
+        checked = 0
+        for report in reports:
+            rows = report["rows"]
+            assert rows == walmart_recon_report(sb.state, MERCHANT, report["reportDate"])
+            summary, details = rows[0], rows[1:]
+            assert summary["Transaction Type"] == "PaymentSummary"
+            assert Decimal(summary["Total Payable"]) == sum(Decimal(r["Amount"]) for r in details)
+            datetime.strptime(summary["Period Start Date"], "%m/%d/%Y")
+            assert all(
+                r["Period Start Date"] == '""' and len(r["Partner GTIN"]) == 14 for r in details
+            )
+            for row in details:
+                order = orders.get(row["Purchase Order #"])
+                if order is None or row["Transaction Type"] != "Sale":
+                    continue
+                line = next(
+                    ln
+                    for ln in order["orderLines"]["orderLine"]
+                    if ln["lineNumber"] == row["Purchase Order line #"]
+                )
+                charges = {c["chargeType"]: c for c in line["charges"]["charge"]}
+                if row["Amount Type"] == "Product Price":
+                    assert Decimal(row["Amount"]) == charges["PRODUCT"]["chargeAmount"]["amount"]
+                    checked += 1
+                elif row["Amount Type"] == "Product tax":
+                    assert (
+                        Decimal(row["Amount"]) == charges["PRODUCT"]["tax"]["taxAmount"]["amount"]
+                    )
+                elif row["Amount Type"] == "Shipping Price":
+                    assert Decimal(row["Amount"]) == charges["SHIPPING"]["chargeAmount"]["amount"]
+                elif row["Amount Type"] == "Commission on Product":
+                    assert Decimal(row["Amount"]) == -(
+                        charges["PRODUCT"]["chargeAmount"]["amount"] * Decimal("0.12")
+                    ).quantize(Decimal("0.01"))
+        assert checked > 20
+        kinds = Counter(
+            (r["Transaction Type"], r["Amount Type"]) for rep in reports for r in rep["rows"][1:]
+        )
+        assert (
+            kinds[("Refund", "Product Price")] > 0
+            and kinds[("Service Fee", "Fee/Reimbursement")] > 0
+        )
+
+
+def test_recon_reports_hold_exactly_the_lines_shipped_or_refunded_in_their_period():
+    with _sandbox() as sb:
+        now = sb.state.now()
+        orders = walmart_orders_modified_between(sb.state, MERCHANT, now - timedelta(days=179), now)
+        settlements = walmart_settlements_between(
+            sb.state, MERCHANT, now.date() - timedelta(days=100), now.date()
+        )
+        assert len(settlements) >= 6
+        for s in settlements:
+            rows = walmart_recon_report(sb.state, MERCHANT, s.report_date.strftime("%m%d%Y"))
+            assert rows is not None
+            sold = {
+                (r["Purchase Order #"], r["Purchase Order line #"])
+                for r in rows[1:]
+                if r["Transaction Type"] == "Sale"
+            }
+            refunded = {
+                (r["Purchase Order #"], r["Purchase Order line #"])
+                for r in rows[1:]
+                if r["Transaction Type"] == "Refund"
+            }
+            lo, hi = int(s.start.timestamp() * 1000), int(s.end.timestamp() * 1000)
+            shipped_in = set()
+            refunded_in = set()
+            for order in orders:
+                for line in order["orderLines"]["orderLine"]:
+                    tracking = line["orderLineStatuses"]["orderLineStatus"][0]["trackingInfo"]
+                    if tracking and lo <= tracking["shipDateTime"] < hi:
+                        shipped_in.add((order["purchaseOrderId"], line["lineNumber"]))
+                    if line["refund"]:
+                        refunded_in.add((order["purchaseOrderId"], line["lineNumber"]))
+            assert sold == shipped_in
+            assert refunded <= refunded_in
+            # Transaction Keys group a transaction's amount rows and never span two transactions.
+            groups: dict[str, set] = {}
+            for r in rows[1:]:
+                groups.setdefault(r["Transaction Key"], set()).add(
+                    (r["Purchase Order #"], r["Purchase Order line #"], r["Transaction Type"])
+                )
+            assert all(len(v) == 1 for v in groups.values())
+
+
+def test_order_statuses_move_with_the_sandbox_clock():
+    start = sandbox_now() - timedelta(days=30)
+    clock = SandboxClock.fixed_at(start)
+    with SandboxServer(
+        SandboxConfig(seed=4, clock=clock, history_start=start.date() - timedelta(days=60))
+    ) as sb:
+        window = (start - timedelta(days=2), start + timedelta(seconds=1))
+        before = {
+            o["purchaseOrderId"]: o
+            for o in walmart_orders_modified_between(sb.state, MERCHANT, *window)
+        }
+        statuses_before = Counter(
+            o["orderLines"]["orderLine"][0]["orderLineStatuses"]["orderLineStatus"][0]["status"]
+            for o in before.values()
+        )
+        clock.advance(timedelta(days=25))
+        after = {
+            o["purchaseOrderId"]: o
+            for o in walmart_orders_modified_between(sb.state, MERCHANT, window[0], sb.state.now())
+        }
+        statuses_after = Counter(
+            after[po]["orderLines"]["orderLine"][0]["orderLineStatuses"]["orderLineStatus"][0][
+                "status"
+            ]
+            for po in before
+        )
+        assert set(statuses_before) & {"Created", "Acknowledged", "Shipped"}
+        assert set(statuses_after) <= {"Delivered", "Cancelled"}
+        assert all(after[po]["orderDate"] == before[po]["orderDate"] for po in before)
+
+
+@pytest.mark.timeout(60)
+def test_quotas_are_enforced_and_429s_are_retried():
+    speed = 20.0
+    with _sandbox(enforce_quotas=True, quota_speedup=speed) as sb:
+        today = sb.state.now().date()
+        since = today - timedelta(days=365)
+        want = walmart_settlements_between(sb.state, MERCHANT, since, today)
+        results: dict[int, list] = {}
+
+        def run(i: int) -> None:
+            results[i] = list(
+                _client(sb, rate_speedup=speed).recon_reports(creds(MERCHANT), since, today)
+            )
+
+        # Two independent clients share one seller's quota: beyond the burst the server answers
+        # 429, both back off and retry, and both still get every report.
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(results[0]) == len(want) > 10
+        assert results[0] == results[1]
+        assert sb.state.throttled["getReconReportJson"] > 0
+        by_op: dict[str, list[float]] = {}
+        for at, _caller, operation in sb.state.admissions:
+            by_op.setdefault(operation, []).append(at)
+        rate, burst = RATE_LIMITS["getReconReportJson"]
+        times = by_op["getReconReportJson"]
+        assert all(
+            i + 1 <= burst + rate * speed * (t - times[0]) + 1e-3 for i, t in enumerate(times)
+        )
+
+
+def test_inventory_pages_to_the_end():
+    with _sandbox(inventory_page_size=7) as sb:
+        stats = RequestStats()
+        rows = list(_client(sb).inventory(creds(MERCHANT), stats=stats))
+        assert rows == walmart_inventory(sb.state, MERCHANT) and len(rows) == 48
+        assert stats.operation("getMultiNodeInventory").pages == 7
+
+
+def test_shared_fixtures_are_served_and_accepted():
+    order_doc = json.loads(
+        (FIXTURES / "walmart_acknowledgeOrder_eolabs_fetchOrdersAcknowledge.json").read_text(),
+        parse_float=Decimal,
+    )
+    recon_doc = json.loads(
+        (FIXTURES / "walmart_reconFileJson_mediocre_readme_example.json").read_text(),
+        parse_float=Decimal,
+    )
+    with _sandbox() as sb:
+        page = {
+            "list": {
+                "meta": {"totalCount": 1, "limit": 100},
+                "elements": {"order": [order_doc["order"]]},
+            }
+        }
+        sb.state.queue_fixture("walmart", MERCHANT, "getAllOrders", page)
+        sb.state.queue_fixture(
+            "walmart",
+            MERCHANT,
+            "getAvailableReconReportDates",
+            {"availableApReportDates": ["12192020"]},
+        )
+        sb.state.queue_fixture_file(
+            "walmart",
+            MERCHANT,
+            "getReconReportJson",
+            FIXTURES / "walmart_reconFileJson_mediocre_readme_example.json",
+        )
+        client = _client(sb)
+        end = _midnight(sb.state.now())
+        got = list(client.orders(creds(MERCHANT), end - timedelta(days=1), end))
+        # The fixture answers the seller-fulfilled query verbatim; WFS orders follow from the sandbox.
+        assert got[0] == order_doc["order"] and got[0]["orderLines"]["orderLine"][0]["charges"][
+            "charge"
+        ][0]["tax"]["taxAmount"]["amount"] == Decimal("0.8")
+        wfs = [
+            o
+            for o in walmart_orders_modified_between(
+                sb.state, MERCHANT, end - timedelta(days=1), end
+            )
+            if o["shipNode"]["type"] == "WFSFulfilled"
+        ]
+        assert got[1:] == wfs
+        stats = RequestStats()
+        reports = list(
+            client.recon_reports(
+                creds(MERCHANT),
+                datetime(2020, 1, 1).date(),
+                datetime(2021, 1, 1).date(),
+                stats=stats,
+            )
+        )
+        assert reports == [{"reportDate": "12192020", "reportVersion": "v1", "rows": recon_doc}]
+        assert stats.operation("getReconReportJson").malformed == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Faults and secrets
+
+
+def _extract(
+    client: WalmartMarketplaceHttp,
+    merchants: list[str],
+    end: datetime,
+    days: int,
+    stats: RequestStats,
+) -> dict[str, dict[str, list]]:
+    out: dict[str, dict[str, list]] = {}
+    for merchant in merchants:
+        got: dict[str, list] = {"orders": []}
+        for d in range(days, 0, -1):
+            got["orders"] += client.orders(
+                creds(merchant), end - timedelta(days=d), end - timedelta(days=d - 1), stats=stats
+            )
+        got["inventory"] = list(client.inventory(creds(merchant), stats=stats))
+        got["reports"] = list(
+            client.recon_reports(
+                creds(merchant), end.date() - timedelta(days=30), end.date(), stats=stats
+            )
+        )
+        out[merchant] = got
+    return out
+
+
+def _clean_rows(rows: list[Any]) -> list[Any]:
+    return [
+        r
+        for r in rows
+        if isinstance(r, dict)
+        and (r.get("Transaction Type") == "PaymentSummary" or r.get("Transaction Key"))
+    ]
+
+
+@pytest.mark.timeout(120)
+def test_faults_of_every_kind_lose_and_duplicate_nothing(caplog):
+    caplog.set_level(logging.DEBUG)
+    merchants = ["acme_parts", "mower_depot", "zed_auto"]
+    injected: Counter = Counter()
+    stats = RequestStats()
+    runs = []
+    for seed in (101, 202):
+        faults = FaultConfig.mixed(0.2, seed=seed, timeout_seconds=0.5, retry_after_seconds=0.01)
+        with _sandbox(faults=faults, orders_page_size=3, inventory_page_size=6) as sb:
+            end = _midnight(sb.state.now())
+            result = _extract(
+                _client(sb, read_timeout=0.25, max_retries=10), merchants, end, 4, stats
+            )
+            clean = {}
+            for merchant, got in result.items():
+                orders = [
+                    o
+                    for o in got["orders"]
+                    if isinstance(o, dict) and isinstance(o.get("purchaseOrderId"), str)
+                ]
+                assert len({o["purchaseOrderId"] for o in orders}) == len(orders)
+                assert _by_po(orders) == _by_po(
+                    walmart_orders_modified_between(
+                        sb.state, merchant, end - timedelta(days=4), end
+                    )
+                )
+                inventory = [
+                    r
+                    for r in got["inventory"]
+                    if isinstance(r, dict) and isinstance(r.get("sku"), str)
+                ]
+                assert inventory == walmart_inventory(sb.state, merchant)
+                reports = [(r["reportDate"], _clean_rows(r["rows"])) for r in got["reports"]]
+                want = [
+                    (
+                        s.report_date.strftime("%m%d%Y"),
+                        walmart_recon_report(sb.state, merchant, s.report_date.strftime("%m%d%Y")),
+                    )
+                    for s in walmart_settlements_between(
+                        sb.state, merchant, end.date() - timedelta(days=30), end.date()
+                    )
+                ]
+                assert reports == want and len(reports) >= 2
+                clean[merchant] = (orders, inventory, reports)
+            runs.append(clean)
+            injected.update(sb.state.faults.counts)
+    assert runs[0] == runs[1]
+    total = stats.total()
+    assert total.retries > 0 and total.malformed > 0 and total.errors == 0
+    assert all(injected[kind] > 0 for kind in FAULT_KINDS), injected
+    assert CLIENT_SECRET not in caplog.text
+
+
+def test_no_secret_or_pii_in_logs_or_errors(caplog):
+    caplog.set_level(logging.DEBUG)
+    errors: list[str] = []
+    faults = FaultConfig.mixed(0.3, seed=9, timeout_seconds=0.4, retry_after_seconds=0.01)
+    with _sandbox(faults=faults, orders_page_size=5) as sb:
+        end = _midnight(sb.state.now())
+        client = _client(sb, read_timeout=0.2, max_retries=12)
+        orders = list(client.orders(creds(MERCHANT), end - timedelta(days=3), end))
+        brittle = _client(sb, max_retries=0, read_timeout=0.2)
+        for _ in range(15):
+            try:
+                list(brittle.orders(creds(MERCHANT), end - timedelta(days=1), end))
+            except ApiRequestError as exc:
+                errors.append(str(exc))
+        with pytest.raises(ApiRequestError) as info:
+            list(
+                client.orders(
+                    walmart_credentials(MERCHANT, "sandbox-client-NOPE!", CLIENT_SECRET),
+                    end - timedelta(days=1),
+                    end,
+                )
+            )
+        errors.append(str(info.value))
+        tokens = sb.state.issued_access_tokens()
+    assert errors and tokens and orders
+    assert any("gave up" in e for e in errors)
+    pii = []
+    for o in orders:
+        address = o["shippingInfo"]["postalAddress"]
+        pii += [
+            address["name"],
+            address["address1"],
+            o["shippingInfo"]["phone"],
+            o["customerEmailId"],
+        ]
+    haystack = caplog.text + "\n".join(errors)
+    assert not [v for v in [CLIENT_SECRET, *tokens, *pii] if v in haystack]
