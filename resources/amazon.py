@@ -15,25 +15,23 @@ it; it is counted in `stats.operation(...).malformed`.
 from __future__ import annotations
 
 import gzip
-import threading
 import time
 import zlib
 from abc import abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import quote
 
 import dagster as dg
 import requests
-from pydantic import Field, PrivateAttr
+from pydantic import Field
 
+from resources.client_base import MarketplaceHttpClient
 from resources.http import (
     ApiRequestError,
-    ApiSession,
     ChannelCredentials,
     RequestStats,
-    RetryPolicy,
 )
 
 # Default usage plans (rate per second, burst) from the operation descriptions in
@@ -177,8 +175,10 @@ class AmazonSellingPartner(dg.ConfigurableResource):
         """Product Pricing v0 getListingOffers for one of the merchant's SKUs; returns `payload`."""
 
 
-class AmazonSellingPartnerHttp(AmazonSellingPartner):
+class AmazonSellingPartnerHttp(AmazonSellingPartner, MarketplaceHttpClient):
     """SP-API over HTTP with `requests`: LWA tokens, pacing, retries. Thread-safe."""
+
+    RATE_LIMITS: ClassVar[Mapping[str, tuple[float, float]]] = AMAZON_RATE_LIMITS
 
     endpoint: str = Field(
         default="https://sellingpartnerapi-na.amazon.com",
@@ -190,71 +190,31 @@ class AmazonSellingPartnerHttp(AmazonSellingPartner):
     )
     client_id: str = Field(description="LWA client id of our SP-API application (use dg.EnvVar).")
     client_secret: str = Field(description="LWA client secret (use dg.EnvVar).")
-    connect_timeout: float = 10.0
-    read_timeout: float = 60.0
-    max_retries: int = 8
-    backoff_base: float = 0.5
-    backoff_cap: float = 30.0
-    rate_speedup: float = Field(
-        default=1.0, description="Multiply documented rates (only against a sped-up sandbox)."
-    )
     page_size: int = 100
     report_poll_seconds: float = 30.0
     report_timeout_seconds: float = 3600.0
-    token_refresh_margin_seconds: float = 60.0
-
-    _session: ApiSession | None = PrivateAttr(default=None)
-    _tokens: dict[str, tuple[str, float]] = PrivateAttr(default_factory=dict)
-    _lock: Any = PrivateAttr(default_factory=threading.Lock)
-
-    # -- plumbing ----------------------------------------------------------------------------
-    def _api(self) -> ApiSession:
-        with self._lock:
-            if self._session is None:
-                self._session = ApiSession(
-                    rates=AMAZON_RATE_LIMITS,
-                    rate_speedup=self.rate_speedup,
-                    policy=RetryPolicy(
-                        max_retries=self.max_retries,
-                        backoff_base=self.backoff_base,
-                        backoff_cap=self.backoff_cap,
-                        connect_timeout=self.connect_timeout,
-                        read_timeout=self.read_timeout,
-                    ),
-                )
-            return self._session
 
     def _access_token(self, creds: ChannelCredentials, force_refresh: bool) -> str:
-        with self._lock:
-            cached = self._tokens.get(creds.merchant_id)
-            if cached is not None and not force_refresh and time.monotonic() < cached[1]:
-                return cached[0]
-        response = self._api().request(
+        return self._cached_token(
+            creds,
+            force_refresh,
             "lwaToken",
-            "POST",
-            self.token_url,
-            bucket_key=creds.merchant_id,
-            data={
-                "grant_type": "refresh_token",
-                "refresh_token": creds.refresh_token,
-                "client_id": self.client_id,
-                "client_secret": self.client_secret,
-            },
-            paced=False,
-        )
-        body = response.data if isinstance(response.data, dict) else {}
-        token = body.get("access_token")
-        if not isinstance(token, str) or not token:
-            raise ApiRequestError(
+            lambda: self._api().request(
                 "lwaToken",
-                f"the token endpoint answered without an access_token for merchant {creds.merchant_id}; check the LWA client id and the merchant's refresh token",
-            )
-        lifetime = float(body.get("expires_in", 3600))
-        # Refresh a margin before expiry, but never sooner than half the lifetime (short-lived test tokens).
-        valid_for = max(lifetime - self.token_refresh_margin_seconds, lifetime / 2)
-        with self._lock:
-            self._tokens[creds.merchant_id] = (token, time.monotonic() + valid_for)
-        return token
+                "POST",
+                self.token_url,
+                bucket_key=creds.merchant_id,
+                data={
+                    "grant_type": "refresh_token",
+                    "refresh_token": creds.refresh_token,
+                    "client_id": self.client_id,
+                    "client_secret": self.client_secret,
+                },
+                paced=False,
+            ),
+            default_lifetime=3600,
+            what_to_check="the LWA client id and the merchant's refresh token",
+        )
 
     @staticmethod
     def _auth_expired(response: requests.Response) -> bool:

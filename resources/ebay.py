@@ -16,24 +16,20 @@ so the extract can quarantine it; it is counted in `stats.operation(...).malform
 from __future__ import annotations
 
 import base64
-import hashlib
-import threading
-import time
 from abc import abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 import dagster as dg
 import requests
-from pydantic import Field, PrivateAttr
+from pydantic import Field
 
+from resources.client_base import MarketplaceHttpClient
 from resources.http import (
     ApiRequestError,
-    ApiSession,
     ChannelCredentials,
     RequestStats,
-    RetryPolicy,
 )
 
 # eBay publishes daily call limits per application and sends no rate-limit headers: Fulfillment
@@ -108,8 +104,10 @@ class EbaySell(dg.ConfigurableResource):
         """Inventory getInventoryItems, every page, deduped by sku."""
 
 
-class EbaySellHttp(EbaySell):
+class EbaySellHttp(EbaySell, MarketplaceHttpClient):
     """eBay Sell APIs over HTTP with `requests`: OAuth user tokens, pacing, retries. Thread-safe."""
+
+    RATE_LIMITS: ClassVar[Mapping[str, tuple[float, float]]] = EBAY_RATE_LIMITS
 
     endpoint: str = Field(
         default="https://api.ebay.com",
@@ -130,75 +128,34 @@ class EbaySellHttp(EbaySell):
         description="Client secret (Cert ID) of our eBay application (use dg.EnvVar)."
     )
     marketplace_id: str = "EBAY_US"
-    connect_timeout: float = 10.0
-    read_timeout: float = 60.0
-    max_retries: int = 8
-    backoff_base: float = 0.5
-    backoff_cap: float = 30.0
-    rate_speedup: float = Field(
-        default=1.0, description="Multiply the paced rates (only against a sped-up sandbox)."
-    )
     page_size: int = Field(
         default=200,
         description="getOrders/getPayouts/getInventoryItems take at most 200; getTransactions 1000.",
     )
     token_refresh_margin_seconds: float = 300.0
 
-    _session: ApiSession | None = PrivateAttr(default=None)
-    _tokens: dict[tuple[str, str], tuple[str, float]] = PrivateAttr(default_factory=dict)
-    _lock: Any = PrivateAttr(default_factory=threading.Lock)
-
-    # -- plumbing ----------------------------------------------------------------------------
-    def _api(self) -> ApiSession:
-        with self._lock:
-            if self._session is None:
-                self._session = ApiSession(
-                    rates=EBAY_RATE_LIMITS,
-                    rate_speedup=self.rate_speedup,
-                    policy=RetryPolicy(
-                        max_retries=self.max_retries,
-                        backoff_base=self.backoff_base,
-                        backoff_cap=self.backoff_cap,
-                        connect_timeout=self.connect_timeout,
-                        read_timeout=self.read_timeout,
-                    ),
-                )
-            return self._session
-
     def _access_token(self, creds: ChannelCredentials, force_refresh: bool) -> str:
-        # Keyed by a digest of the refresh token too: a re-authorised seller gets a new token.
-        key = (creds.merchant_id, hashlib.sha256(creds.refresh_token.encode()).hexdigest()[:16])
-        with self._lock:
-            cached = self._tokens.get(key)
-            if cached is not None and not force_refresh and time.monotonic() < cached[1]:
-                return cached[0]
         basic = base64.b64encode(f"{self.client_id}:{self.client_secret}".encode()).decode()
-        response = self._api().request(
+        return self._cached_token(
+            creds,
+            force_refresh,
             "ebayToken",
-            "POST",
-            self.token_url,
-            bucket_key=creds.merchant_id,
-            data={
-                "grant_type": "refresh_token",
-                "refresh_token": creds.refresh_token,
-                "scope": " ".join(EBAY_SCOPES),
-            },
-            headers={"Authorization": f"Basic {basic}"},
-            paced=False,
-        )
-        body = response.data if isinstance(response.data, dict) else {}
-        token = body.get("access_token")
-        if not isinstance(token, str) or not token:
-            raise ApiRequestError(
+            lambda: self._api().request(
                 "ebayToken",
-                f"the token endpoint answered without an access_token for merchant {creds.merchant_id}; check the eBay client id and the merchant's refresh token",
-            )
-        lifetime = float(body.get("expires_in", 7200))
-        # Refresh a margin before expiry, but never sooner than half the lifetime (short-lived test tokens).
-        valid_for = max(lifetime - self.token_refresh_margin_seconds, lifetime / 2)
-        with self._lock:
-            self._tokens[key] = (token, time.monotonic() + valid_for)
-        return token
+                "POST",
+                self.token_url,
+                bucket_key=creds.merchant_id,
+                data={
+                    "grant_type": "refresh_token",
+                    "refresh_token": creds.refresh_token,
+                    "scope": " ".join(EBAY_SCOPES),
+                },
+                headers={"Authorization": f"Basic {basic}"},
+                paced=False,
+            ),
+            default_lifetime=7200,
+            what_to_check="the eBay client id and the merchant's refresh token",
+        )
 
     def _get(
         self,

@@ -24,26 +24,22 @@ extract to quarantine and counted in `stats.operation(...).malformed`.
 from __future__ import annotations
 
 import base64
-import hashlib
 import logging
-import threading
-import time
 import uuid
 from abc import abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 import dagster as dg
 import requests
-from pydantic import Field, PrivateAttr
+from pydantic import Field
 
+from resources.client_base import MarketplaceHttpClient
 from resources.http import (
     ApiRequestError,
-    ApiSession,
     ChannelCredentials,
     RequestStats,
-    RetryPolicy,
 )
 
 logger = logging.getLogger(__name__)
@@ -120,49 +116,21 @@ class WalmartMarketplace(dg.ConfigurableResource):
         """Reconciliation reports dated in [since, until]: {"reportDate", "reportVersion", "rows"}."""
 
 
-class WalmartMarketplaceHttp(WalmartMarketplace):
+class WalmartMarketplaceHttp(WalmartMarketplace, MarketplaceHttpClient):
     """Walmart Marketplace APIs over HTTP with `requests`: tokens, pacing, retries. Thread-safe."""
+
+    RATE_LIMITS: ClassVar[Mapping[str, tuple[float, float]]] = WALMART_RATE_LIMITS
 
     endpoint: str = Field(
         default="https://marketplace.walmartapis.com",
         description="Walmart API host, or the sandbox base URL + '/walmart'.",
     )
     service_name: str = SERVICE_NAME
-    connect_timeout: float = 10.0
-    read_timeout: float = 60.0
-    max_retries: int = 8
-    backoff_base: float = 0.5
-    backoff_cap: float = 30.0
-    rate_speedup: float = Field(
-        default=1.0, description="Multiply the paced rates (only against a sped-up sandbox)."
-    )
     orders_page_size: int = Field(default=200, description="GET /v3/orders takes at most 200.")
     inventory_page_size: int = Field(
         default=50, description="GET /v3/inventories takes at most 50."
     )
     report_version: str = "v1"
-    token_refresh_margin_seconds: float = 60.0
-
-    _session: ApiSession | None = PrivateAttr(default=None)
-    _tokens: dict[tuple[str, str], tuple[str, float]] = PrivateAttr(default_factory=dict)
-    _lock: Any = PrivateAttr(default_factory=threading.Lock)
-
-    # -- plumbing ----------------------------------------------------------------------------
-    def _api(self) -> ApiSession:
-        with self._lock:
-            if self._session is None:
-                self._session = ApiSession(
-                    rates=WALMART_RATE_LIMITS,
-                    rate_speedup=self.rate_speedup,
-                    policy=RetryPolicy(
-                        max_retries=self.max_retries,
-                        backoff_base=self.backoff_base,
-                        backoff_cap=self.backoff_cap,
-                        connect_timeout=self.connect_timeout,
-                        read_timeout=self.read_timeout,
-                    ),
-                )
-            return self._session
 
     def _base_headers(self) -> dict[str, str]:
         return {
@@ -172,38 +140,28 @@ class WalmartMarketplaceHttp(WalmartMarketplace):
         }
 
     def _access_token(self, creds: ChannelCredentials, force_refresh: bool) -> str:
-        key = (creds.merchant_id, hashlib.sha256(creds.refresh_token.encode()).hexdigest()[:16])
-        with self._lock:
-            cached = self._tokens.get(key)
-            if cached is not None and not force_refresh and time.monotonic() < cached[1]:
-                return cached[0]
         if ":" not in creds.refresh_token:
             raise ApiRequestError(
                 "walmartToken",
                 f"the Walmart credentials of merchant {creds.merchant_id} are not a client id and secret pair; build them with walmart_credentials()",
             )
         basic = base64.b64encode(creds.refresh_token.encode()).decode()
-        response = self._api().request(
+        return self._cached_token(
+            creds,
+            force_refresh,
             "walmartToken",
-            "POST",
-            self.endpoint.rstrip("/") + "/v3/token",
-            bucket_key=creds.merchant_id,
-            data={"grant_type": "client_credentials"},
-            headers={**self._base_headers(), "Authorization": f"Basic {basic}"},
-            paced=False,
-        )
-        body = response.data if isinstance(response.data, dict) else {}
-        token = body.get("access_token")
-        if not isinstance(token, str) or not token:
-            raise ApiRequestError(
+            lambda: self._api().request(
                 "walmartToken",
-                f"the token endpoint answered without an access_token for merchant {creds.merchant_id}; check the merchant's Walmart client id and secret",
-            )
-        lifetime = float(body.get("expires_in", 900))
-        valid_for = max(lifetime - self.token_refresh_margin_seconds, lifetime / 2)
-        with self._lock:
-            self._tokens[key] = (token, time.monotonic() + valid_for)
-        return token
+                "POST",
+                self.endpoint.rstrip("/") + "/v3/token",
+                bucket_key=creds.merchant_id,
+                data={"grant_type": "client_credentials"},
+                headers={**self._base_headers(), "Authorization": f"Basic {basic}"},
+                paced=False,
+            ),
+            default_lifetime=900,
+            what_to_check="the merchant's Walmart client id and secret",
+        )
 
     def _get(
         self,
