@@ -1,0 +1,129 @@
+"""The great-expectations suites and the plaintext-PII scan, on frames that do and do not pass."""
+
+from decimal import Decimal
+
+import pandas as pd
+import pytest
+
+from illuma_pipelines.quality import (
+    SUITES,
+    line_totals_mismatches,
+    plaintext_pii_findings,
+    validate_frame,
+)
+
+
+def _orders(**overrides):
+    frame = pd.DataFrame(
+        {
+            "channel": ["amazon", "ebay", "walmart"],
+            "marketplace_order_id": ["111-1", "22-2", "3333"],
+            "status": ["shipped", "delivered", "pending"],
+            "fulfillment_channel": ["marketplace", "merchant", "merchant"],
+            "currency": ["USD", "EUR", None],
+            "items_subtotal": [Decimal("10.00"), Decimal("5.50"), None],
+            "shipping_total": [Decimal("0"), Decimal("1.25"), None],
+            "tax_total": [Decimal("0.80"), Decimal("0"), None],
+        }
+    )
+    for column, values in overrides.items():
+        frame[column] = values
+    return frame
+
+
+def test_good_orders_pass_every_expectation():
+    report = validate_frame("orders", _orders())
+    assert report.success, report.summary()
+    assert report.evaluated == len(SUITES["orders"])
+
+
+@pytest.mark.parametrize(
+    ("column", "values", "failed"),
+    [
+        ("status", ["shipped", "lost_in_space", "pending"], "ExpectColumnValuesToBeInSet(status)"),
+        ("currency", ["USD", "EUR", "XYZ"], "ExpectColumnValuesToBeInSet(currency)"),
+        ("marketplace_order_id", ["111-1", "111-1", "3333"], None),
+        ("items_subtotal", [Decimal("-1"), Decimal("5.50"), None], "ExpectColumnValuesToBeBetween(items_subtotal)"),
+        ("channel", ["amazon", None, "walmart"], "ExpectColumnValuesToNotBeNull(channel)"),
+    ],
+)
+def test_bad_orders_are_reported_with_counts(column, values, failed):
+    frame = _orders(**{column: values})
+    if column == "marketplace_order_id":
+        frame["channel"] = ["amazon", "amazon", "walmart"]
+        failed = "ExpectCompoundColumnsToBeUnique(channel,marketplace_order_id)"
+    report = validate_frame("orders", frame)
+    assert not report.success
+    assert [f.expectation for f in report.failures] == [failed]
+    assert report.failures[0].unexpected_count in (1, 2)
+
+
+def test_inventory_suite_checks_keys_and_quantities():
+    frame = pd.DataFrame(
+        {
+            "snapshot_date": ["2026-11-01"] * 2,
+            "sku": ["BS-491588S", "BS-491588S"],
+            "channel": ["amazon", "amazon"],
+            "fulfillable": [3, -1],
+            "inbound": [0, 0],
+            "reserved": [0, 0],
+            "unfulfillable": [0, 0],
+            "merchant_fulfilled": [0, 0],
+        }
+    )
+    failed = {f.expectation for f in validate_frame("inventory_snapshots", frame).failures}
+    assert failed == {
+        "ExpectCompoundColumnsToBeUnique(snapshot_date,sku,channel)",
+        "ExpectColumnValuesToBeBetween(fulfillable)",
+    }
+
+
+def test_a_suite_on_a_table_missing_a_column_says_which():
+    with pytest.raises(KeyError, match="status"):
+        validate_frame("orders", _orders().drop(columns=["status"]))
+
+
+def test_line_totals_must_match_the_order_subtotal():
+    orders = _orders()
+    lines = pd.DataFrame(
+        {
+            "channel": ["amazon", "amazon", "ebay"],
+            "marketplace_order_id": ["111-1", "111-1", "22-2"],
+            "item_price": [Decimal("4.00"), Decimal("6.00"), Decimal("5.00")],
+        }
+    )
+    assert line_totals_mismatches(orders, lines) == [("ebay", "22-2")]
+
+
+def test_plaintext_scan_finds_emails_phones_names_and_clear_pii_columns():
+    columns = [
+        ("orders", "channel", ["amazon", "ebay"]),
+        ("orders", "note", ["call 555-123-4567", "buyer jane.doe@example.com"]),
+        ("orders", "ship_city", ["Seattle"]),
+        ("buyer_pii", "buyer_name", ["Jane Doe"]),
+        ("order_lines", "title", ["Jane Doe's carburetor"]),
+    ]
+    findings = plaintext_pii_findings(
+        columns,
+        known_values=["Jane Doe", "123 Main Street"],
+        encrypted_columns=[("buyer_pii", "buyer_name")],
+    )
+    assert ("orders", "note", "e-mail address", 1) in findings
+    assert ("buyer_pii", "buyer_name", "not a vault ciphertext", 1) in findings
+    assert not [f for f in findings if f[1] in ("channel", "ship_city")]
+    # The phone number is inside a sentence: only whole-value phone numbers count as such.
+    assert ("orders", "note", "phone number", 1) not in findings
+
+
+def test_vault_ciphertexts_pass_the_scan(tmp_path, monkeypatch):
+    from illuma_pipelines.vault import FileKeyStore, LocalKeyring, Vault
+
+    keyring = LocalKeyring([bytes(range(32))])
+    vault = Vault(FileKeyStore(tmp_path / "keys.json"), keyring)
+    cipher = vault.encrypt("acme_parts", "buyer_pii", "buyer_name", "amazon:111-1", "Jane Doe")
+    findings = plaintext_pii_findings(
+        [("buyer_pii", "buyer_name", [cipher]), ("orders", "x", [cipher])],
+        known_values=["Jane Doe"],
+        encrypted_columns=[("buyer_pii", "buyer_name")],
+    )
+    assert findings == []
