@@ -317,9 +317,15 @@ class ApiSession:
             bucket = self._buckets.get((key, operation))
             if bucket is None:
                 rate, burst = self._rates.get(operation, (1.0, 1.0))
-                bucket = TokenBucket(rate * self.rate_speedup * self.safety, burst)
+                bucket = TokenBucket(rate * self.rate_speedup * self._safety(burst), burst)
                 self._buckets[(key, operation)] = bucket
             return bucket
+
+    def _safety(self, burst: float) -> float:
+        """The share of the documented rate we pace at. With a burst of one token the server has
+        no slack for network jitter (a request that arrives a few ms early is a 429), so those
+        operations keep a wider margin."""
+        return self.safety if burst >= 2 else min(self.safety, 0.92)
 
     def _debt(self, attempt: int) -> float:
         # At most two extra token periods: at Amazon's slowest rates (searchOrders, one token per
@@ -409,7 +415,7 @@ class ApiSession:
                         limit = response.headers.get("x-amzn-RateLimit-Limit")
                         if bucket is not None and limit:
                             try:
-                                bucket.set_rate(float(limit) * self.safety)
+                                bucket.set_rate(float(limit) * self._safety(bucket.burst))
                             except ValueError:
                                 logger.debug("%s: ignored unparsable rate-limit header", operation)
                         stats.add(operation, requests=1, seconds=time.monotonic() - started)
