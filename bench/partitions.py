@@ -108,7 +108,12 @@ def _run(args: argparse.Namespace, dbname: str) -> int:
     import dagster as dg
     from dagster_graphql.test.utils import define_out_of_process_context, execute_dagster_graphql
 
-    from assets.partitions import HISTORY_START, MERCHANTS, merchant_daily_partitions, merchant_date_key
+    from assets.partitions import (
+        HISTORY_START,
+        MERCHANTS,
+        merchant_daily_partitions,
+        merchant_date_key,
+    )
 
     instance = dg.DagsterInstance.get()
     merchants = [f"bench_m{i:04d}" for i in range(args.merchants)]
