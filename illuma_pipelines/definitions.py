@@ -5,17 +5,21 @@ from __future__ import annotations
 import dagster as dg
 
 from assets.analytics import analytics_dbt_models
+from assets.checks import quality_checks
+from assets.core import core_assets
 from assets.extracts import extract_assets
 from assets.platform import platform_assets
 from resources import current_environment, resources_for
 from sensors.jobs import merchant_daily_job
+from sensors.keys import key_rotation_job, key_rotation_schedule
 from sensors.merchants import merchants_sensor
 from sensors.schedules import merchant_daily_schedule
 
 defs = dg.Definitions(
-    assets=[*platform_assets, *extract_assets, analytics_dbt_models],
-    jobs=[merchant_daily_job],
-    schedules=[merchant_daily_schedule],
+    assets=[*platform_assets, *extract_assets, *core_assets, analytics_dbt_models],
+    asset_checks=quality_checks,
+    jobs=[merchant_daily_job, key_rotation_job],
+    schedules=[merchant_daily_schedule, key_rotation_schedule],
     sensors=[merchants_sensor],
     resources=resources_for(current_environment()),
 )

@@ -12,6 +12,7 @@ from dagster_dbt import DbtCliResource
 from illuma_pipelines.paths import DBT_PROJECT_DIR
 from resources.amazon import AmazonSellingPartnerHttp
 from resources.ebay import EbaySellHttp
+from resources.vault import VaultResource
 from resources.walmart import WalmartMarketplaceHttp
 from resources.warehouse import WarehouseResource
 
@@ -78,11 +79,18 @@ def resources_for(env: str) -> dict[str, object]:
     by_env: dict[str, dict[str, object]] = {
         "local": {
             "warehouse": WarehouseResource(),
+            "vault": VaultResource(),
             "dbt": dbt,
             **sandbox_clients(os.environ.get("ILLUMA_SANDBOX_URL", LOCAL_SANDBOX_URL)),
         },
         "production": {
             "warehouse": WarehouseResource(url=dg.EnvVar("ILLUMA_WAREHOUSE_URL")),
+            # Keys apart from the data: the master key from the environment, never generated.
+            "vault": VaultResource(
+                key_store_path=dg.EnvVar("ILLUMA_KEY_STORE_PATH"),
+                master_key=dg.EnvVar("ILLUMA_MASTER_KEY"),
+                generate_master_key=False,
+            ),
             "dbt": dbt,
             **production_clients(),
         },

@@ -16,13 +16,16 @@ from illuma_pipelines.paths import PROJECT_ROOT
 def test_every_job_schedule_and_sensor_resolves():
     repo = defs.get_repository_def()
     assert {j.name for j in repo.get_all_jobs() if not j.name.startswith("__")} >= {"merchant_daily_job"}
-    assert {s.name for s in repo.schedule_defs} == {"merchant_daily_schedule"}
+    assert {s.name for s in repo.schedule_defs} == {"merchant_daily_schedule", "key_rotation_schedule"}
     assert {s.name for s in repo.sensor_defs} >= {"merchants_sensor"}
     for job in repo.get_all_jobs():
         assert job.name
     keys = {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
     assert "analytics/stg_channel_connections" in keys
     assert "platform/channel_connections" in keys
+    assert {"core/orders", "core/buyer_pii", "core/inventory_snapshots"} <= keys
+    check_names = {k.name for k in repo.asset_graph.asset_check_keys}
+    assert {"orders_quality", "no_plaintext_pii", "inventory_quality"} <= check_names
 
 
 def test_schedule_requests_yesterday_for_every_merchant():

@@ -19,7 +19,7 @@ Data (deterministic in seed + merchant id, from the world's catalog and buyer ge
 
 - Orders are created on eBay's own per-day stream. An order is PAID at creation; its lines ship
   (one by one for some multi-line orders, so the order is IN_PROGRESS for a while), a few orders
-  are cancelled before shipping (cancelState CANCEL_REQUESTED, then CANCELED and FULLY_REFUNDED),
+  are cancelled before shipping (cancelState IN_PROGRESS, then CANCELED and FULLY_REFUNDED),
   and a few are refunded after delivery (fully, or one line: PARTIALLY_REFUNDED).
   `lastModifiedDate` is the latest of those events that has happened by the sandbox clock.
 - Finances: a SALE (CREDIT, net of final value fees) at purchase, a SHIPPING_LABEL (DEBIT) when the
@@ -616,7 +616,8 @@ def render_order(plan: EbayOrderPlan, now: datetime) -> dict[str, Any]:
             assert plan.cancel_at is not None
             request["cancelCompletedDate"] = _ts(plan.cancel_at)
         cancel_status = {
-            "cancelState": "CANCELED" if cancelled else "CANCEL_REQUESTED",
+            # eBay's CancelStateEnum: CANCELED, IN_PROGRESS, NONE_REQUESTED.
+            "cancelState": "CANCELED" if cancelled else "IN_PROGRESS",
             "cancelRequests": [request],
         }
         if cancelled:

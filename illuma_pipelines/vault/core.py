@@ -214,14 +214,20 @@ class Vault:
                     "vault will not encrypt new PII for it; if the merchant is onboarded again, call "
                     "Vault.create_key_version for it first"
                 )
-            self.create_key_version(merchant_id)
+            # First key: only if still none, so racing processes agree on version 1 instead of
+            # each stacking a version on the other's.
+            validate_merchant_id(merchant_id)
+            self._new_version(merchant_id, self._now(None), only_if_none=True)
             current = self._live_current(merchant_id)
         return current.version, self._cipher(merchant_id, current.version)
 
-    def _new_version(self, merchant_id: str, now: datetime) -> int | None:
-        """Create the next version; None if another writer created that version number first."""
+    def _new_version(self, merchant_id: str, now: datetime, *, only_if_none: bool = False) -> int | None:
+        """Create the next version; None if another writer created that version number first
+        (or, with `only_if_none`, if any version exists already)."""
         with self._lock:
             snap = self._snapshot(merchant_id, fresh=True)
+            if only_if_none and snap.versions:
+                return None
             previous = snap.current
             version = max(snap.versions, default=0) + 1
             data_key = AESGCM.generate_key(bit_length=256)

@@ -1,0 +1,195 @@
+"""Data-quality asset checks on the core tables: great-expectations suites, per partition.
+
+The checks guarding merchant-facing data are blocking: when one fails, nothing downstream of
+that asset materializes in the same run.
+"""
+
+import json
+from collections.abc import Iterator
+
+import dagster as dg
+import pandas as pd
+
+from assets.core import (
+    BUYER_PII,
+    BUYER_PII_KEY,
+    INVENTORY_SNAPSHOTS,
+    INVENTORY_SNAPSHOTS_KEY,
+    ORDER_ADJUSTMENTS,
+    ORDER_ADJUSTMENTS_KEY,
+    ORDER_LINES,
+    ORDER_LINES_KEY,
+    ORDERS,
+    ORDERS_KEY,
+    PII_COLUMNS,
+)
+from assets.partitions import merchant_daily_partitions, partition_parts
+from illuma_pipelines.merchant_ids import merchant_schema
+from illuma_pipelines.warehouse import Connection
+from resources.warehouse import WarehouseResource
+
+ORDERS_QUALITY = "orders_quality"
+ORDER_LINES_QUALITY = "order_lines_quality"
+ORDER_ADJUSTMENTS_QUALITY = "order_adjustments_quality"
+INVENTORY_QUALITY = "inventory_quality"
+NO_PLAINTEXT_PII = "no_plaintext_pii"
+
+
+def _partition_frame(conn: Connection, schema: str, table: str, column: str, value: str) -> pd.DataFrame:
+    if not conn.table_exists(schema, table):
+        return pd.DataFrame()
+    return conn.fetch_df(f"SELECT * FROM {schema}.{table} WHERE {column} = ?", [value])
+
+
+def _result(table: str, frame: pd.DataFrame, extra_failures: list[str] | None = None) -> dg.AssetCheckResult:
+    from illuma_pipelines.quality import validate_frame
+
+    if frame.empty:
+        return dg.AssetCheckResult(passed=True, metadata={"rows": 0, "note": "no rows in this partition"})
+    report = validate_frame(table, frame)
+    failures = [f"{f.expectation}: {f.unexpected_count} row(s)" for f in report.failures]
+    failures += extra_failures or []
+    return dg.AssetCheckResult(
+        passed=not failures,
+        metadata={
+            "rows": report.rows,
+            "expectations": report.evaluated,
+            "failures": dg.MetadataValue.json(failures),
+        },
+        description=report.summary() if not extra_failures else "; ".join(failures),
+    )
+
+
+@dg.asset_check(
+    asset=ORDERS_KEY,
+    name=ORDERS_QUALITY,
+    blocking=True,
+    partitions_def=merchant_daily_partitions,
+    description="Unique order keys, required fields, ISO 4217 currencies, statuses from the "
+    "vocabulary, non-negative amounts; line amounts add up to the order subtotal.",
+)
+def orders_quality(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    from illuma_pipelines.quality import line_totals_mismatches
+
+    merchant_id, date = partition_parts(context)
+    schema = merchant_schema(merchant_id)
+    with warehouse.get().merchant_scope(merchant_id) as conn:
+        orders = _partition_frame(conn, schema, ORDERS.name, "partition_date", date)
+        lines = _partition_frame(conn, schema, ORDER_LINES.name, "partition_date", date)
+    mismatched = line_totals_mismatches(orders, lines)
+    extra = [f"line amounts do not add up to items_subtotal: {len(mismatched)} order(s)"] if mismatched else []
+    return _result("orders", orders, extra)
+
+
+@dg.asset_check(
+    asset=ORDER_LINES_KEY,
+    name=ORDER_LINES_QUALITY,
+    blocking=True,
+    partitions_def=merchant_daily_partitions,
+    description="Unique line keys, required fields, currencies, non-negative quantities and prices.",
+)
+def order_lines_quality(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    merchant_id, date = partition_parts(context)
+    with warehouse.get().merchant_scope(merchant_id) as conn:
+        lines = _partition_frame(conn, merchant_schema(merchant_id), ORDER_LINES.name, "partition_date", date)
+    return _result("order_lines", lines)
+
+
+@dg.asset_check(
+    asset=ORDER_ADJUSTMENTS_KEY,
+    name=ORDER_ADJUSTMENTS_QUALITY,
+    blocking=True,
+    partitions_def=merchant_daily_partitions,
+    description="Refunds, returns and cancellations: known kinds, ISO currencies, required fields.",
+)
+def order_adjustments_quality(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    merchant_id, date = partition_parts(context)
+    with warehouse.get().merchant_scope(merchant_id) as conn:
+        frame = _partition_frame(conn, merchant_schema(merchant_id), ORDER_ADJUSTMENTS.name, "partition_date", date)
+    return _result("order_adjustments", frame)
+
+
+@dg.asset_check(
+    asset=INVENTORY_SNAPSHOTS_KEY,
+    name=INVENTORY_QUALITY,
+    blocking=True,
+    partitions_def=merchant_daily_partitions,
+    description="One row per day, SKU and channel; no negative quantities.",
+)
+def inventory_quality(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    merchant_id, date = partition_parts(context)
+    with warehouse.get().merchant_scope(merchant_id) as conn:
+        frame = _partition_frame(conn, merchant_schema(merchant_id), INVENTORY_SNAPSHOTS.name, "snapshot_date", date)
+    return _result("inventory_snapshots", frame)
+
+
+def _known_pii(conn: Connection, schema: str, date: str) -> set[str]:
+    """Buyer names and street lines of the partition's raw order payloads (the values to hunt)."""
+    from illuma_pipelines import normalize
+
+    known: set[str] = set()
+    for channel in ("amazon", "ebay", "walmart"):
+        table = f"raw_{channel}_orders"
+        if not conn.table_exists(schema, table):
+            continue
+        rows = conn.fetchall(f"SELECT payload FROM {schema}.{table} WHERE partition_date = ?", [date])
+        records = [normalize.loads(p) if isinstance(p, str) else p for (p,) in rows]
+        result = getattr(normalize, channel).normalize_orders(records)
+        for pii in result.pii:
+            known.update(v for v in (pii.buyer_name, pii.ship_name, pii.address_line1, pii.buyer_email) if v)
+    return known
+
+
+def _text_columns(conn: Connection, schema: str) -> Iterator[tuple[str, str]]:
+    rows = conn.fetchall(
+        "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = ? "
+        "AND data_type IN ('VARCHAR', 'TEXT', 'text', 'character varying', 'JSON', 'jsonb', 'json') "
+        "ORDER BY table_name, column_name",
+        [schema],
+    )
+    for table, column in rows:
+        # Raw payloads are kept verbatim until the purge redacts them (privacy policy §8).
+        if not table.startswith("raw_"):
+            yield table, column
+
+
+@dg.asset_check(
+    asset=BUYER_PII_KEY,
+    name=NO_PLAINTEXT_PII,
+    blocking=True,
+    partitions_def=merchant_daily_partitions,
+    description="No plaintext buyer PII in any warehouse column of the merchant (raw payloads "
+    "excepted until purged): every buyer_pii column is a vault ciphertext, and no other text "
+    "column holds an e-mail address, a phone number, or a buyer name or street from the payloads.",
+)
+def no_plaintext_pii(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    from illuma_pipelines.quality import plaintext_pii_findings
+
+    merchant_id, date = partition_parts(context)
+    schema = merchant_schema(merchant_id)
+    with warehouse.get().merchant_scope(merchant_id) as conn:
+        known = _known_pii(conn, schema, date)
+        columns = []
+        for table, column in _text_columns(conn, schema):
+            values = [
+                v if isinstance(v, str) or v is None else json.dumps(v)
+                for (v,) in conn.fetchall(f"SELECT {column} FROM {schema}.{table}")
+            ]
+            columns.append((table, column, values))
+    findings = plaintext_pii_findings(
+        columns,
+        known_values=known,
+        encrypted_columns=[(BUYER_PII.name, c) for c in PII_COLUMNS],
+    )
+    return dg.AssetCheckResult(
+        passed=not findings,
+        metadata={
+            "columns_scanned": len(columns),
+            "known_values_hunted": len(known),
+            # Where and how many, never the values.
+            "findings": dg.MetadataValue.json([f"{t}.{c}: {why} ({n})" for t, c, why, n in findings]),
+        },
+    )
+
+
+quality_checks = [orders_quality, order_lines_quality, order_adjustments_quality, inventory_quality, no_plaintext_pii]
