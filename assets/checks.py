@@ -81,46 +81,40 @@ def orders_quality(context: dg.AssetCheckExecutionContext, warehouse: WarehouseR
     return _result("orders", orders, extra)
 
 
-@dg.asset_check(
-    asset=ORDER_LINES_KEY,
-    name=ORDER_LINES_QUALITY,
-    blocking=True,
-    partitions_def=merchant_daily_partitions,
-    description="Unique line keys, required fields, currencies, non-negative quantities and prices.",
+def _table_check(
+    key: dg.AssetKey, name: str, table: str, suite: str, date_column: str, description: str
+) -> dg.AssetChecksDefinition:
+    """A blocking check running `suite` on the partition's rows of `table`."""
+
+    @dg.asset_check(
+        asset=key,
+        name=name,
+        blocking=True,
+        partitions_def=merchant_daily_partitions,
+        description=description,
+    )
+    def _check(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
+        merchant_id, date = partition_parts(context)
+        with warehouse.get().merchant_scope(merchant_id) as conn:
+            frame = _partition_frame(conn, merchant_schema(merchant_id), table, date_column, date)
+        return _result(suite, frame)
+
+    return _check
+
+
+order_lines_quality = _table_check(
+    ORDER_LINES_KEY, ORDER_LINES_QUALITY, ORDER_LINES.name, "order_lines", "partition_date",
+    "Unique line keys, required fields, currencies, non-negative quantities and prices.",
 )
-def order_lines_quality(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
-    merchant_id, date = partition_parts(context)
-    with warehouse.get().merchant_scope(merchant_id) as conn:
-        lines = _partition_frame(conn, merchant_schema(merchant_id), ORDER_LINES.name, "partition_date", date)
-    return _result("order_lines", lines)
-
-
-@dg.asset_check(
-    asset=ORDER_ADJUSTMENTS_KEY,
-    name=ORDER_ADJUSTMENTS_QUALITY,
-    blocking=True,
-    partitions_def=merchant_daily_partitions,
-    description="Refunds, returns and cancellations: known kinds, ISO currencies, required fields.",
+order_adjustments_quality = _table_check(
+    ORDER_ADJUSTMENTS_KEY, ORDER_ADJUSTMENTS_QUALITY, ORDER_ADJUSTMENTS.name, "order_adjustments",
+    "partition_date",
+    "Refunds, returns and cancellations: known kinds, ISO currencies, required fields.",
 )
-def order_adjustments_quality(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
-    merchant_id, date = partition_parts(context)
-    with warehouse.get().merchant_scope(merchant_id) as conn:
-        frame = _partition_frame(conn, merchant_schema(merchant_id), ORDER_ADJUSTMENTS.name, "partition_date", date)
-    return _result("order_adjustments", frame)
-
-
-@dg.asset_check(
-    asset=INVENTORY_SNAPSHOTS_KEY,
-    name=INVENTORY_QUALITY,
-    blocking=True,
-    partitions_def=merchant_daily_partitions,
-    description="One row per day, SKU and channel; no negative quantities.",
+inventory_quality = _table_check(
+    INVENTORY_SNAPSHOTS_KEY, INVENTORY_QUALITY, INVENTORY_SNAPSHOTS.name, "inventory_snapshots",
+    "snapshot_date", "One row per day, SKU and channel; no negative quantities.",
 )
-def inventory_quality(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
-    merchant_id, date = partition_parts(context)
-    with warehouse.get().merchant_scope(merchant_id) as conn:
-        frame = _partition_frame(conn, merchant_schema(merchant_id), INVENTORY_SNAPSHOTS.name, "snapshot_date", date)
-    return _result("inventory_snapshots", frame)
 
 
 def _known_pii(conn: Connection, schema: str, date: str) -> set[str]:
