@@ -42,7 +42,7 @@ from __future__ import annotations
 import base64
 import functools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -66,6 +66,9 @@ from illuma_pipelines.sandbox.world import (
     fake_buyer,
     money,
     parts_catalog,
+    plans_created_between,
+    plans_created_by,
+    plans_modified_between,
     stable_int,
     stable_rng,
 )
@@ -343,44 +346,29 @@ def _history(state: SandboxState) -> date:
     return state.config.history_start
 
 
+def _plans_on(state: SandboxState, merchant_id: str) -> Callable[[date], Iterable[EbayOrderPlan]]:
+    return lambda day: _orders_created_on(state.config.seed, merchant_id, _history(state), day)
+
+
 def _orders_created_between(
     state: SandboxState, merchant_id: str, a: datetime, b: datetime
 ) -> list[EbayOrderPlan]:
-    out = []
-    day = a.date()
-    while day <= b.date():
-        out.extend(
-            p
-            for p in _orders_created_on(state.config.seed, merchant_id, _history(state), day)
-            if a <= p.created < b
-        )
-        day += timedelta(days=1)
-    return out
+    return plans_created_between(_plans_on(state, merchant_id), a, b)
 
 
 def order_plans_modified_between(
     state: SandboxState, merchant_id: str, a: datetime, b: datetime, now: datetime
 ) -> list[EbayOrderPlan]:
-    """Order plans whose lastModifiedDate as of `now` is in [a, b), by (lastModifiedDate, orderId)."""
-    found = []
-    for plan in _orders_created_between(
-        state, merchant_id, a - MAX_ORDER_LIFETIME, min(b, now + timedelta(seconds=1))
-    ):
-        modified = plan.modified_at(now)
-        if modified is not None and a <= modified < b:
-            found.append((modified, plan.order_id, plan))
-    found.sort(key=lambda item: (item[0], item[1]))
-    return [plan for _, _, plan in found]
+    """Order plans whose last change as of `now` is in [a, b), by (last change, order id)."""
+    return plans_modified_between(
+        _plans_on(state, merchant_id), a, b, now, MAX_ORDER_LIFETIME, lambda p: p.order_id
+    )
 
 
 def order_plans_created_between(
     state: SandboxState, merchant_id: str, a: datetime, b: datetime, now: datetime
 ) -> list[EbayOrderPlan]:
-    return [
-        p
-        for p in _orders_created_between(state, merchant_id, a, min(b, now + timedelta(seconds=1)))
-        if p.created <= now
-    ]
+    return plans_created_by(_plans_on(state, merchant_id), a, b, now)
 
 
 # ---------------------------------------------------------------------------------------------

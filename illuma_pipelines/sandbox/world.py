@@ -34,9 +34,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import random
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
+from typing import Any, TypeVar
 
 AMAZON_US_MARKETPLACE_ID = "ATVPDKIKX0DER"
 AMAZON_US_MARKETPLACE_NAME = "Amazon.com"
@@ -941,3 +943,51 @@ class MerchantWorld:
 
 def _second(ts: datetime | None) -> datetime | None:
     return ts.replace(microsecond=0) if ts is not None else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Order plans over time windows, for any channel whose plans have `.created` and `.modified_at(now)`.
+
+Plan = TypeVar("Plan")
+
+
+def plans_created_between(
+    plans_on: Callable[[date], Iterable[Plan]], a: datetime, b: datetime
+) -> list[Plan]:
+    """The plans `plans_on(day)` generates whose creation time is in [a, b)."""
+    out: list[Plan] = []
+    day = a.date()
+    while day <= b.date():
+        out.extend(p for p in plans_on(day) if a <= p.created < b)  # type: ignore[attr-defined]
+        day += timedelta(days=1)
+    return out
+
+
+def plans_modified_between(
+    plans_on: Callable[[date], Iterable[Plan]],
+    a: datetime,
+    b: datetime,
+    now: datetime,
+    max_lifetime: timedelta,
+    plan_id: Callable[[Plan], Any],
+) -> list[Plan]:
+    """Plans whose last change as of `now` is in [a, b), ordered by (last change, id). Orders
+    change for at most `max_lifetime` after creation, so only that far back is searched."""
+    found = []
+    for plan in plans_created_between(plans_on, a - max_lifetime, min(b, now + timedelta(seconds=1))):
+        modified = plan.modified_at(now)  # type: ignore[attr-defined]
+        if modified is not None and a <= modified < b:
+            found.append((modified, plan_id(plan), plan))
+    found.sort(key=lambda item: (item[0], item[1]))
+    return [plan for _, _, plan in found]
+
+
+def plans_created_by(
+    plans_on: Callable[[date], Iterable[Plan]], a: datetime, b: datetime, now: datetime
+) -> list[Plan]:
+    """Plans created in [a, b) that exist as of `now`."""
+    return [
+        p
+        for p in plans_created_between(plans_on, a, min(b, now + timedelta(seconds=1)))
+        if p.created <= now  # type: ignore[attr-defined]
+    ]
