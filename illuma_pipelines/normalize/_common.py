@@ -214,3 +214,19 @@ def collect_orders(
             result.pii.append(bundle.pii)
         result.dropped_components.extend(bundle.dropped)
     return result
+
+
+class ChannelErrorResponse(ValueError):
+    """A marketplace error body (``{"errors": [...]}``) where data was expected; subclasses name
+    the channel and the key of each error's code."""
+
+    channel_label = "the marketplace"
+    code_key = "code"
+
+    def __init__(self, errors: list[Any]):
+        self.errors = errors
+        summary = "; ".join(
+            f"{e.get(self.code_key)}: {e.get('message')}" if isinstance(e, Mapping) else repr(e)
+            for e in errors
+        )
+        super().__init__(f"{self.channel_label} returned an error response: {summary}")

@@ -27,6 +27,7 @@ from typing import Any
 
 from ._common import (
     RECORD_ERRORS,
+    ChannelErrorResponse,
     CurrencyGuard,
     OrderBundle,
     RecordError,
@@ -82,16 +83,11 @@ __all__ = [
 CHANNEL = "amazon"
 
 
-class AmazonErrorResponse(ValueError):
+class AmazonErrorResponse(ChannelErrorResponse):
     """An SP-API error body (``{"errors": [...]}``) where data was expected."""
 
-    def __init__(self, errors: list[Any]):
-        self.errors = errors
-        summary = "; ".join(
-            f"{e.get('code')}: {e.get('message')}" if isinstance(e, Mapping) else repr(e)
-            for e in errors
-        )
-        super().__init__(f"Amazon returned an error response: {summary}")
+    channel_label = "Amazon"
+    code_key = "code"
 
 
 def is_error_response(body: Any) -> bool:

@@ -31,6 +31,7 @@ from typing import Any
 
 from ._common import (
     RECORD_ERRORS,
+    ChannelErrorResponse,
     CurrencyGuard,
     OrderBundle,
     RecordError,
@@ -78,16 +79,11 @@ CHANNEL = "ebay"
 _BOOKING_SIGN = {"CREDIT": 1, "DEBIT": -1}
 
 
-class EbayErrorResponse(ValueError):
+class EbayErrorResponse(ChannelErrorResponse):
     """An eBay error body (``{"errors": [{errorId, message, ...}]}``) where data was expected."""
 
-    def __init__(self, errors: list[Any]):
-        self.errors = errors
-        summary = "; ".join(
-            f"{e.get('errorId')}: {e.get('message')}" if isinstance(e, Mapping) else repr(e)
-            for e in errors
-        )
-        super().__init__(f"eBay returned an error response: {summary}")
+    channel_label = "eBay"
+    code_key = "errorId"
 
 
 def is_error_response(body: Any) -> bool:
