@@ -136,6 +136,58 @@ PLATFORM_TABLES: tuple[TableSpec, ...] = (
         ),
         primary_key=("event_id",),
     ),
+    # One row per purge action that changed something: merchant, rule, what, how many, when, by
+    # which run. Never a PII value. Kept after account erasure (the proof it happened).
+    TableSpec(
+        "retention_ledger",
+        cols(
+            "ledger_id text!",
+            "merchant_id text!",
+            "rule_id text!",
+            "target text!",
+            "action text!",
+            "rows_affected bigint!",
+            "cutoff timestamptz",
+            "policy_version text!",
+            "policy_fingerprint text!",
+            "purged_at timestamptz!",
+            "run_id text!",
+        ),
+        primary_key=("ledger_id",),
+    ),
+    # Rights requests (privacy policy §10): deletion, immediate deletion and export, answered
+    # within 30 days of receipt.
+    TableSpec(
+        "data_requests",
+        cols(
+            "request_id text!",
+            "merchant_id text!",
+            "kind text!",
+            "received_at timestamptz!",
+            "deadline timestamptz!",
+            "requested_by text!",
+            "completed_at timestamptz",
+            "outcome text",
+        ),
+        primary_key=("request_id",),
+    ),
+    # Export archives made for merchants; each expires under the `exports` retention rule (or
+    # earlier when PII inside it is due first) and is then deleted by the daily purge.
+    TableSpec(
+        "exports",
+        cols(
+            "export_id text!",
+            "merchant_id text!",
+            "path text!",
+            "created_at timestamptz!",
+            "expires_at timestamptz!",
+            "sha256 text!",
+            "row_count bigint!",
+            "requested_by text!",
+            "deleted_at timestamptz",
+        ),
+        primary_key=("export_id",),
+    ),
 )
 
 
