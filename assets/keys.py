@@ -34,6 +34,30 @@ def rotate_merchant_keys(
         # and calling the vault further would create a key.
         return {"rotated_to": None, "reencrypted_values": 0, "destroyed_versions": []}
     rotated_to = vault.rotate_if_due(merchant_id, now)
+    try:
+        reencrypted, destroyed = _reencrypt_and_retire(vault, warehouse, merchant_id, now)
+    except Exception as exc:
+        if rotated_to is not None:
+            # The new key exists whatever happens next: the log must say so, and why it stopped.
+            _audit_rotation(
+                warehouse, merchant_id, now, actor,
+                {"rotated_to": rotated_to, "current_version": rotated_to, "failed": type(exc).__name__},
+            )
+        raise
+    summary = {
+        "rotated_to": rotated_to,
+        "current_version": vault.current_version(merchant_id),
+        "reencrypted_values": reencrypted,
+        "destroyed_versions": destroyed,
+    }
+    if rotated_to is not None or reencrypted or destroyed:
+        _audit_rotation(warehouse, merchant_id, now, actor, summary)
+    return summary
+
+
+def _reencrypt_and_retire(
+    vault: Vault, warehouse: Warehouse, merchant_id: str, now: datetime
+) -> tuple[int, list[int]]:
     schema, table = merchant_schema(merchant_id), BUYER_PII.name
     in_use: set[int] = set()
     reencrypted = 0
@@ -56,17 +80,14 @@ def rotate_merchant_keys(
                 )
                 reencrypted += len(new_values)
             in_use = {key_version(v) for v in values.values() if v is not None}
-    destroyed = vault.retire_unused_versions(merchant_id, in_use, now)
-    summary = {
-        "rotated_to": rotated_to,
-        "current_version": vault.current_version(merchant_id),
-        "reencrypted_values": reencrypted,
-        "destroyed_versions": destroyed,
-    }
-    if rotated_to is not None or reencrypted or destroyed:
-        with warehouse.connect() as conn:
-            record_audit(conn, actor=actor, action=ROTATION_ACTION, merchant_id=merchant_id, details=summary, at=now)
-    return summary
+    return reencrypted, vault.retire_unused_versions(merchant_id, in_use, now)
+
+
+def _audit_rotation(
+    warehouse: Warehouse, merchant_id: str, now: datetime, actor: str, details: dict[str, object]
+) -> None:
+    with warehouse.connect() as conn:
+        record_audit(conn, actor=actor, action=ROTATION_ACTION, merchant_id=merchant_id, details=details, at=now)
 
 
 def _cells(values: dict[tuple[str, str], str | None]) -> Iterable[tuple[str, str, str | None]]:

@@ -66,6 +66,98 @@ def _cmd_merchants_offboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_merchants_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from illuma_pipelines.export import ExportError, export_merchant
+    from illuma_pipelines.registry import get_merchant
+    from illuma_pipelines.vault import MasterKeyError, VaultError
+    from resources.vault import VaultResource
+
+    warehouse = Warehouse.from_url(args.warehouse_url)
+    get_merchant(warehouse, args.merchant_id)  # unknown merchant: fail before touching the keys
+    try:
+        # An export never creates key material: without a master key nothing was ever encrypted,
+        # and the export says so if it meets a ciphertext anyway.
+        try:
+            vault = VaultResource(generate_master_key=False).get(warehouse)
+        except MasterKeyError:
+            vault = None
+        result = export_merchant(
+            warehouse,
+            vault,
+            args.merchant_id,
+            requested_by=args.requested_by or f"cli:{os.environ.get('USER', 'unknown')}",
+            out_dir=Path(args.out) if args.out else None,
+        )
+    except (ExportError, VaultError) as exc:
+        print(f"illuma: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"archive: {result.path}")
+    print(f"sha256: {result.sha256}")
+    print(f"expires: {result.expires_at:%Y-%m-%d %H:%M} UTC (deleted then by the retention purge)")
+    print(
+        f"rows: {result.total_rows} in {len(result.row_counts)} tables; PII values decrypted: "
+        f"{result.pii_values_revealed}, left out as past retention: {result.pii_values_withheld}"
+    )
+    width = max(len(name) for name in result.row_counts)
+    for name, count in result.row_counts.items():
+        print(f"  {name:<{width}} {count}")
+    return 0
+
+
+def _actor() -> str:
+    return f"cli:{os.environ.get('USER', 'unknown')}"
+
+
+def _cmd_merchants_request_deletion(args: argparse.Namespace) -> int:
+    from illuma_pipelines.purge import request_deletion
+
+    request = request_deletion(
+        Warehouse.from_url(args.warehouse_url),
+        args.merchant_id,
+        immediate=args.immediate,
+        requested_by=args.requested_by or _actor(),
+    )
+    print(
+        f"{request['merchant_id']}: {request['kind']} request {request['request_id']} received "
+        f"{request['received_at']:%Y-%m-%d %H:%M} UTC; answer due by {request['deadline']:%Y-%m-%d} "
+        f"(30 days); account offboarded, erasure due from {request['erasure_due_at']:%Y-%m-%d %H:%M} UTC "
+        "(the erasure sensor starts it)"
+    )
+    return 0
+
+
+def _cmd_merchants_purge_report(args: argparse.Namespace) -> int:
+    from illuma_pipelines.purge import purge_report
+
+    rows = purge_report(Warehouse.from_url(args.warehouse_url), args.merchant_id)
+    if not rows:
+        print(f"{args.merchant_id}: nothing purged yet")
+        return 0
+    print(f"{'purged at (UTC)':<17} {'rule':<26} {'rows':>8}  target")
+    for r in rows:
+        print(f"{r['purged_at']:%Y-%m-%d %H:%M} {r['rule_id']:<26} {r['rows_affected']:>8}  {r['target']}")
+    return 0
+
+
+def _cmd_requests(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from illuma_pipelines.purge import late_requests, requests_report
+
+    rows = requests_report(Warehouse.from_url(args.warehouse_url), datetime.now(UTC), include_done=args.all)
+    if not rows:
+        print("no open rights requests")
+        return 0
+    print(f"{'status':<9} {'deadline':<10} {'kind':<19} {'merchant':<28} request")
+    for r in rows:
+        print(f"{r['status']:<9} {r['deadline']:%Y-%m-%d} {r['kind']:<19} {r['merchant_id']:<28} {r['request_id']}")
+    late = late_requests(rows)
+    # Non-zero exit when any request is near or past its deadline, for cron-style alerting.
+    return 1 if late else 0
+
+
 def _cmd_sync_partitions(args: argparse.Namespace) -> int:
     import dagster as dg
 
@@ -128,10 +220,37 @@ def build_parser() -> argparse.ArgumentParser:
     off = merchants.add_parser("offboard", help="stop a merchant's pipelines (data kept until erasure)")
     off.add_argument("merchant_id")
     off.set_defaults(func=_cmd_merchants_offboard)
+    export = merchants.add_parser(
+        "export",
+        help="export everything held on a merchant to a zip archive (Parquet + CSV per table, "
+        "manifest; PII decrypted; expires under the retention rules)",
+    )
+    export.add_argument("merchant_id")
+    export.add_argument("--out", metavar="DIR", help="folder for the archive (default: <data dir>/exports/<id>/)")
+    export.add_argument("--requested-by", metavar="NAME", help="who asked (audit log; default: cli:$USER)")
+    export.set_defaults(func=_cmd_merchants_export)
+    delete = merchants.add_parser(
+        "request-deletion",
+        help="record a deletion request and terminate the account: its data is erased 30 days "
+        "later, or at once with --immediate",
+    )
+    delete.add_argument("merchant_id")
+    delete.add_argument("--immediate", action="store_true", help="skip the 30-day grace period")
+    delete.add_argument("--requested-by", metavar="NAME", help="who asked (audit log; default: cli:$USER)")
+    delete.set_defaults(func=_cmd_merchants_request_deletion)
+    report = merchants.add_parser("purge-report", help="what the retention purges removed, rule by rule")
+    report.add_argument("merchant_id")
+    report.set_defaults(func=_cmd_merchants_purge_report)
     sync = merchants.add_parser(
         "sync-partitions", help="apply the merchants sensor's plan to the Dagster instance now"
     )
     sync.set_defaults(func=_cmd_sync_partitions)
+
+    requests = sub.add_parser(
+        "requests", help="rights requests and their 30-day deadlines (exit 1 if any is due soon or late)"
+    )
+    requests.add_argument("--all", action="store_true", help="include completed requests")
+    requests.set_defaults(func=_cmd_requests)
 
     demo = sub.add_parser("demo", help="onboard demo merchants and materialize a few days")
     demo.add_argument("--days", type=int, default=3)

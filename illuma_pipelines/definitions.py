@@ -6,20 +6,28 @@ import dagster as dg
 
 from assets.analytics import analytics_dbt_models
 from assets.checks import quality_checks
+from assets.compliance import compliance_assets
 from assets.core import core_assets
 from assets.extracts import extract_assets
 from assets.platform import platform_assets
 from resources import current_environment, resources_for
+from sensors.audit import audit_log_sensor
+from sensors.compliance import (
+    account_erasure_job,
+    erasure_sensor,
+    pii_purge_job,
+    pii_purge_schedule,
+)
 from sensors.jobs import merchant_daily_job
 from sensors.keys import key_rotation_job, key_rotation_schedule
 from sensors.merchants import merchants_sensor
 from sensors.schedules import merchant_daily_schedule
 
 defs = dg.Definitions(
-    assets=[*platform_assets, *extract_assets, *core_assets, analytics_dbt_models],
+    assets=[*platform_assets, *extract_assets, *core_assets, analytics_dbt_models, *compliance_assets],
     asset_checks=quality_checks,
-    jobs=[merchant_daily_job, key_rotation_job],
-    schedules=[merchant_daily_schedule, key_rotation_schedule],
-    sensors=[merchants_sensor],
+    jobs=[merchant_daily_job, key_rotation_job, pii_purge_job, account_erasure_job],
+    schedules=[merchant_daily_schedule, key_rotation_schedule, pii_purge_schedule],
+    sensors=[merchants_sensor, erasure_sensor, audit_log_sensor],
     resources=resources_for(current_environment()),
 )

@@ -86,6 +86,7 @@ def _run_demo(days: int) -> int:
 
     home = ensure_local_instance_home()
     from assets.partitions import merchant_date_key
+    from illuma_pipelines.audit import audit_run_materializations
     from illuma_pipelines.definitions import defs
     from sensors.merchants import MERCHANT_TAG, sync_merchant_partitions
 
@@ -115,6 +116,8 @@ def _run_demo(days: int) -> int:
                 raise_on_error=False,
                 run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
             )
+            # No daemon runs the audit sensor here: audit each run as it ends.
+            audit_run_materializations(instance, result.run_id, warehouse)
             status = "ok" if result.success else "FAILED"
             print(f"  {day} {merchant_id:<20} {status}  run {result.run_id[:8]}")
             if not result.success:

@@ -200,6 +200,10 @@ class Connection(ABC):
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None: ...
 
     @abstractmethod
+    def execute_count(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run an UPDATE or DELETE and return how many rows it changed."""
+
+    @abstractmethod
     def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]: ...
 
     @abstractmethod
@@ -282,9 +286,20 @@ class Warehouse(ABC):
 
     def ensure_platform(self) -> None:
         with self.connect() as conn:
+            self._lock_platform_setup(conn)
             conn.execute(f"CREATE SCHEMA IF NOT EXISTS {PLATFORM_SCHEMA}")
             for spec in PLATFORM_TABLES:
                 conn.create_table(PLATFORM_SCHEMA, spec)
+            self._secure_platform(conn)
+
+    def _lock_platform_setup(self, conn: Connection) -> None:
+        """Serialize concurrent platform setups (DuckDB: one writer per file already)."""
+        return None
+
+    def _secure_platform(self, conn: Connection) -> None:
+        """Engine-enforced protection of platform tables. DuckDB has no triggers or roles: there
+        platform.audit_log is append-only by code (only `audit.purge_security_logs` deletes)."""
+        return None
 
     def create_merchant_schema(self, merchant_id: str) -> str:
         """Create the merchant's schema (and, on PostgreSQL, its role). Idempotent."""
@@ -298,6 +313,11 @@ class Warehouse(ABC):
         validate_merchant_id(merchant_id)
         with self.connect() as conn:
             self._drop_merchant_schema(conn, merchant_id)
+
+    def drop_merchant_schema_in(self, conn: Connection, merchant_id: str) -> None:
+        """As drop_merchant_schema, inside the caller's transaction (e.g. with its ledger row)."""
+        validate_merchant_id(merchant_id)
+        self._drop_merchant_schema(conn, merchant_id)
 
     def merchant_schema_exists(self, merchant_id: str) -> bool:
         with self.connect() as conn:
@@ -337,6 +357,12 @@ class _DuckDBConnection(Connection):
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         self._guard(sql)
         self._con.execute(sql, list(params))
+
+    def execute_count(self, sql: str, params: Sequence[Any] = ()) -> int:
+        self._guard(sql)
+        # DuckDB answers an UPDATE or DELETE with one row: the number of rows it changed.
+        row = self._con.execute(sql, list(params)).fetchone()
+        return int(row[0]) if row else 0
 
     def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         self._guard(sql)
@@ -430,6 +456,9 @@ class _PostgresConnection(Connection):
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         self._con.execute(_pg_sql(sql), list(params) or None)
 
+    def execute_count(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return max(self._con.execute(_pg_sql(sql), list(params) or None).rowcount, 0)
+
     def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         return self._con.execute(_pg_sql(sql), list(params) or None).fetchall()
 
@@ -454,6 +483,50 @@ class _PostgresConnection(Connection):
                 frame.iloc[start : start + step].to_csv(buf, header=False, index=False, na_rep="\\N")
                 copy.write(buf.getvalue())
         return len(frame)
+
+
+# platform.audit_log is append-only on PostgreSQL: the database refuses every UPDATE and TRUNCATE,
+# and every DELETE except of a row older than AUDIT_LOG_MIN_RETENTION by the database's own clock
+# in a transaction that declared itself the retention purge (`SET LOCAL illuma.purge =
+# 'security_logs'`, see audit.purge_security_logs). Triggers bind superusers and owners too; they
+# are enabled ALWAYS, so `session_replication_role = replica` does not skip them either.
+PIPELINE_ROLE = "illuma_pipeline"  # NOLOGIN; may read and append to the audit log, nothing more
+AUDIT_LOG_MIN_RETENTION = "12 months"  # the `security_logs` minimum of the retention policy
+PURGE_SETTING, SECURITY_LOG_PURGE = "illuma.purge", "security_logs"
+_AUDIT_GUARD = f"{PLATFORM_SCHEMA}.audit_log_append_only"
+_AUDIT_TRIGGERS = {
+    "audit_log_append_only": f"BEFORE UPDATE OR DELETE ON {PLATFORM_SCHEMA}.audit_log FOR EACH ROW",
+    "audit_log_no_truncate": f"BEFORE TRUNCATE ON {PLATFORM_SCHEMA}.audit_log FOR EACH STATEMENT",
+}
+# No `?` or `%` in here: the text goes through _pg_sql.
+_AUDIT_GUARD_BODY = f"""
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        IF current_setting('{PURGE_SETTING}', true) = '{SECURITY_LOG_PURGE}'
+           AND (OLD.occurred_at AT TIME ZONE 'UTC')
+               < (now() AT TIME ZONE 'UTC') - interval '{AUDIT_LOG_MIN_RETENTION}' THEN
+            RETURN OLD;
+        END IF;
+    END IF;
+    RAISE EXCEPTION USING
+        ERRCODE = 'insufficient_privilege',
+        MESSAGE = 'platform.audit_log is append-only: ' || TG_OP || ' refused',
+        HINT = 'only the security-log retention purge (illuma_pipelines.audit.purge_security_logs) '
+            || 'deletes audit rows, and only rows older than {AUDIT_LOG_MIN_RETENTION}';
+END
+"""
+_CREATE_PIPELINE_ROLE = f"""
+DO $illuma$
+BEGIN
+    CREATE ROLE {PIPELINE_ROLE} NOLOGIN;
+EXCEPTION
+    -- Roles are cluster-wide: another session (another database, even) created it meanwhile.
+    WHEN duplicate_object OR unique_violation THEN NULL;
+END
+$illuma$
+"""
+# Serializes concurrent platform setups of one database (advisory locks are per database).
+_PLATFORM_SETUP_LOCK = 0x696C6C756D61
 
 
 class PostgresWarehouse(Warehouse):
@@ -519,3 +592,45 @@ class PostgresWarehouse(Warehouse):
         if conn.fetchone("SELECT 1 FROM pg_roles WHERE rolname = ?", [role]):
             conn.execute(f"DROP OWNED BY {role}")
             conn.execute(f"DROP ROLE {role}")
+
+
+    def _lock_platform_setup(self, conn: Connection) -> None:
+        # Concurrent CREATE ... IF NOT EXISTS, CREATE OR REPLACE FUNCTION and GRANT on the same
+        # objects can fail ("duplicate key", "tuple concurrently updated"): one setup at a time.
+        conn.execute(f"SELECT pg_advisory_xact_lock({_PLATFORM_SETUP_LOCK})")
+
+    def _secure_platform(self, conn: Connection) -> None:
+        """Make platform.audit_log append-only and give PIPELINE_ROLE SELECT and INSERT on it only.
+
+        Idempotent and cheap when everything is in place (catalog reads only); safe when several
+        sessions set up the same database (see _lock_platform_setup), or the same cluster, at once.
+        """
+        table = f"{PLATFORM_SCHEMA}.audit_log"
+        row = conn.fetchone("SELECT prosrc FROM pg_proc WHERE oid = to_regproc(?)::oid", [_AUDIT_GUARD])
+        if row is None or row[0] != _AUDIT_GUARD_BODY:
+            conn.execute(
+                f"CREATE OR REPLACE FUNCTION {_AUDIT_GUARD}() RETURNS trigger LANGUAGE plpgsql "
+                f"AS $illuma${_AUDIT_GUARD_BODY}$illuma$"
+            )
+        enabled = dict(
+            conn.fetchall(
+                "SELECT tgname, tgenabled::text FROM pg_trigger WHERE tgrelid = to_regclass(?) AND NOT tgisinternal",
+                [table],
+            )
+        )
+        for name, when in _AUDIT_TRIGGERS.items():
+            if name not in enabled:
+                conn.execute(f"CREATE TRIGGER {name} {when} EXECUTE FUNCTION {_AUDIT_GUARD}()")
+            if enabled.get(name) != "A":
+                conn.execute(f"ALTER TABLE {table} ENABLE ALWAYS TRIGGER {name}")
+        if not conn.fetchone("SELECT 1 FROM pg_roles WHERE rolname = ?", [PIPELINE_ROLE]):
+            conn.execute(_CREATE_PIPELINE_ROLE)
+        usage, select, insert, more = conn.fetchone(
+            "SELECT has_schema_privilege(?, ?, 'USAGE'), has_table_privilege(?, ?, 'SELECT'), "
+            "has_table_privilege(?, ?, 'INSERT'), has_table_privilege(?, ?, 'UPDATE, DELETE, TRUNCATE')",
+            [PIPELINE_ROLE, PLATFORM_SCHEMA, *[PIPELINE_ROLE, table] * 3],
+        )
+        if not (usage and select and insert) or more:
+            conn.execute(f"GRANT USAGE ON SCHEMA {PLATFORM_SCHEMA} TO {PIPELINE_ROLE}")
+            conn.execute(f"REVOKE ALL ON {table} FROM {PIPELINE_ROLE}")
+            conn.execute(f"GRANT SELECT, INSERT ON {table} TO {PIPELINE_ROLE}")

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import dagster as dg
 
 from assets.partitions import MERCHANT_DIM, MERCHANTS
+from illuma_pipelines.merchant_ids import validate_merchant_id
 from illuma_pipelines.registry import ACTIVE, list_merchants
 from illuma_pipelines.warehouse import Warehouse
 from resources.warehouse import WarehouseResource
@@ -24,7 +25,7 @@ _IN_FLIGHT = [
 class PartitionChanges:
     to_add: list[str]
     to_remove: list[str]
-    waiting: list[str]  # retired in the registry, but a run of theirs is in flight
+    waiting: list[str]  # erased from the registry, but a run of theirs is in flight
 
 
 def runs_in_flight(instance: dg.DagsterInstance, merchant_id: str) -> int:
@@ -42,11 +43,17 @@ def runs_in_flight(instance: dg.DagsterInstance, merchant_id: str) -> int:
 
 
 def plan_partition_changes(instance: dg.DagsterInstance, warehouse: Warehouse) -> PartitionChanges:
-    """What to add and retire. A failed registry read raises: it never means "no merchants"."""
+    """What to add and retire. A failed registry read raises: it never means "no merchants".
+
+    Offboarded merchants keep their partitions until their account is erased: the daily PII purge
+    and the erasure itself run in them. Extraction stops at offboarding (the daily schedule
+    requests active merchants only).
+    """
     registry = list_merchants(warehouse)
     active = {m.merchant_id for m in registry if m.status == ACTIVE}
+    registered = {m.merchant_id for m in registry}
     current = set(instance.get_dynamic_partitions(MERCHANTS))
-    retired = sorted(current - active)
+    retired = sorted(current - registered)
     busy = [m for m in retired if runs_in_flight(instance, m)]
     return PartitionChanges(
         to_add=sorted(active - current),
@@ -61,14 +68,44 @@ def sync_merchant_partitions(instance: dg.DagsterInstance, warehouse: Warehouse)
     if changes.to_add:
         instance.add_dynamic_partitions(MERCHANTS, changes.to_add)
     for merchant_id in changes.to_remove:
-        instance.delete_dynamic_partition(MERCHANTS, merchant_id)
+        forget_merchant(instance, merchant_id)
     return changes
+
+
+def _merchant_runs(instance: dg.DagsterInstance, merchant_id: str) -> set[str]:
+    run_ids: set[str] = set()
+    for tags in (
+        {f"dagster/partition/{MERCHANT_DIM}": merchant_id},
+        {"dagster/partition": merchant_id},
+        {MERCHANT_TAG: merchant_id},
+    ):
+        run_ids.update(r.dagster_run.run_id for r in instance.get_run_records(dg.RunsFilter(tags=tags)))
+    return run_ids
+
+
+def forget_merchant(instance: dg.DagsterInstance, merchant_id: str) -> dict[str, int]:
+    """Remove an erased merchant from the Dagster instance: its history and its partition key.
+    Call only when none of its runs is in flight (`runs_in_flight`)."""
+    forgotten = forget_merchant_history(instance, merchant_id)
+    if instance.has_dynamic_partition(MERCHANTS, merchant_id):
+        instance.delete_dynamic_partition(MERCHANTS, merchant_id)
+    return forgotten
+
+
+def forget_merchant_history(instance: dg.DagsterInstance, merchant_id: str) -> dict[str, int]:
+    """An erased merchant's runs, with their event logs (materializations, checks, logs)."""
+    validate_merchant_id(merchant_id)
+    runs = _merchant_runs(instance, merchant_id)
+    for run_id in runs:
+        instance.delete_run(run_id)
+    return {"runs_deleted": len(runs)}
 
 
 @dg.sensor(
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Registers new merchants as partitions and retires offboarded ones once idle.",
+    description="Registers new merchants as partitions; removes erased ones (partition, runs and "
+    "materialization history) once none of their runs is in flight.",
 )
 def merchants_sensor(
     context: dg.SensorEvaluationContext, warehouse: WarehouseResource
@@ -84,6 +121,10 @@ def merchants_sensor(
     requests = []
     if changes.to_add:
         requests.append(dg.AddDynamicPartitionsRequest(MERCHANTS, changes.to_add))
+    for merchant_id in changes.to_remove:
+        # An erased merchant: its history goes now; its partition key with the request below.
+        forgotten = forget_merchant_history(context.instance, merchant_id)
+        context.log.info(f"erased merchant {merchant_id} removed from the instance: {forgotten}")
     if changes.to_remove:
         requests.append(dg.DeleteDynamicPartitionsRequest(MERCHANTS, changes.to_remove))
     return dg.SensorResult(dynamic_partitions_requests=requests)

@@ -7,6 +7,8 @@ from datetime import timedelta
 import dagster as dg
 
 from assets.partitions import MERCHANTS, merchant_date_key
+from illuma_pipelines.registry import ACTIVE, list_merchants
+from resources.warehouse import WarehouseResource
 from sensors.jobs import merchant_daily_job
 from sensors.merchants import MERCHANT_TAG
 
@@ -16,12 +18,16 @@ from sensors.merchants import MERCHANT_TAG
     cron_schedule="0 6 * * *",
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Yesterday's partition for every registered merchant, one run each.",
+    description="Yesterday's partition for every active merchant, one run each.",
 )
-def merchant_daily_schedule(context: dg.ScheduleEvaluationContext) -> Iterator[dg.RunRequest]:
+def merchant_daily_schedule(
+    context: dg.ScheduleEvaluationContext, warehouse: WarehouseResource
+) -> Iterator[dg.RunRequest]:
     day = (context.scheduled_execution_time - timedelta(days=1)).strftime("%Y-%m-%d")
+    # Offboarded merchants keep their partitions until erasure, but nothing is extracted for them.
+    active = {m.merchant_id for m in list_merchants(warehouse.get(), status=ACTIVE)}
     # Merchants of one date only: never enumerate the whole date × merchant key space.
-    for merchant_id in sorted(context.instance.get_dynamic_partitions(MERCHANTS)):
+    for merchant_id in sorted(set(context.instance.get_dynamic_partitions(MERCHANTS)) & active):
         yield dg.RunRequest(
             run_key=f"merchant_daily:{day}:{merchant_id}",
             partition_key=merchant_date_key(merchant_id, day),

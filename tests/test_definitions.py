@@ -16,25 +16,38 @@ from illuma_pipelines.paths import PROJECT_ROOT
 def test_every_job_schedule_and_sensor_resolves():
     repo = defs.get_repository_def()
     assert {j.name for j in repo.get_all_jobs() if not j.name.startswith("__")} >= {"merchant_daily_job"}
-    assert {s.name for s in repo.schedule_defs} == {"merchant_daily_schedule", "key_rotation_schedule"}
-    assert {s.name for s in repo.sensor_defs} >= {"merchants_sensor"}
+    assert {s.name for s in repo.schedule_defs} == {
+        "merchant_daily_schedule", "key_rotation_schedule", "pii_purge_schedule"
+    }
+    assert {s.name for s in repo.sensor_defs} >= {"merchants_sensor", "erasure_sensor"}
     for job in repo.get_all_jobs():
         assert job.name
     keys = {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
     assert "analytics/stg_channel_connections" in keys
     assert "platform/channel_connections" in keys
     assert {"core/orders", "core/buyer_pii", "core/inventory_snapshots"} <= keys
+    assert {"compliance/pii_purge", "compliance/account_erasure"} <= keys
     check_names = {k.name for k in repo.asset_graph.asset_check_keys}
     assert {"orders_quality", "no_plaintext_pii", "inventory_quality"} <= check_names
 
 
-def test_schedule_requests_yesterday_for_every_merchant():
+def test_schedule_requests_yesterday_for_every_active_merchant(tmp_path):
+    from illuma_pipelines.registry import add_merchant, offboard_merchant
+    from illuma_pipelines.warehouse import Warehouse
+    from resources.warehouse import WarehouseResource
+
+    url = f"duckdb:///{tmp_path / 'wh.duckdb'}"
+    wh = Warehouse.from_url(url)
+    for mid in ("acme_parts", "bolt_power", "gone_gaskets"):
+        add_merchant(wh, mid)
+    offboard_merchant(wh, "gone_gaskets")  # keeps its partition until erased; nothing extracted
     with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions(MERCHANTS, ["acme_parts", "bolt_power"])
+        instance.add_dynamic_partitions(MERCHANTS, ["acme_parts", "bolt_power", "gone_gaskets"])
         context = dg.build_schedule_context(
             instance=instance,
             scheduled_execution_time=datetime(2026, 11, 27, 6, tzinfo=UTC),
             repository_def=defs.get_repository_def(),
+            resources={"warehouse": WarehouseResource(url=url)},
         )
         schedule = defs.resolve_schedule_def("merchant_daily_schedule")
         requests = list(schedule.evaluate_tick(context).run_requests)

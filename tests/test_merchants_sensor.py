@@ -1,10 +1,14 @@
 """The merchants sensor keeps the dynamic partitions in step with the registry."""
 
+from datetime import UTC, datetime
+
 import dagster as dg
 import pytest
 
 from assets.partitions import MERCHANTS, merchant_date_key
+from illuma_pipelines import purge
 from illuma_pipelines.registry import add_merchant, offboard_merchant
+from resources.vault import VaultResource
 from resources.warehouse import WarehouseResource
 from sensors.merchants import merchants_sensor, sync_merchant_partitions
 
@@ -48,11 +52,20 @@ def test_sensor_adds_new_merchants(instance, warehouse, warehouse_url, merchant_
     assert isinstance(_tick(instance, warehouse_url), dg.SkipReason)
 
 
-def test_sensor_retires_offboarded_merchants_only_when_idle(instance, warehouse, warehouse_url, merchant_id):
+def _erase(warehouse, mid, tmp_path):
+    purge.request_deletion(warehouse, mid, immediate=True, requested_by="test")
+    vault = VaultResource(key_store_path=str(tmp_path / "ks.json"), master_key_file=str(tmp_path / "mk")).get(warehouse)
+    purge.erase_account(warehouse, vault, mid, now=datetime.now(UTC), run_id="test")
+
+
+def test_sensor_removes_erased_merchants_only_when_idle(instance, warehouse, warehouse_url, merchant_id, tmp_path):
     mid = merchant_id()
     add_merchant(warehouse, mid)
     _apply(instance, _tick(instance, warehouse_url))
+    # Offboarded: extraction stops, but the partition stays for the PII purge and the erasure.
     offboard_merchant(warehouse, mid)
+    assert isinstance(_tick(instance, warehouse_url), dg.SkipReason)
+    _erase(warehouse, mid, tmp_path)
 
     # A run of the merchant is in flight (started, tagged as Dagster tags partitioned runs).
     run = instance.create_run_for_job(_noop_job(), tags={"dagster/partition/merchant": mid})
@@ -84,11 +97,13 @@ def test_a_failed_registry_read_changes_nothing(instance, warehouse, warehouse_u
     assert sorted(instance.get_dynamic_partitions(MERCHANTS)) == before
 
 
-def test_sync_applies_the_same_plan(instance, warehouse, merchant_id):
+def test_sync_applies_the_same_plan(instance, warehouse, merchant_id, tmp_path):
     mid = merchant_id()
     add_merchant(warehouse, mid)
     assert mid in sync_merchant_partitions(instance, warehouse).to_add
     offboard_merchant(warehouse, mid)
+    assert sync_merchant_partitions(instance, warehouse).to_remove == []
+    _erase(warehouse, mid, tmp_path)
     assert sync_merchant_partitions(instance, warehouse).to_remove == [mid]
     assert mid not in instance.get_dynamic_partitions(MERCHANTS)
     assert merchant_date_key(mid, "2026-11-01").keys_by_dimension == {"date": "2026-11-01", "merchant": mid}

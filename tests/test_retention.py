@@ -60,6 +60,7 @@ EXPECTED_DUE_DAY = {
     "raw_pii_amazon_delivery": (Kind.MAXIMUM, date(2026, 3, 2)),
     "raw_pii_shipment": (Kind.MAXIMUM, date(2026, 5, 1)),
     "raw_pii_cancelled": (Kind.MAXIMUM, date(2026, 3, 2)),
+    "raw_pii_unmatched": (Kind.MAXIMUM, date(2026, 3, 2)),  # extraction + 30 days
     "order_data": (Kind.MAXIMUM, date(2026, 3, 2)),  # termination + 30 days
     "catalog_data": (Kind.MAXIMUM, date(2026, 3, 2)),
     "financial_reports": (Kind.MAXIMUM, date(2026, 3, 2)),
@@ -165,10 +166,19 @@ def test_channels_match_the_registry() -> None:
 
 def test_raw_payload_rules_follow_the_buyer_pii_rules() -> None:
     pii = DEFAULT_POLICY.rules_for(Category.BUYER_PII)
-    raw = DEFAULT_POLICY.rules_for(Category.RAW_PAYLOAD_PII)
+    raw = [r for r in DEFAULT_POLICY.rules_for(Category.RAW_PAYLOAD_PII) if r.follows]
     assert sorted(r.follows for r in raw) == sorted(r.id for r in pii)
     for rule in raw:
         assert rule.timing() == DEFAULT_POLICY.rule(rule.follows).timing()
+
+
+def test_raw_pii_no_order_dates_gets_the_shortest_pii_period() -> None:
+    # A raw record no order dates (a reject, a finance row) has no shipment to count from: it
+    # gets the shortest PII period of any channel, counted from its extraction.
+    unmatched = DEFAULT_POLICY.rule("raw_pii_unmatched")
+    shortest = min(r.period.magnitude for r in DEFAULT_POLICY.rules_for(Category.BUYER_PII))
+    assert unmatched.follows is None and unmatched.kind is Kind.MAXIMUM
+    assert unmatched.anchor == "extraction" and unmatched.period.magnitude == shortest
 
 
 # --- account termination and erasure -------------------------------------------------------

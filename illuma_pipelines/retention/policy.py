@@ -18,7 +18,7 @@ from types import MappingProxyType
 from illuma_pipelines.retention.errors import InvalidOverride, RetentionError
 from illuma_pipelines.retention.periods import Period
 
-POLICY_VERSION = "2026-11-27.1"
+POLICY_VERSION = "2026-11-27.2"
 # The privacy policy revision the table implements ("Last Updated" of the policy text).
 PRIVACY_POLICY_DATE = "2026-03-04"
 
@@ -41,6 +41,7 @@ class Anchor(StrEnum):
     CANCELLATION = "cancellation"
     ACCOUNT_TERMINATION = "account_termination"
     CREATED = "created"
+    EXTRACTION = "extraction"  # the day a raw record was extracted (its partition date)
 
 
 class Action(StrEnum):
@@ -270,6 +271,23 @@ _DEFAULT_RULES: tuple[Rule, ...] = (
         action=Action.REDACT_PAYLOAD_FIELDS,
         source="§3, §4 (as buyer_pii_cancelled)",
         follows="buyer_pii_cancelled",
+    ),
+    Rule(
+        id="raw_pii_unmatched",
+        category=Category.RAW_PAYLOAD_PII,
+        covers=(
+            "buyer PII in raw payloads that no normalized order dates: rejected order records, "
+            "finance transactions naming the buyer, and quarantine copies"
+        ),
+        applies_to=ALL_CHANNELS,
+        anchor=Anchor.EXTRACTION,
+        period=Period(30, "days"),
+        kind=Kind.MAXIMUM,
+        action=Action.REDACT_PAYLOAD_FIELDS,
+        source=(
+            "§4; with no shipment or delivery date known, the shortest PII period (Amazon's 30 "
+            "days) counts from extraction, see ADR 0003"
+        ),
     ),
     Rule(
         id="order_data",

@@ -78,6 +78,29 @@ class RevealEvent:
         }
 
 
+@dataclass(frozen=True)
+class BatchRevealEvent(RevealEvent):
+    """The one audit event of a `Vault.reveal_batch`: who, why, merchant, table, which columns and
+    how many values and records; `column` and `record_id` are "*". Never a value, never a record id
+    list (a batch can hold a merchant's every order)."""
+
+    columns: tuple[str, ...] = ()
+    values: int = 0
+    records: int = 0
+    key_versions: tuple[int, ...] = ()
+
+    def as_dict(self) -> dict[str, str | int | None]:  # type: ignore[override]
+        out: dict = super().as_dict()
+        out.update(
+            batch=True,
+            columns=list(self.columns),
+            values=self.values,
+            records=self.records,
+            key_versions=list(self.key_versions),
+        )
+        return out
+
+
 AuditSink = Callable[[RevealEvent], None]
 
 
@@ -511,6 +534,93 @@ class Vault:
             raise
         audit(key_version, "revealed")
         return plaintext
+
+    def reveal_batch(
+        self,
+        merchant_id: str,
+        table: str,
+        items: Iterable[tuple[str, str, str | None]],
+        *,
+        actor: str,
+        purpose: str,
+    ) -> list[str | None]:
+        """Decrypt many values of one merchant's table for one actor and purpose, with ONE audit
+        event for the whole batch (a `BatchRevealEvent`: who, why, merchant, table, columns, how
+        many values and records, key versions; never a value).
+
+        `items` are (record_id, column, ciphertext); the plaintexts come back in the same order
+        (None for None). The guarantees are reveal()'s: an audit sink, an actor and a purpose are
+        required; every binding and record id is checked before anything is decrypted; the event
+        reaches the sink before any value is returned, and if the sink raises nothing is returned;
+        a failure (a moved, altered or malformed ciphertext, a destroyed key) is audited with its
+        error name and raised, and no value of the batch is returned. A batch holding only None
+        discloses nothing and emits no event. Use it where one event per value would cost more
+        than the work (a merchant's data export); single reads keep using reveal().
+        """
+        sink = self._audit_sink
+        if sink is None:
+            raise AuditSinkMissing(
+                "this Vault has no audit sink, so it cannot reveal PII; build it with "
+                "Vault(..., audit_sink=<callable taking a RevealEvent>)"
+            )
+        actor = _check_audit_text("actor", actor)
+        purpose = _check_audit_text("purpose", purpose)
+        validate_merchant_id(merchant_id)
+        validate_identifier("table", table)
+        rows = list(items)
+        checked: set[str] = set()
+        for row in rows:
+            if not isinstance(row, tuple) or len(row) != 3:
+                raise TypeError(
+                    "reveal_batch items are (record_id, column, ciphertext) tuples; got "
+                    f"{type(row).__name__}"
+                )
+            record_id, column, _ = row
+            if column not in checked:
+                validate_binding(merchant_id, table, column)
+                checked.add(column)
+            validate_record_id(record_id)
+        present = [(r, c, v) for r, c, v in rows if v is not None]
+        if not present:
+            return [None] * len(rows)
+        columns = tuple(sorted({c for _, c, _ in present}))
+        records = len({r for r, _, _ in present})
+
+        def audit(key_versions: set[int], outcome: str) -> None:
+            sink(
+                BatchRevealEvent(
+                    at=self._now(None),
+                    actor=actor,
+                    purpose=purpose,
+                    merchant_id=merchant_id,
+                    table=table,
+                    column="*",
+                    record_id="*",
+                    key_version=max(key_versions) if len(key_versions) == 1 else None,
+                    outcome=outcome,
+                    columns=columns,
+                    values=len(present),
+                    records=records,
+                    key_versions=tuple(sorted(key_versions)),
+                )
+            )
+
+        versions: set[int] = set()
+        out: list[str | None] = []
+        try:
+            for record_id, column, ciphertext in rows:
+                if ciphertext is None:
+                    out.append(None)
+                    continue
+                parsed = parse_ciphertext(ciphertext)
+                versions.add(parsed.key_version)
+                out.append(self._open(merchant_id, table, column, record_id, parsed).decode("utf-8"))
+        except VaultError as exc:
+            out.clear()
+            audit(versions, type(exc).__name__)
+            raise
+        audit(versions, "revealed")
+        return out
 
     def reencrypt(
         self, merchant_id: str, table: str, column: str, record_id: str, ciphertext: str

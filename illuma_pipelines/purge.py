@@ -1,0 +1,589 @@
+"""Retention purges, account erasure and deletion requests: the privacy policy's deletion promises
+as set-based SQL over one merchant's schema. No Dagster here; the clock (`now`) is an argument.
+
+- `purge_pii` (daily): buyer PII that reached its limit goes from every place it lives: the
+  vault-encrypted `core_buyer_pii` rows, the PII fields inside raw payloads (redacted in place, the
+  rest of the payload kept byte for byte), quarantine copies and expired export archives. Order
+  facts are never touched.
+- `erase_account`: a terminated merchant's schema, export files, data keys and registry rows, once
+  its grace period has passed (or at once on an immediate-deletion request).
+- `request_deletion`: records a rights request and terminates the account.
+
+Every action that changed something writes one `platform.retention_ledger` row (merchant, rule,
+target, action, rows, cutoff, policy version, run) in the same transaction as the change, so a
+purge killed midway leaves either both or neither, and a re-run finds nothing left to do and writes
+nothing. Ledger rows never hold a PII value.
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from illuma_pipelines.merchant_ids import merchant_role, merchant_schema, validate_merchant_id
+from illuma_pipelines.paths import data_dir
+from illuma_pipelines.registry import ACTIVE, OFFBOARDED, RegistryError, record_audit
+from illuma_pipelines.retention import (
+    DEFAULT_POLICY,
+    Anchor,
+    Category,
+    Policy,
+    Rule,
+    cutoffs,
+    erasure_deadline,
+    request_deadline,
+    request_status,
+)
+from illuma_pipelines.warehouse import PLATFORM_SCHEMA, Connection, Warehouse
+
+# String-valued JSON keys that hold buyer PII in the marketplaces' order and finance payloads
+# (Amazon Orders v0 and v2026-01-01, eBay Fulfillment and Finances, Walmart Orders). Country codes
+# are kept: they are order facts (core_orders.country_code), not identifying on their own.
+PII_JSON_KEYS = (
+    # Amazon Orders v2026-01-01: buyer, recipient.deliveryAddress, tax registration addresses
+    "buyerName", "buyerEmail", "buyerCompanyName", "name", "companyName", "addressLine1",
+    "addressLine2", "addressLine3", "city", "districtOrCounty", "municipality", "stateOrRegion",
+    "postalCode", "phone", "complement", "neighborhood", "streetName", "streetNumber",
+    "addressInstruction",
+    # Amazon Orders v0: BuyerInfo, ShippingAddress, gift messages
+    "BuyerName", "BuyerEmail", "BuyerCounty", "CompanyLegalName", "Name", "AddressLine1",
+    "AddressLine2", "AddressLine3", "City", "County", "District", "StateOrRegion", "PostalCode",
+    "Phone", "GiftMessageText",
+    # eBay: buyer, buyerRegistrationAddress, shipTo, checkout notes, finance transactions' buyer
+    "username", "fullName", "email", "phoneNumber", "stateOrProvince", "county", "taxpayerId",
+    "buyerCheckoutNotes",
+    # Walmart: shippingInfo, postalAddress, customerEmailId
+    "customerEmailId", "address1", "address2", "state",
+)
+# A PII key with a JSON string value; `\1` keeps the key, the value becomes null.
+PII_VALUE_PATTERN = r'"(' + "|".join(PII_JSON_KEYS) + r')"\s*:\s*"(?:[^"\\]|\\.)*"'
+REDACTED_VALUE = r'"\1":null'
+# Raw datasets whose payloads may name the buyer (see PII_JSON_KEYS).
+PII_DATASETS = ("orders", "financial_transactions")
+CHANNELS = ("amazon", "ebay", "walmart")
+
+PII_TABLE = "core_buyer_pii"
+ORDERS_TABLE = "core_orders"
+HISTORY_TABLE = "core_order_status_history"
+QUARANTINE_TABLE = "raw_quarantine"
+LEDGER = f"{PLATFORM_SCHEMA}.retention_ledger"
+REPORT_VIEW = "retention_purges"
+# The ledger row that marks an erasure complete: the merchant's registry rows are deleted last.
+ERASED_MARKER = ("merchant_account", f"{PLATFORM_SCHEMA}.merchants")
+
+
+class ErasureNotDue(RegistryError):
+    """The merchant's account erasure is not due yet (active, or within its grace period)."""
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    rule_id: str
+    target: str
+    action: str
+    rows_affected: int
+    cutoff: datetime | None = None
+
+
+@dataclass
+class PurgeResult:
+    merchant_id: str
+    entries: list[LedgerEntry] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return sum(e.rows_affected for e in self.entries)
+
+    def by_target(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for e in self.entries:
+            out[e.target] = out.get(e.target, 0) + e.rows_affected
+        return out
+
+
+def redact_payload_text(text: str) -> str:
+    """The same redaction the purge runs in SQL, in Python (for callers holding a payload)."""
+    import re
+
+    return re.sub(PII_VALUE_PATTERN, lambda m: f'"{m.group(1)}":null', text)
+
+
+# ---------------------------------------------------------------------------------- SQL pieces
+def _as_text(dialect: str, column: str) -> str:
+    return f"CAST({column} AS {'VARCHAR' if dialect == 'duckdb' else 'TEXT'})"
+
+
+def _has_pii(dialect: str, column: str) -> str:
+    if dialect == "duckdb":
+        return f"regexp_matches({_as_text(dialect, column)}, ?)"
+    return f"{_as_text(dialect, column)} ~ ?"
+
+
+def _redacted(dialect: str, column: str, *, json_column: bool = True) -> str:
+    text = f"regexp_replace({_as_text(dialect, column)}, ?, ?, 'g')"
+    if not json_column:
+        return text
+    return f"CAST({text} AS {'JSON' if dialect == 'duckdb' else 'JSONB'})"
+
+
+def _anchor_sql(rule: Rule, schema: str) -> tuple[str, str]:
+    """(extra condition, anchor expression) over `core_orders o` for an order-dated PII rule."""
+    if rule.anchor is Anchor.DELIVERY:
+        fallback = "o.shipped_at" if rule.fallback_anchor is Anchor.SHIPMENT else "NULL"
+        return "TRUE", f"COALESCE(o.delivered_at, {fallback})"
+    if rule.anchor is Anchor.SHIPMENT:
+        return "TRUE", "o.shipped_at"
+    if rule.anchor is Anchor.CANCELLATION:
+        # When the order was first seen cancelled; the order's last update if history is missing.
+        first_cancelled = (
+            f"(SELECT MIN(h.changed_at) FROM {schema}.{HISTORY_TABLE} h WHERE h.channel = o.channel "
+            "AND h.marketplace_order_id = o.marketplace_order_id AND h.status = 'cancelled')"
+        )
+        return (
+            "o.status = 'cancelled' AND o.shipped_at IS NULL",
+            f"COALESCE({first_cancelled}, o.last_updated_at, o.purchased_at)",
+        )
+    raise RegistryError(f"rule {rule.id!r} is not dated by an order event (anchor {rule.anchor})")
+
+
+def _due_orders_exists(rule: Rule, schema: str, channel_sql: str, order_id_sql: str) -> str:
+    """EXISTS (an order, matching channel and id, that the rule has made due); one `?`: cutoff."""
+    condition, anchor = _anchor_sql(rule, schema)
+    channel_filter = "" if rule.applies_to == "all" else f" AND o.channel = '{rule.applies_to}'"
+    return (
+        f"EXISTS (SELECT 1 FROM {schema}.{ORDERS_TABLE} o WHERE o.channel = {channel_sql} "
+        f"AND o.marketplace_order_id = {order_id_sql}{channel_filter} AND {condition} "
+        f"AND {anchor} < ?)"
+    )
+
+
+# ------------------------------------------------------------------------------------- ledger
+def _ledger(
+    conn: Connection,
+    merchant_id: str,
+    entry: LedgerEntry,
+    *,
+    policy: Policy,
+    now: datetime,
+    run_id: str,
+) -> None:
+    conn.execute(
+        f"INSERT INTO {LEDGER} (ledger_id, merchant_id, rule_id, target, action, rows_affected, "
+        "cutoff, policy_version, policy_fingerprint, purged_at, run_id) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            uuid.uuid4().hex,
+            merchant_id,
+            entry.rule_id,
+            entry.target,
+            entry.action,
+            entry.rows_affected,
+            entry.cutoff,
+            policy.version,
+            policy.fingerprint(),
+            now,
+            run_id,
+        ],
+    )
+
+
+def _apply(
+    wh: Warehouse,
+    result: PurgeResult,
+    entry_of: callable,
+    *,
+    policy: Policy,
+    now: datetime,
+    run_id: str,
+) -> None:
+    """Run one purge step and its ledger row in one transaction; a step that changed nothing
+    (returns None, or a count of 0) writes nothing."""
+    with wh.connect() as conn:
+        entry = entry_of(conn)
+        if entry is not None and (entry.rows_affected > 0 or entry.action == "drop_schema"):
+            _ledger(conn, result.merchant_id, entry, policy=policy, now=now, run_id=run_id)
+            result.entries.append(entry)
+
+
+def ensure_report_view(conn: Connection, merchant_id: str) -> None:
+    """The merchant-facing purge report: the merchant's ledger rows, readable in its own schema."""
+    schema = merchant_schema(merchant_id)
+    conn.execute(
+        f"CREATE OR REPLACE VIEW {schema}.{REPORT_VIEW} AS SELECT rule_id, target, action, "
+        f"rows_affected, cutoff, policy_version, purged_at FROM {LEDGER} "
+        f"WHERE merchant_id = '{validate_merchant_id(merchant_id)}'"
+    )
+    if conn.dialect == "postgres":
+        conn.execute(f"GRANT SELECT ON {schema}.{REPORT_VIEW} TO {merchant_role(merchant_id)}")
+
+
+# ---------------------------------------------------------------------------------- PII purge
+def _table_exists(conn: Connection, schema: str, table: str) -> bool:
+    return conn.table_exists(schema, table)
+
+
+def purge_pii(
+    wh: Warehouse,
+    merchant_id: str,
+    *,
+    now: datetime,
+    run_id: str,
+    policy: Policy = DEFAULT_POLICY,
+) -> PurgeResult:
+    """Remove every piece of the merchant's buyer PII that has reached its retention limit.
+
+    Idempotent: values already removed are not matched again, so a re-run changes nothing and
+    writes no ledger row. Each step commits with its ledger row; a run killed midway is completed
+    by the next one.
+    """
+    validate_merchant_id(merchant_id)
+    now = now.astimezone(UTC)
+    schema = merchant_schema(merchant_id)
+    cut = cutoffs(now, policy)
+    result = PurgeResult(merchant_id)
+    dialect = wh.dialect
+    with wh.connect() as conn:
+        if not conn.schema_exists(schema):
+            raise RegistryError(f"merchant {merchant_id!r} has no schema {schema!r}: nothing to purge")
+        have_orders = _table_exists(conn, schema, ORDERS_TABLE)
+        have_pii = _table_exists(conn, schema, PII_TABLE)
+        raw_tables = [
+            (channel, dataset, f"raw_{channel}_{dataset}")
+            for channel in CHANNELS
+            for dataset in PII_DATASETS
+            if _table_exists(conn, schema, f"raw_{channel}_{dataset}")
+        ]
+        have_quarantine = _table_exists(conn, schema, QUARANTINE_TABLE)
+        ensure_report_view(conn, merchant_id)
+
+    def step(rule: Rule, target: str, sql: str, params: list) -> None:
+        def run(conn: Connection) -> LedgerEntry:
+            return LedgerEntry(rule.id, target, str(rule.action), conn.execute_count(sql, params), cut[rule.id])
+
+        _apply(wh, result, run, policy=policy, now=now, run_id=run_id)
+
+    order_rules = policy.rules_for(Category.BUYER_PII)
+    raw_rules = {r.follows: r for r in policy.rules_for(Category.RAW_PAYLOAD_PII) if r.follows}
+    unmatched = policy.rule("raw_pii_unmatched")
+    redaction = [PII_VALUE_PATTERN, REDACTED_VALUE, PII_VALUE_PATTERN]
+
+    # 1. The vault-encrypted PII table: delete the rows of due orders, rule by rule.
+    if have_orders and have_pii:
+        table = f"{schema}.{PII_TABLE}"
+        for rule in order_rules:
+            exists = _due_orders_exists(rule, schema, f"{table}.channel", f"{table}.marketplace_order_id")
+            step(rule, table, f"DELETE FROM {table} WHERE {exists}", [cut[rule.id]])
+
+    # 2. Raw payloads: redact the PII fields of due orders' records, keep the rest byte for byte.
+    for channel, dataset, name in raw_tables:
+        table = f"{schema}.{name}"
+        update = f"UPDATE {table} SET payload = {_redacted(dialect, 'payload')} WHERE {_has_pii(dialect, 'payload')}"
+        no_order = ""
+        if dataset == "orders" and have_orders:
+            for rule in order_rules:
+                raw_rule = raw_rules.get(rule.id)
+                if raw_rule is None or not rule.applies_to_channel(channel):
+                    continue
+                exists = _due_orders_exists(rule, schema, f"'{channel}'", f"{table}.record_key")
+                step(raw_rule, table, f"{update} AND {exists}", [*redaction, cut[raw_rule.id]])
+            no_order = (
+                f" AND NOT EXISTS (SELECT 1 FROM {schema}.{ORDERS_TABLE} o WHERE o.channel = '{channel}' "
+                f"AND o.marketplace_order_id = {table}.record_key)"
+            )
+        # Records no normalized order dates: rejects, orders never normalized, finance rows.
+        step(unmatched, table, f"{update} AND extracted_at < ?{no_order}", [*redaction, cut[unmatched.id]])
+
+    # 3. Quarantine copies of rejected records (payload kept as text).
+    if have_quarantine:
+        table = f"{schema}.{QUARANTINE_TABLE}"
+        step(
+            unmatched,
+            table,
+            f"UPDATE {table} SET payload = {_redacted(dialect, 'payload', json_column=False)} "
+            f"WHERE payload IS NOT NULL AND {_has_pii(dialect, 'payload')} AND extracted_at < ?",
+            [*redaction, cut[unmatched.id]],
+        )
+
+    # 4. Export archives past their expiry (7 days, or earlier when PII inside them is due).
+    from illuma_pipelines import export
+
+    deleted = export.delete_expired_exports(wh, now, merchant_id=merchant_id)
+    if deleted:
+        with wh.connect() as conn:
+            rule = policy.rule("exports")
+            entry = LedgerEntry(rule.id, "exports", str(rule.action), len(deleted), cut[rule.id])
+            _ledger(conn, merchant_id, entry, policy=policy, now=now, run_id=run_id)
+            result.entries.append(entry)
+
+    with wh.connect() as conn:
+        record_audit(
+            conn,
+            actor=f"run:{run_id}",
+            action="retention.pii_purge",
+            merchant_id=merchant_id,
+            details={"rows": result.total, "by_target": result.by_target(), "policy": policy.version},
+            at=now,
+        )
+    return result
+
+
+# ---------------------------------------------------------------------- requests and erasure
+@dataclass(frozen=True)
+class ErasureStatus:
+    merchant_id: str
+    status: str
+    terminated_at: datetime | None
+    immediate: bool
+    deadline: datetime | None
+
+    def due(self, now: datetime) -> bool:
+        return self.deadline is not None and now >= self.deadline
+
+
+def erasure_status(conn: Connection, merchant_id: str, policy: Policy = DEFAULT_POLICY) -> ErasureStatus | None:
+    """The merchant's termination and erasure deadline; None when it is not registered."""
+    row = conn.fetchone(
+        f"SELECT status, offboarded_at, deletion_requested_at, immediate_deletion "
+        f"FROM {PLATFORM_SCHEMA}.merchants WHERE merchant_id = ?",
+        [merchant_id],
+    )
+    if row is None:
+        return None
+    status, offboarded_at, requested_at, immediate = row
+    immediate = bool(immediate)
+    if status != OFFBOARDED or offboarded_at is None:
+        return ErasureStatus(merchant_id, status, None, immediate, None)
+    anchor = requested_at if immediate and requested_at is not None else offboarded_at
+    anchor = anchor if anchor.tzinfo else anchor.replace(tzinfo=UTC)
+    deadline = erasure_deadline(anchor, immediate, policy=policy)
+    return ErasureStatus(merchant_id, status, offboarded_at, immediate, deadline)
+
+
+def due_erasures(wh: Warehouse, now: datetime, policy: Policy = DEFAULT_POLICY) -> list[ErasureStatus]:
+    """Offboarded merchants whose erasure is due at `now`, oldest deadline first."""
+    out = []
+    with wh.connect() as conn:
+        if not conn.table_exists(PLATFORM_SCHEMA, "merchants"):
+            return []
+        ids = [r[0] for r in conn.fetchall(
+            f"SELECT merchant_id FROM {PLATFORM_SCHEMA}.merchants WHERE status = ?", [OFFBOARDED]
+        )]
+        for merchant_id in ids:
+            status = erasure_status(conn, merchant_id, policy)
+            if status is not None and status.due(now):
+                out.append(status)
+    return sorted(out, key=lambda s: (s.deadline, s.merchant_id))
+
+
+def request_deletion(
+    wh: Warehouse,
+    merchant_id: str,
+    *,
+    immediate: bool = False,
+    requested_by: str,
+    now: datetime | None = None,
+) -> dict:
+    """Record a deletion request (privacy policy §8, §10) and terminate the account.
+
+    The account's data is erased 30 days after termination, or at once with `immediate`. Asking
+    again while a request is open returns it (an immediate request upgrades an ordinary one).
+    """
+    validate_merchant_id(merchant_id)
+    now = (now or datetime.now(UTC)).astimezone(UTC)
+    with wh.connect() as conn:
+        row = conn.fetchone(
+            f"SELECT status, offboarded_at FROM {PLATFORM_SCHEMA}.merchants WHERE merchant_id = ?", [merchant_id]
+        )
+        if row is None:
+            raise RegistryError(f"unknown merchant {merchant_id!r}: see 'illuma merchants list'")
+        open_request = conn.fetchone(
+            f"SELECT request_id, kind, received_at, deadline FROM {PLATFORM_SCHEMA}.data_requests "
+            "WHERE merchant_id = ? AND kind IN ('deletion', 'immediate_deletion') AND completed_at IS NULL "
+            "ORDER BY received_at LIMIT 1",
+            [merchant_id],
+        )
+        kind = "immediate_deletion" if immediate else "deletion"
+        if open_request and (open_request[1] == "immediate_deletion" or not immediate):
+            request_id, kind, received_at, deadline = open_request
+        else:
+            request_id, received_at, deadline = uuid.uuid4().hex, now, request_deadline(now)
+            conn.execute(
+                f"INSERT INTO {PLATFORM_SCHEMA}.data_requests (request_id, merchant_id, kind, received_at, "
+                "deadline, requested_by) VALUES (?, ?, ?, ?, ?, ?)",
+                [request_id, merchant_id, kind, received_at, deadline, requested_by],
+            )
+            conn.execute(
+                f"UPDATE {PLATFORM_SCHEMA}.merchants SET status = ?, offboarded_at = COALESCE(offboarded_at, ?), "
+                "deletion_requested_at = ?, immediate_deletion = ? WHERE merchant_id = ?",
+                [OFFBOARDED, now, now, immediate, merchant_id],
+            )
+            record_audit(
+                conn,
+                actor=requested_by,
+                action="merchant.deletion_requested",
+                merchant_id=merchant_id,
+                details={"request_id": request_id, "immediate": immediate, "was": row[0]},
+                at=now,
+            )
+        status = erasure_status(conn, merchant_id)
+    return {
+        "request_id": request_id,
+        "merchant_id": merchant_id,
+        "kind": kind,
+        "received_at": received_at,
+        "deadline": deadline,
+        "erasure_due_at": status.deadline if status else None,
+    }
+
+
+def already_erased(conn: Connection, merchant_id: str) -> bool:
+    rule_id, target = ERASED_MARKER
+    return bool(conn.fetchone(
+        f"SELECT 1 FROM {LEDGER} WHERE merchant_id = ? AND rule_id = ? AND target = ? LIMIT 1",
+        [merchant_id, rule_id, target],
+    ))
+
+
+def merchant_files(merchant_id: str) -> list:
+    """Files of the merchant outside the warehouse: its export folder under the data folder."""
+    folder = data_dir() / "exports" / validate_merchant_id(merchant_id)
+    return [folder] if folder.exists() else []
+
+
+def erase_account(
+    wh: Warehouse,
+    vault: object,
+    merchant_id: str,
+    *,
+    now: datetime,
+    run_id: str,
+    policy: Policy = DEFAULT_POLICY,
+) -> PurgeResult:
+    """Erase a terminated merchant once due: export files, its schema (and role), its data keys
+    (crypto-shredding any copy of its ciphertexts, backups included), then its registry rows.
+    Only ledger rows (and the security log) remain. Re-running after completion does nothing;
+    a run killed midway resumes where it stopped, as each step is idempotent.
+    """
+    validate_merchant_id(merchant_id)
+    now = now.astimezone(UTC)
+    result = PurgeResult(merchant_id)
+    with wh.connect() as conn:
+        status = erasure_status(conn, merchant_id, policy)
+        if status is None:
+            if already_erased(conn, merchant_id):
+                return result
+            raise RegistryError(f"unknown merchant {merchant_id!r}: see 'illuma merchants list'")
+    if status.status == ACTIVE or status.deadline is None:
+        raise ErasureNotDue(
+            f"merchant {merchant_id!r} is {status.status}: erasure follows termination; use "
+            "'illuma merchants request-deletion' (add --immediate to skip the 30-day grace)"
+        )
+    if not status.due(now):
+        raise ErasureNotDue(
+            f"erasure of {merchant_id!r} is due from {status.deadline.isoformat()} (30 days after "
+            "termination); ask for immediate deletion to erase it now"
+        )
+
+    def step(fn: callable) -> None:
+        _apply(wh, result, fn, policy=policy, now=now, run_id=run_id)
+
+    # Export archives first: they are the copies most likely to travel.
+    from illuma_pipelines import export
+
+    n_exports = export.delete_merchant_exports(wh, merchant_id, now)
+    for folder in merchant_files(merchant_id):
+        shutil.rmtree(folder, ignore_errors=True)
+    if n_exports:
+        step(lambda conn: LedgerEntry("merchant_schema", "exports", "delete_files", n_exports))
+
+    schema = merchant_schema(merchant_id)
+
+    def drop_schema(conn: Connection) -> LedgerEntry | None:
+        if not conn.schema_exists(schema):
+            return None
+        tables = [r[0] for r in conn.fetchall(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = ? AND table_type = 'BASE TABLE'",
+            [schema],
+        )]
+        rows = sum(conn.row_count(schema, t) for t in tables)
+        # Counted, dropped (on Postgres with the merchant's role) and ledgered in one transaction.
+        wh.drop_merchant_schema_in(conn, merchant_id)
+        return LedgerEntry("merchant_schema", schema, "drop_schema", rows)
+
+    step(drop_schema)
+
+    destroyed = vault.destroy_merchant_keys(merchant_id, now)
+    if destroyed:
+        step(lambda conn: LedgerEntry("merchant_keys", "vault", "destroy_keys", len(destroyed)))
+
+    def delete_registry(conn: Connection) -> LedgerEntry:
+        conn.execute(f"DELETE FROM {PLATFORM_SCHEMA}.channel_connections WHERE merchant_id = ?", [merchant_id])
+        n = conn.execute_count(f"DELETE FROM {PLATFORM_SCHEMA}.merchants WHERE merchant_id = ?", [merchant_id])
+        conn.execute(
+            f"UPDATE {PLATFORM_SCHEMA}.data_requests SET completed_at = ?, outcome = 'erased' "
+            "WHERE merchant_id = ? AND kind IN ('deletion', 'immediate_deletion') AND completed_at IS NULL",
+            [now, merchant_id],
+        )
+        record_audit(
+            conn,
+            actor=f"run:{run_id}",
+            action="merchant.erased",
+            merchant_id=merchant_id,
+            details={"by_target": result.by_target(), "policy": policy.version},
+            at=now,
+        )
+        rule_id, target = ERASED_MARKER
+        return LedgerEntry(rule_id, target, "delete_rows", n)
+
+    step(delete_registry)
+    return result
+
+
+# ------------------------------------------------------------------------------------ reports
+def purge_report(wh: Warehouse, merchant_id: str, since: datetime | None = None) -> list[dict]:
+    """The merchant's ledger rows, newest first: what was purged, under which rule, when."""
+    validate_merchant_id(merchant_id)
+    with wh.connect() as conn:
+        rows = conn.fetchall(
+            f"SELECT purged_at, rule_id, target, action, rows_affected, cutoff, policy_version, run_id "
+            f"FROM {LEDGER} WHERE merchant_id = ? AND purged_at >= ? ORDER BY purged_at DESC, rule_id",
+            [merchant_id, since or datetime(1970, 1, 1, tzinfo=UTC)],
+        )
+    keys = ("purged_at", "rule_id", "target", "action", "rows_affected", "cutoff", "policy_version", "run_id")
+    return [dict(zip(keys, r, strict=True)) for r in rows]
+
+
+def requests_report(
+    wh: Warehouse, now: datetime, *, include_done: bool = False, merchant_id: str | None = None
+) -> list[dict]:
+    """Rights requests with their 30-day deadline and status (on_time, due_soon, overdue, done)."""
+    where, params = ("WHERE merchant_id = ?", [validate_merchant_id(merchant_id)]) if merchant_id else ("", [])
+    with wh.connect() as conn:
+        if not conn.table_exists(PLATFORM_SCHEMA, "data_requests"):
+            return []
+        rows = conn.fetchall(
+            f"SELECT request_id, merchant_id, kind, received_at, deadline, completed_at, outcome "
+            f"FROM {PLATFORM_SCHEMA}.data_requests {where} ORDER BY deadline, request_id",
+            params,
+        )
+    out = []
+    for request_id, merchant_id, kind, received, deadline, completed, outcome in rows:
+        received = received if received.tzinfo else received.replace(tzinfo=UTC)
+        if completed is not None and completed.tzinfo is None:
+            completed = completed.replace(tzinfo=UTC)
+        status = str(request_status(received, completed, now))
+        if status == "done" and not include_done:
+            continue
+        out.append({
+            "request_id": request_id, "merchant_id": merchant_id, "kind": kind,
+            "received_at": received, "deadline": deadline, "completed_at": completed,
+            "outcome": outcome, "status": status,
+        })
+    return out
+
+
+def late_requests(rows: Iterable[dict]) -> list[dict]:
+    return [r for r in rows if r["status"] in ("due_soon", "overdue")]

@@ -1,0 +1,381 @@
+"""Retention purges and account erasure on both engines, with a controllable clock.
+
+One test per order-dated policy row at its boundary: the second before the due day nothing goes;
+on the due day the PII goes from everywhere it lived (PII table, raw payloads, quarantine), order
+facts stay. Then idempotency, resumption after a crash, security logs, erasure.
+"""
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from assets.core import BUYER_PII, ORDER_STATUS_HISTORY, ORDERS
+from illuma_pipelines import purge
+from illuma_pipelines.merchant_ids import merchant_role, merchant_schema
+from illuma_pipelines.raw_records import QUARANTINE, raw_table
+from illuma_pipelines.registry import add_merchant, record_audit
+from illuma_pipelines.retention import DEFAULT_POLICY
+from illuma_pipelines.vault import KeyDestroyed
+from illuma_pipelines.warehouse import Warehouse
+from resources.vault import VaultResource
+
+ANCHOR = datetime(2026, 1, 31, 13, 45, tzinfo=UTC)
+SECOND = timedelta(seconds=1)
+NAME, EMAIL, STREET = "Jane Q Buyer", "jane.buyer@example.com", "1 Elm Street"
+
+# Payloads in each channel's documented shape, carrying PII and an exact amount.
+PAYLOADS = {
+    "amazon": lambda oid: {
+        "orderId": oid,
+        "buyer": {"buyerName": NAME, "buyerEmail": EMAIL},
+        "recipient": {"deliveryAddress": {"name": NAME, "addressLine1": STREET, "city": "Boise",
+                                          "postalCode": "83702", "countryCode": "US", "phone": "+1 208 555 0100"}},
+        "proceeds": {"grandTotal": {"amount": "12.50", "currencyCode": "USD"}},
+    },
+    "ebay": lambda oid: {
+        "orderId": oid,
+        "buyer": {"username": "jane_buyer_77", "buyerRegistrationAddress": {
+            "fullName": NAME, "email": EMAIL, "primaryPhone": {"phoneNumber": "2085550100"},
+            "contactAddress": {"addressLine1": STREET, "city": "Boise", "countryCode": "US"}}},
+        "fulfillmentStartInstructions": [{"shippingStep": {"shipTo": {
+            "fullName": NAME, "contactAddress": {"addressLine1": STREET, "countryCode": "US"}}}}],
+        "pricingSummary": {"total": {"value": "12.50", "currency": "USD"}},
+    },
+    "walmart": lambda oid: {
+        "purchaseOrderId": oid,
+        "customerEmailId": EMAIL,
+        "shippingInfo": {"phone": "2085550100", "methodCode": "Standard", "postalAddress": {
+            "name": NAME, "address1": STREET, "city": "Boise", "state": "ID", "postalCode": "83702",
+            "country": "USA"}},
+        "orderLines": {"orderLine": [{"charges": {"charge": [{"chargeAmount": {"amount": 12.50}}]}}]},
+    },
+}
+
+
+def _json_type(wh: Warehouse) -> str:
+    return "JSON" if wh.dialect == "duckdb" else "JSONB"
+
+
+def _setup(wh: Warehouse, mid: str) -> str:
+    add_merchant(wh, mid)
+    schema = merchant_schema(mid)
+    with wh.connect() as conn:
+        for spec in (ORDERS, BUYER_PII, ORDER_STATUS_HISTORY, QUARANTINE, raw_table("ebay", "financial_transactions"),
+                     *(raw_table(c, "orders") for c in PAYLOADS)):
+            conn.create_table(schema, spec)
+    return schema
+
+
+def _seed(wh, schema, channel, oid, *, status="shipped", shipped=None, delivered=None, updated=None,
+          extracted=ANCHOR, in_core=True):
+    with wh.connect() as conn:
+        if in_core:
+            conn.execute(
+                f"INSERT INTO {schema}.core_orders (channel, marketplace_order_id, status, channel_status, "
+                "fulfillment_channel, shipped_at, delivered_at, last_updated_at, order_total, currency, "
+                "partition_date, loaded_at, run_id) VALUES (?, ?, ?, ?, 'merchant', ?, ?, ?, 12.50, 'USD', ?, ?, 'seed')",
+                [channel, oid, status, status.upper(), shipped, delivered, updated or ANCHOR, ANCHOR.date(), ANCHOR],
+            )
+            conn.execute(
+                f"INSERT INTO {schema}.core_buyer_pii (channel, marketplace_order_id, buyer_name, buyer_email, "
+                "partition_date, loaded_at, run_id) VALUES (?, ?, 'v1:sealed-name', 'v1:sealed-email', ?, ?, 'seed')",
+                [channel, oid, ANCHOR.date(), ANCHOR],
+            )
+            if status == "cancelled":
+                conn.execute(
+                    f"INSERT INTO {schema}.core_order_status_history (channel, marketplace_order_id, status, "
+                    "channel_status, changed_at, partition_date, loaded_at, run_id) "
+                    "VALUES (?, ?, 'cancelled', 'CANCELLED', ?, ?, ?, 'seed')",
+                    [channel, oid, updated or ANCHOR, ANCHOR.date(), ANCHOR],
+                )
+        conn.execute(
+            f"INSERT INTO {schema}.raw_{channel}_orders (partition_date, source, record_key, payload, "
+            f"extracted_at, run_id) VALUES (?, 'seed', ?, CAST(? AS {_json_type(wh)}), ?, 'seed')",
+            [extracted.date(), oid, json.dumps(PAYLOADS[channel](oid)), extracted],
+        )
+
+
+def _state(wh, schema, channel, oid):
+    """(PII row present, raw payload text) of one order."""
+    with wh.connect() as conn:
+        (pii,) = conn.fetchone(
+            f"SELECT count(*) FROM {schema}.core_buyer_pii WHERE channel = ? AND marketplace_order_id = ?",
+            [channel, oid],
+        )
+        (payload,) = conn.fetchone(
+            f"SELECT CAST(payload AS TEXT) FROM {schema}.raw_{channel}_orders WHERE record_key = ?", [oid]
+        )
+    return pii, payload
+
+
+def _ledger(wh, mid):
+    with wh.connect() as conn:
+        return conn.fetchall(
+            "SELECT rule_id, target, action, rows_affected FROM platform.retention_ledger "
+            "WHERE merchant_id = ? ORDER BY rule_id, target",
+            [mid],
+        )
+
+
+def _no_pii_left(payload: str) -> None:
+    for value in (NAME, EMAIL, STREET, "jane_buyer_77", "2085550100", "83702"):
+        assert value not in payload
+
+
+# rule -> (channel, seed kwargs, the day the rule falls due): the hand-written table of
+# tests/test_retention.py, applied to data.
+CASES = {
+    "buyer_pii_amazon_delivery": ("amazon", {"shipped": ANCHOR - timedelta(days=2), "delivered": ANCHOR},
+                                  datetime(2026, 3, 2, tzinfo=UTC)),
+    "buyer_pii_amazon_delivery(shipment fallback)": ("amazon", {"shipped": ANCHOR}, datetime(2026, 3, 2, tzinfo=UTC)),
+    "buyer_pii_shipment": ("ebay", {"shipped": ANCHOR}, datetime(2026, 5, 1, tzinfo=UTC)),
+    "buyer_pii_shipment(walmart)": ("walmart", {"shipped": ANCHOR, "delivered": ANCHOR + timedelta(days=3)},
+                                    datetime(2026, 5, 1, tzinfo=UTC)),
+    "buyer_pii_cancelled": ("walmart", {"status": "cancelled", "updated": ANCHOR}, datetime(2026, 3, 2, tzinfo=UTC)),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_each_pii_rule_at_its_boundary(warehouse, merchant_id, case):
+    rule_id = case.split("(")[0]
+    channel, seed, due_day = CASES[case]
+    mid = merchant_id()
+    schema = _setup(warehouse, mid)
+    _seed(warehouse, schema, channel, "O-1", **seed)
+    _seed(warehouse, schema, channel, "O-open", status="unshipped")  # never shipped: PII still needed
+    with warehouse.connect() as conn:
+        order_before = conn.fetchall(f"SELECT * FROM {schema}.core_orders ORDER BY marketplace_order_id")
+
+    day_before = purge.purge_pii(warehouse, mid, now=due_day - SECOND, run_id="r1")
+    assert day_before.total == 0
+    pii, payload = _state(warehouse, schema, channel, "O-1")
+    assert pii == 1 and NAME in payload
+
+    on_the_day = purge.purge_pii(warehouse, mid, now=due_day, run_id="r2")
+    pii, payload = _state(warehouse, schema, channel, "O-1")
+    assert pii == 0
+    _no_pii_left(payload)
+    doc = json.loads(payload)
+    assert "12.5" in payload and doc  # the rest of the payload is kept, amounts exact
+    raw_rule = DEFAULT_POLICY.rule(rule_id.replace("buyer_pii", "raw_pii")).id
+    assert {(e.rule_id, e.rows_affected) for e in on_the_day.entries} == {(rule_id, 1), (raw_rule, 1)}
+    # The open order keeps its PII; order facts are untouched.
+    pii_open, payload_open = _state(warehouse, schema, channel, "O-open")
+    assert pii_open == 1 and NAME in payload_open
+    with warehouse.connect() as conn:
+        assert conn.fetchall(f"SELECT * FROM {schema}.core_orders ORDER BY marketplace_order_id") == order_before
+    # The merchant's own report shows it.
+    with warehouse.merchant_scope(mid) as conn:
+        report = conn.fetchall(f"SELECT rule_id, rows_affected FROM {schema}.{purge.REPORT_VIEW}")
+    assert sorted(report) == sorted((e.rule_id, e.rows_affected) for e in on_the_day.entries)
+
+
+def test_unmatched_raw_records_and_quarantine_at_their_boundary(warehouse, merchant_id):
+    mid = merchant_id()
+    schema = _setup(warehouse, mid)
+    jt = _json_type(warehouse)
+    _seed(warehouse, schema, "amazon", "O-reject", in_core=False)  # a record the normalizer rejected
+    with warehouse.connect() as conn:
+        conn.execute(
+            f"INSERT INTO {schema}.raw_ebay_financial_transactions (partition_date, source, record_key, payload, "
+            f"extracted_at, run_id) VALUES (?, 'seed', 'T-1', CAST(? AS {jt}), ?, 'seed')",
+            [ANCHOR.date(), json.dumps({"transactionId": "T-1", "buyer": {"username": "jane_buyer_77"},
+                                        "amount": {"value": "12.50"}}), ANCHOR],
+        )
+        conn.execute(
+            f"INSERT INTO {schema}.raw_quarantine (partition_date, dataset, source, position, reason, payload, "
+            "extracted_at, run_id) VALUES (?, 'amazon_orders', 'seed', 0, 'bad date', ?, ?, 'seed')",
+            [ANCHOR.date(), json.dumps(PAYLOADS["amazon"]("O-q")), ANCHOR],
+        )
+    due = datetime(2026, 3, 2, tzinfo=UTC)
+
+    def texts():
+        with warehouse.connect() as conn:
+            return [
+                conn.fetchone(f"SELECT CAST(payload AS TEXT) FROM {schema}.raw_amazon_orders")[0],
+                conn.fetchone(f"SELECT CAST(payload AS TEXT) FROM {schema}.raw_ebay_financial_transactions")[0],
+                conn.fetchone(f"SELECT payload FROM {schema}.raw_quarantine")[0],
+            ]
+
+    assert purge.purge_pii(warehouse, mid, now=due - SECOND, run_id="r1").total == 0
+    assert all("jane" in t.lower() for t in texts())
+    result = purge.purge_pii(warehouse, mid, now=due, run_id="r2")
+    for text in texts():
+        _no_pii_left(text)
+        assert "12.5" in text
+    assert {e.rule_id for e in result.entries} == {"raw_pii_unmatched"}
+    assert result.total == 3
+
+
+def test_a_rerun_changes_nothing_and_writes_no_ledger_rows(warehouse, merchant_id):
+    mid = merchant_id()
+    schema = _setup(warehouse, mid)
+    for i, channel in enumerate(PAYLOADS):
+        _seed(warehouse, schema, channel, f"O-{i}", shipped=ANCHOR)
+    later = ANCHOR + timedelta(days=200)
+    first = purge.purge_pii(warehouse, mid, now=later, run_id="r1")
+    assert first.total == 6
+    ledger = _ledger(warehouse, mid)
+    again = purge.purge_pii(warehouse, mid, now=later + timedelta(days=1), run_id="r2")
+    assert again.total == 0 and again.entries == []
+    assert _ledger(warehouse, mid) == ledger
+
+
+class _CrashingWarehouse:
+    """The real warehouse, whose process dies (an exception) at the start of its n-th transaction."""
+
+    def __init__(self, wh: Warehouse, crash_at: int) -> None:
+        self._wh, self._left = wh, crash_at
+        self.dialect, self.url = wh.dialect, wh.url
+
+    def connect(self):
+        self._left -= 1
+        if self._left == 0:
+            raise KeyboardInterrupt("killed midway")
+        return self._wh.connect()
+
+    def __getattr__(self, name):
+        return getattr(self._wh, name)
+
+
+def test_a_purge_killed_midway_completes_on_the_next_run(warehouse, merchant_id):
+    mid = merchant_id()
+    schema = _setup(warehouse, mid)
+    for i, channel in enumerate(PAYLOADS):
+        _seed(warehouse, schema, channel, f"O-{i}", shipped=ANCHOR)
+    later = ANCHOR + timedelta(days=200)
+    with pytest.raises(KeyboardInterrupt):
+        purge.purge_pii(_CrashingWarehouse(warehouse, crash_at=4), mid, now=later, run_id="killed")
+    partial = _ledger(warehouse, mid)
+    assert 0 < sum(r[3] for r in partial) < 6
+    purge.purge_pii(warehouse, mid, now=later, run_id="resumed")
+    for i, channel in enumerate(PAYLOADS):
+        pii, payload = _state(warehouse, schema, channel, f"O-{i}")
+        assert pii == 0
+        _no_pii_left(payload)
+    ledger = _ledger(warehouse, mid)
+    assert sum(r[3] for r in ledger) == 6  # every value counted once, across both runs
+    assert len({(r[0], r[1]) for r in ledger}) == len(ledger)
+
+
+def test_security_logs_survive_every_purge(warehouse, merchant_id, tmp_path):
+    mid = merchant_id()
+    schema = _setup(warehouse, mid)
+    _seed(warehouse, schema, "ebay", "O-1", shipped=ANCHOR)
+    with warehouse.connect() as conn:
+        record_audit(conn, actor="test", action="pii.reveal", merchant_id=mid, at=ANCHOR)
+        before = conn.fetchone("SELECT count(*) FROM platform.audit_log WHERE merchant_id = ?", [mid])[0]
+    purge.purge_pii(warehouse, mid, now=ANCHOR + timedelta(days=200), run_id="r1")
+    purge.request_deletion(warehouse, mid, immediate=True, requested_by="merchant", now=ANCHOR + timedelta(days=201))
+    vault = VaultResource(key_store_path=str(tmp_path / "k" / "ks.json"), master_key_file=str(tmp_path / "k" / "mk"))
+    purge.erase_account(warehouse, vault.get(warehouse), mid, now=ANCHOR + timedelta(days=201), run_id="r2")
+    with warehouse.connect() as conn:
+        after = conn.fetchone("SELECT count(*) FROM platform.audit_log WHERE merchant_id = ?", [mid])[0]
+        kept = conn.fetchone(
+            "SELECT count(*) FROM platform.audit_log WHERE merchant_id = ? AND action = 'pii.reveal'", [mid]
+        )[0]
+    assert after > before and kept == 1
+
+
+# ------------------------------------------------------------------------------------ erasure
+def _vault(tmp_path, wh):
+    res = VaultResource(key_store_path=str(tmp_path / "keys" / "ks.json"), master_key_file=str(tmp_path / "keys" / "mk"))
+    return res.get(wh)
+
+
+def test_erasure_waits_30_days_then_leaves_only_the_ledger(warehouse, merchant_id, tmp_path, monkeypatch):
+    monkeypatch.setenv("ILLUMA_DATA_DIR", str(tmp_path / "data"))
+    mid = merchant_id()
+    schema = _setup(warehouse, mid)
+    _seed(warehouse, schema, "amazon", "O-1", shipped=ANCHOR)
+    vault = _vault(tmp_path, warehouse)
+    sealed = vault.encrypt_column(mid, "core_buyer_pii", "buyer_name", ["amazon:O-1"], [NAME])[0]
+    export_dir = purge.data_dir() / "exports" / mid
+    export_dir.mkdir(parents=True)
+    (export_dir / "old-export.zip").write_bytes(b"archive")
+
+    with pytest.raises(purge.ErasureNotDue, match="active"):
+        purge.erase_account(warehouse, vault, mid, now=ANCHOR, run_id="early")
+    request = purge.request_deletion(warehouse, mid, requested_by="merchant:support-ticket-1", now=ANCHOR)
+    assert request["deadline"] == ANCHOR + timedelta(days=30)
+    due = datetime(2026, 3, 2, tzinfo=UTC)  # termination day + 30
+    assert request["erasure_due_at"] == due
+    assert mid not in [s.merchant_id for s in purge.due_erasures(warehouse, due - SECOND)]
+    with pytest.raises(purge.ErasureNotDue, match="due from"):
+        purge.erase_account(warehouse, vault, mid, now=due - SECOND, run_id="early")
+    assert mid in [s.merchant_id for s in purge.due_erasures(warehouse, due)]
+
+    result = purge.erase_account(warehouse, vault, mid, now=due, run_id="erase")
+    assert {e.rule_id for e in result.entries} == {"merchant_schema", "merchant_keys", "merchant_account"}
+    with warehouse.connect() as conn:
+        assert not conn.schema_exists(schema)
+        for table in ("merchants", "channel_connections"):
+            assert conn.fetchone(f"SELECT count(*) FROM platform.{table} WHERE merchant_id = ?", [mid])[0] == 0
+        (done,) = conn.fetchone("SELECT outcome FROM platform.data_requests WHERE merchant_id = ?", [mid])
+        assert done == "erased"
+        if warehouse.dialect == "postgres":
+            assert conn.fetchone("SELECT count(*) FROM pg_roles WHERE rolname = ?", [merchant_role(mid)])[0] == 0
+    assert not export_dir.exists()
+    with pytest.raises(KeyDestroyed):
+        _vault(tmp_path, warehouse).reveal(mid, "core_buyer_pii", "buyer_name", "amazon:O-1", sealed,
+                                           actor="test", purpose="prove shredding")
+    ledger = _ledger(warehouse, mid)
+    assert ledger and not any(NAME in str(row) for row in ledger)
+
+    # Done is done: a re-run (e.g. the sensor's retry) changes nothing and adds no ledger rows.
+    assert purge.erase_account(warehouse, vault, mid, now=due + SECOND, run_id="again").entries == []
+    assert _ledger(warehouse, mid) == ledger
+    assert purge.requests_report(warehouse, due, merchant_id=mid) == []
+
+
+def test_immediate_deletion_skips_the_grace_period(warehouse, merchant_id, tmp_path):
+    mid = merchant_id()
+    _setup(warehouse, mid)
+    vault = _vault(tmp_path, warehouse)
+    purge.request_deletion(warehouse, mid, requested_by="merchant", now=ANCHOR)
+    upgraded = purge.request_deletion(warehouse, mid, immediate=True, requested_by="merchant", now=ANCHOR + SECOND)
+    assert upgraded["kind"] == "immediate_deletion" and upgraded["erasure_due_at"] == ANCHOR + SECOND
+    purge.erase_account(warehouse, vault, mid, now=ANCHOR + SECOND, run_id="now")
+    with warehouse.connect() as conn:
+        assert not conn.schema_exists(merchant_schema(mid))
+
+
+def test_requests_are_reported_near_and_past_their_deadline(warehouse, merchant_id):
+    mid = merchant_id()
+    _setup(warehouse, mid)
+    purge.request_deletion(warehouse, mid, requested_by="merchant", now=ANCHOR)
+    statuses = {
+        day: [r["status"] for r in purge.requests_report(warehouse, ANCHOR + timedelta(days=day), merchant_id=mid)]
+        for day in (1, 27, 31)
+    }
+    assert statuses == {1: ["on_time"], 27: ["due_soon"], 31: ["overdue"]}
+    assert purge.late_requests(purge.requests_report(warehouse, ANCHOR + timedelta(days=31), merchant_id=mid))
+
+
+def test_redaction_in_python_matches_the_sql(warehouse, merchant_id):
+    mid = merchant_id()
+    schema = _setup(warehouse, mid)
+    _seed(warehouse, schema, "ebay", "O-1", shipped=ANCHOR)
+    purge.purge_pii(warehouse, mid, now=ANCHOR + timedelta(days=100), run_id="r")
+    _, payload = _state(warehouse, schema, "ebay", "O-1")
+    expected = json.loads(purge.redact_payload_text(json.dumps(PAYLOADS["ebay"]("O-1"))))
+    assert json.loads(payload) == expected
+
+
+def test_cli_request_deletion_report_and_requests(warehouse, warehouse_url, merchant_id, tmp_path, capsys):
+    from illuma_pipelines.cli import main
+
+    mid = merchant_id()
+    schema = _setup(warehouse, mid)
+    _seed(warehouse, schema, "ebay", "O-1", shipped=ANCHOR)
+    purge.purge_pii(warehouse, mid, now=ANCHOR + timedelta(days=100), run_id="r")
+    assert main(["--warehouse-url", warehouse_url, "merchants", "purge-report", mid]) == 0
+    out = capsys.readouterr().out
+    assert "buyer_pii_shipment" in out and "raw_pii_shipment" in out
+    assert main(["--warehouse-url", warehouse_url, "merchants", "request-deletion", mid, "--immediate"]) == 0
+    assert "immediate_deletion request" in capsys.readouterr().out
+    assert main(["--warehouse-url", warehouse_url, "requests"]) in (0, 1)
+    assert mid in capsys.readouterr().out
+    assert main(["--warehouse-url", warehouse_url, "merchants", "request-deletion", "nobody_here"]) == 2
+    assert "unknown merchant" in capsys.readouterr().err
