@@ -15,6 +15,7 @@ from assets.core import BUYER_PII_KEY
 from assets.extracts import WAREHOUSE_POOL
 from assets.partitions import merchant_daily_partitions, partition_parts
 from illuma_pipelines import purge
+from illuma_pipelines.audit import purge_security_logs
 from illuma_pipelines.registry import CHANNELS, RegistryError
 from resources.vault import VaultResource
 from resources.warehouse import WarehouseResource
@@ -72,15 +73,20 @@ def pii_purge(
     """Buyer PII past its retention limit (Amazon: 30 days after delivery; every channel: 90 days
     after shipment; cancelled orders: 30 days), removed from the vault-encrypted PII table, the
     raw payloads (fields redacted, the rest kept), quarantine copies and expired export archives.
-    Order facts stay. Re-runs change nothing; each action is a ledger row."""
+    Order facts stay. Re-runs change nothing; each action is a ledger row. Also deletes security
+    log rows older than their 12-month minimum (by the real clock)."""
     merchant_id, _ = partition_parts(context)
     now = purge_clock(config)
     try:
         result = purge.purge_pii(warehouse.get(), merchant_id, now=now, run_id=context.run.run_id)
     except RegistryError as exc:
         raise dg.Failure(str(exc), allow_retries=False) from exc
+    # Security logs are kept at least 12 months: purged by the real clock only, never by `as_of`.
+    security_logs = purge_security_logs(warehouse.get(), datetime.now(UTC), actor=f"run:{context.run.run_id}")
     context.log.info(f"PII purge of {merchant_id} as of {now.isoformat()}: {result.total} value(s) removed")
-    return dg.MaterializeResult(metadata={"as_of": now.isoformat(), **_metadata(result)})
+    return dg.MaterializeResult(
+        metadata={"as_of": now.isoformat(), **_metadata(result), "security_log_rows_purged": security_logs}
+    )
 
 
 @dg.asset(

@@ -302,9 +302,11 @@ def purge_security_logs(
             "rows_deleted": int(deleted),
             "policy_version": policy.version,
         }
-        # Dated by the real clock: this row records when the purge happened.
-        append_events(
-            conn,
-            [AuditEvent(uuid.uuid4().hex, datetime.now(UTC), actor, SECURITY_LOGS_PURGED, None, details)],
-        )
+        # Dated by the real clock: this row records when the purge happened. A purge that deleted
+        # nothing (most days: every merchant's daily run calls it) adds no row.
+        if deleted:
+            append_events(
+                conn,
+                [AuditEvent(uuid.uuid4().hex, datetime.now(UTC), actor, SECURITY_LOGS_PURGED, None, details)],
+            )
     return int(deleted)
