@@ -101,7 +101,8 @@ def test_purge_then_erasure_through_dagster(warehouse, warehouse_url, merchant_i
     refused = _compliance(instance, warehouse_url, vault_res, mid, day.isoformat(), later, [compliance_assets[1]])
     assert not refused.success
     purge.request_deletion(warehouse, mid, immediate=True, requested_by="merchant", now=later)
-    (request,) = erasure_requests(warehouse, later)
+    # Other tests' merchants share the Postgres test database: look at this one's request.
+    (request,) = [r for r in erasure_requests(warehouse, later) if r.tags["illuma/merchant"] == mid]
     assert request.job_name == "account_erasure_job" and request.tags["illuma/merchant"] == mid
     ciphertext = _rows(warehouse, f"SELECT buyer_name FROM {schema}.{BUYER_PII.name} WHERE buyer_name IS NOT NULL")
     erased = _compliance(instance, warehouse_url, vault_res, mid, day.isoformat(), later, [compliance_assets[1]])

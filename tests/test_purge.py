@@ -5,6 +5,7 @@ on the due day the PII goes from everywhere it lived (PII table, raw payloads, q
 facts stay. Then idempotency, resumption after a crash, security logs, erasure.
 """
 
+import contextlib
 import json
 from datetime import UTC, datetime, timedelta
 
@@ -223,39 +224,59 @@ def test_a_rerun_changes_nothing_and_writes_no_ledger_rows(warehouse, merchant_i
 
 
 class _CrashingWarehouse:
-    """The real warehouse, whose process dies (an exception) at the start of its n-th transaction."""
+    """The real warehouse, whose process dies (an exception) at its n-th SQL statement."""
 
     def __init__(self, wh: Warehouse, crash_at: int) -> None:
-        self._wh, self._left = wh, crash_at
+        self._wh, self.left = wh, crash_at
         self.dialect, self.url = wh.dialect, wh.url
 
+    @contextlib.contextmanager
     def connect(self):
-        self._left -= 1
-        if self._left == 0:
-            raise KeyboardInterrupt("killed midway")
-        return self._wh.connect()
+        with self._wh.connect() as conn:
+            yield _CrashingConnection(conn, self)
 
     def __getattr__(self, name):
         return getattr(self._wh, name)
 
 
-def test_a_purge_killed_midway_completes_on_the_next_run(warehouse, merchant_id):
+class _CrashingConnection:
+    def __init__(self, conn, owner) -> None:
+        self._conn, self._owner = conn, owner
+
+    def __getattr__(self, name):
+        attr = getattr(self._conn, name)
+        if name not in ("execute", "execute_count", "fetchall", "fetchone", "load_frame"):
+            return attr
+
+        def statement(*args, **kwargs):
+            self._owner.left -= 1
+            if self._owner.left == 0:
+                raise KeyboardInterrupt("killed midway")
+            return attr(*args, **kwargs)
+
+        return statement
+
+
+@pytest.mark.parametrize("crash_at", [5, 12, 25, 31])  # mid-statement: after the PII delete, between raw tables, amid the ledger rows
+def test_a_purge_killed_midway_completes_on_the_next_run(warehouse, merchant_id, crash_at):
     mid = merchant_id()
     schema = _setup(warehouse, mid)
     for i, channel in enumerate(PAYLOADS):
         _seed(warehouse, schema, channel, f"O-{i}", shipped=ANCHOR)
     later = ANCHOR + timedelta(days=200)
+    crashing = _CrashingWarehouse(warehouse, crash_at=crash_at)
     with pytest.raises(KeyboardInterrupt):
-        purge.purge_pii(_CrashingWarehouse(warehouse, crash_at=4), mid, now=later, run_id="killed")
-    partial = _ledger(warehouse, mid)
-    assert 0 < sum(r[3] for r in partial) < 6
+        purge.purge_pii(crashing, mid, now=later, run_id="killed")
+    # Killed mid-transaction: nothing half done, nothing ledgered.
+    assert _ledger(warehouse, mid) == []
+    assert _state(warehouse, schema, "amazon", "O-0")[0] == 1
     purge.purge_pii(warehouse, mid, now=later, run_id="resumed")
     for i, channel in enumerate(PAYLOADS):
         pii, payload = _state(warehouse, schema, channel, f"O-{i}")
         assert pii == 0
         _no_pii_left(payload)
     ledger = _ledger(warehouse, mid)
-    assert sum(r[3] for r in ledger) == 6  # every value counted once, across both runs
+    assert sum(r[3] for r in ledger) == 6  # every value counted once
     assert len({(r[0], r[1]) for r in ledger}) == len(ledger)
 
 

@@ -1,0 +1,203 @@
+"""Benchmark: the daily PII purge over one merchant with N orders, a tenth of them past the PII
+limit, on DuckDB and on PostgreSQL, against the bare engine statements that clear the same rows.
+
+    .venv/bin/python bench/purge.py [--orders 10000000] [--engines duckdb,postgres]
+
+Data (generated in the engine with SQL, Amazon orders): core_orders (one in ten shipped 200 days
+before the purge clock, the rest 5 days before), core_buyer_pii (four ciphertext-sized columns per
+order) and raw_amazon_orders (one v2026-shaped payload per order with buyer name, e-mail and
+address). The purge is `illuma_pipelines.purge.purge_pii` exactly as the `pii_purge` asset runs
+it: due-order detection per policy rule, PII rows deleted, raw payload fields redacted, ledger
+rows, audit event, in one transaction. The bare baseline runs, on a copy of the same data (a
+file copy; a Postgres template database) and in one transaction timed through its commit, the two
+statements a hand-written purge would: DELETE the due orders' PII rows and UPDATE their raw
+payloads with the same regex redaction in SQL, keyed by a plain `shipped_at < cutoff`.
+Prints rows per second for both and the ratio purge time / bare time. Goal (issue 5): ratio <= 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from assets.core import BUYER_PII, ORDER_STATUS_HISTORY, ORDERS  # noqa: E402
+from illuma_pipelines import purge  # noqa: E402
+from illuma_pipelines.merchant_ids import merchant_schema  # noqa: E402
+from illuma_pipelines.raw_records import raw_table  # noqa: E402
+from illuma_pipelines.registry import add_merchant  # noqa: E402
+from illuma_pipelines.retention import cutoffs  # noqa: E402
+from illuma_pipelines.warehouse import Warehouse  # noqa: E402
+
+PG_ADMIN = os.environ.get("ILLUMA_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+MERCHANT = "bench_purge"
+NOW = datetime(2026, 11, 27, 3, 0, tzinfo=UTC)
+
+
+def _series(dialect: str, n: int) -> str:
+    return f"range(0, {n}) AS g(i)" if dialect == "duckdb" else f"generate_series(0, {n - 1}) AS g(i)"
+
+
+def build(wh: Warehouse, orders: int) -> None:
+    add_merchant(wh, MERCHANT)
+    schema = merchant_schema(MERCHANT)
+    raw = raw_table("amazon", "orders")
+    json_type = "JSON" if wh.dialect == "duckdb" else "JSONB"
+    series = _series(wh.dialect, orders)
+    shipped = (
+        "CAST(? AS TIMESTAMPTZ) - CASE WHEN i % 10 = 0 THEN INTERVAL '200 days' ELSE INTERVAL '5 days' END"
+    )
+    with wh.connect() as conn:
+        for spec in (ORDERS, BUYER_PII, ORDER_STATUS_HISTORY, raw):
+            conn.create_table(schema, spec)
+        conn.execute(
+            f"INSERT INTO {schema}.core_orders (channel, marketplace_order_id, purchased_at, shipped_at, status, "
+            "channel_status, fulfillment_channel, currency, order_total, partition_date, loaded_at, run_id) "
+            f"SELECT 'amazon', 'O-' || CAST(i AS VARCHAR), {shipped}, {shipped}, 'shipped', 'Shipped', "
+            f"'merchant', 'USD', 12.50, CAST(? AS DATE), CAST(? AS TIMESTAMPTZ), 'bench' FROM {series}",
+            [NOW, NOW, NOW.date(), NOW],
+        )
+        seal = "'v1:' || md5(CAST(i AS VARCHAR) || '{}') || md5(CAST(i AS VARCHAR))"
+        conn.execute(
+            f"INSERT INTO {schema}.core_buyer_pii (channel, marketplace_order_id, buyer_name, buyer_email, "
+            "ship_name, address_line1, partition_date, loaded_at, run_id) "
+            f"SELECT 'amazon', 'O-' || CAST(i AS VARCHAR), {seal.format('n')}, {seal.format('e')}, "
+            f"{seal.format('s')}, {seal.format('a')}, CAST(? AS DATE), CAST(? AS TIMESTAMPTZ), 'bench' FROM {series}",
+            [NOW.date(), NOW],
+        )
+        oid = "CAST(i AS VARCHAR)"
+        payload = (
+            "'{\"orderId\":\"O-' || " + oid + " || '\",\"buyer\":{\"buyerName\":\"Buyer ' || " + oid
+            + " || '\",\"buyerEmail\":\"b' || " + oid + " || '@example.com\"},\"recipient\":{\"deliveryAddress\":"
+            "{\"name\":\"Buyer ' || " + oid + " || '\",\"addressLine1\":\"' || " + oid
+            + " || ' Elm Street\",\"city\":\"Boise\",\"postalCode\":\"83702\",\"countryCode\":\"US\"}},"
+            "\"orderStatus\":\"SHIPPED\",\"proceeds\":{\"grandTotal\":{\"amount\":\"12.50\",\"currencyCode\":\"USD\"}}}'"
+        )
+        conn.execute(
+            f"INSERT INTO {schema}.{raw.name} (partition_date, source, record_key, payload, extracted_at, run_id) "
+            f"SELECT CAST(? AS DATE), 'searchOrders', 'O-' || {oid}, CAST({payload} AS {json_type}), "
+            f"CAST(? AS TIMESTAMPTZ), 'bench' FROM {series}",
+            [NOW.date(), NOW],
+        )
+    if wh.dialect == "postgres":
+        with wh.connect() as conn:
+            for table in ("core_orders", "core_buyer_pii", raw.name):
+                conn.execute(f"ANALYZE {schema}.{table}")
+
+
+def bare(url: str, dialect: str) -> tuple[float, int]:
+    """The hand-written statements on a copy of the same data, timed through their commit."""
+    schema = merchant_schema(MERCHANT)
+    cutoff = cutoffs(NOW)["buyer_pii_amazon_delivery"]
+    due = f"SELECT marketplace_order_id FROM {schema}.core_orders WHERE shipped_at < ?"
+    redacted = purge._redacted(dialect, "payload")  # the same redaction expression
+    delete = f"DELETE FROM {schema}.core_buyer_pii WHERE marketplace_order_id IN ({due})"
+    update = f"UPDATE {schema}.raw_amazon_orders SET payload = {redacted} WHERE record_key IN ({due})"
+    if dialect == "postgres":
+        import psycopg
+
+        started = time.perf_counter()
+        with psycopg.connect(url) as con:
+            n1 = con.execute(delete.replace("?", "%s"), [cutoff]).rowcount
+            n2 = con.execute(update.replace("?", "%s"), [purge.PII_VALUE_PATTERN, purge.REDACTED_VALUE, cutoff]).rowcount
+        return time.perf_counter() - started, n1 + n2
+    import duckdb
+
+    started = time.perf_counter()
+    con = duckdb.connect(url.removeprefix("duckdb:///"))
+    con.execute("BEGIN")
+    (n1,) = con.execute(delete, [cutoff]).fetchone()
+    (n2,) = con.execute(update, [purge.PII_VALUE_PATTERN, purge.REDACTED_VALUE, cutoff]).fetchone()
+    con.execute("COMMIT")
+    con.close()  # DuckDB checkpoints here, as the warehouse does after each unit of work
+    return time.perf_counter() - started, n1 + n2
+
+
+def _copy(engine: str, url: str, work: Path) -> str:
+    """A copy of the built data for the bare statements (file copy; Postgres template database)."""
+    if engine == "duckdb":
+        import shutil
+
+        target = work / "bare.duckdb"
+        shutil.copyfile(url.removeprefix("duckdb:///"), target)
+        return f"duckdb:///{target}"
+    import psycopg
+
+    source = url.rsplit("/", 1)[1]
+    with psycopg.connect(PG_ADMIN, autocommit=True) as con:
+        con.execute(f"CREATE DATABASE {source}_bare TEMPLATE {source}")
+    return f"{url}_bare"
+
+
+def run_engine(engine: str, orders: int, work: Path) -> dict:
+    if engine == "duckdb":
+        url = f"duckdb:///{work / 'purge.duckdb'}"
+        cleanup = None
+    else:
+        import psycopg
+
+        dbname = f"illuma_bench_{secrets.token_hex(3)}"
+        with psycopg.connect(PG_ADMIN, autocommit=True) as con:
+            con.execute(f"CREATE DATABASE {dbname}")
+        url = f"{PG_ADMIN.rsplit('/', 1)[0]}/{dbname}"
+
+        def cleanup() -> None:
+            with psycopg.connect(PG_ADMIN, autocommit=True) as con:
+                con.execute(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
+                con.execute(f"DROP DATABASE IF EXISTS {dbname}_bare WITH (FORCE)")
+                con.execute(f"DROP ROLE IF EXISTS m_{MERCHANT}_rw")
+
+    os.environ["ILLUMA_DATA_DIR"] = str(work / "data")
+    try:
+        wh = Warehouse.from_url(url)
+        wh.ensure_platform()
+        t0 = time.perf_counter()
+        build(wh, orders)
+        built = time.perf_counter() - t0
+        bare_s, bare_rows = bare(_copy(engine, url, work), engine)
+        t0 = time.perf_counter()
+        result = purge.purge_pii(wh, MERCHANT, now=NOW, run_id="bench")
+        purge_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        rerun = purge.purge_pii(wh, MERCHANT, now=NOW, run_id="bench-rerun")
+        rerun_s = time.perf_counter() - t0
+        return {
+            "engine": engine, "orders": orders, "build_s": built, "bare_s": bare_s, "bare_rows": bare_rows,
+            "purge_s": purge_s, "purge_rows": result.total, "rerun_s": rerun_s, "rerun_rows": rerun.total,
+        }
+    finally:
+        if cleanup:
+            cleanup()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--orders", type=int, default=10_000_000)
+    parser.add_argument("--engines", default="duckdb,postgres")
+    args = parser.parse_args()
+    print(f"orders: {args.orders:,}; due: {args.orders // 10:,} (one in ten); purge clock {NOW.isoformat()}")
+    for engine in args.engines.split(","):
+        with tempfile.TemporaryDirectory(prefix="illuma-purge-bench-") as tmp:
+            r = run_engine(engine, args.orders, Path(tmp))
+        print(
+            f"{engine:<9} build {r['build_s']:7.1f} s | bare {r['bare_s']:6.2f} s ({r['bare_rows']:,} rows, "
+            f"{r['bare_rows'] / r['bare_s']:,.0f} rows/s) | purge {r['purge_s']:6.2f} s ({r['purge_rows']:,} rows, "
+            f"{r['purge_rows'] / r['purge_s']:,.0f} rows/s) | ratio {r['purge_s'] / r['bare_s']:.2f} "
+            f"| re-run {r['rerun_s']:.2f} s, {r['rerun_rows']} rows",
+            flush=True,
+        )
+        if r["purge_rows"] != r["bare_rows"]:
+            print(f"  mismatch: the purge cleared {r['purge_rows']:,} values, the bare statements {r['bare_rows']:,}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
