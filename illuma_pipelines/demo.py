@@ -125,6 +125,24 @@ def _run_demo(days: int) -> int:
 
     print(f"\n{len(dates) * len(DEMO_MERCHANTS) - len(failed)} of {len(dates) * len(DEMO_MERCHANTS)} "
           f"merchant-day partitions materialized in {time.monotonic() - started:.0f} s")
+    # The daily PII purge, as pii_purge_schedule runs it after extraction.
+    purge_job = defs.resolve_job_def("pii_purge_job")
+    for merchant_id in DEMO_MERCHANTS:
+        result = purge_job.execute_in_process(
+            instance=instance,
+            partition_key=merchant_date_key(merchant_id, dates[-1]),
+            tags={MERCHANT_TAG: merchant_id},
+            raise_on_error=False,
+            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+        )
+        audit_run_materializations(instance, result.run_id, warehouse)
+        removed = next(
+            (e.materialization.metadata["rows_affected"].value for e in result.get_asset_materialization_events()),
+            None,
+        )
+        print(f"  PII purge {merchant_id:<20} {'ok' if result.success else 'FAILED'}  values removed: {removed}")
+        if not result.success:
+            failed.append((dates[-1], merchant_id, result.run_id))
     print("rows per table:")
     with warehouse.connect() as conn:
         rows = conn.fetchall(
