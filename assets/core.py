@@ -307,93 +307,98 @@ def core_orders(
     run_id, loaded_at = context.run.run_id, datetime.now(UTC)
     pdate = date.fromisoformat(day)
 
-    result = normalize.NormalizeResult()
-    quarantine: list[pd.DataFrame] = []
-    per_channel: dict[str, int] = {}
-    with wh.merchant_scope(merchant_id) as conn:
-        for channel in CHANNELS:
-            rows = raw_payloads(conn, merchant_id, channel, "orders", day)
-            part = getattr(normalize, channel).normalize_orders([normalize.loads(r[1]) for r in rows])
-            per_channel[channel] = len(part.orders)
-            for name in ("orders", "lines", "adjustments", "pii"):
-                getattr(result, name).extend(getattr(part, name))
-            if part.rejects:
-                quarantine.append(
-                    quarantine_frame(
-                        part.rejects, rows, dataset=ORDERS_QUARANTINE_DATASET,
-                        source=f"{channel}.normalize_orders", partition_date=day, run_id=run_id,
+    # Normalizing allocates hundreds of containers per record and keeps every row of the
+    # partition alive until the write, so automatic cyclic GC would re-walk them (and the whole
+    # process) again and again. The rows hold no reference cycles: refcounting frees them, and
+    # any cycle made meanwhile (pandas, drivers) is collected once GC resumes.
+    with normalize.paused_gc():
+        result = normalize.NormalizeResult()
+        quarantine: list[pd.DataFrame] = []
+        per_channel: dict[str, int] = {}
+        with wh.merchant_scope(merchant_id) as conn:
+            for channel in CHANNELS:
+                rows = raw_payloads(conn, merchant_id, channel, "orders", day)
+                part = normalize.normalize_order_payloads(channel, (r[1] for r in rows))
+                per_channel[channel] = len(part.orders)
+                for name in ("orders", "lines", "adjustments", "pii"):
+                    getattr(result, name).extend(getattr(part, name))
+                if part.rejects:
+                    quarantine.append(
+                        quarantine_frame(
+                            part.rejects, rows, dataset=ORDERS_QUARANTINE_DATASET,
+                            source=f"{channel}.normalize_orders", partition_date=day, run_id=run_id,
+                        )
                     )
-                )
 
-    keys = [(o.channel, o.marketplace_order_id) for o in result.orders]
-    # Encrypt before opening the write transaction: the vault may touch its key store first.
-    pii_frame = encrypted_pii_frame(vault.get(wh), merchant_id, result.pii)
-    with wh.merchant_scope(merchant_id) as conn:
-        for spec in (ORDERS, ORDER_LINES, ORDER_ADJUSTMENTS, ORDER_STATUS_HISTORY, BUYER_PII, QUARANTINE):
-            conn.create_table(schema, spec)
-        stored = stored_versions(conn, schema, keys)
-        winners: list[Order] = []
-        history: list[dict[str, Any]] = []
-        for order in result.orders:
-            key = (order.channel, order.marketplace_order_id)
-            previous = stored.get(key)
-            if not is_newer_or_same((order.last_updated_at, pdate), previous and previous[:2]):
-                continue
-            winners.append(order)
-            previous_status = previous[2] if previous else None
-            if previous_status != str(order.status):
-                history.append(
-                    {
-                        "channel": order.channel,
-                        "marketplace_order_id": order.marketplace_order_id,
-                        "status": str(order.status),
-                        "previous_status": previous_status,
-                        "channel_status": order.channel_status,
-                        "changed_at": order.last_updated_at,
-                    }
-                )
-        won = {(o.channel, o.marketplace_order_id) for o in winners}
+        keys = [(o.channel, o.marketplace_order_id) for o in result.orders]
+        # Encrypt before opening the write transaction: the vault may touch its key store first.
+        pii_frame = encrypted_pii_frame(vault.get(wh), merchant_id, result.pii)
+        with wh.merchant_scope(merchant_id) as conn:
+            for spec in (ORDERS, ORDER_LINES, ORDER_ADJUSTMENTS, ORDER_STATUS_HISTORY, BUYER_PII, QUARANTINE):
+                conn.create_table(schema, spec)
+            stored = stored_versions(conn, schema, keys)
+            winners: list[Order] = []
+            history: list[dict[str, Any]] = []
+            for order in result.orders:
+                key = (order.channel, order.marketplace_order_id)
+                previous = stored.get(key)
+                if not is_newer_or_same((order.last_updated_at, pdate), previous and previous[:2]):
+                    continue
+                winners.append(order)
+                previous_status = previous[2] if previous else None
+                if previous_status != str(order.status):
+                    history.append(
+                        {
+                            "channel": order.channel,
+                            "marketplace_order_id": order.marketplace_order_id,
+                            "status": str(order.status),
+                            "previous_status": previous_status,
+                            "channel_status": order.channel_status,
+                            "changed_at": order.last_updated_at,
+                        }
+                    )
+            won = {(o.channel, o.marketplace_order_id) for o in winners}
 
-        def keep(rows: Sequence[Any]) -> list[Any]:
-            return [r for r in rows if (r.channel, r.marketplace_order_id) in won]
+            def keep(rows: Sequence[Any]) -> list[Any]:
+                return [r for r in rows if (r.channel, r.marketplace_order_id) in won]
 
-        lines, adjustments = keep(result.lines), keep(result.adjustments)
-        won_pii = [
-            (c, o) in won for c, o in zip(pii_frame["channel"], pii_frame["marketplace_order_id"], strict=True)
-        ]
-        pii_rows = pii_frame.loc[pd.Series(won_pii, index=pii_frame.index, dtype=bool)]
-        frames = {
-            ORDERS.name: normalize.to_frame(winners, Order),
-            ORDER_LINES.name: normalize.to_frame(lines, OrderLine),
-            ORDER_ADJUSTMENTS.name: adjustments_frame(adjustments),
-            BUYER_PII.name: pii_rows,
-        }
-        for table, frame in frames.items():
-            delete_orders(conn, schema, table, sorted(won))
-            conn.load_frame(schema, table, _with_provenance(frame, day, loaded_at, run_id))
-        history_frame = pd.DataFrame(
-            history,
-            columns=["channel", "marketplace_order_id", "status", "previous_status", "channel_status", "changed_at"],
-        )
-        history_frame["changed_at"] = pd.to_datetime(history_frame["changed_at"], utc=True)
-        conn.load_frame(schema, ORDER_STATUS_HISTORY.name, _with_provenance(history_frame, day, loaded_at, run_id))
-        rejects = pd.concat(quarantine) if quarantine else pd.DataFrame(columns=[c.name for c in QUARANTINE.columns])
-        conn.replace_rows(
-            schema, QUARANTINE.name, {"partition_date": day, "dataset": ORDERS_QUARANTINE_DATASET}, rejects
-        )
-    if len(rejects):
-        context.log.warning(
-            f"{len(rejects)} order record(s) of {merchant_id} {day} rejected by the normalizers; "
-            f"see {schema}.{QUARANTINE.name} (dataset {ORDERS_QUARANTINE_DATASET})"
-        )
-    with wh.connect() as conn:
-        record_audit(
-            conn,
-            actor=f"dagster:core/buyer_pii:{run_id}",
-            action="pii.encrypted",
-            merchant_id=merchant_id,
-            details={"table": BUYER_PII.name, "partition_date": day, "rows": len(pii_rows)},
-        )
+            lines, adjustments = keep(result.lines), keep(result.adjustments)
+            won_pii = [
+                (c, o) in won for c, o in zip(pii_frame["channel"], pii_frame["marketplace_order_id"], strict=True)
+            ]
+            pii_rows = pii_frame.loc[pd.Series(won_pii, index=pii_frame.index, dtype=bool)]
+            frames = {
+                ORDERS.name: normalize.to_frame(winners, Order),
+                ORDER_LINES.name: normalize.to_frame(lines, OrderLine),
+                ORDER_ADJUSTMENTS.name: adjustments_frame(adjustments),
+                BUYER_PII.name: pii_rows,
+            }
+            for table, frame in frames.items():
+                delete_orders(conn, schema, table, sorted(won))
+                conn.load_frame(schema, table, _with_provenance(frame, day, loaded_at, run_id))
+            history_frame = pd.DataFrame(
+                history,
+                columns=["channel", "marketplace_order_id", "status", "previous_status", "channel_status", "changed_at"],
+            )
+            history_frame["changed_at"] = pd.to_datetime(history_frame["changed_at"], utc=True)
+            conn.load_frame(schema, ORDER_STATUS_HISTORY.name, _with_provenance(history_frame, day, loaded_at, run_id))
+            rejects = pd.concat(quarantine) if quarantine else pd.DataFrame(columns=[c.name for c in QUARANTINE.columns])
+            conn.replace_rows(
+                schema, QUARANTINE.name, {"partition_date": day, "dataset": ORDERS_QUARANTINE_DATASET}, rejects
+            )
+        if len(rejects):
+            context.log.warning(
+                f"{len(rejects)} order record(s) of {merchant_id} {day} rejected by the normalizers; "
+                f"see {schema}.{QUARANTINE.name} (dataset {ORDERS_QUARANTINE_DATASET})"
+            )
+        with wh.connect() as conn:
+            record_audit(
+                conn,
+                actor=f"dagster:core/buyer_pii:{run_id}",
+                action="pii.encrypted",
+                merchant_id=merchant_id,
+                details={"table": BUYER_PII.name, "partition_date": day, "rows": len(pii_rows)},
+            )
 
     kinds = defaultdict(int)
     for adj in adjustments:

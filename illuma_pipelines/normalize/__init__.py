@@ -4,8 +4,9 @@ Pure domain code (no Dagster). Per channel module (``amazon``, ``ebay``, ``walma
 ``normalize_orders``, ``normalize_inventory``, ``normalize_transactions`` and the
 ``*_from_response`` helpers that pull records out of response bodies; Amazon adds
 ``combine_v0`` and ``parse_settlement_report``. Parse JSON bodies with :func:`loads` so JSON
-numbers stay exact. Rows are the dataclasses in ``model``; ``to_frame`` turns them into
-DataFrames for bulk loading.
+numbers stay exact; :func:`normalize_order_payloads` parses and normalizes raw order records
+one at a time (the core_orders path). Rows are the dataclasses in ``model``; ``to_frame`` turns
+them into DataFrames for bulk loading.
 """
 
 from . import amazon, ebay, walmart
@@ -24,6 +25,7 @@ from .model import (
     SettlementReport,
 )
 from .money import ISO_4217_ACTIVE, MoneyError, check_currency, loads, parse_amount
+from .payloads import normalize_order_payloads, paused_gc
 from .timeparse import TimeParseError
 from .vocab import AdjustmentKind, FulfillmentChannel, OrderStatus
 
@@ -50,6 +52,8 @@ __all__ = [
     "check_currency",
     "ebay",
     "loads",
+    "normalize_order_payloads",
+    "paused_gc",
     "parse_amount",
     "parse_settlement_report",
     "to_frame",

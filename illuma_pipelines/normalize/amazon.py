@@ -34,6 +34,7 @@ from ._common import (
     add,
     collect_orders,
     describe,
+    fast_money,
     money_of,
     optional_int,
     parse_bool,
@@ -62,7 +63,6 @@ from .vocab import (
     AMAZON_V2026_STATUS,
     AdjustmentKind,
     OrderStatus,
-    rollup_status,
 )
 
 __all__ = [
@@ -373,34 +373,62 @@ def _v0_line(
 
 
 def _line_status(order_status: OrderStatus, ordered: int, shipped: int | None) -> OrderStatus:
-    """Amazon reports status per order only; a line's follows its shipped quantity."""
+    """Amazon reports status per order only; a line's follows its shipped quantity.
+
+    This is ``rollup_status({SHIPPED: shipped, UNSHIPPED: ordered - shipped})`` written out (it
+    runs once per line; tests/test_normalize_fastpath.py checks the two agree).
+    """
     if (
         order_status is OrderStatus.CANCELLED
         or shipped is None
         or order_status is OrderStatus.PENDING
     ):
         return order_status
-    return rollup_status({OrderStatus.SHIPPED: shipped, OrderStatus.UNSHIPPED: ordered - shipped})
+    if shipped > 0:
+        return OrderStatus.SHIPPED if ordered <= shipped else OrderStatus.PARTIALLY_SHIPPED
+    return OrderStatus.UNSHIPPED if ordered > shipped else OrderStatus.PENDING
 
 
 # --- Orders v2026-01-01 ----------------------------------------------------------------------
+#
+# This is the hot path of core_orders (issue 4): each helper tries the well-formed shape first
+# (plain dicts, strings, ints) and hands anything else to the general helpers of _common, which
+# accept the same inputs and word the errors. Error texts are only formatted on that slow path.
 
 
-def _v26_money(obj: Any, what: str) -> tuple[Decimal, str] | None:
-    return money_of(obj, "amount", "currencyCode", what)
+def _v26_money(obj: Any, what: str, suffix: str = "") -> tuple[Decimal, str] | None:
+    if obj is None:
+        return None
+    money = fast_money(obj, "amount", "currencyCode")
+    if money is not None:
+        return money
+    return money_of(obj, "amount", "currencyCode", what + suffix)
+
+
+def _is_text(value: Any) -> bool:
+    """True for a str that ``required_text`` returns unchanged."""
+    return value.__class__ is str and value != "" and value != '""' and not value.isspace()
 
 
 def _breakdowns(proceeds: Mapping[str, Any], guard: CurrencyGuard, where: str) -> dict[str, Any]:
     """Proceeds breakdowns by type: ``{type: amount}``, plus ``TAX/<subtype>`` detail."""
     found: dict[str, Any] = {}
     for entry in proceeds.get("breakdowns") or ():
-        kind = required_text(entry.get("type"), f"{where}: breakdown type")
-        amount = guard.take(_v26_money(entry.get("subtotal"), f"{kind} subtotal"), kind)
+        kind = entry.get("type")
+        if not _is_text(kind):
+            kind = required_text(kind, f"{where}: breakdown type")
+        amount = guard.take(_v26_money(entry.get("subtotal"), kind, " subtotal"), kind)
         found[kind] = add(found.get(kind), amount)
-        for detail in entry.get("detailedBreakdowns") or ():
-            sub = required_text(detail.get("subtype"), f"{where}: {kind} subtype")
-            value = guard.take(_v26_money(detail.get("value"), f"{kind}/{sub}"), f"{kind}/{sub}")
-            found[f"{kind}/{sub}"] = add(found.get(f"{kind}/{sub}"), value)
+        details = entry.get("detailedBreakdowns")
+        if not details:
+            continue
+        for detail in details:
+            sub = detail.get("subtype")
+            if not _is_text(sub):
+                sub = required_text(sub, f"{where}: {kind} subtype")
+            path = f"{kind}/{sub}"
+            value = guard.take(_v26_money(detail.get("value"), path), path)
+            found[path] = add(found.get(path), value)
     return found
 
 
@@ -411,9 +439,11 @@ def _positive(value: Decimal | None) -> Decimal | None:
 
 
 def _build_v2026(rec: Mapping[str, Any]) -> OrderBundle:
-    order_id = required_text(rec.get("orderId"), "orderId")
+    order_id = rec.get("orderId")
+    if not _is_text(order_id):
+        order_id = required_text(order_id, "orderId")
     fulfillment = rec.get("fulfillment")
-    if not isinstance(fulfillment, Mapping):
+    if fulfillment.__class__ is not dict and not isinstance(fulfillment, Mapping):
         raise RecordError(
             f"order {order_id}: no fulfillment dataset (request includedData=FULFILLMENT)"
         )
@@ -436,15 +466,14 @@ def _build_v2026(rec: Mapping[str, Any]) -> OrderBundle:
 
     lines: list[OrderLine] = []
     adjustments: list[OrderAdjustment] = []
-    sums: dict[str, Decimal | None] = {"item": None, "tax": None, "ship": None, "promo": None}
+    sum_item = sum_tax = sum_ship = sum_promo = None
     for item in rec.get("orderItems") or ():
         line, cancel_reason = _v2026_line(order_id, item, guard, status)
         lines.append(line)
-        sums["item"] = add(sums["item"], line.item_price)
-        sums["ship"] = add(sums["ship"], line.shipping_price)
-        for tax in (line.item_tax, line.shipping_tax, line.gift_wrap_tax):
-            sums["tax"] = add(sums["tax"], tax)
-        sums["promo"] = add(sums["promo"], line.promotion_discount)
+        sum_item = add(sum_item, line.item_price)
+        sum_ship = add(sum_ship, line.shipping_price)
+        sum_tax = add(add(add(sum_tax, line.item_tax), line.shipping_tax), line.gift_wrap_tax)
+        sum_promo = add(sum_promo, line.promotion_discount)
         if cancel_reason is not None:
             adjustments.append(
                 OrderAdjustment(
@@ -459,13 +488,9 @@ def _build_v2026(rec: Mapping[str, Any]) -> OrderBundle:
                     reason=cancel_reason or None,
                 )
             )
+    currency = guard.currency
     for line in lines:
-        line.currency = guard.currency
-
-    # Order-level breakdowns aggregate the items (and add order-only charges such as
-    # DELIVERY_TIP); prefer them, and fall back to summing the items.
-    def order_or_items(kind: str, items_sum: Decimal | None) -> Decimal | None:
-        return order_parts[kind] if kind in order_parts else items_sum
+        line.currency = currency
 
     packages = rec.get("packages") or ()
     ship_times = [
@@ -485,6 +510,8 @@ def _build_v2026(rec: Mapping[str, Any]) -> OrderBundle:
     programs = rec.get("programs")
     address = (rec.get("recipient") or {}).get("deliveryAddress") or {}
     country = text(address.get("countryCode"))
+    # Order-level breakdowns aggregate the items (and add order-only charges such as
+    # DELIVERY_TIP); prefer them, and fall back to summing the items.
     order = Order(
         channel=CHANNEL,
         marketplace_order_id=order_id,
@@ -496,14 +523,14 @@ def _build_v2026(rec: Mapping[str, Any]) -> OrderBundle:
         status=status,
         channel_status=raw_status,  # type: ignore[arg-type]
         fulfillment_channel=fulfilled_by,
-        currency=guard.currency,
+        currency=currency,
         order_total=total[0] if total else None,
-        items_subtotal=order_or_items("ITEM", sums["item"]),
-        tax_total=order_or_items("TAX", sums["tax"]),
-        shipping_total=order_or_items("SHIPPING", sums["ship"]),
+        items_subtotal=order_parts["ITEM"] if "ITEM" in order_parts else sum_item,
+        tax_total=order_parts["TAX"] if "TAX" in order_parts else sum_tax,
+        shipping_total=order_parts["SHIPPING"] if "SHIPPING" in order_parts else sum_ship,
         promotion_total=_positive(order_parts["DISCOUNT"])
         if "DISCOUNT" in order_parts
-        else sums["promo"],
+        else sum_promo,
         marketplace_fee_total=None,
         is_business=None if programs is None else "AMAZON_BUSINESS" in programs,
         country_code=country,
@@ -516,7 +543,7 @@ def _build_v2026(rec: Mapping[str, Any]) -> OrderBundle:
                 line_id=None,
                 kind=AdjustmentKind.CANCELLATION,
                 amount=order.order_total,
-                currency=guard.currency,
+                currency=currency,
                 occurred_at=last_updated_at,
                 reason=None,
                 status=raw_status,
@@ -546,7 +573,9 @@ def _build_v2026(rec: Mapping[str, Any]) -> OrderBundle:
 def _v2026_line(
     order_id: str, item: Mapping[str, Any], guard: CurrencyGuard, order_status: OrderStatus
 ) -> tuple[OrderLine, str | None]:
-    line_id = required_text(item.get("orderItemId"), f"order {order_id}: orderItemId")
+    line_id = item.get("orderItemId")
+    if not _is_text(line_id):
+        line_id = required_text(line_id, f"order {order_id}: orderItemId")
     key = f"{order_id}/{line_id}"
     product = item.get("product") or {}
     saved_key, guard.key = guard.key, key
@@ -564,9 +593,13 @@ def _v2026_line(
         gift_tax = parts.get("TAX/GIFT_WRAP")
     else:
         item_tax, shipping_tax, gift_tax = parts.get("TAX"), None, None
-    ordered = parse_int(item.get("quantityOrdered"), f"{key}: quantityOrdered")
+    ordered = item.get("quantityOrdered")
+    if ordered.__class__ is not int or ordered < 0:
+        ordered = parse_int(ordered, f"{key}: quantityOrdered")
     item_fulfillment = item.get("fulfillment") or {}
-    shipped = optional_int(item_fulfillment.get("quantityFulfilled"), f"{key}: quantityFulfilled")
+    shipped = item_fulfillment.get("quantityFulfilled")
+    if shipped is not None and (shipped.__class__ is not int or shipped < 0):
+        shipped = optional_int(shipped, f"{key}: quantityFulfilled")
     execution = (item.get("cancellation") or {}).get("cancellationExecution")
     cancel_reason = None
     if execution is not None:

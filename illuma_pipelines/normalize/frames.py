@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import operator
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from decimal import Decimal
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import Any
 
 import pandas as pd
@@ -54,13 +55,23 @@ def _columns(row_type: type) -> tuple[tuple[str, Any], ...]:
     return tuple((f.name, _base_type(hints[f.name])) for f in dataclasses.fields(row_type))
 
 
-def _series(values: list[Any], kind: Any, name: str) -> pd.Series:
+_STRING_DTYPE = pd.StringDtype("pyarrow")
+_UTC_MICROS = pa.timestamp("us", tz="UTC")
+_NONE = type(None)
+
+
+def _series(values: Sequence[Any], kind: Any, name: str) -> pd.Series:
     if kind is Decimal:
         return pd.Series(
             pd.array(pa.array(values, type=DECIMAL_TYPE), dtype=pd.ArrowDtype(DECIMAL_TYPE)),
             name=name,
         )
     if kind is datetime:
+        if set(map(type, values)) <= {datetime, _NONE}:
+            # Straight to Arrow: a third of pd.to_datetime's cost, same UTC instants and dtype.
+            series = pa.array(values, type=_UTC_MICROS).to_pandas()
+            series.name = name
+            return series
         return pd.Series(pd.to_datetime(values, utc=True), name=name).astype("datetime64[us, UTC]")
     if kind is date:
         return pd.Series(
@@ -72,9 +83,22 @@ def _series(values: list[Any], kind: Any, name: str) -> pd.Series:
     if kind is int:
         return pd.Series(values, dtype="Int64", name=name)
     if kind is str or (isinstance(kind, type) and issubclass(kind, Enum)):
+        if set(map(type, values)) <= ({str, _NONE, kind} if issubclass(kind, StrEnum) else {str, _NONE}):
+            # A str (or StrEnum member, whose str() is its value) goes into Arrow as it is.
+            return pd.Series(
+                pd.array(pa.array(values, type=pa.large_string()), dtype=_STRING_DTYPE), name=name
+            )
         # StrEnum members become their plain value so the column holds only str.
         return pd.Series([None if v is None else str(v) for v in values], dtype="string", name=name)
     return pd.Series(values, dtype=object, name=name)
+
+
+@functools.cache
+def _row_getter(row_type: type) -> Callable[[Any], tuple[Any, ...]]:
+    names = [name for name, _ in _columns(row_type)]
+    if len(names) == 1:
+        return lambda row: (getattr(row, names[0]),)
+    return operator.attrgetter(*names)
 
 
 def to_frame(rows: Sequence[Any], row_type: type | None = None) -> pd.DataFrame:
@@ -88,13 +112,16 @@ def to_frame(rows: Sequence[Any], row_type: type | None = None) -> pd.DataFrame:
         row_type = type(rows[0])
     if row_type not in _ROW_TYPES:
         raise TypeError(f"to_frame: {row_type.__name__} is not a model row type")
-    for row in rows:
-        if type(row) is not row_type:
-            raise TypeError(
-                f"to_frame: mixed row types {row_type.__name__} and {type(row).__name__}"
-            )
+    if rows and set(map(type, rows)) != {row_type}:
+        other = next(type(row) for row in rows if type(row) is not row_type)
+        raise TypeError(f"to_frame: mixed row types {row_type.__name__} and {other.__name__}")
     columns = _columns(row_type)
-    data = {name: _series([getattr(r, name) for r in rows], kind, name) for name, kind in columns}
+    # One attrgetter call per row and a C-level transpose, instead of a getattr per cell.
+    by_column = list(zip(*map(_row_getter(row_type), rows), strict=True)) if rows else []
+    data = {
+        name: _series(list(by_column[i]) if rows else [], kind, name)
+        for i, (name, kind) in enumerate(columns)
+    }
     return pd.DataFrame(data, columns=[name for name, _ in columns])
 
 

@@ -14,6 +14,8 @@ import json
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+import msgspec
+
 __all__ = [
     "ISO_4217_ACTIVE",
     "MoneyError",
@@ -44,13 +46,25 @@ ISO_4217_ACTIVE: frozenset[str] = frozenset(
 )
 
 
+# msgspec hands the float_hook the number's own text, as json's parse_float does, and parses
+# about twice as fast as json (issue 4: parsing was 40% of normalizing an Amazon extract).
+_fast_decode = msgspec.json.Decoder(float_hook=Decimal).decode
+
+
 def loads(text: str | bytes) -> Any:
     """Parse a JSON body so that every JSON number with a fraction or exponent is a Decimal.
 
     Integers stay ``int`` (exact already). Use this for every marketplace payload that carries
     money as JSON numbers (Amazon Finances and Pricing, Walmart orders).
+
+    The result is exactly ``json.loads(text, parse_float=Decimal)``'s. Whatever msgspec refuses
+    (NaN and Infinity, lone surrogates, a UTF-8 BOM, deep nesting, invalid JSON) goes to json
+    itself, which either accepts it as it always did or raises its usual ``JSONDecodeError``.
     """
-    return json.loads(text, parse_float=Decimal)
+    try:
+        return _fast_decode(text)
+    except Exception:
+        return json.loads(text, parse_float=Decimal)
 
 
 def parse_amount(value: Any, what: str = "amount") -> Decimal:
@@ -60,6 +74,17 @@ def parse_amount(value: Any, what: str = "amount") -> Decimal:
     exponents such as ``1E+2``) and floats (through ``repr``). Rejects booleans, empty strings,
     the literal ``'""'`` blank, NaN/Infinity and anything else, naming ``what`` in the error.
     """
+    # Fast path for the common case, a plain numeric string (Decimal itself ignores surrounding
+    # whitespace, as the strip below does); anything it refuses takes the checks below, which
+    # also word the errors.
+    if value.__class__ is str:
+        try:
+            result = Decimal(value)
+        except InvalidOperation:
+            pass
+        else:
+            if result.is_finite():
+                return result
     # bool is an int subclass: a JSON true where an amount belongs is a broken payload.
     if isinstance(value, bool):
         raise MoneyError(f"{what}: expected a number, got boolean {value!r}")
