@@ -48,7 +48,7 @@ PII_JSON_KEYS = (
     "buyerName", "buyerEmail", "buyerCompanyName", "name", "companyName", "addressLine1",
     "addressLine2", "addressLine3", "city", "districtOrCounty", "municipality", "stateOrRegion",
     "postalCode", "phone", "complement", "neighborhood", "streetName", "streetNumber",
-    "addressInstruction",
+    "addressInstruction", "dropOffLocation", "giftMessage", "legalName", "taxRegistrationNumber",
     # Amazon Orders v0: BuyerInfo, ShippingAddress, gift messages
     "BuyerName", "BuyerEmail", "BuyerCounty", "CompanyLegalName", "Name", "AddressLine1",
     "AddressLine2", "AddressLine3", "City", "County", "District", "StateOrRegion", "PostalCode",
@@ -58,12 +58,14 @@ PII_JSON_KEYS = (
     "buyerCheckoutNotes",
     # Walmart: shippingInfo, postalAddress, customerEmailId
     "customerEmailId", "address1", "address2", "state",
+    # Walmart reconciliation report rows: the ship-to location of each order line
+    "Ship to City", "Ship to State", "Ship to Zipcode",
 )
 # A PII key with a JSON string value; `\1` keeps the key, the value becomes null.
 PII_VALUE_PATTERN = r'"(' + "|".join(PII_JSON_KEYS) + r')"\s*:\s*"(?:[^"\\]|\\.)*"'
 REDACTED_VALUE = r'"\1":null'
 # Raw datasets whose payloads may name the buyer (see PII_JSON_KEYS).
-PII_DATASETS = ("orders", "financial_transactions")
+PII_DATASETS = ("orders", "financial_transactions", "settlement_reports")
 CHANNELS = ("amazon", "ebay", "walmart")
 
 PII_TABLE = "core_buyer_pii"
@@ -132,22 +134,32 @@ def _redacted(dialect: str, column: str, *, json_column: bool = True) -> str:
     return f"CAST({text} AS {'JSON' if dialect == 'duckdb' else 'JSONB'})"
 
 
-def _anchor_sql(rule: Rule, schema: str) -> tuple[str, str]:
-    """(extra condition, anchor expression) over `core_orders o` for an order-dated PII rule."""
+# Statuses that mean the order (or part of it) left the warehouse, and those that end it unshipped.
+# A partial refund is first seen on fulfilled orders as often as not (eBay reports FULFILLED and
+# PARTIALLY_REFUNDED together), so it counts as shipped: at worst 90 days from when it was seen.
+SHIPPED_STATUSES = ("partially_shipped", "shipped", "delivered", "returned", "partially_refunded")
+ENDED_UNSHIPPED_STATUSES = ("cancelled", "refunded")
+_SHIPMENT = "COALESCE(o.shipped_at, f.first_shipped)"
+
+
+def _anchor_sql(rule: Rule) -> tuple[str, str]:
+    """(extra condition, anchor expression) over `core_orders o` joined with the first-seen times
+    `f` (illuma_firsts) for an order-dated PII rule.
+
+    Shipment is the channel's ship time, else when the order was first seen shipped: eBay's order
+    payload carries no ship date, and an order whose shipment we never learn the time of must
+    still fall due. Cancellation is when it was first seen cancelled (or refunded unshipped).
+    """
     if rule.anchor is Anchor.DELIVERY:
-        fallback = "o.shipped_at" if rule.fallback_anchor is Anchor.SHIPMENT else "NULL"
+        fallback = _SHIPMENT if rule.fallback_anchor is Anchor.SHIPMENT else "NULL"
         return "TRUE", f"COALESCE(o.delivered_at, {fallback})"
     if rule.anchor is Anchor.SHIPMENT:
-        return "TRUE", "o.shipped_at"
+        return "TRUE", _SHIPMENT
     if rule.anchor is Anchor.CANCELLATION:
-        # When the order was first seen cancelled; the order's last update if history is missing.
-        first_cancelled = (
-            f"(SELECT MIN(h.changed_at) FROM {schema}.{HISTORY_TABLE} h WHERE h.channel = o.channel "
-            "AND h.marketplace_order_id = o.marketplace_order_id AND h.status = 'cancelled')"
-        )
+        ended = ", ".join(f"'{s}'" for s in ENDED_UNSHIPPED_STATUSES)
         return (
-            "o.status = 'cancelled' AND o.shipped_at IS NULL",
-            f"COALESCE({first_cancelled}, o.last_updated_at, o.purchased_at)",
+            f"o.status IN ({ended}) AND {_SHIPMENT} IS NULL",
+            "COALESCE(f.first_cancelled, o.last_updated_at, o.purchased_at)",
         )
     raise RegistryError(f"rule {rule.id!r} is not dated by an order event (anchor {rule.anchor})")
 
@@ -311,6 +323,7 @@ def purge_pii(
 
 
 _DUE, _CAND, _HIT, _REDACTED = "illuma_due", "illuma_cand", "illuma_hit", "illuma_redacted"
+_FIRSTS = "illuma_firsts"
 
 
 def _temp_table(conn: Connection, name: str, select: str, params: list) -> None:
@@ -321,9 +334,26 @@ def _temp_table(conn: Connection, name: str, select: str, params: list) -> None:
 def _due_orders(conn: Connection, schema: str, order_rules: Iterable[Rule], cut: dict) -> None:
     """Temp table illuma_due: (channel, marketplace_order_id, rule_id) of every order whose PII is
     due, under the first rule (in policy order) that made it due."""
+    shipped = ", ".join(f"'{s}'" for s in SHIPPED_STATUSES)
+    ended = ", ".join(f"'{s}'" for s in ENDED_UNSHIPPED_STATUSES)
+    history = (
+        f"{schema}.{HISTORY_TABLE}"
+        if conn.table_exists(schema, HISTORY_TABLE)
+        else f"(SELECT channel, marketplace_order_id, status, last_updated_at AS changed_at FROM {schema}.{ORDERS_TABLE} WHERE FALSE)"
+    )
+    # When each order was first seen shipped, and first seen ended unshipped: one pass over history.
+    _temp_table(
+        conn,
+        _FIRSTS,
+        f"SELECT h.channel, h.marketplace_order_id, "
+        f"MIN(CASE WHEN h.status IN ({shipped}) THEN h.changed_at END) AS first_shipped, "
+        f"MIN(CASE WHEN h.status IN ({ended}) THEN h.changed_at END) AS first_cancelled "
+        f"FROM {history} h GROUP BY h.channel, h.marketplace_order_id",
+        [],
+    )
     whens, params = [], []
     for rule in order_rules:
-        condition, anchor = _anchor_sql(rule, schema)
+        condition, anchor = _anchor_sql(rule)
         channel_filter = "TRUE" if rule.applies_to == "all" else f"o.channel = '{rule.applies_to}'"
         whens.append(f"WHEN {channel_filter} AND {condition} AND {anchor} < ? THEN '{rule.id}'")
         params.append(cut[rule.id])
@@ -331,7 +361,8 @@ def _due_orders(conn: Connection, schema: str, order_rules: Iterable[Rule], cut:
         conn,
         _DUE,
         f"SELECT * FROM (SELECT o.channel, o.marketplace_order_id, CASE {' '.join(whens)} END AS rule_id "
-        f"FROM {schema}.{ORDERS_TABLE} o) due WHERE rule_id IS NOT NULL",
+        f"FROM {schema}.{ORDERS_TABLE} o LEFT JOIN {_FIRSTS} f ON f.channel = o.channel "
+        "AND f.marketplace_order_id = o.marketplace_order_id) due WHERE rule_id IS NOT NULL",
         params,
     )
 
@@ -576,8 +607,13 @@ def erase_account(
     n_exports = export.delete_merchant_exports(wh, merchant_id, now)
     for folder in merchant_files(merchant_id):
         shutil.rmtree(folder, ignore_errors=True)
-    if n_exports:
-        step(lambda conn: LedgerEntry("merchant_schema", "exports", "delete_files", n_exports))
+
+    def forget_exports(conn: Connection) -> LedgerEntry:
+        # The files are gone; their rows (paths, who asked) go too, leaving the count here.
+        n = conn.execute_count(f"DELETE FROM {PLATFORM_SCHEMA}.exports WHERE merchant_id = ?", [merchant_id])
+        return LedgerEntry("merchant_schema", f"{PLATFORM_SCHEMA}.exports", "delete_files", max(n, n_exports))
+
+    step(forget_exports)
 
     schema = merchant_schema(merchant_id)
 

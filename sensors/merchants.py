@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import dagster as dg
 
 from assets.partitions import MERCHANT_DIM, MERCHANTS
+from illuma_pipelines.audit import audit_run_materializations
 from illuma_pipelines.merchant_ids import validate_merchant_id
 from illuma_pipelines.registry import ACTIVE, list_merchants
 from illuma_pipelines.warehouse import Warehouse
@@ -68,7 +69,7 @@ def sync_merchant_partitions(instance: dg.DagsterInstance, warehouse: Warehouse)
     if changes.to_add:
         instance.add_dynamic_partitions(MERCHANTS, changes.to_add)
     for merchant_id in changes.to_remove:
-        forget_merchant(instance, merchant_id)
+        forget_merchant(instance, merchant_id, warehouse)
     return changes
 
 
@@ -83,20 +84,27 @@ def _merchant_runs(instance: dg.DagsterInstance, merchant_id: str) -> set[str]:
     return run_ids
 
 
-def forget_merchant(instance: dg.DagsterInstance, merchant_id: str) -> dict[str, int]:
+def forget_merchant(
+    instance: dg.DagsterInstance, merchant_id: str, warehouse: Warehouse | None = None
+) -> dict[str, int]:
     """Remove an erased merchant from the Dagster instance: its history and its partition key.
     Call only when none of its runs is in flight (`runs_in_flight`)."""
-    forgotten = forget_merchant_history(instance, merchant_id)
+    forgotten = forget_merchant_history(instance, merchant_id, warehouse)
     if instance.has_dynamic_partition(MERCHANTS, merchant_id):
         instance.delete_dynamic_partition(MERCHANTS, merchant_id)
     return forgotten
 
 
-def forget_merchant_history(instance: dg.DagsterInstance, merchant_id: str) -> dict[str, int]:
-    """An erased merchant's runs, with their event logs (materializations, checks, logs)."""
+def forget_merchant_history(
+    instance: dg.DagsterInstance, merchant_id: str, warehouse: Warehouse | None = None
+) -> dict[str, int]:
+    """An erased merchant's runs, with their event logs (materializations, checks, logs). Each
+    run is written to the audit log first (idempotent), so deleting it loses no audit record."""
     validate_merchant_id(merchant_id)
     runs = _merchant_runs(instance, merchant_id)
     for run_id in runs:
+        if warehouse is not None:
+            audit_run_materializations(instance, run_id, warehouse)
         instance.delete_run(run_id)
     return {"runs_deleted": len(runs)}
 
@@ -123,7 +131,7 @@ def merchants_sensor(
         requests.append(dg.AddDynamicPartitionsRequest(MERCHANTS, changes.to_add))
     for merchant_id in changes.to_remove:
         # An erased merchant: its history goes now; its partition key with the request below.
-        forgotten = forget_merchant_history(context.instance, merchant_id)
+        forgotten = forget_merchant_history(context.instance, merchant_id, warehouse.get())
         context.log.info(f"erased merchant {merchant_id} removed from the instance: {forgotten}")
     if changes.to_remove:
         requests.append(dg.DeleteDynamicPartitionsRequest(MERCHANTS, changes.to_remove))

@@ -7,12 +7,15 @@ facts stay. Then idempotency, resumption after a crash, security logs, erasure.
 
 import contextlib
 import json
+import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
-from assets.core import BUYER_PII, ORDER_STATUS_HISTORY, ORDERS
-from illuma_pipelines import purge
+from assets.core import BUYER_PII, ORDER_STATUS_HISTORY, ORDERS, PII_COLUMNS
+from illuma_pipelines import normalize, purge
+from illuma_pipelines.audit import purge_security_logs
 from illuma_pipelines.merchant_ids import merchant_role, merchant_schema
 from illuma_pipelines.raw_records import QUARANTINE, raw_table
 from illuma_pipelines.registry import add_merchant, record_audit
@@ -69,7 +72,7 @@ def _setup(wh: Warehouse, mid: str) -> str:
 
 
 def _seed(wh, schema, channel, oid, *, status="shipped", shipped=None, delivered=None, updated=None,
-          extracted=ANCHOR, in_core=True):
+          extracted=ANCHOR, in_core=True, seen_shipped=None):
     with wh.connect() as conn:
         if in_core:
             conn.execute(
@@ -83,6 +86,13 @@ def _seed(wh, schema, channel, oid, *, status="shipped", shipped=None, delivered
                 "partition_date, loaded_at, run_id) VALUES (?, ?, 'v1:sealed-name', 'v1:sealed-email', ?, ?, 'seed')",
                 [channel, oid, ANCHOR.date(), ANCHOR],
             )
+            if seen_shipped is not None:  # first seen shipped by a channel that gives no ship date
+                conn.execute(
+                    f"INSERT INTO {schema}.core_order_status_history (channel, marketplace_order_id, status, "
+                    "channel_status, changed_at, partition_date, loaded_at, run_id) "
+                    "VALUES (?, ?, 'shipped', 'FULFILLED', ?, ?, ?, 'seed')",
+                    [channel, oid, seen_shipped, ANCHOR.date(), ANCHOR],
+                )
             if status == "cancelled":
                 conn.execute(
                     f"INSERT INTO {schema}.core_order_status_history (channel, marketplace_order_id, status, "
@@ -133,6 +143,8 @@ CASES = {
     "buyer_pii_shipment": ("ebay", {"shipped": ANCHOR}, datetime(2026, 5, 1, tzinfo=UTC)),
     "buyer_pii_shipment(walmart)": ("walmart", {"shipped": ANCHOR, "delivered": ANCHOR + timedelta(days=3)},
                                     datetime(2026, 5, 1, tzinfo=UTC)),
+    # eBay's order payload has no ship date: shipment is when the order was first seen shipped.
+    "buyer_pii_shipment(ebay, first seen shipped)": ("ebay", {"seen_shipped": ANCHOR}, datetime(2026, 5, 1, tzinfo=UTC)),
     "buyer_pii_cancelled": ("walmart", {"status": "cancelled", "updated": ANCHOR}, datetime(2026, 3, 2, tzinfo=UTC)),
 }
 
@@ -285,12 +297,16 @@ def test_security_logs_survive_every_purge(warehouse, merchant_id, tmp_path):
     schema = _setup(warehouse, mid)
     _seed(warehouse, schema, "ebay", "O-1", shipped=ANCHOR)
     with warehouse.connect() as conn:
-        record_audit(conn, actor="test", action="pii.reveal", merchant_id=mid, at=ANCHOR)
+        # Eleven months old by the real clock: inside the 12-month minimum whatever the date.
+        record_audit(conn, actor="test", action="pii.reveal", merchant_id=mid,
+                     at=datetime.now(UTC) - timedelta(days=330))
         before = conn.fetchone("SELECT count(*) FROM platform.audit_log WHERE merchant_id = ?", [mid])[0]
     purge.purge_pii(warehouse, mid, now=ANCHOR + timedelta(days=200), run_id="r1")
     purge.request_deletion(warehouse, mid, immediate=True, requested_by="merchant", now=ANCHOR + timedelta(days=201))
     vault = VaultResource(key_store_path=str(tmp_path / "k" / "ks.json"), master_key_file=str(tmp_path / "k" / "mk"))
     purge.erase_account(warehouse, vault.get(warehouse), mid, now=ANCHOR + timedelta(days=201), run_id="r2")
+    # The security-log purge (run daily by pii_purge, by the real clock) keeps rows under 12 months.
+    assert purge_security_logs(warehouse, datetime.now(UTC)) >= 0
     with warehouse.connect() as conn:
         after = conn.fetchone("SELECT count(*) FROM platform.audit_log WHERE merchant_id = ?", [mid])[0]
         kept = conn.fetchone(
@@ -400,3 +416,95 @@ def test_cli_request_deletion_report_and_requests(warehouse, warehouse_url, merc
     assert mid in capsys.readouterr().out
     assert main(["--warehouse-url", warehouse_url, "merchants", "request-deletion", "nobody_here"]) == 2
     assert "unknown merchant" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------- redaction against the documented shapes
+FIXTURES = Path(__file__).parent / "fixtures"
+ORDER_FIXTURES = [
+    *(p for p in sorted((FIXTURES / "amazon").glob("amazon_*.json"))
+      if re.search(r"^amazon_(v2026_)?(getOrders?|searchOrders)_", p.name) and "_400" not in p.name),
+    FIXTURES / "ebay" / "ebay_getOrders_doc_shape.json",
+    FIXTURES / "walmart" / "walmart_acknowledgeOrder_eolabs_fetchOrdersAcknowledge.json",
+]
+
+
+def _order_records(body: dict) -> list:
+    if "orders" in body:
+        return body["orders"]
+    if "order" in body:
+        return [body["order"]]
+    payload = body["payload"]
+    return payload.get("Orders", [payload])
+
+
+def _pii_values(channel: str, records: list) -> list[str]:
+    result = getattr(normalize, channel).normalize_orders(records)
+    return [
+        getattr(p, f) for p in result.pii for f in PII_COLUMNS if f != "country_code" and getattr(p, f)
+    ]
+
+
+@pytest.mark.parametrize("path", ORDER_FIXTURES, ids=lambda p: p.name)
+def test_redaction_leaves_no_pii_in_any_documented_order_shape(path):
+    channel = path.name.split("_")[0]
+    text = path.read_text(encoding="utf-8")
+    before = _pii_values(channel, _order_records(normalize.loads(text)))  # empty for some sandbox shapes
+    redacted = purge.redact_payload_text(text)
+    assert _pii_values(channel, _order_records(normalize.loads(redacted))) == []
+    for value in before:
+        assert f'"{value}"' not in redacted
+    # Order facts survive: the same orders, the same totals.
+    facts = getattr(normalize, channel).normalize_orders(_order_records(normalize.loads(redacted)))
+    original = getattr(normalize, channel).normalize_orders(_order_records(normalize.loads(text)))
+    assert [(o.marketplace_order_id, o.order_total, o.country_code) for o in facts.orders] == [
+        (o.marketplace_order_id, o.order_total, o.country_code) for o in original.orders
+    ]
+
+
+def test_the_order_fixtures_carry_pii_of_every_channel():
+    with_pii = {
+        p.name.split("_")[0]
+        for p in ORDER_FIXTURES
+        if _pii_values(p.name.split("_")[0], _order_records(normalize.loads(p.read_text(encoding="utf-8"))))
+    }
+    assert with_pii == {"amazon", "ebay", "walmart"}
+
+
+def test_redaction_of_finance_and_settlement_rows():
+    recon = (FIXTURES / "walmart" / "walmart_reconFileJson_mediocre_readme_example.json").read_text()
+    rows = json.loads(recon)
+    cities = {r["Ship to City"] for r in rows if r.get("Ship to City")}
+    assert cities
+    cleaned = json.loads(purge.redact_payload_text(recon))
+    assert all(r.get("Ship to City") is None and r.get("Ship to Zipcode") is None for r in cleaned)
+    assert [r.get("Customer Order #") for r in cleaned] == [r.get("Customer Order #") for r in rows]
+    transactions = (FIXTURES / "ebay" / "ebay_getTransactions_doc_shape.json").read_text()
+    names = re.findall(r'"username"\s*:\s*"([^"]+)"', transactions)
+    assert names and not any(n in purge.redact_payload_text(transactions) for n in names)
+
+
+def test_financial_records_survive_the_pii_purge(warehouse, merchant_id):
+    mid = merchant_id()
+    schema = _setup(warehouse, mid)
+    _seed(warehouse, schema, "amazon", "O-1", shipped=ANCHOR)
+    settlement = raw_table("amazon", "settlement_reports")
+    row = {"settlement-id": "S-1", "order-id": "O-1", "amount": "12.50", "amount-type": "ItemPrice"}
+    with warehouse.connect() as conn:
+        conn.create_table(schema, settlement)
+        conn.execute(
+            f"INSERT INTO {schema}.{settlement.name} (partition_date, source, record_key, payload, extracted_at, "
+            f"run_id) VALUES (?, 'seed', 'S-1:1', CAST(? AS {_json_type(warehouse)}), ?, 'seed')",
+            [ANCHOR.date(), json.dumps(row), ANCHOR],
+        )
+
+    def facts():
+        with warehouse.connect() as conn:
+            return (
+                conn.fetchall(f"SELECT channel, marketplace_order_id, order_total, currency, shipped_at FROM {schema}.core_orders"),
+                conn.fetchall(f"SELECT CAST(payload AS TEXT) FROM {schema}.{settlement.name}"),
+            )
+
+    before = facts()
+    result = purge.purge_pii(warehouse, mid, now=ANCHOR + timedelta(days=400), run_id="r")
+    assert result.total == 2 and _state(warehouse, schema, "amazon", "O-1")[0] == 0
+    assert facts() == before
