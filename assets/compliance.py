@@ -58,15 +58,19 @@ def _metadata(result: purge.PurgeResult) -> dict:
     }
 
 
-@dg.asset(
-    key=PII_PURGE_KEY,
-    deps=[BUYER_PII_KEY, *(dg.AssetKey(["extracts", f"{c}_orders"]) for c in CHANNELS)],
-    partitions_def=merchant_daily_partitions,
-    group_name="compliance",
-    kinds={"python"},
-    owners=OWNERS,
-    pool=WAREHOUSE_POOL,
-)
+def _compliance_asset(key: dg.AssetKey, deps: list[dg.AssetKey]):
+    return dg.asset(
+        key=key,
+        deps=deps,
+        partitions_def=merchant_daily_partitions,
+        group_name="compliance",
+        kinds={"python"},
+        owners=OWNERS,
+        pool=WAREHOUSE_POOL,
+    )
+
+
+@_compliance_asset(PII_PURGE_KEY, [BUYER_PII_KEY, *(dg.AssetKey(["extracts", f"{c}_orders"]) for c in CHANNELS)])
 def pii_purge(
     context: dg.AssetExecutionContext, config: PurgeConfig, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
@@ -89,15 +93,7 @@ def pii_purge(
     )
 
 
-@dg.asset(
-    key=ACCOUNT_ERASURE_KEY,
-    deps=[PII_PURGE_KEY],
-    partitions_def=merchant_daily_partitions,
-    group_name="compliance",
-    kinds={"python"},
-    owners=OWNERS,
-    pool=WAREHOUSE_POOL,
-)
+@_compliance_asset(ACCOUNT_ERASURE_KEY, [PII_PURGE_KEY])
 def account_erasure(
     context: dg.AssetExecutionContext,
     config: PurgeConfig,

@@ -87,7 +87,7 @@ def _cmd_merchants_export(args: argparse.Namespace) -> int:
             warehouse,
             vault,
             args.merchant_id,
-            requested_by=args.requested_by or f"cli:{os.environ.get('USER', 'unknown')}",
+            requested_by=args.requested_by or _actor(),
             out_dir=Path(args.out) if args.out else None,
         )
     except (ExportError, VaultError) as exc:

@@ -479,6 +479,16 @@ class Vault:
                 "it with the binding it was written for, or restore the value from its source"
             ) from None
 
+    def _reveal_audit(self, actor: str, purpose: str) -> tuple[AuditSink, str, str]:
+        """The audit sink and the checked actor and purpose every reveal needs first."""
+        sink = self._audit_sink
+        if sink is None:
+            raise AuditSinkMissing(
+                "this Vault has no audit sink, so it cannot reveal PII; build it with "
+                "Vault(..., audit_sink=<callable taking a RevealEvent>)"
+            )
+        return sink, _check_audit_text("actor", actor), _check_audit_text("purpose", purpose)
+
     def reveal(
         self,
         merchant_id: str,
@@ -496,14 +506,7 @@ class Vault:
         failed attempts are audited too. If the sink raises, the value is not returned. A None
         ciphertext (no value stored) returns None without an event: nothing is disclosed.
         """
-        sink = self._audit_sink
-        if sink is None:
-            raise AuditSinkMissing(
-                "this Vault has no audit sink, so it cannot reveal PII; build it with "
-                "Vault(..., audit_sink=<callable taking a RevealEvent>)"
-            )
-        actor = _check_audit_text("actor", actor)
-        purpose = _check_audit_text("purpose", purpose)
+        sink, actor, purpose = self._reveal_audit(actor, purpose)
         validate_binding(merchant_id, table, column)
         validate_record_id(record_id)
         if ciphertext is None:
@@ -557,14 +560,7 @@ class Vault:
         discloses nothing and emits no event. Use it where one event per value would cost more
         than the work (a merchant's data export); single reads keep using reveal().
         """
-        sink = self._audit_sink
-        if sink is None:
-            raise AuditSinkMissing(
-                "this Vault has no audit sink, so it cannot reveal PII; build it with "
-                "Vault(..., audit_sink=<callable taking a RevealEvent>)"
-            )
-        actor = _check_audit_text("actor", actor)
-        purpose = _check_audit_text("purpose", purpose)
+        sink, actor, purpose = self._reveal_audit(actor, purpose)
         validate_merchant_id(merchant_id)
         validate_identifier("table", table)
         rows = list(items)
