@@ -128,6 +128,22 @@ def _cmd_merchants_request_deletion(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_merchants_retention_override(args: argparse.Namespace) -> int:
+    from illuma_pipelines.purge import set_retention_override
+    from illuma_pipelines.retention import RetentionError
+
+    try:
+        policy = set_retention_override(
+            Warehouse.from_url(args.warehouse_url), args.merchant_id, args.rule_id, args.period, actor=_actor()
+        )
+    except RetentionError as exc:
+        print(f"illuma: error: {exc}", file=sys.stderr)
+        return 2
+    overrides = ", ".join(f"{rule}={period}" for rule, period in sorted(policy.overrides.items()))
+    print(f"{args.merchant_id}: retention overrides {overrides} (policy {policy.version}, {policy.fingerprint()})")
+    return 0
+
+
 def _cmd_merchants_purge_report(args: argparse.Namespace) -> int:
     from illuma_pipelines.purge import purge_report
 
@@ -238,6 +254,15 @@ def build_parser() -> argparse.ArgumentParser:
     delete.add_argument("--immediate", action="store_true", help="skip the 30-day grace period")
     delete.add_argument("--requested-by", metavar="NAME", help="who asked (audit log; default: cli:$USER)")
     delete.set_defaults(func=_cmd_merchants_request_deletion)
+    override = merchants.add_parser(
+        "retention-override",
+        help="shorten a retention maximum (or lengthen a minimum) for one merchant, e.g. "
+        "buyer_pii_shipment 60d",
+    )
+    override.add_argument("merchant_id")
+    override.add_argument("rule_id")
+    override.add_argument("period", help="e.g. 60d, 6mo, 10y")
+    override.set_defaults(func=_cmd_merchants_retention_override)
     report = merchants.add_parser("purge-report", help="what the retention purges removed, rule by rule")
     report.add_argument("merchant_id")
     report.set_defaults(func=_cmd_merchants_purge_report)

@@ -34,6 +34,7 @@ from illuma_pipelines.retention import (
     Policy,
     Rule,
     cutoffs,
+    effective_policy,
     erasure_deadline,
     request_deadline,
     request_status,
@@ -231,9 +232,10 @@ def purge_pii(
     *,
     now: datetime,
     run_id: str,
-    policy: Policy = DEFAULT_POLICY,
+    policy: Policy | None = None,
 ) -> PurgeResult:
-    """Remove every piece of the merchant's buyer PII that has reached its retention limit.
+    """Remove every piece of the merchant's buyer PII that has reached its retention limit, under
+    `policy` (default: the merchant's own, DEFAULT_POLICY with its overrides).
 
     One transaction: the due orders are found once (each under the first policy rule that made it
     due), then each table is changed with one set-based statement, and the ledger rows are written
@@ -244,6 +246,7 @@ def purge_pii(
     validate_merchant_id(merchant_id)
     now = now.astimezone(UTC)
     schema = merchant_schema(merchant_id)
+    policy = policy or merchant_policy(wh, merchant_id)
     cut = cutoffs(now, policy)
     result = PurgeResult(merchant_id)
     order_rules = policy.rules_for(Category.BUYER_PII)
@@ -441,6 +444,52 @@ def _redact_candidates(conn: Connection, table: str) -> list[tuple[str, int]]:
     return counts
 
 
+# --------------------------------------------------------------------------------- overrides
+def merchant_overrides(conn: Connection, merchant_id: str) -> dict[str, str]:
+    if not conn.table_exists(PLATFORM_SCHEMA, "retention_overrides"):
+        return {}
+    return dict(conn.fetchall(
+        f"SELECT rule_id, period FROM {PLATFORM_SCHEMA}.retention_overrides WHERE merchant_id = ?",
+        [merchant_id],
+    ))
+
+
+def merchant_policy(wh: Warehouse, merchant_id: str) -> Policy:
+    """DEFAULT_POLICY with the merchant's stored overrides applied (and re-checked)."""
+    with wh.connect() as conn:
+        return effective_policy(merchant_overrides(conn, merchant_id))
+
+
+def set_retention_override(
+    wh: Warehouse, merchant_id: str, rule_id: str, period: str, *, actor: str, now: datetime | None = None
+) -> Policy:
+    """Store a merchant's override of one rule's period, after checking it with every other
+    override it has (retention.InvalidOverride when it would lengthen a maximum or shorten a
+    minimum). Audited. Returns the merchant's new policy."""
+    validate_merchant_id(merchant_id)
+    now = (now or datetime.now(UTC)).astimezone(UTC)
+    with wh.connect() as conn:
+        if not conn.fetchone(f"SELECT 1 FROM {PLATFORM_SCHEMA}.merchants WHERE merchant_id = ?", [merchant_id]):
+            raise RegistryError(f"unknown merchant {merchant_id!r}: see 'illuma merchants list'")
+        overrides = {**merchant_overrides(conn, merchant_id), rule_id: period}
+        policy = effective_policy(overrides)
+        stored = str(policy.overrides[rule_id])
+        conn.execute(
+            f"DELETE FROM {PLATFORM_SCHEMA}.retention_overrides WHERE merchant_id = ? AND rule_id = ?",
+            [merchant_id, rule_id],
+        )
+        conn.execute(
+            f"INSERT INTO {PLATFORM_SCHEMA}.retention_overrides (merchant_id, rule_id, period, set_at, set_by) "
+            "VALUES (?, ?, ?, ?, ?)",
+            [merchant_id, rule_id, stored, now, actor],
+        )
+        record_audit(
+            conn, actor=actor, action="retention.override_set", merchant_id=merchant_id,
+            details={"rule_id": rule_id, "period": stored, "policy": policy.fingerprint()}, at=now,
+        )
+    return policy
+
+
 # ---------------------------------------------------------------------- requests and erasure
 @dataclass(frozen=True)
 class ErasureStatus:
@@ -473,8 +522,9 @@ def erasure_status(conn: Connection, merchant_id: str, policy: Policy = DEFAULT_
     return ErasureStatus(merchant_id, status, offboarded_at, immediate, deadline)
 
 
-def due_erasures(wh: Warehouse, now: datetime, policy: Policy = DEFAULT_POLICY) -> list[ErasureStatus]:
-    """Offboarded merchants whose erasure is due at `now`, oldest deadline first."""
+def due_erasures(wh: Warehouse, now: datetime, policy: Policy | None = None) -> list[ErasureStatus]:
+    """Offboarded merchants whose erasure is due at `now` (under each one's own policy unless
+    `policy` is given), oldest deadline first."""
     out = []
     with wh.connect() as conn:
         if not conn.table_exists(PLATFORM_SCHEMA, "merchants"):
@@ -483,7 +533,8 @@ def due_erasures(wh: Warehouse, now: datetime, policy: Policy = DEFAULT_POLICY) 
             f"SELECT merchant_id FROM {PLATFORM_SCHEMA}.merchants WHERE status = ?", [OFFBOARDED]
         )]
         for merchant_id in ids:
-            status = erasure_status(conn, merchant_id, policy)
+            own = policy if policy is not None else effective_policy(merchant_overrides(conn, merchant_id))
+            status = erasure_status(conn, merchant_id, own)
             if status is not None and status.due(now):
                 out.append(status)
     return sorted(out, key=lambda s: (s.deadline, s.merchant_id))
@@ -571,7 +622,7 @@ def erase_account(
     *,
     now: datetime,
     run_id: str,
-    policy: Policy = DEFAULT_POLICY,
+    policy: Policy | None = None,
 ) -> PurgeResult:
     """Erase a terminated merchant once due: export files, its schema (and role), its data keys
     (crypto-shredding any copy of its ciphertexts, backups included), then its registry rows.
@@ -581,6 +632,7 @@ def erase_account(
     validate_merchant_id(merchant_id)
     now = now.astimezone(UTC)
     result = PurgeResult(merchant_id)
+    policy = policy or merchant_policy(wh, merchant_id)
     with wh.connect() as conn:
         status = erasure_status(conn, merchant_id, policy)
         if status is None:
@@ -637,6 +689,7 @@ def erase_account(
 
     def delete_registry(conn: Connection) -> LedgerEntry:
         conn.execute(f"DELETE FROM {PLATFORM_SCHEMA}.channel_connections WHERE merchant_id = ?", [merchant_id])
+        conn.execute(f"DELETE FROM {PLATFORM_SCHEMA}.retention_overrides WHERE merchant_id = ?", [merchant_id])
         n = conn.execute_count(f"DELETE FROM {PLATFORM_SCHEMA}.merchants WHERE merchant_id = ?", [merchant_id])
         conn.execute(
             f"UPDATE {PLATFORM_SCHEMA}.data_requests SET completed_at = ?, outcome = 'erased' "

@@ -155,6 +155,13 @@ PLATFORM_TABLES: tuple[TableSpec, ...] = (
         ),
         primary_key=("ledger_id",),
     ),
+    # Per-merchant retention overrides (rule id -> period), each checked by
+    # retention.effective_policy: a maximum may only be shortened, a minimum only lengthened.
+    TableSpec(
+        "retention_overrides",
+        cols("merchant_id text!", "rule_id text!", "period text!", "set_at timestamptz!", "set_by text!"),
+        primary_key=("merchant_id", "rule_id"),
+    ),
     # Rights requests (privacy policy §10): deletion, immediate deletion and export, answered
     # within 30 days of receipt.
     TableSpec(

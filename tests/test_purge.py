@@ -508,3 +508,26 @@ def test_financial_records_survive_the_pii_purge(warehouse, merchant_id):
     result = purge.purge_pii(warehouse, mid, now=ANCHOR + timedelta(days=400), run_id="r")
     assert result.total == 2 and _state(warehouse, schema, "amazon", "O-1")[0] == 0
     assert facts() == before
+
+
+def test_a_merchant_override_shortens_the_pii_period_and_never_lengthens_it(warehouse, warehouse_url, merchant_id, capsys):
+    from illuma_pipelines.cli import main
+
+    mid = merchant_id()
+    schema = _setup(warehouse, mid)
+    _seed(warehouse, schema, "ebay", "O-1", shipped=ANCHOR)
+    args = ["--warehouse-url", warehouse_url, "merchants", "retention-override", mid]
+    assert main([*args, "buyer_pii_shipment", "120d"]) == 2
+    assert "may only shorten it" in capsys.readouterr().err
+    assert main([*args, "buyer_pii_shipment", "60d"]) == 0
+    assert "buyer_pii_shipment=60 days" in capsys.readouterr().out
+    due = datetime(2026, 4, 1, tzinfo=UTC)  # 31 January + 60 days
+    assert purge.purge_pii(warehouse, mid, now=due - SECOND, run_id="r1").total == 0
+    result = purge.purge_pii(warehouse, mid, now=due, run_id="r2")
+    assert {(e.rule_id, e.rows_affected) for e in result.entries} == {("buyer_pii_shipment", 1), ("raw_pii_shipment", 1)}
+    assert _state(warehouse, schema, "ebay", "O-1")[0] == 0
+    with warehouse.connect() as conn:
+        (audited,) = conn.fetchone(
+            "SELECT count(*) FROM platform.audit_log WHERE action = 'retention.override_set' AND merchant_id = ?", [mid]
+        )
+    assert audited == 1
