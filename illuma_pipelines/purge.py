@@ -289,8 +289,11 @@ def purge_pii(
                     continue
                 table = f"{schema}.{name}"
                 by_order = dataset == "orders" and have_orders
+                # Rows checked once need no second look: the daily purge reads only new rows and
+                # rows newly due, however long the history. A re-extracted row comes in unchecked.
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {CHECKED_COLUMN} TIMESTAMPTZ")
                 _raw_candidates(conn, schema, table, channel, by_order, raw_rule_of, unmatched, cut)
-                add(_redact_candidates(conn, table), table)
+                add(_redact_candidates(conn, table, now), table)
         # 3. Quarantine copies of rejected records (payload kept as text; few rows).
         if conn.table_exists(schema, QUARANTINE_TABLE):
             table = f"{schema}.{QUARANTINE_TABLE}"
@@ -327,11 +330,18 @@ def purge_pii(
 
 _DUE, _CAND, _HIT, _REDACTED = "illuma_due", "illuma_cand", "illuma_hit", "illuma_redacted"
 _FIRSTS = "illuma_firsts"
+# Added by the purge to each PII-bearing raw table: when the row's payload was found clean (or
+# redacted). Extracts write new rows without it.
+CHECKED_COLUMN = "pii_checked_at"
 
 
 def _temp_table(conn: Connection, name: str, select: str, params: list) -> None:
     conn.execute(f"DROP TABLE IF EXISTS {name}")
     conn.execute(f"CREATE TEMP TABLE {name} AS {select}", params)
+    if conn.dialect == "postgres":
+        # Autovacuum never analyzes temp tables: without statistics the planner guesses sizes
+        # and picks nested loops over millions of rows.
+        conn.execute(f"ANALYZE {name}")
 
 
 def _due_orders(conn: Connection, schema: str, order_rules: Iterable[Rule], cut: dict) -> None:
@@ -393,14 +403,18 @@ def _raw_candidates(
             f"SELECT r.{rid} AS rid, COALESCE(CASE d.rule_id {mapping} END, CASE WHEN o.marketplace_order_id "
             f"IS NULL AND r.extracted_at < ? THEN '{unmatched.id}' END) AS rule_id FROM {table} r "
             f"LEFT JOIN {_DUE} d ON d.channel = '{channel}' AND d.marketplace_order_id = r.record_key "
-            f"LEFT JOIN {schema}.{ORDERS_TABLE} o ON o.channel = '{channel}' AND o.marketplace_order_id = r.record_key"
+            f"LEFT JOIN {schema}.{ORDERS_TABLE} o ON o.channel = '{channel}' AND o.marketplace_order_id = r.record_key "
+            f"WHERE r.{CHECKED_COLUMN} IS NULL"
         )
     else:
-        select = f"SELECT r.{rid} AS rid, CASE WHEN r.extracted_at < ? THEN '{unmatched.id}' END AS rule_id FROM {table} r"
+        select = (
+            f"SELECT r.{rid} AS rid, CASE WHEN r.extracted_at < ? THEN '{unmatched.id}' END AS rule_id "
+            f"FROM {table} r WHERE r.{CHECKED_COLUMN} IS NULL"
+        )
     _temp_table(conn, _CAND, f"SELECT * FROM ({select}) c WHERE rule_id IS NOT NULL", [cut[unmatched.id]])
 
 
-def _redact_candidates(conn: Connection, table: str) -> list[tuple[str, int]]:
+def _redact_candidates(conn: Connection, table: str, now: datetime) -> list[tuple[str, int]]:
     """Redact the candidates whose payload still holds PII; (rule_id, rows changed) per rule.
 
     The PII test reads the payload only of candidate rows (the CASE keeps the engine from running
@@ -418,14 +432,26 @@ def _redact_candidates(conn: Connection, table: str) -> list[tuple[str, int]]:
         [PII_VALUE_PATTERN],
     )
     counts = conn.fetchall(f"SELECT rule_id, count(*) FROM {_HIT} GROUP BY rule_id")
-    if not counts:
-        return []
-    if dialect == "duckdb":
+    if counts:
+        _redact_hits(conn, table, now)
+    # Candidates without PII left (redacted before, or never had any) are marked checked too. On
+    # Postgres the redacted rows have new ctids and are already marked; the rest keep theirs.
+    conn.execute(
+        f"UPDATE {table} SET {CHECKED_COLUMN} = ? WHERE {rid} IN (SELECT rid FROM {_CAND}) "
+        f"AND {CHECKED_COLUMN} IS NULL",
+        [now],
+    )
+    return counts
+
+
+def _redact_hits(conn: Connection, table: str, now: datetime) -> None:
+    if conn.dialect == "duckdb":
         conn.execute(
-            f"UPDATE {table} SET payload = {_redacted(dialect, 'payload')} FROM {_HIT} h WHERE {table}.rowid = h.rid",
-            [PII_VALUE_PATTERN, REDACTED_VALUE],
+            f"UPDATE {table} SET payload = {_redacted('duckdb', 'payload')}, {CHECKED_COLUMN} = ? "
+            f"FROM {_HIT} h WHERE {table}.rowid = h.rid",
+            [PII_VALUE_PATTERN, REDACTED_VALUE, now],
         )
-        return counts
+        return
     import pandas as pd
 
     rows = conn.fetchall(
@@ -438,10 +464,10 @@ def _redact_candidates(conn: Connection, table: str) -> list[tuple[str, int]]:
     conn.execute(f"CREATE TEMP TABLE {_REDACTED} (rid TEXT, payload TEXT)")
     conn.load_frame("pg_temp", _REDACTED, redacted)
     conn.execute(
-        f"UPDATE {table} SET payload = CAST(x.payload AS JSONB) FROM {_REDACTED} x "
-        f"WHERE {table}.ctid = CAST(x.rid AS TID)"
+        f"UPDATE {table} SET payload = CAST(x.payload AS JSONB), {CHECKED_COLUMN} = ? FROM {_REDACTED} x "
+        f"WHERE {table}.ctid = CAST(x.rid AS TID)",
+        [now],
     )
-    return counts
 
 
 # --------------------------------------------------------------------------------- overrides

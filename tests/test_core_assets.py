@@ -104,9 +104,8 @@ def _buyer_pii_from_raw(warehouse, schema):
         ]
         for pii in getattr(normalize, channel).normalize_orders(payloads).pii:
             names.update(v for v in (pii.buyer_name, pii.ship_name) if v)
-            values.update(
-                v for v in (pii.buyer_email, pii.buyer_phone, pii.address_line1, pii.postal_code) if v
-            )
+            # Not postal codes: five digits collide with part numbers (an MPN of 12253 failed this).
+            values.update(v for v in (pii.buyer_email, pii.buyer_phone, pii.address_line1) if v)
     return names, values
 
 

@@ -531,3 +531,26 @@ def test_a_merchant_override_shortens_the_pii_period_and_never_lengthens_it(ware
             "SELECT count(*) FROM platform.audit_log WHERE action = 'retention.override_set' AND merchant_id = ?", [mid]
         )
     assert audited == 1
+
+
+def test_a_re_extracted_payload_of_a_purged_order_is_redacted_again(warehouse, merchant_id):
+    mid = merchant_id()
+    schema = _setup(warehouse, mid)
+    _seed(warehouse, schema, "amazon", "O-1", shipped=ANCHOR)
+    later = ANCHOR + timedelta(days=100)
+    assert purge.purge_pii(warehouse, mid, now=later, run_id="r1").total == 2
+    # The next day's extract lands the order again (a late refund), PII and all.
+    with warehouse.connect() as conn:
+        conn.execute(
+            f"INSERT INTO {schema}.raw_amazon_orders (partition_date, source, record_key, payload, extracted_at, "
+            f"run_id) VALUES (?, 'seed', 'O-1', CAST(? AS {_json_type(warehouse)}), ?, 'seed')",
+            [later.date(), json.dumps(PAYLOADS["amazon"]("O-1")), later],
+        )
+    again = purge.purge_pii(warehouse, mid, now=later + timedelta(days=1), run_id="r2")
+    assert [(e.target.split(".")[-1], e.rows_affected) for e in again.entries] == [("raw_amazon_orders", 1)]
+    with warehouse.connect() as conn:
+        payloads = [p for (p,) in conn.fetchall(f"SELECT CAST(payload AS TEXT) FROM {schema}.raw_amazon_orders")]
+        unchecked = conn.fetchone(f"SELECT count(*) FROM {schema}.raw_amazon_orders WHERE pii_checked_at IS NULL")[0]
+    assert len(payloads) == 2 and unchecked == 0
+    for payload in payloads:
+        _no_pii_left(payload)
