@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import re
+import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -217,6 +219,13 @@ class Connection(ABC):
     def fetch_df(self, sql: str, params: Sequence[Any] = ()) -> pd.DataFrame: ...
 
     @abstractmethod
+    def iter_batches(self, sql: str, params: Sequence[Any] = (), size: int = 10_000) -> Iterator[list[tuple]]:
+        """The rows of a query, `size` at a time, without holding all of them; other statements
+        may run on this connection between batches. Stream committed data only: on DuckDB the rows
+        come from a second connection of the same database, which does not see this one's
+        uncommitted writes."""
+
+    @abstractmethod
     def load_frame(self, schema: str, table: str, frame: pd.DataFrame) -> int:
         """Bulk-append `frame` (columns named as the table's) through the engine's fast path."""
 
@@ -379,6 +388,18 @@ class _DuckDBConnection(Connection):
         self._guard(sql)
         return self._con.execute(sql, list(params)).df()
 
+    def iter_batches(self, sql: str, params: Sequence[Any] = (), size: int = 10_000) -> Iterator[list[tuple]]:
+        self._guard(sql)
+        # A pending result is dropped by the next statement on the same DuckDB connection, so the
+        # stream gets its own connection (its own snapshot) to the same database.
+        reader = self._con.cursor()
+        try:
+            reader.execute(sql, list(params))
+            while rows := reader.fetchmany(size):
+                yield rows
+        finally:
+            reader.close()
+
     def load_frame(self, schema: str, table: str, frame: pd.DataFrame) -> int:
         if self._only_schema is not None and schema != self._only_schema:
             raise CrossMerchantAccess(f"cannot load into {schema!r} from the scope of {self._only_schema!r}")
@@ -399,12 +420,26 @@ class _DuckDBConnection(Connection):
         return len(frame)
 
 
+# DuckDB's own default is 80% of the machine's memory per process, most of it a cache of every
+# block read. Pipelines run several processes at once, and a big partition would otherwise keep
+# its whole raw extract cached: cap it, and let larger work spill to `<file>.tmp`.
+DUCKDB_MEMORY_LIMIT_ENV = "ILLUMA_DUCKDB_MEMORY_LIMIT"
+DEFAULT_DUCKDB_MEMORY_LIMIT = "1GB"
+
+
 class DuckDBWarehouse(Warehouse):
     dialect = "duckdb"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, memory_limit: str | None = None) -> None:
         self.path = Path(path)
         self.url = f"duckdb:///{self.path}"
+        limit = memory_limit or os.environ.get(DUCKDB_MEMORY_LIMIT_ENV) or DEFAULT_DUCKDB_MEMORY_LIMIT
+        if not re.fullmatch(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", limit.strip(), re.IGNORECASE):
+            raise WarehouseError(
+                f"invalid DuckDB memory limit {limit!r} (from {DUCKDB_MEMORY_LIMIT_ENV} or the caller): "
+                "give a size such as 1GB or 512MB"
+            )
+        self.memory_limit = limit.strip()
 
     @contextlib.contextmanager
     def _open(self, only_schema: str | None) -> Iterator[Connection]:
@@ -415,6 +450,7 @@ class DuckDBWarehouse(Warehouse):
         # and dbt (a separate process) must be able to open it between our steps.
         con = duckdb.connect(str(self.path))
         try:
+            con.execute(f"SET memory_limit = '{self.memory_limit}'")
             con.execute("BEGIN TRANSACTION")
             yield _DuckDBConnection(con, only_schema)
             con.execute("COMMIT")
@@ -468,6 +504,14 @@ class _PostgresConnection(Connection):
 
     def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         return self._con.execute(_pg_sql(sql), list(params) or None).fetchall()
+
+    def iter_batches(self, sql: str, params: Sequence[Any] = (), size: int = 10_000) -> Iterator[list[tuple]]:
+        # A server-side cursor inside this connection's transaction: other statements may run
+        # between fetches.
+        with self._con.cursor(name=f"illuma_stream_{secrets.token_hex(4)}") as cur:
+            cur.execute(_pg_sql(sql), list(params) or None)
+            while rows := cur.fetchmany(size):
+                yield rows
 
     def fetch_df(self, sql: str, params: Sequence[Any] = ()) -> pd.DataFrame:
         cur = self._con.execute(_pg_sql(sql), list(params) or None)

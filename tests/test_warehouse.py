@@ -138,3 +138,41 @@ def test_unreachable_postgres_is_a_clear_error():
     with pytest.raises(WarehouseError, match="cannot reach the PostgreSQL warehouse") as err:
         wh.ensure_platform()
     assert "s3cret" not in str(err.value)
+
+
+def test_iter_batches_streams_while_the_connection_writes(warehouse, merchant_id):
+    mid = merchant_id()
+    add_merchant(warehouse, mid)
+    schema = merchant_schema(mid)
+    copy = TableSpec("orders_copy", ORDERS.columns)
+    with warehouse.merchant_scope(mid) as conn:
+        conn.create_table(schema, ORDERS)
+        conn.create_table(schema, copy)
+        conn.load_frame(schema, ORDERS.name, _frame(25))
+    with warehouse.merchant_scope(mid) as conn:
+        sizes = []
+        for rows in conn.iter_batches(f"SELECT order_id, total, day FROM {schema}.{ORDERS.name} ORDER BY order_id", size=10):
+            sizes.append(len(rows))
+            # Other statements between batches do not disturb the stream.
+            for order_id, total, day in rows:
+                conn.execute(f"INSERT INTO {schema}.{copy.name} (order_id, total, day) VALUES (?, ?, ?)", [order_id, total, day])
+            assert conn.row_count(schema, copy.name) == sum(sizes)
+    assert sizes == [10, 10, 5]
+    with warehouse.connect() as conn:
+        assert conn.fetchall(f"SELECT order_id, total FROM {schema}.{copy.name} EXCEPT SELECT order_id, total FROM {schema}.{ORDERS.name}") == []
+        assert conn.row_count(schema, copy.name) == 25
+
+
+def test_duckdb_memory_is_capped_and_a_bad_cap_is_refused(tmp_path, monkeypatch):
+    wh = Warehouse.from_url(f"duckdb:///{tmp_path / 'w.duckdb'}")
+    with wh.connect() as conn:
+        (limit,) = conn.fetchone("SELECT current_setting('memory_limit')")
+    # DuckDB's own default is 80% of the machine's memory; ours is 1GB (DuckDB prints MiB).
+    assert limit.endswith("MiB") and float(limit.split()[0]) < 1000, limit
+    monkeypatch.setenv("ILLUMA_DUCKDB_MEMORY_LIMIT", "256MB")
+    with Warehouse.from_url(f"duckdb:///{tmp_path / 'w.duckdb'}").connect() as conn:
+        (limit,) = conn.fetchone("SELECT current_setting('memory_limit')")
+    assert float(limit.split()[0]) < 250, limit
+    monkeypatch.setenv("ILLUMA_DUCKDB_MEMORY_LIMIT", "lots")
+    with pytest.raises(WarehouseError, match="invalid DuckDB memory limit 'lots'"):
+        Warehouse.from_url(f"duckdb:///{tmp_path / 'w.duckdb'}")

@@ -297,6 +297,12 @@ class Vault:
         current = self._snapshot(merchant_id).current
         return None if current is None else current.version
 
+    def ensure_key(self, merchant_id: str) -> int:
+        """The version new values will be encrypted with, creating the merchant's first key if it
+        has none. Call it before a long write transaction so the key store is not touched
+        inside it."""
+        return self._current_cipher(merchant_id)[0]
+
     def rotate_if_due(self, merchant_id: str, now: datetime | None = None) -> int | None:
         """Create a new version if the current one is ROTATION_DAYS old; return it, else None.
 
