@@ -8,8 +8,13 @@ one, so re-runs and out-of-order backfills never duplicate or regress an order. 
 normalizers reject go to `raw_quarantine` with the reason; the rest lands.
 """
 
+import collections
+import concurrent.futures
+import multiprocessing
+import os
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -20,7 +25,6 @@ from assets.extracts import WAREHOUSE_POOL
 from assets.partitions import merchant_daily_partitions, partition_parts
 from illuma_pipelines import normalize
 from illuma_pipelines.merchant_ids import merchant_schema
-from illuma_pipelines.normalize import BuyerPII, Order, OrderAdjustment, OrderLine
 from illuma_pipelines.raw_records import QUARANTINE, raw_table
 from illuma_pipelines.registry import CHANNELS, record_audit
 from illuma_pipelines.warehouse import Connection, TableSpec, Warehouse, cols
@@ -103,7 +107,6 @@ INVENTORY_SNAPSHOTS_KEY = dg.AssetKey(["core", "inventory_snapshots"])
 ORDERS_QUARANTINE_DATASET = "core_orders"
 INVENTORY_QUARANTINE_DATASET = "core_inventory_snapshots"
 SALES_WINDOW_DAYS = 30
-_IN_CHUNK = 500
 
 
 def _extract_key(channel: str, dataset: str) -> dg.AssetKey:
@@ -122,9 +125,31 @@ def raw_payloads(
     schema, table = merchant_schema(merchant_id), raw_table(channel, dataset).name
     if not conn.table_exists(schema, table):
         return []
-    return conn.fetchall(
+    return conn.fetchall(*_raw_query(schema, table, partition_date))
+
+
+def raw_payload_batches(
+    conn: Connection, merchant_id: str, channel: str, dataset: str, partition_date: str, size: int
+) -> Iterator[list[tuple[str, str, datetime]]]:
+    """A raw table partition's (record_key, payload JSON text, extracted_at) rows in batches of
+    `size`, streamed in stored order: sorting would hold every payload in the engine's memory at
+    once."""
+    schema, table = merchant_schema(merchant_id), raw_table(channel, dataset).name
+    if conn.table_exists(schema, table):
+        yield from conn.iter_batches(*_raw_query(schema, table, partition_date, ordered=False), size=size)
+
+
+def raw_row_count(conn: Connection, merchant_id: str, channel: str, dataset: str, partition_date: str) -> int:
+    schema, table = merchant_schema(merchant_id), raw_table(channel, dataset).name
+    if not conn.table_exists(schema, table):
+        return 0
+    return conn.row_count(schema, table, {"partition_date": partition_date})
+
+
+def _raw_query(schema: str, table: str, partition_date: str, *, ordered: bool = True) -> tuple[str, list[str]]:
+    return (
         f"SELECT record_key, CAST(payload AS TEXT), extracted_at FROM {schema}.{table} "
-        "WHERE partition_date = ? ORDER BY record_key",
+        f"WHERE partition_date = ?{' ORDER BY record_key' if ordered else ''}",
         [partition_date],
     )
 
@@ -137,13 +162,16 @@ def quarantine_frame(
     source: str,
     partition_date: str,
     run_id: str,
+    first_position: int = 0,
 ) -> pd.DataFrame:
-    """raw_quarantine rows for normalizer rejects, keyed by position or record id."""
+    """raw_quarantine rows for normalizer rejects, keyed by position or record id; `rows` are the
+    partition's raw rows from position `first_position` on."""
     position_of = {key: i for i, (key, _, _) in enumerate(rows)}
     out = []
     for ref, reason in rejects:
-        position = ref if isinstance(ref, int) else position_of.get(ref, -1)
-        payload = rows[position][1] if 0 <= position < len(rows) else None
+        index = ref if isinstance(ref, int) else position_of.get(ref, -1)
+        payload = rows[index][1] if 0 <= index < len(rows) else None
+        position = first_position + index if payload is not None else -1
         out.append(
             {
                 "partition_date": partition_date,
@@ -152,7 +180,7 @@ def quarantine_frame(
                 "position": position,
                 "reason": reason,
                 "payload": payload,
-                "extracted_at": rows[position][2] if payload is not None else datetime.now(UTC),
+                "extracted_at": rows[index][2] if payload is not None else datetime.now(UTC),
                 "run_id": run_id,
             }
         )
@@ -160,11 +188,6 @@ def quarantine_frame(
 
 
 # ------------------------------------------------------------------------------------ writing
-def _chunks(items: Sequence[Any], size: int = _IN_CHUNK) -> Iterable[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 def _by_channel(keys: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
     grouped: dict[str, list[str]] = defaultdict(list)
     for channel, order_id in keys:
@@ -172,14 +195,17 @@ def _by_channel(keys: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
     return grouped
 
 
+def _order_ids_match(conn: Connection) -> str:
+    """A condition on marketplace_order_id taking the whole id list as one parameter: a hashed
+    semi-join on DuckDB, `= ANY(array)` (hashed or by index) on PostgreSQL."""
+    if conn.dialect == "postgres":
+        return "marketplace_order_id = ANY(?)"
+    return "marketplace_order_id IN (SELECT unnest(CAST(? AS VARCHAR[])))"
+
+
 def delete_orders(conn: Connection, schema: str, table: str, keys: Iterable[tuple[str, str]]) -> None:
     for channel, ids in _by_channel(keys).items():
-        for chunk in _chunks(ids):
-            marks = ", ".join("?" * len(chunk))
-            conn.execute(
-                f"DELETE FROM {schema}.{table} WHERE channel = ? AND marketplace_order_id IN ({marks})",
-                [channel, *chunk],
-            )
+        conn.execute(f"DELETE FROM {schema}.{table} WHERE channel = ? AND {_order_ids_match(conn)}", [channel, ids])
 
 
 def stored_versions(
@@ -188,14 +214,12 @@ def stored_versions(
     """(last_updated_at, partition_date, status) of the stored current row of each order key."""
     found = {}
     for channel, ids in _by_channel(keys).items():
-        for chunk in _chunks(ids):
-            marks = ", ".join("?" * len(chunk))
-            for order_id, updated, pdate, status in conn.fetchall(
-                f"SELECT marketplace_order_id, last_updated_at, partition_date, status "
-                f"FROM {schema}.{ORDERS.name} WHERE channel = ? AND marketplace_order_id IN ({marks})",
-                [channel, *chunk],
-            ):
-                found[(channel, order_id)] = (updated, _as_date(pdate), status)
+        for order_id, updated, pdate, status in conn.fetchall(
+            f"SELECT marketplace_order_id, last_updated_at, partition_date, status "
+            f"FROM {schema}.{ORDERS.name} WHERE channel = ? AND {_order_ids_match(conn)}",
+            [channel, ids],
+        ):
+            found[(channel, order_id)] = (updated, _as_date(pdate), status)
     return found
 
 
@@ -224,34 +248,223 @@ def _with_provenance(frame: pd.DataFrame, partition_date: str, loaded_at: dateti
     return frame
 
 
-def adjustments_frame(adjustments: Sequence[OrderAdjustment]) -> pd.DataFrame:
-    frame = normalize.to_frame(adjustments, OrderAdjustment)
-    seq: dict[tuple[str, str], int] = defaultdict(int)
-    numbers = []
-    for adj in adjustments:
-        key = (adj.channel, adj.marketplace_order_id)
-        numbers.append(seq[key])
-        seq[key] += 1
-    frame.insert(2, "adjustment_seq", pd.Series(numbers, dtype="Int64"))
-    return frame
+def _texts(column: pd.Series) -> list[str | None]:
+    """A text column as a list, missing values as None."""
+    return [None if value is pd.NA or value is None else value for value in column.tolist()]
 
 
-def encrypted_pii_frame(vault: Any, merchant_id: str, pii: Sequence[BuyerPII]) -> pd.DataFrame:
-    """The buyer PII rows with every PII column replaced by its vault ciphertext."""
-    record_ids = [f"{p.channel}:{p.marketplace_order_id}" for p in pii]
+def encrypted_pii_frame(vault: Any, merchant_id: str, pii: pd.DataFrame) -> pd.DataFrame:
+    """The buyer PII frame (`to_frame` of BuyerPII rows) with every PII column replaced by its
+    vault ciphertext, bound to the merchant, table, column and order."""
+    channels, order_ids = pii["channel"].tolist(), pii["marketplace_order_id"].tolist()
+    record_ids = [f"{c}:{o}" for c, o in zip(channels, order_ids, strict=True)]
     data: dict[str, Any] = {
-        "channel": pd.Series([p.channel for p in pii], dtype="string"),
-        "marketplace_order_id": pd.Series([p.marketplace_order_id for p in pii], dtype="string"),
+        "channel": pd.Series(channels, dtype="string"),
+        "marketplace_order_id": pd.Series(order_ids, dtype="string"),
     }
     for column in PII_COLUMNS:
-        values = [getattr(p, column) for p in pii]
         data[column] = pd.Series(
-            vault.encrypt_column(merchant_id, BUYER_PII.name, column, record_ids, values), dtype="string"
+            vault.encrypt_column(merchant_id, BUYER_PII.name, column, record_ids, _texts(pii[column])),
+            dtype="string",
         )
     return pd.DataFrame(data)
 
 
 # ------------------------------------------------------------------------------------- orders
+RAW_BATCH_RECORDS = 10_000  # raw order records normalized, encrypted and written at a time
+MAX_NORMALIZE_WORKERS = 4
+
+
+@dataclass
+class OrdersLoaded:
+    """What `load_orders_partition` wrote (the core_orders assets' metadata)."""
+
+    orders_in_partition: int = 0
+    orders_written: int = 0
+    lines_written: int = 0
+    adjustments_written: int = 0
+    status_changes: int = 0
+    pii_written: int = 0
+    rejected: int = 0
+    workers: int = 0
+    per_channel: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CHANNELS, 0))
+    adjustment_kinds: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+
+def default_normalize_workers(records: int, batch_records: int) -> int:
+    """Worker processes for a partition of `records` raw orders: none unless it spans several
+    batches (a worker costs about a second to start), else one per spare core."""
+    if records <= batch_records:
+        return 0
+    return max(0, min((os.cpu_count() or 1) - 1, MAX_NORMALIZE_WORKERS))
+
+
+class _InlineExecutor(concurrent.futures.Executor):
+    """Runs each submitted call at once, in this process."""
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> concurrent.futures.Future:
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:
+            future.set_exception(exc)
+        return future
+
+
+def load_orders_partition(
+    wh: Warehouse,
+    vault: Any,
+    merchant_id: str,
+    day: str,
+    run_id: str,
+    *,
+    batch_records: int = RAW_BATCH_RECORDS,
+    workers: int | None = None,
+) -> OrdersLoaded:
+    """Normalize one merchant-day's raw order records of every channel into the core order tables.
+
+    The raw records stream in `batch_records` at a time, so memory stays flat however big the
+    day. Each batch is normalized into frames (`normalize.normalize_order_batch`), in `workers`
+    spawned processes while this one writes the previous batch (default: one per spare core when
+    the day spans several batches; 0 normalizes in this process). This process then encrypts the
+    batch's PII and replaces its orders in a transaction of its own; an order replaces the stored
+    one only with a version at least as recent (`is_newer_or_same`). So a run stopped midway
+    leaves whole batches, a re-run completes it without duplicating or regressing an order or
+    its status history, and an order seen in two batches ends as the later version. The
+    partition's rejected records replace its quarantine rows at the end.
+    """
+    schema, pdate = merchant_schema(merchant_id), date.fromisoformat(day)
+    loaded_at = datetime.now(UTC)
+    vault.ensure_key(merchant_id)  # the key store is not touched inside the write transactions
+    done = OrdersLoaded()
+    quarantine: list[pd.DataFrame] = []
+    with wh.merchant_scope(merchant_id) as conn:
+        for spec in (ORDERS, ORDER_LINES, ORDER_ADJUSTMENTS, ORDER_STATUS_HISTORY, BUYER_PII, QUARANTINE):
+            conn.create_table(schema, spec)
+        if workers is None:
+            records = sum(raw_row_count(conn, merchant_id, channel, "orders", day) for channel in CHANNELS)
+            workers = default_normalize_workers(records, batch_records)
+    done.workers = workers
+    executor: concurrent.futures.Executor = (
+        concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        if workers
+        else _InlineExecutor()
+    )
+    # Batches handed to the workers, oldest first: (channel, first position, raw rows, future).
+    pending: collections.deque[tuple[str, int, list[tuple[str, str, datetime]], concurrent.futures.Future]]
+    pending = collections.deque()
+
+    def write_oldest() -> None:
+        channel, first, rows, future = pending.popleft()
+        batch: normalize.OrderBatch = future.result()
+        done.per_channel[channel] += len(batch.orders)
+        if batch.rejects:
+            quarantine.append(
+                quarantine_frame(
+                    batch.rejects, rows, dataset=ORDERS_QUARANTINE_DATASET,
+                    source=f"{channel}.normalize_orders", partition_date=day, run_id=run_id,
+                    first_position=first,
+                )
+            )
+        with wh.merchant_scope(merchant_id) as conn:
+            _write_orders(conn, schema, vault, merchant_id, batch, pdate, loaded_at, run_id, done)
+
+    with executor, wh.merchant_scope(merchant_id) as reader:
+        for channel in CHANNELS:
+            position = 0
+            for rows in raw_payload_batches(reader, merchant_id, channel, "orders", day, batch_records):
+                future = executor.submit(normalize.normalize_order_batch, channel, [r[1] for r in rows])
+                pending.append((channel, position, rows, future))
+                position += len(rows)
+                del rows
+                while len(pending) > workers:
+                    write_oldest()
+        while pending:
+            write_oldest()
+    rejects = pd.concat(quarantine) if quarantine else pd.DataFrame(columns=[c.name for c in QUARANTINE.columns])
+    with wh.merchant_scope(merchant_id) as conn:
+        conn.replace_rows(
+            schema, QUARANTINE.name, {"partition_date": day, "dataset": ORDERS_QUARANTINE_DATASET}, rejects
+        )
+    done.rejected = len(rejects)
+    return done
+
+
+def _write_orders(
+    conn: Connection,
+    schema: str,
+    vault: Any,
+    merchant_id: str,
+    batch: normalize.OrderBatch,
+    pdate: date,
+    loaded_at: datetime,
+    run_id: str,
+    done: OrdersLoaded,
+) -> None:
+    """Replace the stored orders that `batch` has a version of, at least as recent, with it."""
+    day = pdate.isoformat()
+    orders = batch.orders
+    keys = list(zip(orders["channel"].tolist(), orders["marketplace_order_id"].tolist(), strict=True))
+    updated_at = [None if pd.isna(t) else t.to_pydatetime() for t in orders["last_updated_at"]]
+    stored = stored_versions(conn, schema, keys)
+    won_rows: list[bool] = []
+    history: list[dict[str, Any]] = []
+    for key, updated, status, channel_status in zip(
+        keys, updated_at, orders["status"].tolist(), orders["channel_status"].tolist(), strict=True
+    ):
+        previous = stored.get(key)
+        wins = is_newer_or_same((updated, pdate), previous and previous[:2])
+        won_rows.append(wins)
+        previous_status = previous[2] if previous else None
+        if wins and previous_status != status:
+            history.append(
+                {
+                    "channel": key[0],
+                    "marketplace_order_id": key[1],
+                    "status": status,
+                    "previous_status": previous_status,
+                    "channel_status": channel_status,
+                    "changed_at": updated,
+                }
+            )
+    won = {key for key, wins in zip(keys, won_rows, strict=True) if wins}
+
+    def keep(frame: pd.DataFrame) -> pd.DataFrame:
+        if len(won) == len(keys):
+            return frame
+        mask = [key in won for key in zip(frame["channel"].tolist(), frame["marketplace_order_id"].tolist(), strict=True)]
+        return frame.loc[pd.Series(mask, index=frame.index, dtype=bool)]
+
+    lines, adjustments, pii = keep(batch.lines), keep(batch.adjustments), keep(batch.pii)
+    frames = {
+        ORDERS.name: orders.loc[pd.Series(won_rows, index=orders.index, dtype=bool)],
+        ORDER_LINES.name: lines,
+        ORDER_ADJUSTMENTS.name: adjustments,
+        BUYER_PII.name: encrypted_pii_frame(vault, merchant_id, pii),
+    }
+    # An order's lines, adjustments and PII are only ever written with its current row, so only
+    # orders stored before have rows to replace.
+    replaced = sorted(key for key in won if key in stored)
+    for table, frame in frames.items():
+        delete_orders(conn, schema, table, replaced)
+        conn.load_frame(schema, table, _with_provenance(frame, day, loaded_at, run_id))
+    history_frame = pd.DataFrame(
+        history,
+        columns=["channel", "marketplace_order_id", "status", "previous_status", "channel_status", "changed_at"],
+    )
+    history_frame["changed_at"] = pd.to_datetime(history_frame["changed_at"], utc=True)
+    conn.load_frame(schema, ORDER_STATUS_HISTORY.name, _with_provenance(history_frame, day, loaded_at, run_id))
+
+    done.orders_in_partition += len(orders)
+    done.orders_written += len(won)
+    done.lines_written += len(lines)
+    done.adjustments_written += len(adjustments)
+    done.status_changes += len(history)
+    done.pii_written += len(pii)
+    for kind in adjustments["kind"].astype(str).tolist():
+        done.adjustment_kinds[kind] += 1
+
+
 _ORDER_DATASETS = {channel: _extract_key(channel, "orders") for channel in CHANNELS}
 
 
@@ -303,123 +516,43 @@ def core_orders(
 ) -> Iterable[dg.MaterializeResult]:
     merchant_id, day = partition_parts(context)
     wh = warehouse.get()
-    schema = merchant_schema(merchant_id)
-    run_id, loaded_at = context.run.run_id, datetime.now(UTC)
-    pdate = date.fromisoformat(day)
-
-    # Normalizing allocates hundreds of containers per record and keeps every row of the
-    # partition alive until the write, so automatic cyclic GC would re-walk them (and the whole
-    # process) again and again. The rows hold no reference cycles: refcounting frees them, and
-    # any cycle made meanwhile (pandas, drivers) is collected once GC resumes.
-    with normalize.paused_gc():
-        result = normalize.NormalizeResult()
-        quarantine: list[pd.DataFrame] = []
-        per_channel: dict[str, int] = {}
-        with wh.merchant_scope(merchant_id) as conn:
-            for channel in CHANNELS:
-                rows = raw_payloads(conn, merchant_id, channel, "orders", day)
-                part = normalize.normalize_order_payloads(channel, (r[1] for r in rows))
-                per_channel[channel] = len(part.orders)
-                for name in ("orders", "lines", "adjustments", "pii"):
-                    getattr(result, name).extend(getattr(part, name))
-                if part.rejects:
-                    quarantine.append(
-                        quarantine_frame(
-                            part.rejects, rows, dataset=ORDERS_QUARANTINE_DATASET,
-                            source=f"{channel}.normalize_orders", partition_date=day, run_id=run_id,
-                        )
-                    )
-
-        keys = [(o.channel, o.marketplace_order_id) for o in result.orders]
-        # Encrypt before opening the write transaction: the vault may touch its key store first.
-        pii_frame = encrypted_pii_frame(vault.get(wh), merchant_id, result.pii)
-        with wh.merchant_scope(merchant_id) as conn:
-            for spec in (ORDERS, ORDER_LINES, ORDER_ADJUSTMENTS, ORDER_STATUS_HISTORY, BUYER_PII, QUARANTINE):
-                conn.create_table(schema, spec)
-            stored = stored_versions(conn, schema, keys)
-            winners: list[Order] = []
-            history: list[dict[str, Any]] = []
-            for order in result.orders:
-                key = (order.channel, order.marketplace_order_id)
-                previous = stored.get(key)
-                if not is_newer_or_same((order.last_updated_at, pdate), previous and previous[:2]):
-                    continue
-                winners.append(order)
-                previous_status = previous[2] if previous else None
-                if previous_status != str(order.status):
-                    history.append(
-                        {
-                            "channel": order.channel,
-                            "marketplace_order_id": order.marketplace_order_id,
-                            "status": str(order.status),
-                            "previous_status": previous_status,
-                            "channel_status": order.channel_status,
-                            "changed_at": order.last_updated_at,
-                        }
-                    )
-            won = {(o.channel, o.marketplace_order_id) for o in winners}
-
-            def keep(rows: Sequence[Any]) -> list[Any]:
-                return [r for r in rows if (r.channel, r.marketplace_order_id) in won]
-
-            lines, adjustments = keep(result.lines), keep(result.adjustments)
-            won_pii = [
-                (c, o) in won for c, o in zip(pii_frame["channel"], pii_frame["marketplace_order_id"], strict=True)
-            ]
-            pii_rows = pii_frame.loc[pd.Series(won_pii, index=pii_frame.index, dtype=bool)]
-            frames = {
-                ORDERS.name: normalize.to_frame(winners, Order),
-                ORDER_LINES.name: normalize.to_frame(lines, OrderLine),
-                ORDER_ADJUSTMENTS.name: adjustments_frame(adjustments),
-                BUYER_PII.name: pii_rows,
-            }
-            for table, frame in frames.items():
-                delete_orders(conn, schema, table, sorted(won))
-                conn.load_frame(schema, table, _with_provenance(frame, day, loaded_at, run_id))
-            history_frame = pd.DataFrame(
-                history,
-                columns=["channel", "marketplace_order_id", "status", "previous_status", "channel_status", "changed_at"],
-            )
-            history_frame["changed_at"] = pd.to_datetime(history_frame["changed_at"], utc=True)
-            conn.load_frame(schema, ORDER_STATUS_HISTORY.name, _with_provenance(history_frame, day, loaded_at, run_id))
-            rejects = pd.concat(quarantine) if quarantine else pd.DataFrame(columns=[c.name for c in QUARANTINE.columns])
-            conn.replace_rows(
-                schema, QUARANTINE.name, {"partition_date": day, "dataset": ORDERS_QUARANTINE_DATASET}, rejects
-            )
-        if len(rejects):
-            context.log.warning(
-                f"{len(rejects)} order record(s) of {merchant_id} {day} rejected by the normalizers; "
-                f"see {schema}.{QUARANTINE.name} (dataset {ORDERS_QUARANTINE_DATASET})"
-            )
-        with wh.connect() as conn:
-            record_audit(
-                conn,
-                actor=f"dagster:core/buyer_pii:{run_id}",
-                action="pii.encrypted",
-                merchant_id=merchant_id,
-                details={"table": BUYER_PII.name, "partition_date": day, "rows": len(pii_rows)},
-            )
-
-    kinds = defaultdict(int)
-    for adj in adjustments:
-        kinds[str(adj.kind)] += 1
+    run_id = context.run.run_id
+    done = load_orders_partition(wh, vault.get(wh), merchant_id, day, run_id)
+    if done.rejected:
+        context.log.warning(
+            f"{done.rejected} order record(s) of {merchant_id} {day} rejected by the normalizers; "
+            f"see {merchant_schema(merchant_id)}.{QUARANTINE.name} (dataset {ORDERS_QUARANTINE_DATASET})"
+        )
+    with wh.connect() as conn:
+        record_audit(
+            conn,
+            actor=f"dagster:core/buyer_pii:{run_id}",
+            action="pii.encrypted",
+            merchant_id=merchant_id,
+            details={"table": BUYER_PII.name, "partition_date": day, "rows": done.pii_written},
+        )
     yield dg.MaterializeResult(
         asset_key=ORDERS_KEY,
         metadata={
-            "orders_in_partition": len(result.orders),
-            "orders_written": len(winners),
-            "older_than_stored": len(result.orders) - len(winners),
-            "rejected": len(rejects),
-            **{f"orders_{channel}": n for channel, n in per_channel.items()},
+            "orders_in_partition": done.orders_in_partition,
+            "orders_written": done.orders_written,
+            "older_than_stored": done.orders_in_partition - done.orders_written,
+            "rejected": done.rejected,
+            **{f"orders_{channel}": n for channel, n in done.per_channel.items()},
         },
     )
-    yield dg.MaterializeResult(asset_key=ORDER_LINES_KEY, metadata={"lines_written": len(lines)})
+    yield dg.MaterializeResult(asset_key=ORDER_LINES_KEY, metadata={"lines_written": done.lines_written})
     yield dg.MaterializeResult(
         asset_key=ORDER_ADJUSTMENTS_KEY,
-        metadata={"adjustments_written": len(adjustments), **{f"kind_{k}": v for k, v in sorted(kinds.items())}},
+        metadata={
+            "adjustments_written": done.adjustments_written,
+            **{f"kind_{k}": v for k, v in sorted(done.adjustment_kinds.items())},
+        },
     )
-    yield dg.MaterializeResult(asset_key=ORDER_STATUS_HISTORY_KEY, metadata={"status_changes_appended": len(history)})
-    yield dg.MaterializeResult(asset_key=BUYER_PII_KEY, metadata={"pii_rows_written": len(pii_rows)})
+    yield dg.MaterializeResult(
+        asset_key=ORDER_STATUS_HISTORY_KEY, metadata={"status_changes_appended": done.status_changes}
+    )
+    yield dg.MaterializeResult(asset_key=BUYER_PII_KEY, metadata={"pii_rows_written": done.pii_written})
 
 
 # ---------------------------------------------------------------------------------- inventory

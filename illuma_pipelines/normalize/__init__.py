@@ -25,7 +25,13 @@ from .model import (
     SettlementReport,
 )
 from .money import ISO_4217_ACTIVE, MoneyError, check_currency, loads, parse_amount
-from .payloads import normalize_order_payloads, paused_gc
+from .payloads import (
+    OrderBatch,
+    adjustments_frame,
+    normalize_order_batch,
+    normalize_order_payloads,
+    paused_gc,
+)
 from .timeparse import TimeParseError
 from .vocab import AdjustmentKind, FulfillmentChannel, OrderStatus
 
@@ -53,6 +59,9 @@ __all__ = [
     "ebay",
     "loads",
     "normalize_order_payloads",
+    "normalize_order_batch",
+    "OrderBatch",
+    "adjustments_frame",
     "paused_gc",
     "parse_amount",
     "parse_settlement_report",

@@ -17,14 +17,19 @@ from __future__ import annotations
 
 import contextlib
 import gc
-from collections.abc import Iterable, Iterator
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from types import ModuleType
 
+import pandas as pd
+
 from . import amazon, ebay, walmart
-from .model import NormalizeResult
+from .frames import to_frame
+from .model import BuyerPII, NormalizeResult, Order, OrderAdjustment, OrderLine
 from .money import loads
 
-__all__ = ["normalize_order_payloads", "paused_gc"]
+__all__ = ["OrderBatch", "adjustments_frame", "normalize_order_batch", "normalize_order_payloads", "paused_gc"]
 
 _ORDER_NORMALIZERS: dict[str, ModuleType] = {"amazon": amazon, "ebay": ebay, "walmart": walmart}
 
@@ -57,3 +62,41 @@ def paused_gc() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
+
+
+@dataclass
+class OrderBatch:
+    """A batch of raw order records normalized into frames: picklable, so that a worker process
+    can make it while another batch is written. The PII frame is still plaintext."""
+
+    orders: pd.DataFrame
+    lines: pd.DataFrame
+    adjustments: pd.DataFrame
+    pii: pd.DataFrame
+    rejects: list[tuple[int | str, str]]
+
+
+def normalize_order_batch(channel: str, payloads: Sequence[str | bytes]) -> OrderBatch:
+    """`normalize_order_payloads`, with its rows made into frames (`to_frame`, `adjustments_frame`)."""
+    with paused_gc():
+        part = normalize_order_payloads(channel, payloads)
+        return OrderBatch(
+            orders=to_frame(part.orders, Order),
+            lines=to_frame(part.lines, OrderLine),
+            adjustments=adjustments_frame(part.adjustments),
+            pii=to_frame(part.pii, BuyerPII),
+            rejects=list(part.rejects),
+        )
+
+
+def adjustments_frame(adjustments: Sequence[OrderAdjustment]) -> pd.DataFrame:
+    """`to_frame` of adjustments with `adjustment_seq`, numbering each order's adjustments 0, 1, ..."""
+    frame = to_frame(adjustments, OrderAdjustment)
+    seq: dict[tuple[str, str], int] = defaultdict(int)
+    numbers = []
+    for adj in adjustments:
+        key = (adj.channel, adj.marketplace_order_id)
+        numbers.append(seq[key])
+        seq[key] += 1
+    frame.insert(2, "adjustment_seq", pd.Series(numbers, dtype="Int64"))
+    return frame
