@@ -20,6 +20,7 @@ from typing import Any
 
 import dagster as dg
 import pandas as pd
+from pydantic import Field
 
 from assets.extracts import WAREHOUSE_POOL
 from assets.partitions import merchant_daily_partitions, partition_parts
@@ -291,12 +292,23 @@ class OrdersLoaded:
     adjustment_kinds: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
 
+class CoreOrdersConfig(dg.Config):
+    batch_records: int = Field(default=RAW_BATCH_RECORDS, ge=1, le=1_000_000)
+    """Raw order records normalized, encrypted and committed at a time: memory grows with it."""
+    workers: int | None = Field(default=None, ge=0, le=MAX_NORMALIZE_WORKERS)
+    """Worker processes normalizing batches while the asset writes; unset: one per core when the
+    day spans several batches; 0: normalize in the asset's own process."""
+
+
 def default_normalize_workers(records: int, batch_records: int) -> int:
     """Worker processes for a partition of `records` raw orders: none unless it spans several
-    batches (a worker costs about a second to start), else one per spare core."""
-    if records <= batch_records:
+    batches (a worker costs about a second to start) and the machine has more than one core,
+    else one per core. Measured on 2 cores (bench/normalize.py): 2 workers beat 1, as this
+    process and the workers each wait on the other part of the time."""
+    cores = os.cpu_count() or 1
+    if records <= batch_records or cores < 2:
         return 0
-    return max(0, min((os.cpu_count() or 1) - 1, MAX_NORMALIZE_WORKERS))
+    return min(cores, MAX_NORMALIZE_WORKERS)
 
 
 class _InlineExecutor(concurrent.futures.Executor):
@@ -325,8 +337,8 @@ def load_orders_partition(
 
     The raw records stream in `batch_records` at a time, so memory stays flat however big the
     day. Each batch is normalized into frames (`normalize.normalize_order_batch`), in `workers`
-    spawned processes while this one writes the previous batch (default: one per spare core when
-    the day spans several batches; 0 normalizes in this process). This process then encrypts the
+    spawned processes while this one writes the previous batch (default: one per core, at most
+    4, when the day spans several batches; 0 normalizes in this process). This process then encrypts the
     batch's PII and replaces its orders in a transaction of its own; an order replaces the stored
     one only with a version at least as recent (`is_newer_or_same`). So a run stopped midway
     leaves whole batches, a re-run completes it without duplicating or regressing an order or
@@ -405,29 +417,33 @@ def _write_orders(
     day = pdate.isoformat()
     orders = batch.orders
     keys = list(zip(orders["channel"].tolist(), orders["marketplace_order_id"].tolist(), strict=True))
-    updated_at = [None if pd.isna(t) else t.to_pydatetime() for t in orders["last_updated_at"]]
     stored = stored_versions(conn, schema, keys)
-    won_rows: list[bool] = []
-    history: list[dict[str, Any]] = []
-    for key, updated, status, channel_status in zip(
-        keys, updated_at, orders["status"].tolist(), orders["channel_status"].tolist(), strict=True
-    ):
+    # Orders not stored yet always win and are first seen; only the stored ones are compared.
+    won_rows = [True] * len(keys)
+    previous_status: list[str | None] = [None] * len(keys)
+    for index, key in enumerate(keys):
         previous = stored.get(key)
-        wins = is_newer_or_same((updated, pdate), previous and previous[:2])
-        won_rows.append(wins)
-        previous_status = previous[2] if previous else None
-        if wins and previous_status != status:
-            history.append(
-                {
-                    "channel": key[0],
-                    "marketplace_order_id": key[1],
-                    "status": status,
-                    "previous_status": previous_status,
-                    "channel_status": channel_status,
-                    "changed_at": updated,
-                }
-            )
+        if previous is None:
+            continue
+        stamp = orders["last_updated_at"].iat[index]
+        updated = None if pd.isna(stamp) else stamp.to_pydatetime()
+        won_rows[index] = is_newer_or_same((updated, pdate), previous[:2])
+        previous_status[index] = previous[2]
     won = {key for key, wins in zip(keys, won_rows, strict=True) if wins}
+    previous_series = pd.Series(previous_status, index=orders.index, dtype="string")
+    changed = pd.Series(won_rows, index=orders.index, dtype=bool) & (
+        previous_series.isna() | (previous_series != orders["status"].astype("string")).fillna(True)
+    )
+    history = pd.DataFrame(
+        {
+            "channel": orders["channel"],
+            "marketplace_order_id": orders["marketplace_order_id"],
+            "status": orders["status"],
+            "previous_status": previous_series,
+            "channel_status": orders["channel_status"],
+            "changed_at": orders["last_updated_at"],
+        }
+    ).loc[changed]
 
     def keep(frame: pd.DataFrame) -> pd.DataFrame:
         if len(won) == len(keys):
@@ -448,12 +464,7 @@ def _write_orders(
     for table, frame in frames.items():
         delete_orders(conn, schema, table, replaced)
         conn.load_frame(schema, table, _with_provenance(frame, day, loaded_at, run_id))
-    history_frame = pd.DataFrame(
-        history,
-        columns=["channel", "marketplace_order_id", "status", "previous_status", "channel_status", "changed_at"],
-    )
-    history_frame["changed_at"] = pd.to_datetime(history_frame["changed_at"], utc=True)
-    conn.load_frame(schema, ORDER_STATUS_HISTORY.name, _with_provenance(history_frame, day, loaded_at, run_id))
+    conn.load_frame(schema, ORDER_STATUS_HISTORY.name, _with_provenance(history, day, loaded_at, run_id))
 
     done.orders_in_partition += len(orders)
     done.orders_written += len(won)
@@ -512,12 +523,21 @@ _ORDER_DATASETS = {channel: _extract_key(channel, "orders") for channel in CHANN
     pool=WAREHOUSE_POOL,
 )
 def core_orders(
-    context: dg.AssetExecutionContext, warehouse: WarehouseResource, vault: VaultResource
+    context: dg.AssetExecutionContext,
+    config: CoreOrdersConfig,
+    warehouse: WarehouseResource,
+    vault: VaultResource,
 ) -> Iterable[dg.MaterializeResult]:
     merchant_id, day = partition_parts(context)
     wh = warehouse.get()
     run_id = context.run.run_id
-    done = load_orders_partition(wh, vault.get(wh), merchant_id, day, run_id)
+    done = load_orders_partition(
+        wh, vault.get(wh), merchant_id, day, run_id, batch_records=config.batch_records, workers=config.workers
+    )
+    context.log.info(
+        f"{done.orders_in_partition} order record(s) of {merchant_id} {day} normalized in batches of "
+        f"{config.batch_records} by {done.workers or 'no'} worker process(es)"
+    )
     if done.rejected:
         context.log.warning(
             f"{done.rejected} order record(s) of {merchant_id} {day} rejected by the normalizers; "

@@ -1,18 +1,19 @@
 """Benchmark: normalize N order lines from a raw Amazon extract, encrypt the PII, load the core
 tables — on DuckDB and on PostgreSQL — against a bare load of the same raw file.
 
-    .venv/bin/python bench/normalize.py [--lines 1000000] [--batch-records N] [--engines duckdb,postgres]
+    .venv/bin/python bench/normalize.py [--lines 1000000] [--batch-records N] [--workers N]
+        [--bare-runs 3] [--engines duckdb,postgres]
 
 The raw file is NDJSON of Orders v2026-01-01 records (the official doc example, with its ids
 varied and 1 to 4 lines per order). For each engine, each step in a fresh child process (so peak
 memory is its own):
-1. the bare load: DuckDB `read_json` of the file into a table; PostgreSQL `COPY` of its lines
-   into a jsonb table;
+1. the bare load, `--bare-runs` times (the fastest sets the ratio): DuckDB `read_json` of the
+   file into a table; PostgreSQL `COPY` of its lines into a jsonb table;
 2. untimed set-up: the same records staged as one day's raw_amazon_orders partition, as the
    extract asset leaves them;
 3. the pipeline: `assets.core.load_orders_partition`, the core_orders asset's own function,
    which streams the raw rows in batches (`--batch-records`, default the asset's), parses and
-   normalizes them with exact decimals (in worker processes, one per spare core, while this
+   normalizes them with exact decimals (in worker processes, one per core, while this
    process writes), encrypts the PII through the vault and replaces the current orders, lines,
    adjustments, status history and PII rows, one transaction per batch.
 Prints lines/s, the pipeline's peak RSS (and the bare load's), and the ratio pipeline time /
@@ -72,8 +73,12 @@ def run_bare(engine: str, raw: Path, url: str) -> dict:
     from illuma_pipelines.registry import add_merchant
     from illuma_pipelines.warehouse import Warehouse
 
-    add_merchant(Warehouse.from_url(url), MERCHANT)
+    warehouse = Warehouse.from_url(url)
+    if not warehouse.merchant_schema_exists(MERCHANT):
+        add_merchant(warehouse, MERCHANT)
     schema = f"m_{MERCHANT}"
+    with warehouse.connect() as conn:
+        conn.execute(f"DROP TABLE IF EXISTS {schema}.bare")
     started = time.perf_counter()
     if engine == "duckdb":
         import duckdb
@@ -120,7 +125,7 @@ def run_stage(engine: str, raw: Path, url: str) -> dict:
     return {"stage_seconds": time.perf_counter() - started}
 
 
-def run_pipeline(engine: str, url: str, batch_records: int | None) -> dict:
+def run_pipeline(engine: str, url: str, batch_records: int | None, workers: int | None) -> dict:
     """The core_orders asset's own function over the staged partition."""
     from assets.core import ORDER_LINES, RAW_BATCH_RECORDS, load_orders_partition
     from illuma_pipelines.vault import FileKeyStore, LocalKeyring, Vault
@@ -132,7 +137,7 @@ def run_pipeline(engine: str, url: str, batch_records: int | None) -> dict:
         day = datetime.now(UTC).date().isoformat()
         started = time.perf_counter()
         done = load_orders_partition(
-            warehouse, vault, MERCHANT, day, "bench", batch_records=batch_records or RAW_BATCH_RECORDS
+            warehouse, vault, MERCHANT, day, "bench", batch_records=batch_records or RAW_BATCH_RECORDS, workers=workers
         )
         pipeline_seconds = time.perf_counter() - started
         with warehouse.connect() as conn:
@@ -153,6 +158,8 @@ def main() -> int:
     parser.add_argument("--lines", type=int, default=1_000_000)
     parser.add_argument("--batch-records", type=int, default=None, help="default: the asset's RAW_BATCH_RECORDS")
     parser.add_argument("--engines", default="duckdb,postgres")
+    parser.add_argument("--workers", type=int, default=None, help="default: the asset's default_normalize_workers")
+    parser.add_argument("--bare-runs", type=int, default=3, help="bare loads; the fastest sets the ratio")
     parser.add_argument("--child", nargs=4, metavar=("STEP", "ENGINE", "RAW", "URL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -162,7 +169,7 @@ def main() -> int:
         elif step == "stage":
             print(json.dumps(run_stage(engine, Path(raw), url)))
         else:
-            print(json.dumps(run_pipeline(engine, url, args.batch_records)))
+            print(json.dumps(run_pipeline(engine, url, args.batch_records, args.workers)))
         return 0
 
     with tempfile.TemporaryDirectory(prefix="illuma_bench_normalize_") as tmp:
@@ -188,13 +195,19 @@ def _bench(args: argparse.Namespace, work: Path) -> int:
             url = f"{PG_ADMIN.rsplit('/', 1)[0]}/{db}"
         try:
             r: dict = {}
-            for step in ("bare", "stage", "pipeline"):
-                batch = ["--batch-records", str(args.batch_records)] if args.batch_records else []
+            bare: list[float] = []
+            options = ["--batch-records", str(args.batch_records)] if args.batch_records else []
+            options += ["--workers", str(args.workers)] if args.workers is not None else []
+            for step in ["bare"] * args.bare_runs + ["stage", "pipeline"]:
                 out = subprocess.run(
-                    [sys.executable, __file__, *batch, "--child", step, engine, str(raw), url],
+                    [sys.executable, __file__, *options, "--child", step, engine, str(raw), url],
                     capture_output=True, text=True, check=True,
                 )
                 r.update(json.loads(out.stdout.strip().splitlines()[-1]))
+                if step == "bare":
+                    bare.append(r["bare_seconds"])
+            # The fastest bare load sets the ratio: the conservative choice on a noisy machine.
+            r["bare_seconds"] = min(bare)
         except subprocess.CalledProcessError as exc:
             print(exc.stderr[-3000:])
             raise
@@ -206,7 +219,7 @@ def _bench(args: argparse.Namespace, work: Path) -> int:
         rate = r["lines"] / r["pipeline_seconds"]
         print(
             f"{engine:<9} {r['lines']:,} lines normalized ({r['workers']} worker process(es)) + PII encrypted + loaded in {r['pipeline_seconds']:.1f} s "
-            f"= {rate:,.0f} lines/s; bare load {r['bare_seconds']:.1f} s; ratio {r['pipeline_seconds'] / r['bare_seconds']:.1f}; "
+            f"= {rate:,.0f} lines/s; bare load {r['bare_seconds']:.1f} s (fastest of {', '.join(f'{b:.1f}' for b in bare)}); ratio {r['pipeline_seconds'] / r['bare_seconds']:.1f}; "
             f"peak RSS {r['peak_rss_mb']:,.0f} MB (bare load's own process: {r['bare_peak_rss_mb']:,.0f} MB); "
             f"untimed staging of the raw partition {r['stage_seconds']:.0f} s"
         )

@@ -18,6 +18,7 @@ from assets.core import (
     ORDER_STATUS_HISTORY,
     ORDERS,
     PII_COLUMNS,
+    core_orders,
     default_normalize_workers,
     load_orders_partition,
 )
@@ -116,16 +117,45 @@ def _stage(warehouse, mid, day, records, keys=None):
             conn.load_frame(schema, spec.name, frame.iloc[i : i + 1])
 
 
-def test_batches_and_workers_land_the_same_as_one_batch(warehouse, warehouse_url, merchant_id, instance, tmp_path):
-    """Real sandbox orders of all three channels plus one record the normalizer rejects, loaded
-    as one batch, in batches of 3, and in batches of 3 normalized by a worker process."""
-    source = merchant_id("batchsrc")
-    add_merchant(warehouse, source, channels={c: ChannelConnection(c, f"sandbox:{source}") for c in CHANNELS})
-    instance.add_dynamic_partitions(MERCHANTS, [source])
+def _sandbox_day(warehouse, merchant_id, instance, name, seed):
+    mid = merchant_id(name)
+    add_merchant(warehouse, mid, channels={c: ChannelConnection(c, f"sandbox:{mid}") for c in CHANNELS})
+    instance.add_dynamic_partitions(MERCHANTS, [mid])
     now = sandbox_now()
     day = (now - timedelta(days=6)).date()
     clock = SandboxClock.fixed_at(datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1, minutes=10))
-    config = SandboxConfig(seed=23, clock=clock, history_start=day - timedelta(days=60), orders_page_size=20)
+    config = SandboxConfig(seed=seed, clock=clock, history_start=day - timedelta(days=60), orders_page_size=20)
+    return mid, day, config
+
+
+def test_core_orders_asset_takes_its_batch_config_from_the_run(warehouse, warehouse_url, merchant_id, instance, tmp_path):
+    mid, day, config = _sandbox_day(warehouse, merchant_id, instance, "batchcfg", 29)
+    resources = {"warehouse": WarehouseResource(url=warehouse_url), "vault": _vault_resource(tmp_path)}
+    partition = merchant_date_key(mid, day.isoformat())
+    with SandboxServer(config) as sandbox:
+        resources.update(sandbox_clients(sandbox.base_url))
+        run_config = {"ops": {**LOOKBACK["ops"], "core_orders": {"config": {"batch_records": 4, "workers": 1}}}}
+        result = dg.materialize(
+            [*ORDER_EXTRACTS, core_orders], partition_key=partition, resources=resources,
+            instance=instance, run_config=run_config,
+        )
+        assert result.success
+        logs = [entry.user_message for entry in instance.all_logs(result.run_id)]
+        assert any("in batches of 4 by 1 worker process(es)" in message for message in logs), logs
+        schema = merchant_schema(mid)
+        raw = sum(_rows(warehouse, f"SELECT count(*) FROM {schema}.raw_{c}_orders")[0][0] for c in CHANNELS)
+        assert _rows(warehouse, f"SELECT count(*), count(DISTINCT channel || marketplace_order_id) FROM {schema}.{ORDERS.name}") == [(raw, raw)]
+        with pytest.raises(Exception, match="batch_records"):
+            dg.materialize(
+                [*ORDER_EXTRACTS, core_orders], partition_key=partition, resources=resources, instance=instance,
+                run_config={"ops": {**LOOKBACK["ops"], "core_orders": {"config": {"batch_records": 0}}}},
+            )
+
+
+def test_batches_and_workers_land_the_same_as_one_batch(warehouse, warehouse_url, merchant_id, instance, tmp_path):
+    """Real sandbox orders of all three channels plus one record the normalizer rejects, loaded
+    as one batch, in batches of 3, and in batches of 3 normalized by a worker process."""
+    source, day, config = _sandbox_day(warehouse, merchant_id, instance, "batchsrc", 23)
     with SandboxServer(config) as sandbox:
         result = dg.materialize(
             ORDER_EXTRACTS,
@@ -246,7 +276,7 @@ def test_a_stopped_run_leaves_whole_batches_and_a_rerun_completes_it(warehouse, 
 def test_default_workers_only_for_partitions_of_several_batches(monkeypatch):
     monkeypatch.setattr("os.cpu_count", lambda: 2)
     assert default_normalize_workers(10, 10) == 0
-    assert default_normalize_workers(11, 10) == 1
+    assert default_normalize_workers(11, 10) == 2
     monkeypatch.setattr("os.cpu_count", lambda: 16)
     assert default_normalize_workers(10**6, 10) == 4
     monkeypatch.setattr("os.cpu_count", lambda: 1)
