@@ -272,7 +272,7 @@ def encrypted_pii_frame(vault: Any, merchant_id: str, pii: pd.DataFrame) -> pd.D
 
 
 # ------------------------------------------------------------------------------------- orders
-RAW_BATCH_RECORDS = 10_000  # raw order records normalized, encrypted and written at a time
+RAW_BATCH_RECORDS = 5_000  # raw order records normalized, encrypted and written at a time
 MAX_NORMALIZE_WORKERS = 4
 
 

@@ -424,7 +424,7 @@ class _DuckDBConnection(Connection):
 # block read. Pipelines run several processes at once, and a big partition would otherwise keep
 # its whole raw extract cached: cap it, and let larger work spill to `<file>.tmp`.
 DUCKDB_MEMORY_LIMIT_ENV = "ILLUMA_DUCKDB_MEMORY_LIMIT"
-DEFAULT_DUCKDB_MEMORY_LIMIT = "1GB"
+DEFAULT_DUCKDB_MEMORY_LIMIT = "512MB"
 
 
 class DuckDBWarehouse(Warehouse):
