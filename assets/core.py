@@ -148,11 +148,17 @@ def raw_row_count(conn: Connection, merchant_id: str, channel: str, dataset: str
 
 
 def _raw_query(schema: str, table: str, partition_date: str, *, ordered: bool = True) -> tuple[str, list[str]]:
+    # extracted_at as a UTC wall time: DuckDB hands a timestamptz to Python through a time zone
+    # lookup per value, half the cost of the whole stream; `_as_utc` puts the zone back.
     return (
-        f"SELECT record_key, CAST(payload AS TEXT), extracted_at FROM {schema}.{table} "
+        f"SELECT record_key, CAST(payload AS TEXT), extracted_at AT TIME ZONE 'UTC' FROM {schema}.{table} "
         f"WHERE partition_date = ?{' ORDER BY record_key' if ordered else ''}",
         [partition_date],
     )
+
+
+def _as_utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
 def quarantine_frame(
@@ -181,7 +187,7 @@ def quarantine_frame(
                 "position": position,
                 "reason": reason,
                 "payload": payload,
-                "extracted_at": rows[index][2] if payload is not None else datetime.now(UTC),
+                "extracted_at": _as_utc(rows[index][2]) if payload is not None else datetime.now(UTC),
                 "run_id": run_id,
             }
         )
@@ -684,7 +690,7 @@ def inventory_snapshots(context: dg.AssetExecutionContext, warehouse: WarehouseR
             payloads = [normalize.loads(r[1]) for r in rows]
             if channel == "ebay":
                 ebay_payloads = payloads
-            as_of = max((r[2] for r in rows), default=None)
+            as_of = max((_as_utc(r[2]) for r in rows), default=None)
             part = _normalize_inventory(channel, payloads, as_of)
             records.extend(part.inventory)
             if part.rejects:
