@@ -250,7 +250,7 @@ def is_newer_or_same(
 def _with_provenance(frame: pd.DataFrame, partition_date: str, loaded_at: datetime, run_id: str) -> pd.DataFrame:
     frame = frame.reset_index(drop=True)
     frame["partition_date"] = partition_date
-    frame["loaded_at"] = pd.Series([loaded_at] * len(frame), dtype="datetime64[us, UTC]")
+    frame["loaded_at"] = pd.Timestamp(loaded_at).as_unit("us")  # broadcast: no Python list per row
     frame["run_id"] = run_id
     return frame
 
@@ -709,7 +709,7 @@ def inventory_snapshots(context: dg.AssetExecutionContext, warehouse: WarehouseR
     frame["days_of_cover"] = frame["days_of_cover"].astype("Float64")
     frame["stock_out"] = frame["stock_out"].astype("boolean")
     frame["as_of"] = pd.to_datetime(frame["as_of"], utc=True)
-    frame["loaded_at"] = pd.Series([loaded_at] * len(frame), dtype="datetime64[us, UTC]")
+    frame["loaded_at"] = pd.Timestamp(loaded_at).as_unit("us")  # broadcast: no Python list per row
     frame["run_id"] = run_id
     rejects = pd.concat(quarantine) if quarantine else pd.DataFrame(columns=[c.name for c in QUARANTINE.columns])
     with wh.merchant_scope(merchant_id) as conn:
