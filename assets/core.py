@@ -344,9 +344,9 @@ def load_orders_partition(
     The raw records stream in `batch_records` at a time, so memory stays flat however big the
     day. Each batch is normalized into frames (`normalize.normalize_order_batch`), in `workers`
     spawned processes while this one writes the previous batch (default: one per core, at most
-    4, when the day spans several batches; 0 normalizes in this process). This process then encrypts the
-    batch's PII and replaces its orders in a transaction of its own; an order replaces the stored
-    one only with a version at least as recent (`is_newer_or_same`). So a run stopped midway
+    4, when the day spans several batches; 0 normalizes in this process). This process then
+    encrypts the batch's PII and replaces its orders in a transaction of its own; an order
+    replaces the stored one only with a version at least as recent (`is_newer_or_same`). So a run stopped midway
     leaves whole batches, a re-run completes it without duplicating or regressing an order or
     its status history, and an order seen in two batches ends as the later version. The
     partition's rejected records replace its quarantine rows at the end.
@@ -388,17 +388,23 @@ def load_orders_partition(
             _write_orders(conn, schema, vault, merchant_id, batch, pdate, loaded_at, run_id, done)
 
     with executor, wh.merchant_scope(merchant_id) as reader:
-        for channel in CHANNELS:
-            position = 0
-            for rows in raw_payload_batches(reader, merchant_id, channel, "orders", day, batch_records):
-                future = executor.submit(normalize.normalize_order_batch, channel, [r[1] for r in rows])
-                pending.append((channel, position, rows, future))
-                position += len(rows)
-                del rows
-                while len(pending) > workers:
-                    write_oldest()
-        while pending:
-            write_oldest()
+        try:
+            for channel in CHANNELS:
+                position = 0
+                for rows in raw_payload_batches(reader, merchant_id, channel, "orders", day, batch_records):
+                    future = executor.submit(normalize.normalize_order_batch, channel, [r[1] for r in rows])
+                    pending.append((channel, position, rows, future))
+                    position += len(rows)
+                    del rows
+                    while len(pending) > workers:
+                        write_oldest()
+            while pending:
+                write_oldest()
+        except BaseException:
+            # The run stops here: batches not yet started need not be normalized.
+            for *_, future in pending:
+                future.cancel()
+            raise
     rejects = pd.concat(quarantine) if quarantine else pd.DataFrame(columns=[c.name for c in QUARANTINE.columns])
     with wh.merchant_scope(merchant_id) as conn:
         conn.replace_rows(
