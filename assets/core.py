@@ -10,6 +10,7 @@ normalizers reject go to `raw_quarantine` with the reason; the rest lands.
 
 import collections
 import concurrent.futures
+import contextlib
 import multiprocessing
 import os
 from collections import defaultdict
@@ -115,6 +116,12 @@ def _extract_key(channel: str, dataset: str) -> dg.AssetKey:
 
 
 # ------------------------------------------------------------------------------------ reading
+def _raw_table_if_any(conn: Connection, merchant_id: str, channel: str, dataset: str) -> tuple[str, str] | None:
+    """(schema, table) of a raw dataset of the merchant, None before its first extract."""
+    schema, table = merchant_schema(merchant_id), raw_table(channel, dataset).name
+    return (schema, table) if conn.table_exists(schema, table) else None
+
+
 def raw_payloads(
     conn: Connection, merchant_id: str, channel: str, dataset: str, partition_date: str
 ) -> list[tuple[str, str, datetime]]:
@@ -123,10 +130,8 @@ def raw_payloads(
     The payload is read as text on both engines and parsed with `normalize.loads`, so amounts stay
     exact Decimals (psycopg would hand JSONB numbers over as floats).
     """
-    schema, table = merchant_schema(merchant_id), raw_table(channel, dataset).name
-    if not conn.table_exists(schema, table):
-        return []
-    return conn.fetchall(*_raw_query(schema, table, partition_date))
+    found = _raw_table_if_any(conn, merchant_id, channel, dataset)
+    return conn.fetchall(*_raw_query(*found, partition_date)) if found else []
 
 
 def raw_payload_batches(
@@ -135,16 +140,14 @@ def raw_payload_batches(
     """A raw table partition's (record_key, payload JSON text, extracted_at) rows in batches of
     `size`, streamed in stored order: sorting would hold every payload in the engine's memory at
     once."""
-    schema, table = merchant_schema(merchant_id), raw_table(channel, dataset).name
-    if conn.table_exists(schema, table):
-        yield from conn.iter_batches(*_raw_query(schema, table, partition_date, ordered=False), size=size)
+    found = _raw_table_if_any(conn, merchant_id, channel, dataset)
+    if found:
+        yield from conn.iter_batches(*_raw_query(*found, partition_date, ordered=False), size=size)
 
 
 def raw_row_count(conn: Connection, merchant_id: str, channel: str, dataset: str, partition_date: str) -> int:
-    schema, table = merchant_schema(merchant_id), raw_table(channel, dataset).name
-    if not conn.table_exists(schema, table):
-        return 0
-    return conn.row_count(schema, table, {"partition_date": partition_date})
+    found = _raw_table_if_any(conn, merchant_id, channel, dataset)
+    return conn.row_count(*found, {"partition_date": partition_date}) if found else 0
 
 
 def _raw_query(schema: str, table: str, partition_date: str, *, ordered: bool = True) -> tuple[str, list[str]]:
@@ -391,13 +394,17 @@ def load_orders_partition(
         try:
             for channel in CHANNELS:
                 position = 0
-                for rows in raw_payload_batches(reader, merchant_id, channel, "orders", day, batch_records):
-                    future = executor.submit(normalize.normalize_order_batch, channel, [r[1] for r in rows])
-                    pending.append((channel, position, rows, future))
-                    position += len(rows)
-                    del rows
-                    while len(pending) > workers:
-                        write_oldest()
+                # Closed here, not when collected: a stopped run must release the stream's cursor
+                # before the reader's connection goes.
+                stream = contextlib.closing(raw_payload_batches(reader, merchant_id, channel, "orders", day, batch_records))
+                with stream as batches:
+                    for rows in batches:
+                        future = executor.submit(normalize.normalize_order_batch, channel, [r[1] for r in rows])
+                        pending.append((channel, position, rows, future))
+                        position += len(rows)
+                        del rows
+                        while len(pending) > workers:
+                            write_oldest()
             while pending:
                 write_oldest()
         except BaseException:
