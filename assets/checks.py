@@ -11,20 +11,24 @@ import dagster as dg
 import pandas as pd
 
 from assets.core import (
-    BUYER_PII,
     BUYER_PII_KEY,
-    INVENTORY_SNAPSHOTS,
     INVENTORY_SNAPSHOTS_KEY,
-    ORDER_ADJUSTMENTS,
     ORDER_ADJUSTMENTS_KEY,
-    ORDER_LINES,
     ORDER_LINES_KEY,
-    ORDERS,
     ORDERS_KEY,
-    PII_COLUMNS,
 )
 from assets.partitions import merchant_daily_partitions, partition_parts
+from illuma_pipelines.core.tables import (
+    BUYER_PII,
+    INVENTORY_SNAPSHOTS,
+    ORDER_ADJUSTMENTS,
+    ORDER_LINES,
+    ORDERS,
+    PII_COLUMNS,
+)
+from illuma_pipelines.marketplaces import CHANNELS, normalizer
 from illuma_pipelines.merchant_ids import merchant_schema
+from illuma_pipelines.raw_records import raw_payloads
 from illuma_pipelines.warehouse import Connection
 from resources.warehouse import WarehouseResource
 
@@ -117,18 +121,14 @@ inventory_quality = _table_check(
 )
 
 
-def _known_pii(conn: Connection, schema: str, date: str) -> set[str]:
+def _known_pii(conn: Connection, merchant_id: str, date: str) -> set[str]:
     """Buyer names and street lines of the partition's raw order payloads (the values to hunt)."""
     from illuma_pipelines import normalize
 
     known: set[str] = set()
-    for channel in ("amazon", "ebay", "walmart"):
-        table = f"raw_{channel}_orders"
-        if not conn.table_exists(schema, table):
-            continue
-        rows = conn.fetchall(f"SELECT payload FROM {schema}.{table} WHERE partition_date = ?", [date])
-        records = [normalize.loads(p) if isinstance(p, str) else p for (p,) in rows]
-        result = getattr(normalize, channel).normalize_orders(records)
+    for channel in CHANNELS:
+        rows = raw_payloads(conn, merchant_id, channel, "orders", date)
+        result = normalizer(channel).normalize_orders([normalize.loads(payload) for _, payload, _ in rows])
         for pii in result.pii:
             known.update(v for v in (pii.buyer_name, pii.ship_name, pii.address_line1, pii.buyer_email) if v)
     return known
@@ -162,7 +162,7 @@ def no_plaintext_pii(context: dg.AssetCheckExecutionContext, warehouse: Warehous
     merchant_id, date = partition_parts(context)
     schema = merchant_schema(merchant_id)
     with warehouse.get().merchant_scope(merchant_id) as conn:
-        known = _known_pii(conn, schema, date)
+        known = _known_pii(conn, merchant_id, date)
         columns = []
         for table, column in _text_columns(conn, schema):
             values = [

@@ -12,11 +12,12 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from assets.core import BUYER_PII_KEY
-from assets.extracts import WAREHOUSE_POOL
+from assets.extracts import WAREHOUSE_POOL, extract_key
 from assets.partitions import merchant_daily_partitions, partition_parts
 from illuma_pipelines import purge
 from illuma_pipelines.audit import purge_security_logs
-from illuma_pipelines.registry import CHANNELS, RegistryError
+from illuma_pipelines.marketplaces import raw_datasets
+from illuma_pipelines.registry import RegistryError
 from resources.vault import VaultResource
 from resources.warehouse import WarehouseResource
 
@@ -70,7 +71,7 @@ def _compliance_asset(key: dg.AssetKey, deps: list[dg.AssetKey]):
     )
 
 
-@_compliance_asset(PII_PURGE_KEY, [BUYER_PII_KEY, *(dg.AssetKey(["extracts", f"{c}_orders"]) for c in CHANNELS)])
+@_compliance_asset(PII_PURGE_KEY, [BUYER_PII_KEY, *(extract_key(c, d) for c, d in raw_datasets(may_name_buyer=True))])
 def pii_purge(
     context: dg.AssetExecutionContext, config: PurgeConfig, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:

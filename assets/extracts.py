@@ -17,7 +17,13 @@ import dagster as dg
 
 from assets.partitions import merchant_daily_partitions, partition_parts
 from illuma_pipelines.merchant_ids import merchant_schema
-from illuma_pipelines.raw_records import QUARANTINE, RecordRule, raw_table, split_records
+from illuma_pipelines.raw_records import (
+    QUARANTINE,
+    RecordRule,
+    raw_payloads,
+    raw_table,
+    split_records,
+)
 from illuma_pipelines.registry import RegistryError, get_merchant, resolve_credential
 from resources.http import ChannelCredentials, RequestStats
 from resources.warehouse import WarehouseResource
@@ -42,16 +48,14 @@ class ExtractContext:
 
     def upstream_payloads(self, channel: str, dataset: str) -> list[dict]:
         """Payloads an upstream extract landed for this partition (e.g. SKUs for pricing)."""
-        table = raw_table(channel, dataset).name
-        schema = merchant_schema(self.merchant_id)
         with self.warehouse.merchant_scope(self.merchant_id) as conn:
-            if not conn.table_exists(schema, table):
-                return []
-            rows = conn.fetchall(
-                f"SELECT payload FROM {schema}.{table} WHERE partition_date = ? ORDER BY record_key",
-                [self.partition_date],
-            )
-        return [json.loads(r[0]) if isinstance(r[0], str) else r[0] for r in rows]
+            rows = raw_payloads(conn, self.merchant_id, channel, dataset, self.partition_date)
+        return [json.loads(payload) for _, payload, _ in rows]
+
+
+def extract_key(channel: str, dataset: str) -> dg.AssetKey:
+    """The asset key of a channel's raw extract."""
+    return dg.AssetKey(["extracts", f"{channel}_{dataset}"])
 
 
 @dataclass(frozen=True)
@@ -71,7 +75,7 @@ class ExtractSpec:
 
     @property
     def key(self) -> dg.AssetKey:
-        return dg.AssetKey(["extracts", self.name])
+        return extract_key(self.channel, self.dataset)
 
 
 def day_window(partition_date: str, lookback_hours: int) -> Window:

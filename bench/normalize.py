@@ -11,7 +11,7 @@ memory is its own):
    file into a table; PostgreSQL `COPY` of its lines into a jsonb table;
 2. untimed set-up: the same records staged as one day's raw_amazon_orders partition, as the
    extract asset leaves them;
-3. the pipeline: `assets.core.load_orders_partition`, the core_orders asset's own function,
+3. the pipeline: `illuma_pipelines.core.orders.load_orders_partition`, the core_orders asset's own function,
    which streams the raw rows in batches (`--batch-records`, default the asset's), parses and
    normalizes them with exact decimals (in worker processes, one per core, while this
    process writes), encrypts the PII through the vault and replaces the current orders, lines,
@@ -165,7 +165,8 @@ def run_stage(engine: str, raw: Path, url: str) -> dict:
 
 def run_pipeline(engine: str, url: str, batch_records: int | None, workers: int | None) -> dict:
     """The core_orders asset's own function over the staged partition."""
-    from assets.core import ORDER_LINES, RAW_BATCH_RECORDS, load_orders_partition
+    from illuma_pipelines.core.orders import RAW_BATCH_RECORDS, load_orders_partition
+    from illuma_pipelines.core.tables import ORDER_LINES
     from illuma_pipelines.vault import FileKeyStore, LocalKeyring, Vault
     from illuma_pipelines.warehouse import Warehouse
 

@@ -29,8 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from assets.core import BUYER_PII, ORDER_STATUS_HISTORY, ORDERS  # noqa: E402
 from illuma_pipelines import purge  # noqa: E402
+from illuma_pipelines.core.tables import BUYER_PII, ORDER_STATUS_HISTORY, ORDERS  # noqa: E402
 from illuma_pipelines.merchant_ids import merchant_schema  # noqa: E402
 from illuma_pipelines.raw_records import raw_table  # noqa: E402
 from illuma_pipelines.registry import add_merchant  # noqa: E402

@@ -39,6 +39,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from illuma_pipelines import retention
+from illuma_pipelines.core.tables import BUYER_PII, ORDERS, PII_COLUMNS
 from illuma_pipelines.merchant_ids import merchant_schema, validate_merchant_id
 from illuma_pipelines.paths import data_dir
 from illuma_pipelines.registry import RegistryError, record_audit
@@ -52,14 +53,8 @@ REQUEST_KIND = "export"
 CREATED_ACTION = "export.created"
 EXPIRED_ACTION = "export.expired"
 ERASED_ACTION = "export.deleted"
-# The buyer PII table and its vault-encrypted columns, as assets/core.py writes them (a test keeps
-# the two equal; this module must not import the Dagster assets).
-BUYER_PII_TABLE = "core_buyer_pii"
-PII_COLUMNS = (
-    "buyer_name", "buyer_email", "buyer_phone", "ship_name", "address_line1", "address_line2",
-    "address_line3", "city", "state_or_region", "postal_code", "country_code",
-)
-ORDERS_TABLE = "core_orders"
+BUYER_PII_TABLE = BUYER_PII.name
+ORDERS_TABLE = ORDERS.name
 _CIPHERTEXT_SEARCH = re.compile(CIPHERTEXT_REGEX)
 _PARTIAL_SUFFIX = ".partial"
 _SAFE_NAME = re.compile(r"[a-z0-9_]{1,63}")

@@ -24,8 +24,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from illuma_pipelines.core.tables import BUYER_PII, ORDER_STATUS_HISTORY, ORDERS
+from illuma_pipelines.marketplaces import all_pii_keys, raw_datasets, raw_table_name
 from illuma_pipelines.merchant_ids import merchant_role, merchant_schema, validate_merchant_id
 from illuma_pipelines.paths import data_dir
+from illuma_pipelines.raw_records import QUARANTINE
 from illuma_pipelines.registry import ACTIVE, OFFBOARDED, RegistryError, record_audit
 from illuma_pipelines.retention import (
     DEFAULT_POLICY,
@@ -41,38 +44,16 @@ from illuma_pipelines.retention import (
 )
 from illuma_pipelines.warehouse import PLATFORM_SCHEMA, Connection, Warehouse
 
-# String-valued JSON keys that hold buyer PII in the marketplaces' order and finance payloads
-# (Amazon Orders v0 and v2026-01-01, eBay Fulfillment and Finances, Walmart Orders). Country codes
-# are kept: they are order facts (core_orders.country_code), not identifying on their own.
-PII_JSON_KEYS = (
-    # Amazon Orders v2026-01-01: buyer, recipient.deliveryAddress, tax registration addresses
-    "buyerName", "buyerEmail", "buyerCompanyName", "name", "companyName", "addressLine1",
-    "addressLine2", "addressLine3", "city", "districtOrCounty", "municipality", "stateOrRegion",
-    "postalCode", "phone", "complement", "neighborhood", "streetName", "streetNumber",
-    "addressInstruction", "dropOffLocation", "giftMessage", "legalName", "taxRegistrationNumber",
-    # Amazon Orders v0: BuyerInfo, ShippingAddress, gift messages
-    "BuyerName", "BuyerEmail", "BuyerCounty", "CompanyLegalName", "Name", "AddressLine1",
-    "AddressLine2", "AddressLine3", "City", "County", "District", "StateOrRegion", "PostalCode",
-    "Phone", "GiftMessageText",
-    # eBay: buyer, buyerRegistrationAddress, shipTo, checkout notes, finance transactions' buyer
-    "username", "fullName", "email", "phoneNumber", "stateOrProvince", "county", "taxpayerId",
-    "buyerCheckoutNotes",
-    # Walmart: shippingInfo, postalAddress, customerEmailId
-    "customerEmailId", "address1", "address2", "state",
-    # Walmart reconciliation report rows: the ship-to location of each order line
-    "Ship to City", "Ship to State", "Ship to Zipcode",
-)
+# Every channel's PII keys (illuma_pipelines/marketplaces.py), in one pattern: a marketplace added
+# there is redacted here without a change.
+PII_JSON_KEYS = all_pii_keys()
 # A PII key with a JSON string value; `\1` keeps the key, the value becomes null.
 PII_VALUE_PATTERN = r'"(' + "|".join(PII_JSON_KEYS) + r')"\s*:\s*"(?:[^"\\]|\\.)*"'
 REDACTED_VALUE = r'"\1":null'
-# Raw datasets whose payloads may name the buyer (see PII_JSON_KEYS).
-PII_DATASETS = ("orders", "financial_transactions", "settlement_reports")
-CHANNELS = ("amazon", "ebay", "walmart")
-
-PII_TABLE = "core_buyer_pii"
-ORDERS_TABLE = "core_orders"
-HISTORY_TABLE = "core_order_status_history"
-QUARANTINE_TABLE = "raw_quarantine"
+PII_TABLE = BUYER_PII.name
+ORDERS_TABLE = ORDERS.name
+HISTORY_TABLE = ORDER_STATUS_HISTORY.name
+QUARANTINE_TABLE = QUARANTINE.name
 LEDGER = f"{PLATFORM_SCHEMA}.retention_ledger"
 REPORT_VIEW = "retention_purges"
 # The ledger row that marks an erasure complete: the merchant's registry rows are deleted last.
@@ -282,18 +263,17 @@ def purge_pii(
             conn.execute(f"DELETE FROM {table} WHERE EXISTS (SELECT 1 FROM {_DUE} d WHERE {on_keys})")
         # 2. Raw payloads: redact the PII fields of due orders' records (and of records no order
         #    dates, after the unmatched rule's period), keep the rest byte for byte.
-        for channel in CHANNELS:
-            for dataset in PII_DATASETS:
-                name = f"raw_{channel}_{dataset}"
-                if not conn.table_exists(schema, name):
-                    continue
-                table = f"{schema}.{name}"
-                by_order = dataset == "orders" and have_orders
-                # Rows checked once need no second look: the daily purge reads only new rows and
-                # rows newly due, however long the history. A re-extracted row comes in unchecked.
-                conn.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {CHECKED_COLUMN} TIMESTAMPTZ")
-                _raw_candidates(conn, schema, table, channel, by_order, raw_rule_of, unmatched, cut)
-                add(_redact_candidates(conn, table, now), table)
+        for channel, dataset in raw_datasets(may_name_buyer=True):
+            name = raw_table_name(channel, dataset)
+            if not conn.table_exists(schema, name):
+                continue
+            table = f"{schema}.{name}"
+            by_order = dataset == "orders" and have_orders
+            # Rows checked once need no second look: the daily purge reads only new rows and
+            # rows newly due, however long the history. A re-extracted row comes in unchecked.
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {CHECKED_COLUMN} TIMESTAMPTZ")
+            _raw_candidates(conn, schema, table, channel, by_order, raw_rule_of, unmatched, cut)
+            add(_redact_candidates(conn, table, now), table)
         # 3. Quarantine copies of rejected records (payload kept as text; few rows).
         if conn.table_exists(schema, QUARANTINE_TABLE):
             table = f"{schema}.{QUARANTINE_TABLE}"

@@ -20,10 +20,10 @@ from typing import Any
 
 import pandas as pd
 
+from illuma_pipelines.marketplaces import CHANNELS
 from illuma_pipelines.normalize.money import ISO_4217_ACTIVE
 from illuma_pipelines.normalize.vocab import AdjustmentKind, FulfillmentChannel, OrderStatus
 
-CHANNELS = ["amazon", "ebay", "walmart"]
 STATUSES = sorted(s.value for s in OrderStatus)
 CURRENCIES = sorted(ISO_4217_ACTIVE)
 
@@ -58,7 +58,7 @@ SUITES: dict[str, list[Expect]] = {
     "orders": [
         Expect("ExpectCompoundColumnsToBeUnique", {"column_list": ["channel", "marketplace_order_id"]}),
         *_not_null("channel", "marketplace_order_id", "status", "fulfillment_channel"),
-        Expect("ExpectColumnValuesToBeInSet", {"column": "channel", "value_set": CHANNELS}),
+        Expect("ExpectColumnValuesToBeInSet", {"column": "channel", "value_set": list(CHANNELS)}),
         Expect("ExpectColumnValuesToBeInSet", {"column": "status", "value_set": STATUSES}),
         Expect(
             "ExpectColumnValuesToBeInSet",

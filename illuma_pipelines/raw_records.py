@@ -1,21 +1,25 @@
 """Raw extract rows: verbatim payloads with their provenance, and the quarantine for bad records.
 
-No Dagster here: the extract assets call `split_records` and load the two frames it returns.
+No Dagster here. The extract assets call `split_records` and load the two frames it returns;
+everything that reads raw payloads back (the core loaders, the quality checks, extracts that build
+on another extract) reads them through `raw_payloads`, `raw_payload_batches` and `raw_row_count`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import pandas as pd
 
-from illuma_pipelines.warehouse import TableSpec, cols
+from illuma_pipelines.marketplaces import raw_table_name
+from illuma_pipelines.merchant_ids import merchant_schema
+from illuma_pipelines.warehouse import Connection, TableSpec, cols
 
 RAW_COLUMNS = cols(
     "partition_date date!",
@@ -43,7 +47,98 @@ QUARANTINE = TableSpec(
 
 
 def raw_table(channel: str, dataset: str) -> TableSpec:
-    return TableSpec(f"raw_{channel}_{dataset}", RAW_COLUMNS)
+    return TableSpec(raw_table_name(channel, dataset), RAW_COLUMNS)
+
+
+# ------------------------------------------------------------------------------------ reading
+RawRow = tuple[str, str, datetime]  # (record_key, payload JSON text, extracted_at)
+
+
+def _raw_table_if_any(conn: Connection, merchant_id: str, channel: str, dataset: str) -> tuple[str, str] | None:
+    """(schema, table) of a raw dataset of the merchant, None before its first extract."""
+    schema, table = merchant_schema(merchant_id), raw_table(channel, dataset).name
+    return (schema, table) if conn.table_exists(schema, table) else None
+
+
+def raw_payloads(conn: Connection, merchant_id: str, channel: str, dataset: str, partition_date: str) -> list[RawRow]:
+    """(record_key, payload JSON text, extracted_at) of one raw table's partition, in key order.
+
+    The payload is read as text on both engines; parse it with `normalize.loads` to keep amounts
+    exact Decimals (psycopg would hand JSONB numbers over as floats).
+    """
+    found = _raw_table_if_any(conn, merchant_id, channel, dataset)
+    return conn.fetchall(*_raw_query(*found, partition_date)) if found else []
+
+
+def raw_payload_batches(
+    conn: Connection, merchant_id: str, channel: str, dataset: str, partition_date: str, size: int
+) -> Iterator[list[RawRow]]:
+    """A raw table partition's (record_key, payload JSON text, extracted_at) rows in batches of
+    `size`, streamed in stored order: sorting would hold every payload in the engine's memory at
+    once."""
+    found = _raw_table_if_any(conn, merchant_id, channel, dataset)
+    if found:
+        yield from conn.iter_batches(*_raw_query(*found, partition_date, ordered=False), size=size)
+
+
+def raw_row_count(conn: Connection, merchant_id: str, channel: str, dataset: str, partition_date: str) -> int:
+    found = _raw_table_if_any(conn, merchant_id, channel, dataset)
+    return conn.row_count(*found, {"partition_date": partition_date}) if found else 0
+
+
+def _raw_query(schema: str, table: str, partition_date: str, *, ordered: bool = True) -> tuple[str, list[str]]:
+    # extracted_at as a UTC wall time: DuckDB hands a timestamptz to Python through a time zone
+    # lookup per value, half the cost of the whole stream; `as_utc` puts the zone back.
+    return (
+        f"SELECT record_key, CAST(payload AS TEXT), extracted_at AT TIME ZONE 'UTC' FROM {schema}.{table} "
+        f"WHERE partition_date = ?{' ORDER BY record_key' if ordered else ''}",
+        [partition_date],
+    )
+
+
+def as_utc(moment: datetime) -> datetime:
+    """A raw row's extracted_at (a UTC wall time) as an aware datetime."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+def quarantine_frame(
+    rejects: Sequence[tuple[int | str, str]],
+    rows: Sequence[RawRow],
+    *,
+    dataset: str,
+    source: str,
+    partition_date: str,
+    run_id: str,
+    first_position: int = 0,
+) -> pd.DataFrame:
+    """raw_quarantine rows for normalizer rejects, keyed by position or record id; `rows` are the
+    partition's raw rows from position `first_position` on."""
+    position_of = {key: i for i, (key, _, _) in enumerate(rows)}
+    out = []
+    for ref, reason in rejects:
+        index = ref if isinstance(ref, int) else position_of.get(ref, -1)
+        payload = rows[index][1] if 0 <= index < len(rows) else None
+        position = first_position + index if payload is not None else -1
+        out.append(
+            {
+                "partition_date": partition_date,
+                "dataset": dataset,
+                "source": source,
+                "position": position,
+                "reason": reason,
+                "payload": payload,
+                "extracted_at": as_utc(rows[index][2]) if payload is not None else datetime.now(UTC),
+                "run_id": run_id,
+            }
+        )
+    return pd.DataFrame(out, columns=[c.name for c in QUARANTINE.columns])
+
+
+def empty_quarantine() -> pd.DataFrame:
+    return pd.DataFrame(columns=[c.name for c in QUARANTINE.columns])
+
+
+# ------------------------------------------------------------------------------------ landing
 
 
 def _with_markers(node: Any, found: list[Decimal]) -> Any:

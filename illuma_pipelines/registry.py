@@ -14,10 +14,11 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from illuma_pipelines.marketplaces import CHANNELS
 from illuma_pipelines.merchant_ids import merchant_role, merchant_schema, validate_merchant_id
 from illuma_pipelines.warehouse import PLATFORM_SCHEMA, Connection, Warehouse
 
-CHANNELS = ("amazon", "ebay", "walmart")
+__all__ = ["CHANNELS"]  # re-exported for the CLI's help text
 ACTIVE, OFFBOARDED = "active", "offboarded"
 CREDENTIAL_REF = re.compile(r"(env:[A-Z][A-Z0-9_]{0,127}|sandbox:[a-z][a-z0-9_]{1,39})")
 MARKETPLACE_ID = re.compile(r"[A-Za-z0-9_.-]{1,40}")

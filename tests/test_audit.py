@@ -10,9 +10,7 @@ import dagster as dg
 import psycopg
 import pytest
 
-from assets.core import BUYER_PII
 from assets.extracts import extract_assets
-from assets.keys import ROTATION_ACTION, rotate_merchant_keys
 from assets.partitions import MERCHANTS, merchant_date_key
 from illuma_pipelines.audit import (
     MATERIALIZED,
@@ -23,6 +21,8 @@ from illuma_pipelines.audit import (
     purge_security_logs,
     run_actor,
 )
+from illuma_pipelines.core.tables import BUYER_PII
+from illuma_pipelines.key_rotation import ROTATION_ACTION, rotate_merchant_keys
 from illuma_pipelines.merchant_ids import merchant_schema
 from illuma_pipelines.registry import ChannelConnection, add_merchant, record_audit
 from illuma_pipelines.retention import DEFAULT_POLICY, can_delete_security_log, rule_cutoff

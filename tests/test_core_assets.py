@@ -6,7 +6,13 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import pytest
 
-from assets.core import (
+from assets.core import core_assets
+from assets.extracts import extract_assets
+from assets.partitions import MERCHANTS, merchant_date_key
+from illuma_pipelines import normalize
+from illuma_pipelines.core.inventory import master_parts_from_ebay, snapshot_rows
+from illuma_pipelines.core.orders import is_newer_or_same
+from illuma_pipelines.core.tables import (
     BUYER_PII,
     INVENTORY_SNAPSHOTS,
     ORDER_ADJUSTMENTS,
@@ -14,15 +20,8 @@ from assets.core import (
     ORDER_STATUS_HISTORY,
     ORDERS,
     PII_COLUMNS,
-    core_assets,
-    is_newer_or_same,
-    master_parts_from_ebay,
-    snapshot_rows,
 )
-from assets.extracts import extract_assets
-from assets.keys import ROTATION_ACTION, rotate_merchant_keys
-from assets.partitions import MERCHANTS, merchant_date_key
-from illuma_pipelines import normalize
+from illuma_pipelines.key_rotation import ROTATION_ACTION, rotate_merchant_keys
 from illuma_pipelines.merchant_ids import merchant_schema
 from illuma_pipelines.registry import ChannelConnection, add_merchant
 from illuma_pipelines.sandbox.server import SandboxClock, SandboxConfig, SandboxServer

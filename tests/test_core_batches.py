@@ -11,18 +11,17 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from assets.core import (
+from assets.core import core_orders
+from assets.partitions import MERCHANTS, merchant_date_key
+from illuma_pipelines.core.orders import default_normalize_workers, load_orders_partition
+from illuma_pipelines.core.tables import (
     BUYER_PII,
     ORDER_ADJUSTMENTS,
     ORDER_LINES,
     ORDER_STATUS_HISTORY,
     ORDERS,
     PII_COLUMNS,
-    core_orders,
-    default_normalize_workers,
-    load_orders_partition,
 )
-from assets.partitions import MERCHANTS, merchant_date_key
 from illuma_pipelines.merchant_ids import merchant_schema
 from illuma_pipelines.raw_records import QUARANTINE, raw_table
 from illuma_pipelines.registry import ChannelConnection, add_merchant

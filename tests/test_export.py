@@ -14,10 +14,11 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
-from assets.core import PII_COLUMNS, core_orders
+from assets.core import core_orders
 from assets.partitions import MERCHANTS, merchant_date_key
 from illuma_pipelines import normalize, retention
 from illuma_pipelines.cli import main
+from illuma_pipelines.core.tables import PII_COLUMNS
 from illuma_pipelines.export import (
     BUYER_PII_TABLE,
     REVEAL_PURPOSE,
@@ -28,7 +29,6 @@ from illuma_pipelines.export import (
     export_merchant,
     verify_export,
 )
-from illuma_pipelines.export import PII_COLUMNS as EXPORT_PII_COLUMNS
 from illuma_pipelines.merchant_ids import merchant_schema
 from illuma_pipelines.raw_records import RecordRule, raw_table, split_records
 from illuma_pipelines.registry import (
@@ -393,10 +393,6 @@ def test_expiry_withholding_deletion_and_refusals(warehouse, warehouse_url, merc
 
     with pytest.raises(RegistryError, match="unknown merchant"):
         export_merchant(warehouse, vault, merchant_id("ghost"), requested_by="support:bob")
-
-
-def test_export_pii_columns_are_the_core_assets():
-    assert EXPORT_PII_COLUMNS == PII_COLUMNS
 
 
 # ------------------------------------------------------------------------------- batch reveal

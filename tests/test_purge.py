@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from assets.core import BUYER_PII, ORDER_STATUS_HISTORY, ORDERS, PII_COLUMNS
 from illuma_pipelines import normalize, purge
 from illuma_pipelines.audit import purge_security_logs
+from illuma_pipelines.core.tables import BUYER_PII, ORDER_STATUS_HISTORY, ORDERS, PII_COLUMNS
 from illuma_pipelines.merchant_ids import merchant_role, merchant_schema
 from illuma_pipelines.raw_records import QUARANTINE, raw_table
 from illuma_pipelines.registry import add_merchant, record_audit

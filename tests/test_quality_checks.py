@@ -12,9 +12,10 @@ from assets.checks import (
     orders_quality,
     quality_checks,
 )
-from assets.core import ORDER_LINES, ORDERS, core_assets, inventory_snapshots
+from assets.core import core_assets, inventory_snapshots
 from assets.extracts import extract_assets
 from assets.partitions import MERCHANTS, merchant_date_key
+from illuma_pipelines.core.tables import ORDER_LINES, ORDERS
 from illuma_pipelines.merchant_ids import merchant_schema
 from illuma_pipelines.registry import ChannelConnection, add_merchant
 from illuma_pipelines.sandbox.server import SandboxClock, SandboxConfig, SandboxServer

@@ -20,18 +20,16 @@ import gc
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from types import ModuleType
 
 import pandas as pd
 
-from . import amazon, ebay, walmart
+from illuma_pipelines.marketplaces import CHANNELS, UnknownChannel, normalizer
+
 from .frames import to_frame
 from .model import BuyerPII, NormalizeResult, Order, OrderAdjustment, OrderLine
 from .money import loads
 
 __all__ = ["OrderBatch", "adjustments_frame", "normalize_order_batch", "normalize_order_payloads", "paused_gc"]
-
-_ORDER_NORMALIZERS: dict[str, ModuleType] = {"amazon": amazon, "ebay": ebay, "walmart": walmart}
 
 
 def normalize_order_payloads(channel: str, payloads: Iterable[str | bytes]) -> NormalizeResult:
@@ -41,11 +39,10 @@ def normalize_order_payloads(channel: str, payloads: Iterable[str | bytes]) -> N
     the same positions, with exact decimals; a payload that is not JSON at all raises, as
     ``loads`` does.
     """
-    module = _ORDER_NORMALIZERS.get(channel)
-    if module is None:
-        raise ValueError(
-            f"no order normalizer for channel {channel!r}; known: {', '.join(_ORDER_NORMALIZERS)}"
-        )
+    try:
+        module = normalizer(channel)
+    except UnknownChannel as exc:
+        raise ValueError(f"no order normalizer for channel {channel!r}; known: {', '.join(CHANNELS)}") from exc
     with paused_gc():
         return module.normalize_orders(loads(payload) for payload in payloads)
 

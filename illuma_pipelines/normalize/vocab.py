@@ -8,7 +8,6 @@ reject naming the value: a new marketplace status must be mapped by a person, be
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Literal
 
 __all__ = [
     "AMAZON_V0_FULFILLMENT",
@@ -16,7 +15,6 @@ __all__ = [
     "AMAZON_V2026_FULFILLMENT",
     "AMAZON_V2026_STATUS",
     "AdjustmentKind",
-    "Channel",
     "EBAY_CANCEL_STATES",
     "EBAY_FULFILLMENT_STATUS",
     "EBAY_PAYMENT_STATUS",
@@ -26,9 +24,6 @@ __all__ = [
     "WALMART_SHIP_NODE_TYPE",
     "rollup_status",
 ]
-
-Channel = Literal["amazon", "ebay", "walmart"]
-
 
 class OrderStatus(StrEnum):
     """One status vocabulary for orders and order lines across channels.

@@ -15,16 +15,14 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from types import MappingProxyType
 
+from illuma_pipelines.marketplaces import CHANNELS
 from illuma_pipelines.retention.errors import InvalidOverride, RetentionError
 from illuma_pipelines.retention.periods import Period
 
-POLICY_VERSION = "2026-11-27.2"
+POLICY_VERSION = "2026-12-06.1"
 # The privacy policy revision the table implements ("Last Updated" of the policy text).
 PRIVACY_POLICY_DATE = "2026-03-04"
 
-# The channels ILLUMA connects (registry.CHANNELS; a test keeps the two equal). Kept here so this
-# module imports nothing but the standard library.
-CHANNELS: tuple[str, ...] = ("amazon", "ebay", "walmart")
 ALL_CHANNELS = "all"
 
 
@@ -185,7 +183,7 @@ def check_channel(channel: str) -> str:
     if channel not in CHANNELS:
         raise RetentionError(
             f"unknown channel {channel!r}: use one of {', '.join(CHANNELS)} (lowercase); a new "
-            f"channel must be added to retention.CHANNELS and registry.CHANNELS together"
+            f"channel is added in illuma_pipelines/marketplaces.py"
         )
     return channel
 
@@ -353,7 +351,7 @@ _DEFAULT_RULES: tuple[Rule, ...] = (
         period=Period(30, "days"),
         kind=Kind.MAXIMUM,
         action=Action.DESTROY_KEYS,
-        source=f"{_TERMINATION}; §7; DESIGN.md §5",
+        source=f"{_TERMINATION}; §7; ADR 0002 (crypto-shredding)",
     ),
     Rule(
         id="security_logs",

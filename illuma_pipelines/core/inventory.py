@@ -1,0 +1,178 @@
+"""Daily inventory snapshots: one row per day, SKU and channel from the inventory extracts, mapped
+to the master part, with days of cover at the last 30 days' sales and a stock-out flag."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pandas as pd
+
+from illuma_pipelines import normalize
+from illuma_pipelines.core.tables import (
+    INVENTORY_QUARANTINE_DATASET,
+    INVENTORY_SNAPSHOTS,
+    ORDER_LINES,
+    ORDERS,
+)
+from illuma_pipelines.marketplaces import CHANNELS, normalizer
+from illuma_pipelines.merchant_ids import merchant_schema
+from illuma_pipelines.raw_records import (
+    QUARANTINE,
+    as_utc,
+    empty_quarantine,
+    quarantine_frame,
+    raw_payloads,
+)
+from illuma_pipelines.warehouse import Connection, Warehouse
+
+SALES_WINDOW_DAYS = 30
+
+
+def _sum_known(values: Iterable[int | None]) -> int | None:
+    known = [v for v in values if v is not None]
+    return sum(known) if known else None
+
+
+def master_parts_from_ebay(payloads: Iterable[dict]) -> dict[str, tuple[str, str | None]]:
+    """SKU -> (MPN, brand) from eBay inventory items, which carry the product's MPN and brand."""
+    out = {}
+    for item in payloads:
+        product = item.get("product") or {}
+        mpn, sku = product.get("mpn"), item.get("sku")
+        if isinstance(sku, str) and isinstance(mpn, str) and mpn.strip():
+            brand = product.get("brand")
+            out[sku] = (mpn.strip(), brand.strip() if isinstance(brand, str) and brand.strip() else None)
+    return out
+
+
+def snapshot_rows(
+    records: Sequence[normalize.InventoryRecord],
+    parts: dict[str, tuple[str, str | None]],
+    units_sold: dict[tuple[str, str], int],
+    snapshot_date: str,
+) -> list[dict[str, Any]]:
+    """One row per (channel, SKU): location rows summed, mapped to the master part, with cover."""
+    grouped: dict[tuple[str, str], list[normalize.InventoryRecord]] = defaultdict(list)
+    for rec in records:
+        grouped[(rec.channel, rec.sku)].append(rec)
+    rows = []
+    for (channel, sku), recs in sorted(grouped.items()):
+        qty = {
+            name: _sum_known(getattr(r, name) for r in recs)
+            for name in ("fulfillable", "inbound", "reserved", "unfulfillable", "merchant_fulfilled", "total_quantity")
+        }
+        available = (qty["fulfillable"] or 0) + (qty["merchant_fulfilled"] or 0)
+        sold = units_sold.get((channel, sku), 0)
+        mpn, brand = parts.get(sku, (None, None))
+        stamps = [r.as_of for r in recs if r.as_of is not None]
+        rows.append(
+            {
+                "snapshot_date": snapshot_date,
+                "channel": channel,
+                "sku": sku,
+                "master_part": f"{brand or ''}|{mpn}" if mpn else sku,
+                "mpn": mpn,
+                "brand": brand,
+                "part_match": "mpn" if mpn else "sku",
+                "asin_or_item_id": next((r.asin_or_item_id for r in recs if r.asin_or_item_id), None),
+                **qty,
+                "available": available,
+                "units_sold_30d": sold,
+                # Cover at the last 30 days' average daily sales; no sales: unbounded (None).
+                "days_of_cover": round(available * SALES_WINDOW_DAYS / sold, 1) if sold else None,
+                "stock_out": available == 0,
+                "as_of": max(stamps) if stamps else None,
+            }
+        )
+    return rows
+
+
+def units_sold_last_30_days(conn: Connection, schema: str, snapshot_date: str) -> dict[tuple[str, str], int]:
+    """(channel, SKU) -> units ordered in the 30 days up to the snapshot day, cancellations excluded."""
+    if not (conn.table_exists(schema, ORDERS.name) and conn.table_exists(schema, ORDER_LINES.name)):
+        return {}
+    end = datetime.fromisoformat(snapshot_date).replace(tzinfo=UTC) + timedelta(days=1)
+    start = end - timedelta(days=SALES_WINDOW_DAYS)
+    rows = conn.fetchall(
+        f"SELECT l.channel, l.sku, SUM(COALESCE(l.quantity_ordered, 0)) "
+        f"FROM {schema}.{ORDER_LINES.name} l JOIN {schema}.{ORDERS.name} o "
+        "ON o.channel = l.channel AND o.marketplace_order_id = l.marketplace_order_id "
+        "WHERE o.purchased_at >= ? AND o.purchased_at < ? AND o.status <> 'cancelled' "
+        "AND l.line_status <> 'cancelled' AND l.sku IS NOT NULL GROUP BY l.channel, l.sku",
+        [start, end],
+    )
+    return {(channel, sku): int(units) for channel, sku, units in rows}
+
+
+@dataclass
+class InventoryLoaded:
+    """What `load_inventory_partition` wrote (the inventory_snapshots asset's metadata)."""
+
+    rows: list[dict[str, Any]]
+    rejected: int
+
+    def metadata(self) -> dict[str, int]:
+        mapped = sum(1 for r in self.rows if r["part_match"] == "mpn")
+        return {
+            "rows": len(self.rows),
+            "skus_mapped_to_mpn": mapped,
+            "skus_mapped_to_themselves": len(self.rows) - mapped,
+            "stock_outs": sum(1 for r in self.rows if r["stock_out"]),
+            "rejected": self.rejected,
+            **{f"rows_{c}": sum(1 for r in self.rows if r["channel"] == c) for c in CHANNELS},
+        }
+
+
+_QUANTITIES = (
+    "fulfillable", "inbound", "reserved", "unfulfillable", "merchant_fulfilled", "total_quantity", "available",
+    "units_sold_30d",
+)
+
+
+def load_inventory_partition(wh: Warehouse, merchant_id: str, day: str, run_id: str) -> InventoryLoaded:
+    """Replace the merchant's snapshot of `day` with one built from that day's inventory extracts
+    of every channel; records the normalizers reject replace the day's inventory quarantine rows."""
+    schema = merchant_schema(merchant_id)
+    loaded_at = datetime.now(UTC)
+    records: list[normalize.InventoryRecord] = []
+    quarantine = []
+    ebay_payloads: list[dict] = []
+    with wh.merchant_scope(merchant_id) as conn:
+        for channel in CHANNELS:
+            rows = raw_payloads(conn, merchant_id, channel, "inventory", day)
+            payloads = [normalize.loads(r[1]) for r in rows]
+            if channel == "ebay":
+                ebay_payloads = payloads
+            as_of = max((as_utc(r[2]) for r in rows), default=None)
+            part = normalizer(channel).normalize_inventory(payloads, as_of=as_of)
+            records.extend(part.inventory)
+            if part.rejects:
+                quarantine.append(
+                    quarantine_frame(
+                        part.rejects, rows, dataset=INVENTORY_QUARANTINE_DATASET,
+                        source=f"{channel}.normalize_inventory", partition_date=day, run_id=run_id,
+                    )
+                )
+        sold = units_sold_last_30_days(conn, schema, day)
+    rows = snapshot_rows(records, master_parts_from_ebay(ebay_payloads), sold, day)
+    frame = pd.DataFrame(rows, columns=[c.name for c in INVENTORY_SNAPSHOTS.columns if c.name not in ("loaded_at", "run_id")])
+    for name in _QUANTITIES:
+        frame[name] = frame[name].astype("Int64")
+    frame["days_of_cover"] = frame["days_of_cover"].astype("Float64")
+    frame["stock_out"] = frame["stock_out"].astype("boolean")
+    frame["as_of"] = pd.to_datetime(frame["as_of"], utc=True)
+    frame["loaded_at"] = pd.Timestamp(loaded_at).as_unit("us")  # broadcast: no Python list per row
+    frame["run_id"] = run_id
+    rejects = pd.concat(quarantine) if quarantine else empty_quarantine()
+    with wh.merchant_scope(merchant_id) as conn:
+        conn.create_table(schema, INVENTORY_SNAPSHOTS)
+        conn.create_table(schema, QUARANTINE)
+        conn.replace_rows(schema, INVENTORY_SNAPSHOTS.name, {"snapshot_date": day}, frame)
+        conn.replace_rows(
+            schema, QUARANTINE.name, {"partition_date": day, "dataset": INVENTORY_QUARANTINE_DATASET}, rejects
+        )
+    return InventoryLoaded(rows, len(rejects))

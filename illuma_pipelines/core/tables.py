@@ -1,0 +1,76 @@
+"""The core tables: each table's one definition (name, columns, key), read by the core loaders,
+the quality checks, the PII purge, export, key rotation, the benchmarks and the tests."""
+
+from __future__ import annotations
+
+from illuma_pipelines.warehouse import TableSpec, cols
+
+_PROVENANCE = ("partition_date date!", "loaded_at timestamptz!", "run_id text!")
+
+ORDERS = TableSpec(
+    "core_orders",
+    cols(
+        "channel text!", "marketplace_order_id text!", "marketplace_id text",
+        "purchased_at timestamptz", "last_updated_at timestamptz", "shipped_at timestamptz",
+        "delivered_at timestamptz", "status text!", "channel_status text!",
+        "fulfillment_channel text!", "currency text", "order_total money", "items_subtotal money",
+        "tax_total money", "shipping_total money", "promotion_total money",
+        "marketplace_fee_total money", "is_business boolean", "country_code text", *_PROVENANCE,
+    ),
+    primary_key=("channel", "marketplace_order_id"),
+)
+ORDER_LINES = TableSpec(
+    "core_order_lines",
+    cols(
+        "channel text!", "marketplace_order_id text!", "line_id text!", "sku text",
+        "asin_or_item_id text", "title text", "quantity_ordered integer", "quantity_shipped integer",
+        "unit_price money", "item_price money", "item_tax money", "shipping_price money",
+        "shipping_tax money", "promotion_discount money", "gift_wrap_price money",
+        "gift_wrap_tax money", "currency text", "line_status text!", "channel_line_status text",
+        *_PROVENANCE,
+    ),
+    primary_key=("channel", "marketplace_order_id", "line_id"),
+)
+ORDER_ADJUSTMENTS = TableSpec(
+    "core_order_adjustments",
+    cols(
+        "channel text!", "marketplace_order_id text!", "adjustment_seq integer!", "line_id text",
+        "kind text!", "amount money", "currency text", "occurred_at timestamptz", "reason text",
+        "adjustment_id text", "status text", *_PROVENANCE,
+    ),
+    primary_key=("channel", "marketplace_order_id", "adjustment_seq"),
+)
+ORDER_STATUS_HISTORY = TableSpec(
+    "core_order_status_history",
+    cols(
+        "channel text!", "marketplace_order_id text!", "status text!", "previous_status text",
+        "channel_status text!", "changed_at timestamptz", *_PROVENANCE,
+    ),
+)
+# The buyer identity of an order: every one of these columns holds a vault ciphertext.
+PII_COLUMNS = (
+    "buyer_name", "buyer_email", "buyer_phone", "ship_name", "address_line1", "address_line2",
+    "address_line3", "city", "state_or_region", "postal_code", "country_code",
+)
+BUYER_PII = TableSpec(
+    "core_buyer_pii",
+    cols("channel text!", "marketplace_order_id text!", *(f"{c} text" for c in PII_COLUMNS), *_PROVENANCE),
+    primary_key=("channel", "marketplace_order_id"),
+)
+INVENTORY_SNAPSHOTS = TableSpec(
+    "core_inventory_snapshots",
+    cols(
+        "snapshot_date date!", "channel text!", "sku text!", "master_part text!", "mpn text",
+        "brand text", "part_match text!", "asin_or_item_id text", "fulfillable integer",
+        "inbound integer", "reserved integer", "unfulfillable integer", "merchant_fulfilled integer",
+        "total_quantity integer", "available integer!", "units_sold_30d integer!",
+        "days_of_cover double", "stock_out boolean!", "as_of timestamptz", "loaded_at timestamptz!",
+        "run_id text!",
+    ),
+    primary_key=("snapshot_date", "sku", "channel"),
+)
+CORE_TABLES = (ORDERS, ORDER_LINES, ORDER_ADJUSTMENTS, ORDER_STATUS_HISTORY, BUYER_PII, INVENTORY_SNAPSHOTS)
+
+# `raw_quarantine.dataset` of the records the core normalizers reject.
+ORDERS_QUARANTINE_DATASET = "core_orders"
+INVENTORY_QUARANTINE_DATASET = "core_inventory_snapshots"
