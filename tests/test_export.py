@@ -37,7 +37,7 @@ from illuma_pipelines.registry import (
     add_merchant,
     offboard_merchant,
 )
-from illuma_pipelines.sandbox.amazon import render_order
+from illuma_pipelines.sandbox.amazon import orders_created_on, render_order
 from illuma_pipelines.sandbox.world import MerchantWorld
 from illuma_pipelines.vault import (
     CIPHERTEXT_REGEX,
@@ -76,7 +76,7 @@ def _amazon_records() -> list[dict]:
     plans = [
         plan
         for offset in range(7)
-        for plan in world.amazon_orders_created_on(date(2026, 2, 26) + timedelta(days=offset))
+        for plan in orders_created_on(world, date(2026, 2, 26) + timedelta(days=offset))
         if (plan.status_at(AS_OF) or ("",))[0] in ("SHIPPED", "DELIVERED")
     ]
     assert len(plans) > 10

@@ -10,6 +10,7 @@ from assets.extracts import day_window, extract_assets
 from assets.partitions import MERCHANTS, merchant_date_key
 from illuma_pipelines.merchant_ids import merchant_schema
 from illuma_pipelines.registry import ChannelConnection, add_merchant
+from illuma_pipelines.sandbox.amazon import amazon_orders_updated_between, amazon_transactions_posted_between
 from illuma_pipelines.sandbox.faults import FAULT_KINDS, FaultConfig
 from resources import sandbox_clients
 from resources.amazon import AmazonSellingPartnerHttp
@@ -73,8 +74,8 @@ def test_faulty_multi_day_extract_lands_exactly_what_the_sandbox_holds(warehouse
             for mid in merchants:
                 for day in days:
                     start, end = day_window(day, 2)
-                    held_orders = sorted(o["orderId"] for o in sandbox.state.amazon_orders_updated_between(mid, start, end))
-                    held_tx = sorted(t["transactionId"] for t in sandbox.state.amazon_transactions_posted_between(mid, start, end))
+                    held_orders = sorted(o["orderId"] for o in amazon_orders_updated_between(sandbox.state, mid, start, end))
+                    held_tx = sorted(t["transactionId"] for t in amazon_transactions_posted_between(sandbox.state, mid, start, end))
                     assert held_orders, "the sandbox should hold orders for these days"
                     assert _raw_keys(warehouse, mid, "raw_amazon_orders", day) == held_orders
                     assert _raw_keys(warehouse, mid, "raw_amazon_financial_transactions", day) == held_tx

@@ -17,12 +17,22 @@ import requests
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from illuma_pipelines.marketplaces import CHANNELS
 from illuma_pipelines.sandbox.amazon import (
     RATE_LIMITS,
     SETTLEMENT_REPORT_TYPE,
+    amazon_orders_updated_between,
+    amazon_settlements_between,
+    amazon_transactions_posted_between,
+    order_plan,
+    order_plans_created_between,
+    order_plans_updated_between,
+    orders_created_on,
     render_order,
     render_settlement,
     set_report_outcome,
+    settlement_by_index,
+    settlement_index,
 )
 from illuma_pipelines.sandbox.faults import FAULT_KINDS, FaultConfig
 from illuma_pipelines.sandbox.server import (
@@ -83,7 +93,7 @@ def test_server_starts_fast_mounts_amazon_and_plugs_in_channels():
         assert requests.get(sb.base_url + "/health", timeout=5).json() == {"status": "ok"}
         assert "amazon" in sb.app.state.channels
     app = build_app(SandboxConfig())
-    # ebay/walmart are mounted as soon as their modules exist; absent modules are skipped.
+    # Every marketplace's plug-in (illuma_pipelines/marketplaces.py) is mounted.
     for channel in ("ebay", "walmart"):
         try:
             __import__(CHANNEL_MODULES[channel])
@@ -93,13 +103,22 @@ def test_server_starts_fast_mounts_amazon_and_plugs_in_channels():
             assert channel in app.state.channels
 
 
+def test_a_marketplace_without_an_importable_plug_in_is_an_error(monkeypatch):
+    assert build_app(SandboxConfig()).state.channels == CHANNELS
+    monkeypatch.setitem(CHANNEL_MODULES, "nowhere", "illuma_pipelines.sandbox.nowhere")
+    with pytest.raises(ModuleNotFoundError) as info:
+        build_app(SandboxConfig())
+    assert "'nowhere'" in " ".join(info.value.__notes__)
+
+
 def test_world_is_stable_across_processes():
     day = datetime(2026, 3, 3, tzinfo=UTC).date()
     code = (
         "from datetime import date;"
+        "from illuma_pipelines.sandbox.amazon import orders_created_on;"
         "from illuma_pipelines.sandbox.world import MerchantWorld;"
         "w = MerchantWorld(5, 'acme_parts', date(2026, 1, 1));"
-        "print([(p.order_id, str(p.grand_total), p.buyer.name) for p in w.amazon_orders_created_on(date(2026, 3, 3))]);"
+        "print([(p.order_id, str(p.grand_total), p.buyer.name) for p in orders_created_on(w, date(2026, 3, 3))]);"
         "print([(p.sku, str(p.price)) for p in w.catalog][:5])"
     )
     out = subprocess.run(
@@ -107,10 +126,7 @@ def test_world_is_stable_across_processes():
     ).stdout.splitlines()
     world = MerchantWorld(5, "acme_parts", datetime(2026, 1, 1).date())
     assert out[0] == str(
-        [
-            (p.order_id, str(p.grand_total), p.buyer.name)
-            for p in world.amazon_orders_created_on(day)
-        ]
+        [(p.order_id, str(p.grand_total), p.buyer.name) for p in orders_created_on(world, day)]
     )
     assert out[1] == str([(p.sku, str(p.price)) for p in world.catalog][:5])
     catalog = parts_catalog(5, "acme_parts")
@@ -126,7 +142,7 @@ def test_day_data_does_not_change_with_now_except_status_fields():
     early, late = day + timedelta(days=1), day + timedelta(days=40)
     status_fields = {"lastUpdatedTime", "fulfillment", "packages", "orderItems"}
     seen_statuses = Counter()
-    for plan in world.amazon_orders_created_on(day.date()):
+    for plan in orders_created_on(world, day.date()):
         a = render_order(plan, early, {"BUYER", "RECIPIENT", "PROCEEDS", "FULFILLMENT", "PACKAGES"})
         b = render_order(plan, late, {"BUYER", "RECIPIENT", "PROCEEDS", "FULFILLMENT", "PACKAGES"})
         assert {k: v for k, v in a.items() if k not in status_fields} == {
@@ -137,9 +153,7 @@ def test_day_data_does_not_change_with_now_except_status_fields():
     assert {"DELIVERED"} <= set(seen_statuses)
     # Over a month, orders reach every status, and some are refunded.
     month = [
-        p
-        for d in range(30)
-        for p in world.amazon_orders_created_on((day + timedelta(days=d)).date())
+        p for d in range(30) for p in orders_created_on(world, (day + timedelta(days=d)).date())
     ]
     assert {p.status_at(late)[0] for p in month} >= {"DELIVERED", "CANCELLED"}
     assert any(p.refund_at for p in month) and {p.fulfilled_by for p in month} == {
@@ -209,7 +223,7 @@ def test_search_orders_pages_to_the_end_and_matches_the_sandbox():
         a, b = now - timedelta(days=6), now - timedelta(minutes=3)
         stats = RequestStats()
         got = list(amazon_client(sb).search_orders(creds(MERCHANT), a, b, stats=stats))
-        expected = sb.state.amazon_orders_updated_between(MERCHANT, a, b)
+        expected = amazon_orders_updated_between(sb.state, MERCHANT, a, b)
         assert got == expected and len(got) > 12
         assert stats.operation("searchOrders").pages == -(-len(got) // 4)
         statuses = {o["fulfillment"]["fulfillmentStatus"] for o in got}
@@ -241,8 +255,8 @@ def test_consecutive_windows_partition_the_orders_exactly():
             ]
         whole = [
             o["orderId"]
-            for o in sb.state.amazon_orders_updated_between(
-                MERCHANT, start, start + timedelta(days=4)
+            for o in amazon_orders_updated_between(
+                sb.state, MERCHANT, start, start + timedelta(days=4)
             )
         ]
         assert len(ids) == len(set(ids)) and sorted(ids) == sorted(whole)
@@ -343,7 +357,7 @@ def test_finances_and_settlements_reconcile_to_the_penny():
                 if r["transaction-type"] == "Order" and r["amount-description"] == "Principal":
                     principal[r["order-id"]] += Decimal(r["amount"])
             for order_id, amount in list(principal.items())[:10]:
-                plan = world.amazon_order(order_id, now)
+                plan = order_plan(world, order_id, now)
                 assert plan is not None and plan.item_total == amount
 
 
@@ -479,8 +493,8 @@ def _extract(client, merchants, days, now, stats):
 
 
 def _expected(sb, merchant, a, b):
-    orders = sb.state.amazon_orders_updated_between(merchant, a, b)
-    transactions = sb.state.amazon_transactions_posted_between(merchant, a, b)
+    orders = amazon_orders_updated_between(sb.state, merchant, a, b)
+    transactions = amazon_transactions_posted_between(sb.state, merchant, a, b)
     return orders, transactions
 
 
@@ -515,8 +529,8 @@ def test_faults_of_every_kind_lose_and_duplicate_nothing(caplog):
                     p.sku for p in sb.state.world(merchant).catalog if p.amazon_fba
                 )
                 now = sb.state.now()
-                want_settlements = sb.state.amazon_settlements_between(
-                    merchant, now - timedelta(days=30), now + timedelta(seconds=1)
+                want_settlements = amazon_settlements_between(
+                    sb.state, merchant, now - timedelta(days=30), now + timedelta(seconds=1)
                 )
                 assert [s["settlementId"] for s in settlements] == [
                     s.settlement_id for s in want_settlements
@@ -538,7 +552,7 @@ def test_quotas_are_enforced_and_429s_are_retried():
         stats = RequestStats()
         client = amazon_client(sb, page_size=1)
         got = list(client.search_orders(creds(MERCHANT), a, b, stats=stats))
-        assert got == sb.state.amazon_orders_updated_between(MERCHANT, a, b)
+        assert got == amazon_orders_updated_between(sb.state, MERCHANT, a, b)
         inventory = list(client.inventory_summaries(creds(MERCHANT), stats=stats))
         assert len(inventory) == sum(p.amazon_fba for p in sb.state.world(MERCHANT).catalog)
         assert stats.operation("searchOrders").requests > 20  # beyond the burst: paced
@@ -625,8 +639,8 @@ def test_no_secret_or_pii_in_logs_or_errors(caplog):
                 call()
             errors.append(str(info.value))
         tokens = sb.state.issued_access_tokens()
-        plans = sb.state.world(MERCHANT).amazon_orders_updated_between(
-            now - timedelta(days=3), now, now
+        plans = order_plans_updated_between(
+            sb.state.world(MERCHANT), now - timedelta(days=3), now, now
         )
     assert errors and tokens and orders
     assert any("gave up" in e for e in errors) and any("HTTP 404" in e for e in errors)
@@ -651,7 +665,7 @@ def test_running_clock_moves_statuses_forward():
     ) as sb:
         world = sb.state.world(MERCHANT)
         recent = [
-            p for p in world.amazon_orders_created_between(start - timedelta(days=1), start, start)
+            p for p in order_plans_created_between(world, start - timedelta(days=1), start, start)
         ]
         before = {p.order_id: p.status_at(start)[0] for p in recent}
         clock.advance(timedelta(days=10))
@@ -670,8 +684,8 @@ def test_running_clock_moves_statuses_forward():
 )
 def test_every_settlement_balances_and_matches_its_orders(seed, merchant, offset):
     world = MerchantWorld(seed, merchant, datetime(2025, 6, 1).date())
-    settlement = world.amazon_settlement(
-        world.settlement_index(datetime(2025, 7, 1, tzinfo=UTC)) + offset
+    settlement = settlement_by_index(
+        world, settlement_index(world, datetime(2025, 7, 1, tzinfo=UTC)) + offset
     )
     totals, rows = _settlement_rows(render_settlement(settlement))
     assert sum((Decimal(r["amount"]) for r in rows), Decimal("0")) == Decimal(

@@ -1,7 +1,7 @@
 """Amazon Selling Partner API routes for the sandbox, mounted under `/amazon`.
 
 Shapes follow Amazon's official models (amzn/selling-partner-api-models) and the example payloads
-in shared/fixtures/amazon:
+in tests/fixtures/amazon:
 
 - POST /auth/o2/token                                   Login with Amazon (refresh_token grant)
 - GET  /orders/2026-01-01/orders                         searchOrders
@@ -20,22 +20,44 @@ Authentication: the LWA refresh token `sandbox-refresh-<merchant_id>` identifies
 calls carry the access token in `x-amz-access-token`. An expired token gets Amazon's 403
 "Unauthorized ... expired" body.
 
+Data (deterministic in seed + merchant id, from the world's catalog and buyer generator). The plan
+functions take the merchant's `MerchantWorld` (`state.world(merchant_id)`, or one built directly,
+without a server); the renderers turn plans into JSON:
+
+- `orders_created_on(world, day)`: that day's `AmazonOrderPlan`s, on Amazon's own per-day stream.
+  A plan fixes, once and for all, the lines, prices, fees, buyer and the timeline (pending until,
+  shipped at, delivered at, cancelled at, refunded at). Only `status_at(now)` and the timestamps
+  that have already happened depend on "now", so a day's data never changes when the clock moves.
+- `order_plans_updated_between(world, a, b, now)`, `transactions_posted_between(world, a, b)` and
+  `settlements_reported_between(world, a, b, now)`: what searchOrders, listTransactions and the
+  settlement reports serve.
+- Settlements run every 14 days on a per-merchant phase; a settlement holds exactly the finance
+  transactions posted in its period, so settlement rows, finance transactions and orders agree to
+  the penny.
+- FBA inventory (`inventory_rows`) and competing offers (`competing_offers`) are daily snapshots.
+
 Queued fixtures (`state.queue_fixture("amazon", merchant_id, operation, body, status)`) are served
 verbatim, in order, before generated data, so the official examples go through the real client.
 Use `set_report_outcome(state, report_type, "FATAL")` to make requested reports fail.
+
+Python-side introspection for tests: `amazon_orders_updated_between`,
+`amazon_transactions_posted_between`, `amazon_settlements_between` (each takes the state and a
+merchant id, and answers as of the sandbox clock).
 """
 
 from __future__ import annotations
 
 import base64
 import copy
+import functools
 import gzip
 import hashlib
 import json
 import re
 import time
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qs
@@ -52,17 +74,24 @@ from illuma_pipelines.sandbox.server import (
     transport_fault_response,
 )
 from illuma_pipelines.sandbox.world import (
-    AMAZON_US_MARKETPLACE_ID,
-    AMAZON_US_MARKETPLACE_NAME,
-    AmazonFinanceTransaction,
-    AmazonOrderPlan,
-    AmazonSettlement,
+    Buyer,
     MerchantWorld,
-    iso,
+    Part,
+    fake_buyer,
+    money,
+    parts_catalog,
+    plans_created_between,
+    plans_created_by,
+    plans_modified_between,
+    stable_code,
     stable_int,
+    stable_rng,
+    whole_seconds,
 )
 
 CHANNEL = "amazon"
+AMAZON_US_MARKETPLACE_ID = "ATVPDKIKX0DER"
+AMAZON_US_MARKETPLACE_NAME = "Amazon.com"
 
 # Default usage plans (rate per second, burst) from the operation descriptions in
 # amzn/selling-partner-api-models: orders_2026-01-01.json (searchOrders 0.0056/20, getOrder
@@ -110,6 +139,499 @@ LIST_FAULTS = API_FAULTS | {"malformed_record"}
 USD = "USD"
 
 
+# ---------------------------------------------------------------------------------------------
+# Plans: orders, finances and settlements (not JSON: the renderers below write the API shapes)
+
+SETTLEMENT_PERIOD = timedelta(days=14)
+# A fixed origin for the 14-day settlement grid (each merchant adds its own phase to it).
+SETTLEMENT_EPOCH = datetime(2024, 1, 5, tzinfo=UTC)
+# How long after creation an order can still change (refunds come latest); bounds every scan.
+MAX_ORDER_LIFETIME = timedelta(days=50)
+SUBSCRIPTION_FEE = Decimal("39.99")
+_CARRIERS = (("UPS", "1Z", 16), ("USPS", "9400", 18), ("FedEx", "", 12))
+
+
+@dataclass(frozen=True)
+class AmazonLine:
+    """One order item. Amounts are line totals (unit price x quantity), Decimal to the cent."""
+
+    order_item_id: str
+    part: Part
+    quantity: int
+    unit_price: Decimal
+    item_subtotal: Decimal
+    shipping: Decimal
+    tax: Decimal
+    referral_fee: Decimal
+    fba_fee: Decimal
+
+    @property
+    def refund_commission(self) -> Decimal:
+        # Amazon keeps 20% of the refunded referral fee, at most $5.00 per item.
+        return min(Decimal("5.00"), money(self.referral_fee * Decimal("0.20")))
+
+
+@dataclass(frozen=True)
+class AmazonOrderPlan:
+    """One order and its whole (fixed) future; `status_at(now)` says how far it has got."""
+
+    merchant_id: str
+    order_id: str
+    created: datetime
+    fulfilled_by: str  # "AMAZON" (FBA) or "MERCHANT"
+    service_level: str
+    lines: tuple[AmazonLine, ...]
+    buyer: Buyer
+    pending_until: datetime
+    ship_at: datetime | None
+    deliver_at: datetime | None
+    cancel_at: datetime | None
+    refund_at: datetime | None
+    carrier: str
+    tracking_number: str
+    shipment_id: str
+
+    def events(self) -> list[tuple[datetime, str]]:
+        out = [(self.created, "PENDING"), (self.pending_until, "UNSHIPPED")]
+        if self.cancel_at is not None:
+            out.append((self.cancel_at, "CANCELLED"))
+        if self.ship_at is not None:
+            out.append((self.ship_at, "SHIPPED"))
+        if self.deliver_at is not None:
+            out.append((self.deliver_at, "DELIVERED"))
+        return out
+
+    def status_at(self, now: datetime) -> tuple[str, datetime] | None:
+        """(status, last updated) as of `now`, or None if the order does not exist yet.
+
+        Status is PENDING, UNSHIPPED, SHIPPED, DELIVERED (shown by Amazon as order SHIPPED with a
+        DELIVERED package) or CANCELLED. Refunds are money only: they do not touch the order.
+        """
+        current = None
+        for at, status in self.events():
+            if at <= now:
+                current = (status, at)
+        return current
+
+    def modified_at(self, now: datetime) -> datetime | None:
+        """The order's last update as of `now` (what searchOrders' lastUpdated filters see)."""
+        state = self.status_at(now)
+        return state[1] if state is not None else None
+
+    @property
+    def item_total(self) -> Decimal:
+        return sum((line.item_subtotal for line in self.lines), Decimal("0"))
+
+    @property
+    def grand_total(self) -> Decimal:
+        return sum(
+            (line.item_subtotal + line.shipping + line.tax for line in self.lines), Decimal("0")
+        )
+
+
+@dataclass(frozen=True)
+class AmazonFinanceTransaction:
+    """One Finances 2024-06-19 transaction plus the settlement rows it becomes.
+
+    `rows` are (amount-type, amount-description, amount, order_item or None) in settlement order;
+    `total` equals the sum of `rows` amounts exactly.
+    """
+
+    transaction_id: str
+    transaction_type: str  # Shipment | Refund | ServiceFee
+    posted: datetime
+    order: AmazonOrderPlan | None
+    rows: tuple[tuple[str, str, Decimal, AmazonLine | None], ...]
+
+    @property
+    def total(self) -> Decimal:
+        return sum((amount for _, _, amount, _ in self.rows), Decimal("0"))
+
+
+@dataclass(frozen=True)
+class AmazonSettlement:
+    merchant_id: str
+    settlement_id: str
+    start: datetime
+    end: datetime
+    deposit_date: datetime
+    report_created: datetime
+    report_id: str
+    document_id: str
+    transactions: tuple[AmazonFinanceTransaction, ...]
+
+    @property
+    def total(self) -> Decimal:
+        return sum((t.total for t in self.transactions), Decimal("0"))
+
+
+def seller_id(world: MerchantWorld) -> str:
+    """The merchant's Amazon selling partner id."""
+    return (
+        stable_code("A", world.seed, world.merchant_id, "seller")
+        + stable_code("", world.seed, world.merchant_id, "seller2")[:4]
+    )
+
+
+def part_by_asin(world: MerchantWorld, asin: str) -> Part | None:
+    return next((p for p in world.catalog if p.asin == asin), None)
+
+
+def _fba_fee_per_unit(weight_lb: Decimal) -> Decimal:
+    # A simplified FBA standard-size fee table (2025-like), by shipping weight.
+    if weight_lb <= 1:
+        return Decimal("4.75")
+    if weight_lb <= 2:
+        return Decimal("5.40")
+    if weight_lb <= 3:
+        return Decimal("6.10")
+    return money(Decimal("6.10") + (weight_lb - 3) * Decimal("0.38"))
+
+
+def orders_created_on(world: MerchantWorld, day: date) -> tuple[AmazonOrderPlan, ...]:
+    """The orders created on `day` (UTC); empty before history_start. Cached per (seed, merchant,
+    history start, day): a day's plans never change."""
+    return _orders_created_on(world.seed, world.merchant_id, world.history_start, day)
+
+
+@functools.lru_cache(maxsize=4096)
+def _orders_created_on(
+    seed: int, merchant_id: str, history_start: date, day: date
+) -> tuple[AmazonOrderPlan, ...]:
+    if day < history_start:
+        return ()
+    catalog = parts_catalog(seed, merchant_id)
+    rng = stable_rng(seed, merchant_id, "amazon-orders", day.isoformat())
+    # Weekends sell a little more (people fix mowers on Saturdays).
+    count = rng.randint(3, 7) + (2 if day.weekday() >= 5 else 0)
+    midnight = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    seconds = sorted(rng.randint(0, 86399) for _ in range(count))
+    fba_parts = [p for p in catalog if p.amazon_fba]
+    mfn_parts = [p for p in catalog if not p.amazon_fba]
+    plans = []
+    for index, second in enumerate(seconds):
+        orng = stable_rng(seed, merchant_id, "amazon-order", day.isoformat(), index)
+        created = midnight + timedelta(seconds=second)
+        fulfilled_by = "AMAZON" if orng.random() < 0.6 and fba_parts else "MERCHANT"
+        pool = fba_parts if fulfilled_by == "AMAZON" else (mfn_parts or fba_parts)
+        buyer = fake_buyer(orng, email_domain="marketplace.amazon.com")
+        n_lines = min(len(pool), orng.choices([1, 2, 3, 4], weights=[62, 24, 10, 4])[0])
+        order_id = f"{111 + orng.randint(0, 3)}-{orng.randint(0, 9999999):07d}-{orng.randint(0, 9999999):07d}"
+        lines = []
+        for line_no, part in enumerate(orng.sample(pool, n_lines)):
+            quantity = orng.choices([1, 2, 3, 4], weights=[75, 16, 6, 3])[0]
+            subtotal = part.price * quantity
+            shipping = Decimal("0.00")
+            if fulfilled_by == "MERCHANT" and subtotal < 35:
+                shipping = Decimal("5.99")
+            tax = money((subtotal + shipping) * buyer.address.tax_rate)
+            # Automotive & Powersports referral fee: 12% of sales price incl. shipping, min $0.30 per unit.
+            referral = max(
+                money((subtotal + shipping) * Decimal("0.12")), Decimal("0.30") * quantity
+            )
+            fba_fee = (
+                _fba_fee_per_unit(part.weight_lb) * quantity
+                if fulfilled_by == "AMAZON"
+                else Decimal("0.00")
+            )
+            lines.append(
+                AmazonLine(
+                    order_item_id=f"{stable_int(order_id, line_no) % 10**14:014d}",
+                    part=part,
+                    quantity=quantity,
+                    unit_price=part.price,
+                    item_subtotal=subtotal,
+                    shipping=shipping,
+                    tax=tax,
+                    referral_fee=referral,
+                    fba_fee=money(fba_fee),
+                )
+            )
+        pending_until = created + timedelta(minutes=orng.randint(2, 90))
+        fate = orng.random()
+        cancel_at = ship_at = deliver_at = refund_at = None
+        if fate < 0.05:
+            cancel_at = pending_until + timedelta(hours=orng.uniform(0.5, 20))
+        else:
+            handling = orng.uniform(3, 20) if fulfilled_by == "AMAZON" else orng.uniform(8, 60)
+            ship_at = pending_until + timedelta(hours=handling)
+            deliver_at = ship_at + timedelta(hours=orng.uniform(20, 110))
+            if fate > 0.94:
+                refund_at = deliver_at + timedelta(days=orng.uniform(2, 25))
+        carrier, prefix, digits = orng.choice(_CARRIERS)
+        tracking = prefix + "".join(orng.choice("0123456789") for _ in range(digits))
+        plans.append(
+            AmazonOrderPlan(
+                merchant_id=merchant_id,
+                order_id=order_id,
+                created=created,
+                fulfilled_by=fulfilled_by,
+                service_level=orng.choice(["STANDARD", "STANDARD", "EXPEDITED"])
+                if fulfilled_by == "MERCHANT"
+                else "STANDARD",
+                lines=tuple(lines),
+                buyer=buyer,
+                pending_until=whole_seconds(pending_until),
+                ship_at=whole_seconds(ship_at),
+                deliver_at=whole_seconds(deliver_at),
+                cancel_at=whole_seconds(cancel_at),
+                refund_at=whole_seconds(refund_at),
+                carrier=carrier,
+                tracking_number=tracking,
+                shipment_id=f"D{orng.randint(0, 10**9):09d}",
+            )
+        )
+    return tuple(plans)
+
+
+def _plans_on(world: MerchantWorld) -> Callable[[date], Iterable[AmazonOrderPlan]]:
+    return lambda day: orders_created_on(world, day)
+
+
+def order_plan(world: MerchantWorld, order_id: str, now: datetime) -> AmazonOrderPlan | None:
+    """Find an order by id among orders that exist at `now` (ids encode nothing: scan)."""
+    start = datetime.combine(world.history_start, datetime.min.time(), tzinfo=UTC)
+    day = now.date()
+    while day >= start.date():
+        for plan in orders_created_on(world, day):
+            if plan.order_id == order_id and plan.created <= now:
+                return plan
+        day -= timedelta(days=1)
+    return None
+
+
+def order_plans_created_between(
+    world: MerchantWorld, a: datetime, b: datetime, now: datetime
+) -> list[AmazonOrderPlan]:
+    """Orders created in [a, b) that exist at `now`, by creation time."""
+    return plans_created_by(_plans_on(world), a, b, now)
+
+
+def order_plans_updated_between(
+    world: MerchantWorld, a: datetime, b: datetime, now: datetime
+) -> list[AmazonOrderPlan]:
+    """Orders whose last update as of `now` falls in [a, b), by (last update, order id): what
+    searchOrders serves for lastUpdatedAfter/Before."""
+    return plans_modified_between(
+        _plans_on(world), a, b, now, MAX_ORDER_LIFETIME, lambda p: p.order_id
+    )
+
+
+# Settlements run every 14 days on a per-merchant phase; a settlement holds exactly the finance
+# transactions posted in its period, so settlement rows, finance transactions and orders agree to
+# the penny.
+
+
+def _settlement_phase(world: MerchantWorld) -> timedelta:
+    # Each merchant's settlements close at their own hour of the 14-day grid.
+    return timedelta(
+        hours=stable_int(world.seed, world.merchant_id, "settlement-phase") % (14 * 24)
+    )
+
+
+def settlement_index(world: MerchantWorld, at: datetime) -> int:
+    """The index of the settlement period that holds `at`."""
+    return (at - SETTLEMENT_EPOCH - _settlement_phase(world)) // SETTLEMENT_PERIOD
+
+
+def settlement_window(world: MerchantWorld, index: int) -> tuple[datetime, datetime]:
+    start = SETTLEMENT_EPOCH + _settlement_phase(world) + index * SETTLEMENT_PERIOD
+    return start, start + SETTLEMENT_PERIOD
+
+
+def _transactions_for_order(plan: AmazonOrderPlan) -> list[AmazonFinanceTransaction]:
+    out = []
+    if plan.ship_at is not None:
+        rows: list[tuple[str, str, Decimal, AmazonLine | None]] = []
+        for line in plan.lines:
+            rows.append(("ItemPrice", "Principal", line.item_subtotal, line))
+            if line.shipping:
+                rows.append(("ItemPrice", "Shipping", line.shipping, line))
+            if line.tax:
+                rows.append(("ItemPrice", "Tax", line.tax, line))
+                # Marketplace facilitator states: Amazon collects the tax and remits it itself.
+                rows.append(
+                    ("ItemWithheldTax", "MarketplaceFacilitatorTax-Principal", -line.tax, line)
+                )
+            rows.append(("ItemFees", "Commission", -line.referral_fee, line))
+            if line.fba_fee:
+                rows.append(("ItemFees", "FBAPerUnitFulfillmentFee", -line.fba_fee, line))
+        out.append(
+            AmazonFinanceTransaction(
+                f"{plan.order_id}-S", "Shipment", plan.ship_at, plan, tuple(rows)
+            )
+        )
+    if plan.refund_at is not None:
+        rows = []
+        for line in plan.lines:
+            rows.append(("ItemPrice", "Principal", -line.item_subtotal, line))
+            if line.shipping:
+                rows.append(("ItemPrice", "Shipping", -line.shipping, line))
+            if line.tax:
+                rows.append(("ItemPrice", "Tax", -line.tax, line))
+                rows.append(
+                    ("ItemWithheldTax", "MarketplaceFacilitatorTax-Principal", line.tax, line)
+                )
+            rows.append(("ItemFees", "Commission", line.referral_fee, line))
+            rows.append(("ItemFees", "RefundCommission", -line.refund_commission, line))
+        out.append(
+            AmazonFinanceTransaction(
+                f"{plan.order_id}-R", "Refund", plan.refund_at, plan, tuple(rows)
+            )
+        )
+    return out
+
+
+def transactions_posted_between(
+    world: MerchantWorld, a: datetime, b: datetime
+) -> list[AmazonFinanceTransaction]:
+    """Finance transactions posted in [a, b), by (posted, transaction id): what listTransactions
+    serves. Ignores "now": the caller clips `b` to what has happened."""
+    found: list[AmazonFinanceTransaction] = []
+    for plan in plans_created_between(_plans_on(world), a - MAX_ORDER_LIFETIME, b):
+        found.extend(t for t in _transactions_for_order(plan) if a <= t.posted < b)
+    first = settlement_index(world, a)
+    last = settlement_index(world, b)
+    for index in range(first, last + 1):
+        start, _ = settlement_window(world, index)
+        posted = start + timedelta(hours=1)
+        if a <= posted < b and posted.date() >= world.history_start:
+            found.append(
+                AmazonFinanceTransaction(
+                    f"SUB-{world.merchant_id}-{index}",
+                    "ServiceFee",
+                    posted,
+                    None,
+                    (("other-transaction", "Subscription Fee", -SUBSCRIPTION_FEE, None),),
+                )
+            )
+    found.sort(key=lambda t: (t.posted, t.transaction_id))
+    return found
+
+
+def settlement_id(world: MerchantWorld, index: int) -> str:
+    return f"{stable_int(world.seed, world.merchant_id, 'settlement', index) % 10**11:011d}"
+
+
+def settlement_report_id(world: MerchantWorld, index: int) -> str:
+    # Six hash digits then the (offset) index, so getReport can find the settlement from the id
+    # alone, and ids from another merchant or seed do not resolve.
+    return f"{stable_int(world.seed, world.merchant_id, 'settlement-report', index) % 10**6:06d}{index + 50000:06d}"
+
+
+def settlement_index_from_report_id(world: MerchantWorld, report_id: str) -> int | None:
+    if len(report_id) != 12 or not report_id.isdigit():
+        return None
+    index = int(report_id[6:]) - 50000
+    return index if settlement_report_id(world, index) == report_id else None
+
+
+def settlement_by_index(world: MerchantWorld, index: int) -> AmazonSettlement:
+    start, end = settlement_window(world, index)
+    number = settlement_id(world, index)
+    report_id = settlement_report_id(world, index)
+    return AmazonSettlement(
+        merchant_id=world.merchant_id,
+        settlement_id=number,
+        start=start,
+        end=end,
+        deposit_date=end + timedelta(days=2),
+        # Amazon publishes the report some hours after the period closes.
+        report_created=end + timedelta(hours=3, minutes=stable_int(number) % 180),
+        report_id=report_id,
+        document_id=f"amzn1.spdoc.1.4.na.{report_id}",
+        transactions=tuple(transactions_posted_between(world, start, end)),
+    )
+
+
+def settlements_reported_between(
+    world: MerchantWorld, a: datetime, b: datetime, now: datetime
+) -> list[AmazonSettlement]:
+    """Settlements whose report was created in [a, b) and by `now`, oldest first."""
+    history = datetime.combine(world.history_start, datetime.min.time(), tzinfo=UTC)
+    out = []
+    index = settlement_index(world, max(a, history) - SETTLEMENT_PERIOD - timedelta(days=1))
+    while True:
+        start, end = settlement_window(world, index)
+        if start > min(b, now):
+            break
+        if end > history:
+            meta = settlement_by_index(world, index)
+            if a <= meta.report_created < b and meta.report_created <= now:
+                out.append(meta)
+        index += 1
+    return out
+
+
+# Inventory and offers are snapshots: they move day by day, like real stock.
+
+
+def inventory_rows(world: MerchantWorld, now: datetime) -> list[dict[str, Any]]:
+    """FBA stock per FBA part as of `now`'s day: quantities for the inventory summaries."""
+    day = now.date()
+    out = []
+    for part in world.catalog:
+        if not part.amazon_fba:
+            continue
+        rng = stable_rng(
+            world.seed, world.merchant_id, "amazon-inventory", part.sku, day.isoformat()
+        )
+        fulfillable = rng.choice([0, 0] + list(range(1, 120)))
+        updated = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(
+            seconds=rng.randint(0, 3600 * 6)
+        )
+        out.append(
+            {
+                "part": part,
+                "fulfillable": fulfillable,
+                "inbound_working": rng.choice([0, 0, 0, rng.randint(5, 60)]),
+                "inbound_shipped": rng.choice([0, 0, rng.randint(1, 40)]),
+                "inbound_receiving": rng.choice([0, 0, 0, rng.randint(1, 20)]),
+                "reserved_customer": rng.randint(0, 4),
+                "reserved_fc": rng.randint(0, 3),
+                "researching": rng.choice([0, 0, 0, 1]),
+                "unfulfillable_customer_damaged": rng.choice([0, 0, 0, 1, 2]),
+                "unfulfillable_warehouse_damaged": rng.choice([0, 0, 0, 0, 1]),
+                "last_updated": min(updated, now),
+            }
+        )
+    return out
+
+
+def competing_offers(world: MerchantWorld, part: Part, now: datetime) -> list[dict[str, Any]]:
+    """Competing offers for a part on `now`'s day (ours first). Prices are Decimal."""
+    rng = stable_rng(
+        world.seed, world.merchant_id, "amazon-offers", part.sku, now.date().isoformat()
+    )
+    offers = [
+        {
+            "seller_id": seller_id(world),
+            "price": part.price,
+            "shipping": Decimal("0.00"),
+            "fba": part.amazon_fba,
+            "mine": True,
+            "feedback": rng.randint(200, 5000),
+            "rating": rng.randint(92, 99),
+        }
+    ]
+    for n in range(rng.randint(1, 6)):
+        factor = Decimal(str(round(rng.uniform(0.82, 1.18), 3)))
+        offers.append(
+            {
+                "seller_id": stable_code("A", world.seed, part.sku, "competitor", n) + "QX",
+                "price": money(part.price * factor),
+                "shipping": rng.choice(
+                    [Decimal("0.00"), Decimal("0.00"), Decimal("4.99"), Decimal("7.49")]
+                ),
+                "fba": rng.random() < 0.5,
+                "mine": False,
+                "feedback": rng.randint(3, 90000),
+                "rating": rng.randint(70, 100),
+            }
+        )
+    return offers
+
+
 class BadRequest(Exception):
     """A 400 with Amazon's error body; `code` is 'InvalidInput' (v0 style) or '400' (Reports)."""
 
@@ -128,6 +650,11 @@ def _errors(code: str, message: str, details: str | None = None) -> dict[str, An
     if details is not None:
         error["details"] = details
     return {"errors": [error]}
+
+
+def iso(ts: datetime) -> str:
+    """ISO 8601 UTC with a `Z`, second precision, as SP-API writes timestamps."""
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _m(amount: Decimal) -> dict[str, str]:
@@ -187,7 +714,7 @@ def _query_key(request: Request, ignore: set[str]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Renderers (also used by SandboxState introspection)
+# Renderers (also used by the introspection functions)
 
 
 def _order_status(plan: AmazonOrderPlan, now: datetime) -> tuple[str, datetime]:
@@ -362,16 +889,16 @@ def _breakdowns(rows: list[tuple[str, str, Decimal]]) -> list[dict[str, Any]]:
 
 def render_transaction(world: MerchantWorld, t: AmazonFinanceTransaction) -> dict[str, Any]:
     """A Finances 2024-06-19 `Transaction` (amounts are exact JSON numbers)."""
-    index = world.settlement_index(t.posted)
+    index = settlement_index(world, t.posted)
     group_id = base64.urlsafe_b64encode(
-        hashlib.sha256(world.amazon_settlement_id(index).encode()).digest()[:24]
+        hashlib.sha256(settlement_id(world, index).encode()).digest()[:24]
     ).decode()
     related = [
         {"relatedIdentifierName": "FINANCIAL_EVENT_GROUP_ID", "relatedIdentifierValue": group_id}
     ]
     record: dict[str, Any] = {
         "sellingPartnerMetadata": {
-            "sellingPartnerId": world.seller_id,
+            "sellingPartnerId": seller_id(world),
             "accountType": "Standard Orders",
             "marketplaceId": AMAZON_US_MARKETPLACE_ID,
         },
@@ -531,7 +1058,7 @@ def render_inventory_report(world: MerchantWorld, now: datetime) -> str:
         "afn-inbound-receiving-quantity",
     )
     lines = ["\t".join(columns)]
-    for row in world.amazon_inventory(now):
+    for row in inventory_rows(world, now):
         part = row["part"]
         reserved = row["reserved_customer"] + row["reserved_fc"]
         unsellable = row["unfulfillable_customer_damaged"] + row["unfulfillable_warehouse_damaged"]
@@ -596,6 +1123,37 @@ def render_listings_report(world: MerchantWorld) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+# Introspection for tests: what the sandbox holds for a merchant, as of its clock
+
+
+def amazon_orders_updated_between(
+    state: SandboxState, merchant_id: str, a: datetime, b: datetime
+) -> list[dict[str, Any]]:
+    """The orders searchOrders would return for [a, b) now, rendered with every dataset."""
+    now = state.now()
+    return [
+        render_order(p, now, ALL_ORDER_DATASETS)
+        for p in order_plans_updated_between(state.world(merchant_id), a, b, now)
+    ]
+
+
+def amazon_transactions_posted_between(
+    state: SandboxState, merchant_id: str, a: datetime, b: datetime
+) -> list[dict[str, Any]]:
+    """The transactions listTransactions would return for [a, b) now."""
+    world = state.world(merchant_id)
+    b = min(b, state.now())
+    return [render_transaction(world, t) for t in transactions_posted_between(world, a, b)]
+
+
+def amazon_settlements_between(
+    state: SandboxState, merchant_id: str, a: datetime, b: datetime
+) -> list[AmazonSettlement]:
+    """Settlements whose report was created in [a, b) and by now (`AmazonSettlement` objects)."""
+    return settlements_reported_between(state.world(merchant_id), a, b, state.now())
+
+
+# ---------------------------------------------------------------------------------------------
 # Handlers: (state, request, merchant_id, now) -> (status, body) or Response
 
 
@@ -647,9 +1205,9 @@ def _orders_search(
     if marketplaces and AMAZON_US_MARKETPLACE_ID not in marketplaces:
         plans: list[AmazonOrderPlan] = []
     elif created_after:
-        plans = world.amazon_orders_created_between(after, before, now)
+        plans = order_plans_created_between(world, after, before, now)
     else:
-        plans = world.amazon_orders_updated_between(after, before, now)
+        plans = order_plans_updated_between(world, after, before, now)
     statuses = {s.upper() for s in _list_param(request, "fulfillmentStatuses")}
     if statuses:
         plans = [
@@ -678,7 +1236,7 @@ def _orders_get(
     if not ORDER_ID_RE.fullmatch(order_id):
         raise BadRequest("Invalid Input")
     datasets = frozenset(d.upper() for d in _list_param(request, "includedData"))
-    plan = state.world(merchant).amazon_order(order_id, now)
+    plan = order_plan(state.world(merchant), order_id, now)
     if plan is None:
         raise NotFound(f"Order {order_id} not found")
     return 200, {"order": render_order(plan, now, datasets)}
@@ -705,7 +1263,7 @@ def _inventory_summaries(
         now = datetime.fromisoformat(payload["n"])
     start = _parse_time(q.get("startDateTime"), "startDateTime")
     skus = set(_list_param(request, "sellerSkus"))
-    rows = state.world(merchant).amazon_inventory(now)
+    rows = inventory_rows(state.world(merchant), now)
     if start is not None:
         rows = [r for r in rows if r["last_updated"] >= start]
     if skus:
@@ -803,7 +1361,7 @@ def _finance_transactions(
     transactions = (
         []
         if (marketplace and marketplace != AMAZON_US_MARKETPLACE_ID)
-        else world.amazon_transactions_posted_between(after, before)
+        else transactions_posted_between(world, after, before)
     )
     if before - after > timedelta(days=180):
         # Amazon returns nothing when the range exceeds 180 days.
@@ -914,8 +1472,8 @@ def _reports_list(
     if SETTLEMENT_REPORT_TYPE in types:
         records.extend(
             _settlement_record(s)
-            for s in state.world(merchant).amazon_settlements_reported_between(
-                since, until + timedelta(seconds=1), now
+            for s in settlements_reported_between(
+                state.world(merchant), since, until + timedelta(seconds=1), now
             )
         )
     for report in _reports(state).values():
@@ -942,9 +1500,9 @@ def _report_get(
 ) -> tuple[int, Any]:
     report_id = request.path_params["reportId"]
     world = state.world(merchant)
-    index = world.settlement_index_from_report_id(report_id)
+    index = settlement_index_from_report_id(world, report_id)
     if index is not None:
-        settlement = world.amazon_settlement(index)
+        settlement = settlement_by_index(world, index)
         if settlement.report_created <= now:
             return 200, _settlement_record(settlement)
     report = _reports(state).get(report_id)
@@ -1014,9 +1572,9 @@ def _find_document(
     )
     for owner in candidates:
         world = state.world(owner)
-        index = world.settlement_index_from_report_id(report_id)
+        index = settlement_index_from_report_id(world, report_id)
         if index is not None:
-            settlement = world.amazon_settlement(index)
+            settlement = settlement_by_index(world, index)
             if settlement.report_created <= now:
                 return owner, gzip.compress(render_settlement(settlement).encode("utf-8"), mtime=0)
     return None
@@ -1054,7 +1612,7 @@ def _competitive_pricing(
     world = state.world(merchant)
     payload = []
     for ident in ids:
-        part = world.part_by_asin(ident) if item_type == "Asin" else world.part_by_sku(ident)
+        part = part_by_asin(world, ident) if item_type == "Asin" else world.part_by_sku(ident)
         key = "ASIN" if item_type == "Asin" else "SellerSKU"
         if part is None:
             payload.append(
@@ -1068,7 +1626,7 @@ def _competitive_pricing(
                 }
             )
             continue
-        offers = world.amazon_competitors(part, now)
+        offers = competing_offers(world, part, now)
         best = min(offers, key=lambda o: o["price"] + o["shipping"])
         identifiers: dict[str, Any] = {
             "MarketplaceASIN": {"MarketplaceId": AMAZON_US_MARKETPLACE_ID, "ASIN": part.asin}
@@ -1076,7 +1634,7 @@ def _competitive_pricing(
         if item_type == "Sku":
             identifiers["SKUIdentifier"] = {
                 "MarketplaceId": AMAZON_US_MARKETPLACE_ID,
-                "SellerId": world.seller_id,
+                "SellerId": seller_id(world),
                 "SellerSKU": part.sku,
             }
         payload.append(
@@ -1124,7 +1682,7 @@ def _listing_offers(
     part = world.part_by_sku(sku)
     if part is None:
         raise NotFound(f"SKU {sku} not found for this seller")
-    offers = world.amazon_competitors(part, now)
+    offers = competing_offers(world, part, now)
     best = min(offers, key=lambda o: o["price"] + o["shipping"])
 
     def channel(o: dict[str, Any]) -> str:

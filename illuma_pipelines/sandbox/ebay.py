@@ -71,6 +71,7 @@ from illuma_pipelines.sandbox.world import (
     plans_modified_between,
     stable_int,
     stable_rng,
+    whole_seconds,
 )
 
 CHANNEL = "ebay"
@@ -296,7 +297,7 @@ def _orders_created_on(
                     ad_fee=money((cost - discount) * PROMOTED_LISTING_RATE)
                     if orng.random() < 0.3
                     else ZERO,
-                    ship_at=_second(ship_at),
+                    ship_at=whole_seconds(ship_at),
                 )
             )
         total = sum((line.total for line in lines), ZERO)
@@ -324,9 +325,9 @@ def _orders_created_on(
                 username=_username(orng, buyer),
                 lines=tuple(lines),
                 fixed_fee=Decimal("0.30") if total > 10 else Decimal("0.40"),
-                cancel_requested_at=_second(cancel_requested_at),
-                cancel_at=_second(cancel_at),
-                refund_at=_second(refund_at),
+                cancel_requested_at=whole_seconds(cancel_requested_at),
+                cancel_at=whole_seconds(cancel_at),
+                refund_at=whole_seconds(refund_at),
                 refunded_lines=refunded,
                 refund_id=f"{5000000000 + stable_int(order_id, 'refund') % 10**9}",
                 carrier=carrier,
@@ -336,10 +337,6 @@ def _orders_created_on(
             )
         )
     return tuple(plans)
-
-
-def _second(ts: datetime | None) -> datetime | None:
-    return ts.replace(microsecond=0) if ts is not None else None
 
 
 def _history(state: SandboxState) -> date:

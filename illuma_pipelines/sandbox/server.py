@@ -10,17 +10,24 @@ Use it three ways:
 
 Channel plug-in point
 ---------------------
-Each channel is a module ``illuma_pipelines.sandbox.<channel>`` exposing::
+The marketplaces are described once, in `illuma_pipelines.marketplaces.MARKETPLACES`; each names its
+sandbox plug-in (`Marketplace.sandbox`), a module exposing::
 
     def routes(state: SandboxState) -> list[starlette.routing.BaseRoute]
 
-whose paths are relative to the channel prefix (``/amazon``, ``/ebay``, ``/walmart``). `build_app`
-imports every name in `CHANNEL_MODULES` with importlib and mounts ``routes(state)`` under
-``/<channel>``. A channel module that does not exist yet is skipped (only a ModuleNotFoundError for
-that exact module; any other import error is raised). Channel modules get from `SandboxState`:
+whose paths are relative to the channel prefix (``/amazon``, ``/ebay``, ``/walmart``).
+`CHANNEL_MODULES` (channel -> module path) is derived from that list; `build_app` imports every one
+with importlib and mounts ``routes(state)`` under ``/<channel>``. A plug-in named there that does
+not import is an error (`build_app` raises): adding a marketplace means writing its plug-in in the
+same change. Channel modules import this module, never the reverse (the server loads them only by
+name, through importlib), so channel-specific introspection for tests lives in the channel module,
+as functions taking the state (e.g. ``amazon_orders_updated_between(state, merchant_id, a, b)``).
+Channel modules get from `SandboxState`:
 
 - ``state.now()``: the sandbox clock (fixed or running); ``state.world(merchant_id)``: the
-  deterministic `MerchantWorld` (catalog, buyers, per-channel plans);
+  deterministic, channel-agnostic `MerchantWorld` (seed, merchant id, history start, catalog). A
+  channel builds its own plans from it, with the buyer generator and the window helpers of
+  `illuma_pipelines.sandbox.world`, on random streams namespaced by the channel;
 - ``state.faults.draw(caller, operation, allowed_kinds)`` and the helpers `transport_fault_response`
   / `hold_for_timeout` for transport faults; channel-specific error bodies stay in the channel;
 - ``state.take_quota(channel, caller, operation, rate, burst)`` (honours `enforce_quotas` and
@@ -54,6 +61,7 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
+from illuma_pipelines.marketplaces import MARKETPLACES
 from illuma_pipelines.merchant_ids import MERCHANT_ID_PATTERN
 from illuma_pipelines.sandbox.faults import FaultConfig, FaultInjector, QuotaBucket
 from illuma_pipelines.sandbox.world import MerchantWorld
@@ -63,12 +71,8 @@ logger = logging.getLogger(__name__)
 # How many entries request_log and admissions keep (most recent).
 LOG_LIMIT = 200_000
 
-# Channel name -> module exposing `routes(state)`; mounted under "/<channel>" when importable.
-CHANNEL_MODULES: dict[str, str] = {
-    "amazon": "illuma_pipelines.sandbox.amazon",
-    "ebay": "illuma_pipelines.sandbox.ebay",
-    "walmart": "illuma_pipelines.sandbox.walmart",
-}
+# Channel name -> module exposing `routes(state)`, mounted under "/<channel>"; one per marketplace.
+CHANNEL_MODULES: dict[str, str] = {m.channel: m.sandbox for m in MARKETPLACES}
 
 
 class SandboxClock:
@@ -153,12 +157,13 @@ class SandboxConfig:
 class SandboxState:
     """Mutable server state plus Python-side introspection for tests.
 
-    Introspection (what the sandbox holds, as of its clock):
-    ``state.world(m)`` (a `MerchantWorld`), ``state.amazon_orders_updated_between(m, a, b)``,
-    ``state.amazon_transactions_posted_between(m, a, b)``, ``state.amazon_settlements_between(m, a,
-    b)``, ``state.served`` / ``state.throttled`` (requests answered / 429 per operation),
-    ``state.admissions`` (when each quota-checked request was let through) and
-    ``state.faults.counts`` (faults injected per kind).
+    Introspection: ``state.world(m)`` (a `MerchantWorld`), ``state.served`` / ``state.throttled``
+    (requests answered / 429 per operation), ``state.admissions`` (when each quota-checked request
+    was let through) and ``state.faults.counts`` (faults injected per kind). What a channel holds
+    for a merchant as of the clock is asked of the channel module, with the state: e.g.
+    ``amazon.amazon_orders_updated_between(state, m, a, b)``,
+    ``ebay.ebay_orders_modified_between(state, m, a, b)``,
+    ``walmart.walmart_orders_modified_between(state, m, a, b)``.
     """
 
     def __init__(self, config: SandboxConfig) -> None:
@@ -277,34 +282,6 @@ class SandboxState:
     def channel_data(self, channel: str) -> dict[str, Any]:
         return self._channel_data[channel]
 
-    # -- introspection shortcuts (Amazon) -----------------------------------------------------
-    def amazon_orders_updated_between(
-        self, merchant_id: str, a: datetime, b: datetime
-    ) -> list[dict[str, Any]]:
-        """The orders searchOrders would return for [a, b) now, rendered with every dataset."""
-        from illuma_pipelines.sandbox.amazon import ALL_ORDER_DATASETS, render_order
-
-        now = self.now()
-        return [
-            render_order(p, now, ALL_ORDER_DATASETS)
-            for p in self.world(merchant_id).amazon_orders_updated_between(a, b, now)
-        ]
-
-    def amazon_transactions_posted_between(
-        self, merchant_id: str, a: datetime, b: datetime
-    ) -> list[dict[str, Any]]:
-        from illuma_pipelines.sandbox.amazon import render_transaction
-
-        world = self.world(merchant_id)
-        b = min(b, self.now())
-        return [
-            render_transaction(world, t) for t in world.amazon_transactions_posted_between(a, b)
-        ]
-
-    def amazon_settlements_between(self, merchant_id: str, a: datetime, b: datetime):
-        """Settlements whose report was created in [a, b) and by now (`AmazonSettlement` objects)."""
-        return self.world(merchant_id).amazon_settlements_reported_between(a, b, self.now())
-
 
 # ---------------------------------------------------------------------------------------------
 # Response helpers shared by channel modules
@@ -399,22 +376,25 @@ async def _health(_request) -> Response:
 
 
 def build_app(config: SandboxConfig, state: SandboxState | None = None) -> Starlette:
-    """The Starlette app: `/health` plus every importable channel mounted under `/<channel>`."""
+    """The Starlette app: `/health` plus every marketplace's plug-in mounted under `/<channel>`.
+
+    A plug-in that does not import raises here, naming the channel, rather than leaving the
+    channel silently unmounted."""
     state = state or SandboxState(config)
     routes: list[Any] = [Route("/health", _health)]
-    mounted = []
     for channel, module_name in CHANNEL_MODULES.items():
         try:
             module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:
-                continue  # that channel has not been written yet
+        except ImportError as exc:
+            exc.add_note(
+                f"the sandbox plug-in of channel {channel!r} is named in "
+                "illuma_pipelines/marketplaces.py; write or fix that module"
+            )
             raise
         routes.append(Mount(f"/{channel}", routes=module.routes(state)))
-        mounted.append(channel)
     app = Starlette(routes=routes)
     app.state.sandbox = state
-    app.state.channels = tuple(mounted)
+    app.state.channels = tuple(CHANNEL_MODULES)
     return app
 
 

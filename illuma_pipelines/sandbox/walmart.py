@@ -69,6 +69,7 @@ from illuma_pipelines.sandbox.world import (
     plans_modified_between,
     stable_int,
     stable_rng,
+    whole_seconds,
 )
 
 CHANNEL = "walmart"
@@ -271,20 +272,16 @@ def _orders_created_on(
                 buyer=buyer,
                 lines=tuple(lines),
                 ack_at=ack_at.replace(microsecond=0),
-                ship_at=_second(ship_at),
-                deliver_at=_second(deliver_at),
-                cancel_at=_second(cancel_at),
-                refund_at=_second(refund_at),
+                ship_at=whole_seconds(ship_at),
+                deliver_at=whole_seconds(deliver_at),
+                cancel_at=whole_seconds(cancel_at),
+                refund_at=whole_seconds(refund_at),
                 refunded_lines=refunded,
                 carrier=carrier,
                 tracking_number=prefix + "".join(orng.choice("0123456789") for _ in range(digits)),
             )
         )
     return tuple(plans)
-
-
-def _second(ts: datetime | None) -> datetime | None:
-    return ts.replace(microsecond=0) if ts is not None else None
 
 
 def _plans_on(state: SandboxState, merchant_id: str) -> Callable[[date], Iterable[WalmartOrderPlan]]:
