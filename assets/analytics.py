@@ -8,18 +8,47 @@ from typing import Any
 
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
+from dagster_dbt.dbt_project import DagsterDbtProjectPreparer
+from dagster_shared.record import replace
 
 from assets.partitions import merchant_daily_partitions, partition_parts
 from illuma_pipelines.dbt_vars import build_dbt_vars, dbt_target
 from illuma_pipelines.paths import DBT_PROJECT_DIR
+from resources import dbt_executable
 from resources.warehouse import WarehouseResource
 
 WAREHOUSE_POOL = "warehouse"
 
 
+class VenvDbtProjectPreparer(DagsterDbtProjectPreparer):
+    """dagster-dbt's preparer (`dbt deps` if needed, `dbt parse`, under a lock file), run with the
+    same dbt as the dbt resource: `resources.dbt_executable()`, the one beside this interpreter.
+
+    The stock preparer runs `dbt` from PATH, so `dagster dev` started without the venv's bin on
+    PATH failed to load the code location ("The dbt executable 'dbt' was not found on PATH").
+    dagster-dbt 0.29 builds its dbt resource in these two hooks and offers no other way to choose
+    the executable; tests/test_dbt_prepare.py loads the code location with such a PATH, so a
+    change in dagster-dbt that bypasses them fails there.
+    """
+
+    def _dbt(self, project: DbtProject) -> DbtCliResource:
+        return DbtCliResource(project_dir=project, dbt_executable=dbt_executable())
+
+    def _prepare_packages(self, project: DbtProject) -> None:
+        self._dbt(project).cli(["deps", "--quiet"], target_path=project.target_path).wait()
+
+    def _prepare_manifest(self, project: DbtProject) -> None:
+        self._dbt(project).cli(self._prepare_project_cli_args, target_path=project.target_path).wait()
+        self._invalidate_seeds_in_partial_parse(project)
+
+
 @cache
 def dbt_project() -> DbtProject:
-    project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
+    # DbtProject takes no preparer argument; its record is copied with ours in place.
+    project = replace(
+        DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR),
+        preparer=VenvDbtProjectPreparer(),
+    )
     # Under `dagster dev` the manifest is rebuilt on load; elsewhere `make` prepares it.
     project.prepare_if_dev()
     return project

@@ -1,4 +1,5 @@
-"""Every partitions definition of the asset graph, in one place (DESIGN.md §3)."""
+"""Every partitions definition of the asset graph, in one place: the date × merchant grain and
+merchants as dynamic partitions (docs/decisions/0006-partitions-runs-concurrency.md)."""
 
 
 import dagster as dg

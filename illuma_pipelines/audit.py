@@ -1,10 +1,11 @@
 """The platform audit log: who (a user or a run) did what, to which merchant, when, with counts.
 
 Writers: registry changes (registry.py), vault reveals (resources/vault.py), key rotation and
-shredding (assets/keys.py), purges and exports (their assets), and every asset materialization
-and failed run, copied from the Dagster event log by `audit_run_materializations` (called by
-sensors/audit.py's `audit_log_sensor` and by the demo). Rows hold identifiers and counts, never
-PII and never free text from payloads or error messages.
+shredding (key_rotation.py), purges and exports (purge.py, export.py), and every materialization
+and failed run, copied from the Dagster event log by `sensors.audit.audit_run_materializations`
+(called by `audit_log_sensor`, by the merchants sensor before it deletes an erased merchant's
+runs, and by the demo), which reads the run into plain `RunFacts` for `audit_run` here. Rows hold
+identifiers and counts, never PII and never free text from payloads or error messages.
 
 The log is append-only. On PostgreSQL the database enforces it (see `_secure_platform` in
 warehouse.py): triggers refuse UPDATE and TRUNCATE always and DELETE unless the row is older than
@@ -13,7 +14,7 @@ only `purge_security_logs` does; the `illuma_pipeline` role may only SELECT and 
 neither triggers nor roles: there it is enforced by code, as nothing but `purge_security_logs`
 issues an UPDATE, DELETE or TRUNCATE against platform.audit_log.
 
-Dagster is imported only where the event log is read, so the rest stays plain domain code.
+Plain domain code: no Dagster import. Reading the Dagster instance is sensors/audit.py's part.
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ from __future__ import annotations
 import json
 import math
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from illuma_pipelines.merchant_ids import MERCHANT_ID_PATTERN
 from illuma_pipelines.retention import DEFAULT_POLICY, Policy
@@ -36,9 +37,6 @@ from illuma_pipelines.warehouse import (
     Connection,
     Warehouse,
 )
-
-if TYPE_CHECKING:
-    import dagster as dg
 
 MATERIALIZED = "asset.materialized"
 RUN_FAILED = "run.failed"
@@ -148,9 +146,95 @@ def _timestamp(seconds: float | None) -> datetime:
     return datetime.fromtimestamp(seconds, UTC) if seconds is not None else datetime.now(UTC)
 
 
-def audit_run_materializations(instance: dg.DagsterInstance, run_id: str, warehouse: Warehouse) -> int:
-    """Copy a run's asset materializations (and, for a failed or canceled run, the run's outcome)
-    from the Dagster instance into platform.audit_log. Returns how many rows were added.
+@dataclass(frozen=True)
+class MaterializationFacts:
+    """One asset materialization of a run, as its event log records it."""
+
+    storage_id: int
+    asset_key: str  # user string, e.g. "extracts/amazon_orders"
+    partition: str | None
+    step: str | None
+    timestamp: float | None  # seconds since the epoch
+    metadata: Mapping[str, Any]
+    merchant_hint: str | None = None  # the merchant its partition names (tag), unvalidated
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """What the audit log records of one finished run, read from the Dagster instance by
+    sensors/audit.py; plain data, so the events built from it are tested without Dagster."""
+
+    run_id: str
+    job: str
+    tags: Mapping[str, str]
+    partition: str | None
+    # Tag values that may name the run's merchant, in order of trust; the first valid id wins.
+    merchant_hints: tuple[str | None, ...] = ()
+    outcome: str | None = None  # RUN_FAILED, RUN_CANCELED, or None for a run that succeeded
+    ended_at: float | None = None
+    failed_steps: tuple[str, ...] = ()
+    materializations: tuple[MaterializationFacts, ...] = ()
+
+
+def run_events(run: RunFacts, registered: Collection[str]) -> list[AuditEvent]:
+    """The audit events of a finished run (see `audit_run`). `registered` holds the merchant ids,
+    among the run's partition keys, that are in the registry: a partition key that is a registered
+    merchant id is a merchant-partitioned asset's key."""
+    actor = run_actor(run.run_id, run.tags)
+    launcher = launched_by(run.tags)
+    run_merchant = next((m for m in map(_valid_merchant, run.merchant_hints) if m), None)
+    events = []
+    for m in run.materializations:
+        merchant = (
+            _valid_merchant(m.merchant_hint)
+            or (m.partition if m.partition in registered else None)
+            or run_merchant
+        )
+        details = {
+            "asset_key": m.asset_key,
+            "partition": m.partition,
+            "job": run.job,
+            "step": m.step,
+            "storage_id": m.storage_id,
+            "counts": numeric_counts(m.metadata),
+        }
+        if launcher:
+            details["launched_by"] = launcher
+        events.append(
+            AuditEvent(
+                event_id=audit_event_id(run.run_id, m.storage_id, m.asset_key, m.partition),
+                occurred_at=_timestamp(m.timestamp),
+                actor=actor,
+                action=MATERIALIZED,
+                merchant_id=merchant,
+                details=details,
+            )
+        )
+    if run.outcome is not None:
+        details = {
+            "job": run.job,
+            "partition": run.partition,
+            "failed_steps": sorted(run.failed_steps),
+            "materializations": len(run.materializations),
+        }
+        if launcher:
+            details["launched_by"] = launcher
+        events.append(
+            AuditEvent(
+                event_id=audit_event_id(run.run_id, run.outcome),
+                occurred_at=_timestamp(run.ended_at),
+                actor=actor,
+                action=run.outcome,
+                merchant_id=run_merchant or (run.partition if run.partition in registered else None),
+                details=details,
+            )
+        )
+    return events
+
+
+def audit_run(warehouse: Warehouse, run: RunFacts) -> int:
+    """Copy a finished run's asset materializations (and, for a failed or canceled run, the run's
+    outcome) into platform.audit_log. Returns how many rows were added.
 
     One `asset.materialized` row per materialization: actor `run:<id>` (with the launching user
     when tagged), the merchant of its partition, its time, and details holding the asset key, the
@@ -159,104 +243,12 @@ def audit_run_materializations(instance: dg.DagsterInstance, run_id: str, wareho
     messages are left out, as they can quote payloads. Idempotent: row ids derive from the run
     and the event's storage id, so a second call adds nothing.
     """
-    import dagster as dg
-
-    from assets.partitions import MERCHANT_DIM
-    from sensors.merchants import MERCHANT_TAG
-
-    run = instance.get_run_by_id(run_id)
-    if run is None:
-        raise ValueError(
-            f"run {run_id!r} is not in this Dagster instance: audit it against the instance that "
-            "executed it (DAGSTER_HOME)"
-        )
-    tags = dict(run.tags)
-    actor = run_actor(run_id, tags)
-    launcher = launched_by(tags)
-    dim_tag = f"dagster/partition/{MERCHANT_DIM}"
-    records = instance.get_records_for_run(
-        run_id,
-        of_type={dg.DagsterEventType.ASSET_MATERIALIZATION, dg.DagsterEventType.STEP_FAILURE},
-    ).records
-    materializations = [
-        r for r in records if r.event_log_entry.dagster_event_type == dg.DagsterEventType.ASSET_MATERIALIZATION
-    ]
-    failed_steps = sorted(
-        {
-            r.event_log_entry.step_key
-            for r in records
-            if r.event_log_entry.dagster_event_type == dg.DagsterEventType.STEP_FAILURE
-            and r.event_log_entry.step_key
-        }
-    )
-    outcome = {
-        dg.DagsterRunStatus.FAILURE: RUN_FAILED,
-        dg.DagsterRunStatus.CANCELED: RUN_CANCELED,
-    }.get(run.status)
-    if not materializations and outcome is None:
+    if not run.materializations and run.outcome is None:
         return 0
-    run_partition = tags.get("dagster/partition")
-    run_merchant = _valid_merchant(tags.get(dim_tag)) or _valid_merchant(tags.get(MERCHANT_TAG))
-
     with warehouse.connect() as conn:
-        # A partition key that is a registered merchant id is a merchant-partitioned asset's key.
-        partitions = [
-            r.event_log_entry.dagster_event.partition for r in materializations
-        ] + [run_partition]
+        partitions = [m.partition for m in run.materializations] + [run.partition]
         registered = _registered(conn, [p for p in partitions if p])
-        events = []
-        for record in materializations:
-            entry = record.event_log_entry
-            materialization = entry.asset_materialization
-            partition = materialization.partition
-            merchant = (
-                _valid_merchant(materialization.tags.get(dim_tag) if materialization.tags else None)
-                or (partition if partition in registered else None)
-                or run_merchant
-            )
-            asset_key = materialization.asset_key.to_user_string()
-            details = {
-                "asset_key": asset_key,
-                "partition": partition,
-                "job": run.job_name,
-                "step": entry.step_key,
-                "storage_id": record.storage_id,
-                "counts": numeric_counts(materialization.metadata),
-            }
-            if launcher:
-                details["launched_by"] = launcher
-            events.append(
-                AuditEvent(
-                    event_id=audit_event_id(run_id, record.storage_id, asset_key, partition),
-                    occurred_at=_timestamp(entry.timestamp),
-                    actor=actor,
-                    action=MATERIALIZED,
-                    merchant_id=merchant,
-                    details=details,
-                )
-            )
-        if outcome is not None:
-            run_record = instance.get_run_record_by_id(run_id)
-            details = {
-                "job": run.job_name,
-                "partition": run_partition,
-                "failed_steps": failed_steps,
-                "materializations": len(materializations),
-            }
-            if launcher:
-                details["launched_by"] = launcher
-            events.append(
-                AuditEvent(
-                    event_id=audit_event_id(run_id, outcome),
-                    occurred_at=_timestamp(run_record.end_time if run_record else None),
-                    actor=actor,
-                    action=outcome,
-                    merchant_id=run_merchant
-                    or (run_partition if run_partition in registered else None),
-                    details=details,
-                )
-            )
-        return append_events(conn, events)
+        return append_events(conn, run_events(run, registered))
 
 
 def purge_security_logs(

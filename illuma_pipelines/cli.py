@@ -7,8 +7,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from illuma_pipelines.environment import EnvironmentConfigError, warehouse_url
 from illuma_pipelines.merchant_ids import InvalidMerchantId
-from illuma_pipelines.paths import warehouse_url
 from illuma_pipelines.registry import (
     CHANNELS,
     ChannelConnection,
@@ -18,6 +18,11 @@ from illuma_pipelines.registry import (
     offboard_merchant,
 )
 from illuma_pipelines.warehouse import Warehouse, WarehouseError
+
+
+def _warehouse(args: argparse.Namespace) -> Warehouse:
+    """--warehouse-url if given, else the environment's warehouse: the one the Dagster assets use."""
+    return Warehouse.from_url(args.warehouse_url or warehouse_url())
 
 
 def _parse_channel(text: str) -> tuple[str, ChannelConnection]:
@@ -35,7 +40,7 @@ def _cmd_merchants_add(args: argparse.Namespace) -> int:
             conn = ChannelConnection(name, f"sandbox:{args.merchant_id}", conn.marketplace_ids)
         channels[name] = conn
     merchant = add_merchant(
-        Warehouse.from_url(args.warehouse_url),
+        _warehouse(args),
         args.merchant_id,
         display_name=args.name,
         channels=channels,
@@ -46,7 +51,7 @@ def _cmd_merchants_add(args: argparse.Namespace) -> int:
 
 
 def _cmd_merchants_list(args: argparse.Namespace) -> int:
-    merchants = list_merchants(Warehouse.from_url(args.warehouse_url), status=args.status)
+    merchants = list_merchants(_warehouse(args), status=args.status)
     if not merchants:
         print("no merchants registered")
         return 0
@@ -58,7 +63,7 @@ def _cmd_merchants_list(args: argparse.Namespace) -> int:
 
 def _cmd_merchants_offboard(args: argparse.Namespace) -> int:
     merchant = offboard_merchant(
-        Warehouse.from_url(args.warehouse_url),
+        _warehouse(args),
         args.merchant_id,
         actor=f"cli:{os.environ.get('USER', 'unknown')}",
     )
@@ -74,7 +79,7 @@ def _cmd_merchants_export(args: argparse.Namespace) -> int:
     from illuma_pipelines.vault import MasterKeyError, VaultError
     from resources.vault import VaultResource
 
-    warehouse = Warehouse.from_url(args.warehouse_url)
+    warehouse = _warehouse(args)
     get_merchant(warehouse, args.merchant_id)  # unknown merchant: fail before touching the keys
     try:
         # An export never creates key material: without a master key nothing was ever encrypted,
@@ -114,7 +119,7 @@ def _cmd_merchants_request_deletion(args: argparse.Namespace) -> int:
     from illuma_pipelines.purge import request_deletion
 
     request = request_deletion(
-        Warehouse.from_url(args.warehouse_url),
+        _warehouse(args),
         args.merchant_id,
         immediate=args.immediate,
         requested_by=args.requested_by or _actor(),
@@ -134,7 +139,7 @@ def _cmd_merchants_retention_override(args: argparse.Namespace) -> int:
 
     try:
         policy = set_retention_override(
-            Warehouse.from_url(args.warehouse_url), args.merchant_id, args.rule_id, args.period, actor=_actor()
+            _warehouse(args), args.merchant_id, args.rule_id, args.period, actor=_actor()
         )
     except RetentionError as exc:
         print(f"illuma: error: {exc}", file=sys.stderr)
@@ -147,7 +152,7 @@ def _cmd_merchants_retention_override(args: argparse.Namespace) -> int:
 def _cmd_merchants_purge_report(args: argparse.Namespace) -> int:
     from illuma_pipelines.purge import purge_report
 
-    rows = purge_report(Warehouse.from_url(args.warehouse_url), args.merchant_id)
+    rows = purge_report(_warehouse(args), args.merchant_id)
     if not rows:
         print(f"{args.merchant_id}: nothing purged yet")
         return 0
@@ -162,7 +167,7 @@ def _cmd_requests(args: argparse.Namespace) -> int:
 
     from illuma_pipelines.purge import late_requests, requests_report
 
-    rows = requests_report(Warehouse.from_url(args.warehouse_url), datetime.now(UTC), include_done=args.all)
+    rows = requests_report(_warehouse(args), datetime.now(UTC), include_done=args.all)
     if not rows:
         print("no open rights requests")
         return 0
@@ -179,7 +184,7 @@ def _cmd_sync_partitions(args: argparse.Namespace) -> int:
 
     from sensors.merchants import sync_merchant_partitions
 
-    changes = sync_merchant_partitions(dg.DagsterInstance.get(), Warehouse.from_url(args.warehouse_url))
+    changes = sync_merchant_partitions(dg.DagsterInstance.get(), _warehouse(args))
     print(f"added: {changes.to_add or '-'}; retired: {changes.to_remove or '-'}; waiting: {changes.waiting or '-'}")
     return 0
 
@@ -212,7 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--warehouse-url",
         default=None,
-        help="warehouse URL (default: ILLUMA_WAREHOUSE_URL, else the project-local DuckDB file)",
+        help="warehouse URL (default: the environment's, as for the Dagster assets: "
+        "ILLUMA_WAREHOUSE_URL, else the project-local DuckDB file; required with ILLUMA_ENV=production)",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -295,10 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    args.warehouse_url = args.warehouse_url or warehouse_url()
     try:
         return args.func(args)
-    except (InvalidMerchantId, RegistryError, WarehouseError) as exc:
+    except (EnvironmentConfigError, InvalidMerchantId, RegistryError, WarehouseError) as exc:
         print(f"illuma: error: {exc}", file=sys.stderr)
         return 2
 

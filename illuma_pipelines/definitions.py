@@ -1,4 +1,10 @@
-"""The one Definitions object of the code location: it only assembles."""
+"""The code location's Definitions: it only assembles.
+
+Built when the code location loads, not at import: `defs` is a `@dg.definitions` function, so the
+environment (ILLUMA_ENV, ILLUMA_WAREHOUSE_URL, `illuma_pipelines.environment`) is read and checked
+by the process that loads it, not by whoever imports this module. Call `defs()` for the
+Definitions.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +16,8 @@ from assets.compliance import compliance_assets
 from assets.core import core_assets
 from assets.extracts import extract_assets
 from assets.platform import platform_assets
-from resources import current_environment, resources_for
+from illuma_pipelines.environment import current_environment
+from resources import resources_for
 from sensors.audit import audit_log_sensor
 from sensors.compliance import (
     account_erasure_job,
@@ -23,11 +30,17 @@ from sensors.keys import key_rotation_job, key_rotation_schedule
 from sensors.merchants import merchants_sensor
 from sensors.schedules import merchant_daily_schedule
 
-defs = dg.Definitions(
-    assets=[*platform_assets, *extract_assets, *core_assets, analytics_dbt_models, *compliance_assets],
-    asset_checks=quality_checks,
-    jobs=[merchant_daily_job, key_rotation_job, pii_purge_job, account_erasure_job],
-    schedules=[merchant_daily_schedule, key_rotation_schedule, pii_purge_schedule],
-    sensors=[merchants_sensor, erasure_sensor, audit_log_sensor],
-    resources=resources_for(current_environment()),
-)
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    # Fails the load with a clear message when the environment is wrong (e.g. production
+    # without ILLUMA_WAREHOUSE_URL), rather than at the first run.
+    environment = current_environment()
+    return dg.Definitions(
+        assets=[*platform_assets, *extract_assets, *core_assets, analytics_dbt_models, *compliance_assets],
+        asset_checks=quality_checks,
+        jobs=[merchant_daily_job, key_rotation_job, pii_purge_job, account_erasure_job],
+        schedules=[merchant_daily_schedule, key_rotation_schedule, pii_purge_schedule],
+        sensors=[merchants_sensor, erasure_sensor, audit_log_sensor],
+        resources=resources_for(environment.name),
+    )

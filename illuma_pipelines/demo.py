@@ -1,8 +1,10 @@
 """`make demo`: onboard demo merchants and materialize their recent days on the embedded default.
 
 Everything runs for real: the project-local Dagster instance records the runs (so `make ui`
-shows them), the DuckDB warehouse holds the data, and the merchants' partitions come from the
-same registry sync the merchants sensor performs.
+shows them), the environment's warehouse holds the data (the DuckDB file unless
+ILLUMA_WAREHOUSE_URL names another: `illuma_pipelines.environment`, as for the CLI and the
+assets), and the merchants' partitions come from the same registry sync the merchants sensor
+performs. It sits on top, like the CLI: it runs the code location's jobs and sensors' functions.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from illuma_pipelines.paths import var_dir, warehouse_url
+from illuma_pipelines.environment import current_environment
+from illuma_pipelines.paths import var_dir
 from illuma_pipelines.registry import ChannelConnection, add_merchant
 from illuma_pipelines.warehouse import Warehouse
 
@@ -86,11 +89,13 @@ def _run_demo(days: int) -> int:
 
     home = ensure_local_instance_home()
     from assets.partitions import merchant_date_key
-    from illuma_pipelines.audit import audit_run_materializations
     from illuma_pipelines.definitions import defs
-    from sensors.merchants import MERCHANT_TAG, sync_merchant_partitions
+    from sensors.audit import audit_run_materializations
+    from sensors.merchants import sync_merchant_partitions
+    from sensors.tags import MERCHANT_TAG
 
-    url = warehouse_url()
+    # The same warehouse the code location's resources resolve (`defs()` below).
+    url = current_environment().warehouse_url
     warehouse = Warehouse.from_url(url)
     for merchant_id, (name, channels) in DEMO_MERCHANTS.items():
         add_merchant(
@@ -104,7 +109,8 @@ def _run_demo(days: int) -> int:
     changes = sync_merchant_partitions(instance, warehouse)
     print(f"merchants registered: {len(DEMO_MERCHANTS)}; new partitions: {', '.join(changes.to_add) or 'none'}")
 
-    job = defs.resolve_job_def("merchant_daily_job")
+    definitions = defs()
+    job = definitions.resolve_job_def("merchant_daily_job")
     started, failed = time.monotonic(), []
     dates = demo_days(days)
     for day in dates:
@@ -126,7 +132,7 @@ def _run_demo(days: int) -> int:
     print(f"\n{len(dates) * len(DEMO_MERCHANTS) - len(failed)} of {len(dates) * len(DEMO_MERCHANTS)} "
           f"merchant-day partitions materialized in {time.monotonic() - started:.0f} s")
     # The daily PII purge, as pii_purge_schedule runs it after extraction.
-    purge_job = defs.resolve_job_def("pii_purge_job")
+    purge_job = definitions.resolve_job_def("pii_purge_job")
     for merchant_id in DEMO_MERCHANTS:
         result = purge_job.execute_in_process(
             instance=instance,

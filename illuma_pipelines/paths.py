@@ -1,4 +1,7 @@
-"""Where the project keeps its local state. Read at call time, never at import time."""
+"""Where the project keeps its local state. Read at call time, never at import time.
+
+Which warehouse a process uses is decided in `illuma_pipelines.environment`, not here.
+"""
 
 from __future__ import annotations
 
@@ -18,11 +21,3 @@ def data_dir() -> Path:
     """The data folder: the DuckDB file, exports. Key material never lives here."""
     return Path(os.environ.get("ILLUMA_DATA_DIR", var_dir() / "data"))
 
-
-def default_warehouse_url() -> str:
-    return f"duckdb:///{data_dir() / 'warehouse.duckdb'}"
-
-
-def warehouse_url() -> str:
-    """ILLUMA_WAREHOUSE_URL if set (postgresql://... in production), else the local DuckDB file."""
-    return os.environ.get("ILLUMA_WAREHOUSE_URL") or default_warehouse_url()

@@ -1,4 +1,7 @@
-"""Resources per environment. The environment is chosen in one place: `current_environment()`."""
+"""Resources per environment: `resources_for(name)` is the one map from environment to resources.
+
+Which environment (and warehouse) a process runs in is decided in `illuma_pipelines.environment`.
+"""
 
 
 import os
@@ -9,6 +12,7 @@ from pathlib import Path
 import dagster as dg
 from dagster_dbt import DbtCliResource
 
+from illuma_pipelines.environment import ENVIRONMENTS, LOCAL, PRODUCTION
 from illuma_pipelines.paths import DBT_PROJECT_DIR
 from resources.amazon import AmazonSellingPartnerHttp
 from resources.ebay import EbaySellHttp
@@ -16,21 +20,13 @@ from resources.vault import VaultResource
 from resources.walmart import WalmartMarketplaceHttp
 from resources.warehouse import WarehouseResource
 
-ENVIRONMENTS = ("local", "production")
 # The local marketplace sandbox (`illuma sandbox serve`, started by `make demo` and `make ui`).
 LOCAL_SANDBOX_URL = "http://127.0.0.1:8765"
 
 
-def current_environment() -> str:
-    """`local` (embedded DuckDB, local sandbox) unless ILLUMA_ENV says `production`."""
-    env = os.environ.get("ILLUMA_ENV", "local")
-    if env not in ENVIRONMENTS:
-        raise ValueError(f"ILLUMA_ENV={env!r} is not one of {ENVIRONMENTS}")
-    return env
-
-
 def dbt_executable() -> str:
-    """The dbt installed beside this interpreter (the venv's), even when the venv is not on PATH."""
+    """The dbt installed beside this interpreter (the venv's), even when the venv is not on PATH:
+    for the dbt resource and for preparing the manifest (`assets.analytics.dbt_project`)."""
     beside = Path(sys.executable).parent / "dbt"
     return str(beside) if beside.exists() else (shutil.which("dbt") or "dbt")
 
@@ -71,20 +67,28 @@ def production_clients() -> dict[str, object]:
 
 
 def resources_for(env: str) -> dict[str, object]:
+    """The resources of environment `env` (`local` or `production`).
+
+    The warehouse is the environment's own (`WarehouseResource()` resolves it when used, through
+    `illuma_pipelines.environment`, as the CLI does): ILLUMA_WAREHOUSE_URL if set, else locally the
+    DuckDB file; production requires the URL.
+    """
+    if env not in ENVIRONMENTS:
+        raise ValueError(f"environment {env!r} is not one of {ENVIRONMENTS}")
     dbt = DbtCliResource(
         project_dir=str(DBT_PROJECT_DIR),
         profiles_dir=str(DBT_PROJECT_DIR),
         dbt_executable=dbt_executable(),
     )
     by_env: dict[str, dict[str, object]] = {
-        "local": {
+        LOCAL: {
             "warehouse": WarehouseResource(),
             "vault": VaultResource(),
             "dbt": dbt,
             **sandbox_clients(os.environ.get("ILLUMA_SANDBOX_URL", LOCAL_SANDBOX_URL)),
         },
-        "production": {
-            "warehouse": WarehouseResource(url=dg.EnvVar("ILLUMA_WAREHOUSE_URL")),
+        PRODUCTION: {
+            "warehouse": WarehouseResource(),
             # Keys apart from the data: the master key from the environment, never generated.
             "vault": VaultResource(
                 key_store_path=dg.EnvVar("ILLUMA_KEY_STORE_PATH"),

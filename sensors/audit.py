@@ -1,5 +1,10 @@
 """Copy every finished run's materializations (and failures) into platform.audit_log.
 
+`audit_run_materializations` reads one run from the Dagster instance (its tags, materializations,
+failed steps, outcome) into plain `RunFacts`; `illuma_pipelines.audit.audit_run` builds and appends
+the rows. `audit_log_sensor` calls it for every finished run; the merchants sensor before it
+deletes an erased merchant's runs; the demo after each of its in-process runs.
+
 A plain sensor with its own cursor rather than a `run_status_sensor`, for two measured reasons
 (dagster 1.13): a run status sensor advances its cursor past a run even when the evaluation for it
 raised, so a warehouse outage would lose that run's audit rows for good; and it only matches runs
@@ -11,8 +16,16 @@ retries them, and the writes are idempotent, so every finished run is audited ex
 
 import dagster as dg
 
-from illuma_pipelines.audit import audit_run_materializations
+from illuma_pipelines.audit import (
+    RUN_CANCELED,
+    RUN_FAILED,
+    MaterializationFacts,
+    RunFacts,
+    audit_run,
+)
+from illuma_pipelines.warehouse import Warehouse
 from resources.warehouse import WarehouseResource
+from sensors.tags import MERCHANT_PARTITION_TAG, MERCHANT_TAG, PARTITION_TAG
 
 FINISHED_RUN_EVENTS = (
     dg.DagsterEventType.RUN_SUCCESS,
@@ -21,6 +34,67 @@ FINISHED_RUN_EVENTS = (
 )
 # Runs audited per tick: each costs a few event-log reads and one warehouse transaction.
 RUNS_PER_TICK = 100
+_OUTCOMES = {dg.DagsterRunStatus.FAILURE: RUN_FAILED, dg.DagsterRunStatus.CANCELED: RUN_CANCELED}
+
+
+def run_facts(instance: dg.DagsterInstance, run_id: str) -> RunFacts:
+    """What the audit log records of a run, read from the instance's run and event log storage."""
+    run = instance.get_run_by_id(run_id)
+    if run is None:
+        raise ValueError(
+            f"run {run_id!r} is not in this Dagster instance: audit it against the instance that "
+            "executed it (DAGSTER_HOME)"
+        )
+    tags = dict(run.tags)
+    records = instance.get_records_for_run(
+        run_id,
+        of_type={dg.DagsterEventType.ASSET_MATERIALIZATION, dg.DagsterEventType.STEP_FAILURE},
+    ).records
+    materializations = []
+    failed_steps = set()
+    for record in records:
+        entry = record.event_log_entry
+        if entry.dagster_event_type == dg.DagsterEventType.STEP_FAILURE:
+            if entry.step_key:
+                failed_steps.add(entry.step_key)
+            continue
+        if entry.dagster_event_type != dg.DagsterEventType.ASSET_MATERIALIZATION:
+            continue
+        materialization = entry.asset_materialization
+        materializations.append(
+            MaterializationFacts(
+                storage_id=record.storage_id,
+                asset_key=materialization.asset_key.to_user_string(),
+                partition=materialization.partition,
+                step=entry.step_key,
+                timestamp=entry.timestamp,
+                metadata=materialization.metadata,
+                merchant_hint=(materialization.tags or {}).get(MERCHANT_PARTITION_TAG),
+            )
+        )
+    outcome = _OUTCOMES.get(run.status)
+    ended_at = None
+    if outcome is not None:
+        run_record = instance.get_run_record_by_id(run_id)
+        ended_at = run_record.end_time if run_record else None
+    return RunFacts(
+        run_id=run_id,
+        job=run.job_name,
+        tags=tags,
+        partition=tags.get(PARTITION_TAG),
+        merchant_hints=(tags.get(MERCHANT_PARTITION_TAG), tags.get(MERCHANT_TAG)),
+        outcome=outcome,
+        ended_at=ended_at,
+        failed_steps=tuple(sorted(failed_steps)),
+        materializations=tuple(materializations),
+    )
+
+
+def audit_run_materializations(instance: dg.DagsterInstance, run_id: str, warehouse: Warehouse) -> int:
+    """Copy a run's asset materializations (and, for a failed or canceled run, its outcome) from
+    the Dagster instance into platform.audit_log; idempotent. Returns how many rows were added
+    (the rows are described at `illuma_pipelines.audit.audit_run`)."""
+    return audit_run(warehouse, run_facts(instance, run_id))
 
 
 def finished_runs_after(

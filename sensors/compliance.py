@@ -11,7 +11,7 @@ from assets.partitions import MERCHANTS, merchant_daily_partitions, merchant_dat
 from illuma_pipelines import purge
 from illuma_pipelines.warehouse import Warehouse
 from resources.warehouse import WarehouseResource
-from sensors.merchants import MERCHANT_TAG
+from sensors.tags import MERCHANT_TAG
 
 pii_purge_job = dg.define_asset_job(
     "pii_purge_job",

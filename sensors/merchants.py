@@ -1,18 +1,19 @@
-"""Keep the `merchants` dynamic partitions in step with the registry (DESIGN.md §3)."""
+"""Keep the `merchants` dynamic partitions in step with the registry (ADR 0006: merchants are
+dynamic partitions, changed by this sensor only; a failed registry read changes nothing)."""
 
 
 from dataclasses import dataclass
 
 import dagster as dg
 
-from assets.partitions import MERCHANT_DIM, MERCHANTS
-from illuma_pipelines.audit import audit_run_materializations
+from assets.partitions import MERCHANTS
 from illuma_pipelines.merchant_ids import validate_merchant_id
 from illuma_pipelines.registry import ACTIVE, list_merchants
 from illuma_pipelines.warehouse import Warehouse
 from resources.warehouse import WarehouseResource
+from sensors.audit import audit_run_materializations
+from sensors.tags import MERCHANT_RUN_TAGS
 
-MERCHANT_TAG = "illuma/merchant"
 _IN_FLIGHT = [
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
@@ -32,13 +33,9 @@ class PartitionChanges:
 def runs_in_flight(instance: dg.DagsterInstance, merchant_id: str) -> int:
     """Runs of this merchant that are queued or running (by partition tag or our own tag)."""
     count = 0
-    for tags in (
-        {f"dagster/partition/{MERCHANT_DIM}": merchant_id},
-        {"dagster/partition": merchant_id},
-        {MERCHANT_TAG: merchant_id},
-    ):
+    for tag in MERCHANT_RUN_TAGS:
         count += len(
-            instance.get_run_records(dg.RunsFilter(statuses=_IN_FLIGHT, tags=tags), limit=1)
+            instance.get_run_records(dg.RunsFilter(statuses=_IN_FLIGHT, tags={tag: merchant_id}), limit=1)
         )
     return count
 
@@ -75,12 +72,10 @@ def sync_merchant_partitions(instance: dg.DagsterInstance, warehouse: Warehouse)
 
 def _merchant_runs(instance: dg.DagsterInstance, merchant_id: str) -> set[str]:
     run_ids: set[str] = set()
-    for tags in (
-        {f"dagster/partition/{MERCHANT_DIM}": merchant_id},
-        {"dagster/partition": merchant_id},
-        {MERCHANT_TAG: merchant_id},
-    ):
-        run_ids.update(r.dagster_run.run_id for r in instance.get_run_records(dg.RunsFilter(tags=tags)))
+    for tag in MERCHANT_RUN_TAGS:
+        run_ids.update(
+            r.dagster_run.run_id for r in instance.get_run_records(dg.RunsFilter(tags={tag: merchant_id}))
+        )
     return run_ids
 
 

@@ -10,7 +10,7 @@ from assets.partitions import MERCHANTS, merchant_date_key
 from illuma_pipelines.registry import ACTIVE, list_merchants
 from resources.warehouse import WarehouseResource
 from sensors.jobs import merchant_daily_job
-from sensors.merchants import MERCHANT_TAG
+from sensors.tags import MERCHANT_TAG
 
 
 @dg.schedule(

@@ -89,3 +89,12 @@ def instance():
 
     with dg.instance_for_test() as inst:
         yield inst
+
+
+@pytest.fixture
+def vault_resource(tmp_path):
+    """A PII vault on a key store and master key of the test's own (never the project's var/keys)."""
+    from resources.vault import VaultResource
+
+    keys = tmp_path / "vault-keys"
+    return VaultResource(key_store_path=str(keys / "keystore.json"), master_key_file=str(keys / "master.key"))

@@ -16,10 +16,13 @@ from illuma_pipelines.audit import (
     MATERIALIZED,
     RUN_FAILED,
     SECURITY_LOGS_PURGED,
-    audit_run_materializations,
+    MaterializationFacts,
+    RunFacts,
+    audit_run,
     numeric_counts,
     purge_security_logs,
     run_actor,
+    run_events,
 )
 from illuma_pipelines.core.tables import BUYER_PII
 from illuma_pipelines.key_rotation import ROTATION_ACTION, rotate_merchant_keys
@@ -37,7 +40,7 @@ from illuma_pipelines.warehouse import (
 from resources import sandbox_clients
 from resources.vault import VaultResource
 from resources.warehouse import WarehouseResource
-from sensors.audit import audit_log_sensor, finished_runs_after
+from sensors.audit import audit_log_sensor, audit_run_materializations, finished_runs_after
 from tests.conftest import PG_ADMIN_URL
 from tests.sandbox_helpers import amazon_sandbox, sandbox_now
 
@@ -80,6 +83,45 @@ def test_run_actor_names_the_launching_user_when_tagged():
     assert run_actor("abc", {"dagster/user": "bo@illuma.example"}) == "user:bo@illuma.example run:abc"
 
 
+def test_run_events_are_built_from_plain_run_facts():
+    # No Dagster here: the sensor-side reader turns a run into RunFacts; these become the rows.
+    run = RunFacts(
+        run_id="r1",
+        job="merchant_daily_job",
+        tags={"dagster/schedule_name": "merchant_daily_schedule"},
+        partition="2026-11-20|acme_parts",
+        merchant_hints=("bad id!", "acme_parts"),
+        outcome=RUN_FAILED,
+        ended_at=1_764_000_000.0,
+        failed_steps=("core_orders", "analytics_dbt_models"),
+        materializations=(
+            MaterializationFacts(1, "extracts/amazon_orders", "2026-11-20|acme_parts", "s1", 1_763_999_000.0,
+                                 {"records": dg.IntMetadataValue(3), "note": "text"}, merchant_hint="acme_parts"),
+            MaterializationFacts(2, "platform/thing", "bolt_power", "s2", None, {}),
+            MaterializationFacts(3, "platform/other", "nobody", "s3", None, {}),
+        ),
+    )
+    tagged, by_partition, fallback, outcome = run_events(run, registered={"bolt_power"})
+    assert [e.merchant_id for e in (tagged, by_partition, fallback, outcome)] == [
+        "acme_parts", "bolt_power", "acme_parts", "acme_parts"
+    ]
+    assert tagged.action == MATERIALIZED and tagged.actor == "run:r1"
+    assert tagged.details == {
+        "asset_key": "extracts/amazon_orders", "partition": "2026-11-20|acme_parts", "job": "merchant_daily_job",
+        "step": "s1", "storage_id": 1, "counts": {"records": 3}, "launched_by": "schedule:merchant_daily_schedule",
+    }
+    assert tagged.occurred_at == datetime.fromtimestamp(1_763_999_000.0, UTC)
+    assert outcome.action == RUN_FAILED
+    assert outcome.details["failed_steps"] == ["analytics_dbt_models", "core_orders"]
+    assert outcome.details["materializations"] == 3
+    # Same facts, same ids: copying a run twice adds nothing.
+    assert [e.event_id for e in run_events(run, {"bolt_power"})] == [
+        e.event_id for e in (tagged, by_partition, fallback, outcome)
+    ]
+    # A successful run without materializations has nothing to audit (and opens no connection).
+    assert audit_run(None, RunFacts(run_id="r2", job="j", tags={}, partition=None)) == 0
+
+
 def test_the_database_minimum_is_the_policy_minimum():
     assert AUDIT_LOG_MIN_RETENTION == str(DEFAULT_POLICY.rule("security_logs").period)
 
@@ -87,7 +129,7 @@ def test_the_database_minimum_is_the_policy_minimum():
 # ------------------------------------------------------------------ materializations, sensor
 
 
-def test_a_real_run_is_audited_once_with_merchant_and_counts(warehouse, warehouse_url, merchant_id, instance):
+def test_a_real_run_is_audited_once_with_merchant_and_counts(warehouse, warehouse_url, merchant_id, instance, vault_resource):
     mid = merchant_id("aud")
     add_merchant(warehouse, mid, channels={"amazon": ChannelConnection("amazon", f"sandbox:{mid}")})
     instance.add_dynamic_partitions(MERCHANTS, [mid])
@@ -96,7 +138,11 @@ def test_a_real_run_is_audited_once_with_merchant_and_counts(warehouse, warehous
         result = dg.materialize(
             AMAZON_CORE,
             partition_key=merchant_date_key(mid, day),
-            resources={"warehouse": WarehouseResource(url=warehouse_url), "amazon": sandbox_clients(sandbox.base_url)["amazon"]},
+            resources={
+                "warehouse": WarehouseResource(url=warehouse_url),
+                "vault": vault_resource,
+                "amazon": sandbox_clients(sandbox.base_url)["amazon"],
+            },
             instance=instance,
             tags={"user": "ana@illuma.example"},
         )
@@ -125,7 +171,7 @@ def test_a_real_run_is_audited_once_with_merchant_and_counts(warehouse, warehous
     assert len(_audit_rows(warehouse, "merchant_id = ? AND action = ?", [mid, MATERIALIZED])) == 2
 
 
-def test_sensor_audits_every_finished_run_once(tmp_path, merchant_id, instance):
+def test_sensor_audits_every_finished_run_once(tmp_path, merchant_id, instance, vault_resource):
     # DuckDB only: the engine-specific writes are those of the test above, on both engines.
     warehouse_url = f"duckdb:///{tmp_path / 'warehouse.duckdb'}"
     warehouse = Warehouse.from_url(warehouse_url)
@@ -136,6 +182,7 @@ def test_sensor_audits_every_finished_run_once(tmp_path, merchant_id, instance):
     day = _day()
     resources = {
         "warehouse": WarehouseResource(url=warehouse_url),
+        "vault": vault_resource,
         "amazon": sandbox_clients("http://127.0.0.1:9")["amazon"],
     }
     ok = dg.materialize(AMAZON_CORE[:1], partition_key=merchant_date_key(mid, day), resources=resources, instance=instance)
@@ -177,7 +224,7 @@ def test_sensor_audits_every_finished_run_once(tmp_path, merchant_id, instance):
 def test_sensor_is_in_the_definitions():
     from illuma_pipelines.definitions import defs
 
-    assert defs.resolve_sensor_def("audit_log_sensor") is not None
+    assert defs().resolve_sensor_def("audit_log_sensor") is not None
 
 
 # ------------------------------------------------------------------------------ key rotation

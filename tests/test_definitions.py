@@ -1,4 +1,5 @@
-"""The code location loads, and every job, schedule and sensor resolves."""
+"""The code location loads, and every job, schedule and sensor resolves; it reads the
+environment when it loads, not when it is imported."""
 
 import os
 import subprocess
@@ -7,14 +8,16 @@ import time
 from datetime import UTC, datetime
 
 import dagster as dg
+import pytest
 
 from assets.partitions import MERCHANTS
 from illuma_pipelines.definitions import defs
+from illuma_pipelines.environment import EnvironmentConfigError
 from illuma_pipelines.paths import PROJECT_ROOT
 
 
 def test_every_job_schedule_and_sensor_resolves():
-    repo = defs.get_repository_def()
+    repo = defs().get_repository_def()
     assert {j.name for j in repo.get_all_jobs() if not j.name.startswith("__")} >= {"merchant_daily_job"}
     assert {s.name for s in repo.schedule_defs} == {
         "merchant_daily_schedule", "key_rotation_schedule", "pii_purge_schedule"
@@ -41,15 +44,16 @@ def test_schedule_requests_yesterday_for_every_active_merchant(tmp_path):
     for mid in ("acme_parts", "bolt_power", "gone_gaskets"):
         add_merchant(wh, mid)
     offboard_merchant(wh, "gone_gaskets")  # keeps its partition until erased; nothing extracted
+    definitions = defs()
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(MERCHANTS, ["acme_parts", "bolt_power", "gone_gaskets"])
         context = dg.build_schedule_context(
             instance=instance,
             scheduled_execution_time=datetime(2026, 11, 27, 6, tzinfo=UTC),
-            repository_def=defs.get_repository_def(),
+            repository_def=definitions.get_repository_def(),
             resources={"warehouse": WarehouseResource(url=url)},
         )
-        schedule = defs.resolve_schedule_def("merchant_daily_schedule")
+        schedule = definitions.resolve_schedule_def("merchant_daily_schedule")
         requests = list(schedule.evaluate_tick(context).run_requests)
     assert [r.run_key for r in requests] == [
         "merchant_daily:2026-11-26:acme_parts",
@@ -72,10 +76,39 @@ def test_dagster_definitions_validate_and_load_fast(tmp_path):
     assert "All code locations passed validation" in out.stdout + out.stderr
     # Heavy imports (great_expectations, dbt's runtime) must stay out of load time.
     probe = subprocess.run(
-        [sys.executable, "-c", "import sys, illuma_pipelines.definitions; "
+        [sys.executable, "-c", "import sys, illuma_pipelines.definitions as d; d.defs(); "
          "print(','.join(m for m in ('great_expectations','dbt.cli.main') if m in sys.modules))"],
         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120,
     )
     assert probe.returncode == 0, probe.stderr
     assert probe.stdout.strip() == ""
     assert time.monotonic() - started < 120
+
+
+def test_the_environment_is_read_when_the_location_loads_not_at_import(monkeypatch):
+    # Importing with a wrong environment is harmless; loading says what is wrong.
+    probe = subprocess.run(
+        [sys.executable, "-c", "import illuma_pipelines.definitions"],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "ILLUMA_ENV": "staging"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert probe.returncode == 0, probe.stderr
+    monkeypatch.setenv("ILLUMA_ENV", "staging")
+    with pytest.raises(EnvironmentConfigError, match="ILLUMA_ENV='staging' is not one of"):
+        defs()
+    monkeypatch.setenv("ILLUMA_ENV", "production")
+    monkeypatch.delenv("ILLUMA_WAREHOUSE_URL", raising=False)
+    with pytest.raises(EnvironmentConfigError, match="production needs ILLUMA_WAREHOUSE_URL"):
+        defs()
+
+
+def test_production_loads_with_production_resources(monkeypatch):
+    url = "postgresql://illuma_pipeline@db.internal:5432/warehouse"
+    monkeypatch.setenv("ILLUMA_ENV", "production")
+    monkeypatch.setenv("ILLUMA_WAREHOUSE_URL", url)
+    definitions = defs()
+    assert definitions.resources["warehouse"].resolved_url() == url
+    assert definitions.resources["vault"].generate_master_key is False

@@ -27,7 +27,7 @@ RULES: list[tuple[str, str]] = [
     (r"^amazon_getInventorySummaries_", "inventory"),
     (r"^amazon_finances2024_listTransactions_", "transactions"),
     (r"^amazon_(getPricing|getCompetitivePricing|getItemOffers|getListingOffers)_", "pricing"),
-    # Finances v0 is superseded by 2024-06-19 (DESIGN §4): recognised, deliberately not mapped.
+    # Finances v0 is superseded by 2024-06-19 (the version the extracts use): recognised, deliberately not mapped.
     (r"^amazon_listFinancialEvent", "finances_v0"),
     # Reports API bodies belong to the reports client, not to a normalizer.
     (r"^amazon_(createReport|getReports?|getReportDocument)_", "reports"),

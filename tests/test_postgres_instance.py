@@ -13,7 +13,7 @@ from resources.warehouse import WarehouseResource
 from sensors.merchants import sync_merchant_partitions
 
 
-def test_runs_record_their_events_on_postgres_storage(pg_url, tmp_path, monkeypatch, merchant_id):
+def test_runs_record_their_events_on_postgres_storage(pg_url, tmp_path, monkeypatch, merchant_id, vault_resource):
     # The instance config names psycopg2 explicitly: psycopg 3 cannot bind dagster-postgres' NOTIFY.
     monkeypatch.setenv("DAGSTER_PG_URL", pg_url.replace("postgresql://", "postgresql+psycopg2://", 1))
     shutil.copy(PROJECT_ROOT / "deploy" / "dagster.yaml", tmp_path / "dagster.yaml")
@@ -28,7 +28,11 @@ def test_runs_record_their_events_on_postgres_storage(pg_url, tmp_path, monkeypa
         result = dg.materialize(
             [amazon_orders],
             partition_key=merchant_date_key(mid, "2026-11-20"),
-            resources={"warehouse": WarehouseResource(url=pg_url), **sandbox_clients("http://127.0.0.1:9")},
+            resources={
+                "warehouse": WarehouseResource(url=pg_url),
+                "vault": vault_resource,
+                **sandbox_clients("http://127.0.0.1:9"),
+            },
             instance=instance,
         )
         assert result.success

@@ -1,0 +1,100 @@
+"""Each job runs exactly what it names: its resolved selection is pinned here, and an asset in a new
+group joins no job (ADR 0006). Change a set below only when a job is meant to run something else."""
+
+import dagster as dg
+import pytest
+
+from assets.partitions import merchant_daily_partitions
+from illuma_pipelines.definitions import defs
+from sensors.jobs import MERCHANT_DAILY_GROUPS
+
+EXTRACTS = {
+    f"extracts/{name}"
+    for name in (
+        "amazon_competitive_pricing",
+        "amazon_financial_transactions",
+        "amazon_inventory",
+        "amazon_orders",
+        "amazon_settlement_reports",
+        "ebay_financial_transactions",
+        "ebay_inventory",
+        "ebay_orders",
+        "ebay_payouts",
+        "walmart_inventory",
+        "walmart_orders",
+        "walmart_settlement_reports",
+    )
+}
+CORE = {
+    f"core/{name}"
+    for name in ("buyer_pii", "inventory_snapshots", "order_adjustments", "order_lines", "order_status_history", "orders")
+}
+ANALYTICS = {"analytics/stg_channel_connections"}
+
+# job -> (asset keys, asset checks "asset:check", ops of a job without assets)
+EXPECTED = {
+    "merchant_daily_job": (
+        EXTRACTS | CORE | ANALYTICS,
+        {
+            "core/buyer_pii:no_plaintext_pii",
+            "core/inventory_snapshots:inventory_quality",
+            "core/order_adjustments:order_adjustments_quality",
+            "core/order_lines:order_lines_quality",
+            "core/orders:orders_quality",
+            "analytics/stg_channel_connections:accepted_values_stg_channel_connections_channel__amazon__ebay__walmart",
+            "analytics/stg_channel_connections:not_null_stg_channel_connections_channel",
+            "analytics/stg_channel_connections:not_null_stg_channel_connections_merchant_id",
+            "analytics/stg_channel_connections:unique_stg_channel_connections_channel",
+        },
+        None,
+    ),
+    "pii_purge_job": ({"compliance/pii_purge"}, set(), None),
+    "account_erasure_job": ({"compliance/account_erasure"}, set(), None),
+    "key_rotation_job": (set(), set(), {"rotated_pii_keys"}),
+}
+
+
+def _runs(definitions: dg.Definitions, job_name: str) -> tuple[set[str], set[str], set[str] | None]:
+    """What a job runs: its asset keys, its asset checks and, for a job without assets, its ops."""
+    job = definitions.get_repository_def().get_job(job_name)
+    layer = job.asset_layer
+    keys = set(layer.selected_asset_keys)
+    checks = {
+        f"{k.asset_key.to_user_string()}:{k.name}" for k in layer.asset_graph.asset_check_keys if k.asset_key in keys
+    }
+    ops = None if keys else set(job.graph.node_dict)
+    return {k.to_user_string() for k in keys}, checks, ops
+
+
+@pytest.fixture(scope="module")
+def definitions() -> dg.Definitions:
+    return defs()
+
+
+def test_every_job_of_the_location_is_pinned(definitions):
+    jobs = {j.name for j in definitions.get_repository_def().get_all_jobs() if not j.name.startswith("__")}
+    assert jobs == set(EXPECTED)
+
+
+@pytest.mark.parametrize("job_name", sorted(EXPECTED))
+def test_each_job_runs_exactly_its_selection(definitions, job_name):
+    assert _runs(definitions, job_name) == EXPECTED[job_name]
+
+
+def test_the_daily_job_is_its_groups(definitions):
+    graph = definitions.get_repository_def().asset_graph
+    in_groups = {k.to_user_string() for k in graph.get_all_asset_keys() if graph.get(k).group_name in MERCHANT_DAILY_GROUPS}
+    assert _runs(definitions, "merchant_daily_job")[0] == in_groups
+
+
+def test_an_asset_in_a_new_group_joins_no_job(definitions):
+    @dg.asset(key=["reports", "merchant_summary"], group_name="reports", partitions_def=merchant_daily_partitions)
+    def merchant_summary() -> None:
+        """A report, as a later group would add one."""
+
+    extended = dg.Definitions.merge(definitions, dg.Definitions(assets=[merchant_summary]))
+    assert "reports/merchant_summary" in {
+        k.to_user_string() for k in extended.get_repository_def().asset_graph.get_all_asset_keys()
+    }
+    for job_name, expected in EXPECTED.items():
+        assert _runs(extended, job_name) == expected, job_name
