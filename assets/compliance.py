@@ -18,6 +18,7 @@ from illuma_pipelines import purge
 from illuma_pipelines.audit import purge_security_logs
 from illuma_pipelines.marketplaces import raw_datasets
 from illuma_pipelines.registry import RegistryError
+from illuma_pipelines.shredding import purge_and_shred
 from resources.vault import VaultResource
 from resources.warehouse import WarehouseResource
 
@@ -73,24 +74,32 @@ def _compliance_asset(key: dg.AssetKey, deps: list[dg.AssetKey]):
 
 @_compliance_asset(PII_PURGE_KEY, [BUYER_PII_KEY, *(extract_key(c, d) for c, d in raw_datasets(may_name_buyer=True))])
 def pii_purge(
-    context: dg.AssetExecutionContext, config: PurgeConfig, warehouse: WarehouseResource
+    context: dg.AssetExecutionContext, config: PurgeConfig, warehouse: WarehouseResource, vault: VaultResource
 ) -> dg.MaterializeResult:
     """Buyer PII past its retention limit (Amazon: 30 days after delivery; every channel: 90 days
     after shipment; cancelled orders: 30 days), removed from the vault-encrypted PII table, the
     raw payloads (fields redacted, the rest kept), quarantine copies and expired export archives.
-    Order facts stay. Re-runs change nothing; each action is a ledger row. Also deletes security
-    log rows older than their 12-month minimum (by the real clock)."""
+    Order facts stay. The values left are re-sealed under the key of their due day, and the keys
+    that fell due are destroyed, so no copy of purged PII stays readable anywhere. Re-runs change
+    nothing; each action is a ledger row. Also deletes security log rows older than their 12-month
+    minimum (by the real clock)."""
     merchant_id, _ = partition_parts(context)
     now = purge_clock(config)
+    wh = warehouse.get()
     try:
-        result = purge.purge_pii(warehouse.get(), merchant_id, now=now, run_id=context.run.run_id)
+        result, shred = purge_and_shred(wh, vault.get(wh), merchant_id, now=now, run_id=context.run.run_id)
     except RegistryError as exc:
         raise dg.Failure(str(exc), allow_retries=False) from exc
     # Security logs are kept at least 12 months: purged by the real clock only, never by `as_of`.
     security_logs = purge_security_logs(warehouse.get(), datetime.now(UTC), actor=f"run:{context.run.run_id}")
     context.log.info(f"PII purge of {merchant_id} as of {now.isoformat()}: {result.total} value(s) removed")
     return dg.MaterializeResult(
-        metadata={"as_of": now.isoformat(), **_metadata(result), "security_log_rows_purged": security_logs}
+        metadata={
+            "as_of": now.isoformat(),
+            **_metadata(result),
+            **shred.metadata(),
+            "security_log_rows_purged": security_logs,
+        }
     )
 
 

@@ -16,16 +16,21 @@ from typing import Any
 import dagster as dg
 
 from assets.partitions import merchant_daily_partitions, partition_parts
+from illuma_pipelines.marketplaces import marketplace
 from illuma_pipelines.merchant_ids import merchant_schema
+from illuma_pipelines.purge import merchant_policy
 from illuma_pipelines.raw_records import (
     QUARANTINE,
     RecordRule,
+    ensure_pii_key_column,
     raw_payloads,
     raw_table,
     split_records,
 )
 from illuma_pipelines.registry import RegistryError, get_merchant, resolve_credential
+from illuma_pipelines.shredding import extract_sealers
 from resources.http import ChannelCredentials, RequestStats
+from resources.vault import VaultResource
 from resources.warehouse import WarehouseResource
 
 WAREHOUSE_POOL = "warehouse"
@@ -77,6 +82,11 @@ class ExtractSpec:
     def key(self) -> dg.AssetKey:
         return extract_key(self.channel, self.dataset)
 
+    @property
+    def seals_pii(self) -> bool:
+        """Whether its payloads may name the buyer, so their PII is sealed before they land."""
+        return marketplace(self.channel).dataset(self.dataset).may_name_buyer
+
 
 def day_window(partition_date: str, lookback_hours: int) -> Window:
     start = datetime.fromisoformat(partition_date).replace(tzinfo=UTC)
@@ -91,7 +101,7 @@ def build_extract_asset(spec: ExtractSpec) -> dg.AssetsDefinition:
         kinds={spec.channel, "python"},
         owners=["team:data"],
         pool=WAREHOUSE_POOL,
-        required_resource_keys={"warehouse", spec.channel},
+        required_resource_keys={"warehouse", spec.channel, *(["vault"] if spec.seals_pii else [])},
         deps=[dg.AssetKey(["extracts", name]) for name in spec.deps],
         description=spec.description,
         retry_policy=dg.RetryPolicy(max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL),
@@ -131,6 +141,13 @@ def build_extract_asset(spec: ExtractSpec) -> dg.AssetsDefinition:
         records = list(spec.fetch(client, creds, window, stats, ectx))
         elapsed = time.monotonic() - started
         extracted_at = datetime.now(UTC)
+        sealer = quarantine_sealer = None
+        if spec.seals_pii:
+            vault: VaultResource = context.resources.vault
+            sealer, quarantine_sealer = extract_sealers(
+                vault.get(warehouse), merchant_id, spec.channel, spec.dataset,
+                policy=merchant_policy(warehouse, merchant_id), extracted_at=extracted_at,
+            )
         split = split_records(
             records,
             spec.rule,
@@ -140,11 +157,14 @@ def build_extract_asset(spec: ExtractSpec) -> dg.AssetsDefinition:
             window=window if spec.windowed else (None, extracted_at),
             extracted_at=extracted_at,
             run_id=context.run.run_id,
+            sealer=sealer,
+            quarantine_sealer=quarantine_sealer,
         )
         schema = merchant_schema(merchant_id)
         table = raw_table(spec.channel, spec.dataset)
         with warehouse.merchant_scope(merchant_id) as conn:
             conn.create_table(schema, table)
+            ensure_pii_key_column(conn, schema, table.name)
             conn.create_table(schema, QUARANTINE)
             conn.replace_rows(schema, table.name, {"partition_date": date}, split.raw)
             conn.replace_rows(
@@ -160,6 +180,7 @@ def build_extract_asset(spec: ExtractSpec) -> dg.AssetsDefinition:
             metadata={
                 "records": len(split.raw),
                 "quarantined": len(split.quarantine),
+                "pii_values_sealed": split.sealed,
                 "duplicates_dropped": split.duplicates,
                 "pages": int(totals.pages),
                 "requests": int(totals.requests),

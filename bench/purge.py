@@ -1,5 +1,7 @@
 """Benchmark: the daily PII purge over one merchant with N orders, a tenth of them past the PII
 limit, on DuckDB and on PostgreSQL, against the bare engine statements that clear the same rows.
+The purge is the shredding purge the `pii_purge` asset runs (ADR 0007): the row purge, the
+re-sealing of the values waiting under hold keys, and the destruction of the keys that fell due.
 
     .venv/bin/python bench/purge.py [--orders 10000000] [--engines duckdb,postgres]
 
@@ -8,7 +10,11 @@ before the purge clock, the rest 5 days before), core_buyer_pii (four ciphertext
 order) and raw_amazon_orders (one v2026-shaped payload per order with buyer name, e-mail and
 address). The purge is `illuma_pipelines.purge.purge_pii` exactly as the `pii_purge` asset runs
 it: due-order detection per policy rule, PII rows deleted, raw payload fields redacted, ledger
-rows, audit event, in one transaction. The bare baseline runs, on a copy of the same data (a
+rows, audit event, in one transaction; then (`shredding.purge_and_shred`) the values landed today
+under the hold key (one order in 90, sealed with real vault ciphertexts in core_buyer_pii and the
+raw payloads) re-sealed under their due day's key, and today's due key destroyed. The other rows
+stand for a steady state: their values already sit under their due day's key (`pii_key_version`).
+The bare baseline runs, on a copy of the same data (a
 file copy; a Postgres template database) and in one transaction timed through its commit, the two
 statements a hand-written purge would: DELETE the due orders' PII rows and UPDATE their raw
 payloads with the same regex redaction in SQL, keyed by a plain `shipped_at < cutoff`.
@@ -23,21 +29,28 @@ import secrets
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.common import PG_ADMIN, throwaway_warehouse_url  # noqa: E402
 from illuma_pipelines import purge  # noqa: E402
+from illuma_pipelines.core.orders import encrypted_pii_frame  # noqa: E402
 from illuma_pipelines.core.tables import BUYER_PII, ORDER_STATUS_HISTORY, ORDERS  # noqa: E402
 from illuma_pipelines.merchant_ids import merchant_schema  # noqa: E402
 from illuma_pipelines.raw_records import raw_table  # noqa: E402
 from illuma_pipelines.registry import add_merchant  # noqa: E402
 from illuma_pipelines.retention import cutoffs  # noqa: E402
+from illuma_pipelines.sealing import due_label, hold_label, seal_payloads  # noqa: E402
+from illuma_pipelines.shredding import purge_and_shred  # noqa: E402
+from illuma_pipelines.vault import FileKeyStore, LocalKeyring, Vault  # noqa: E402
 from illuma_pipelines.warehouse import Warehouse  # noqa: E402
 
-PG_ADMIN = os.environ.get("ILLUMA_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+# One order in this many landed today: its PII waits under today's hold key.
+PENDING_EVERY = 90
+
 MERCHANT = "bench_purge"
 NOW = datetime(2026, 11, 27, 3, 0, tzinfo=UTC)
 
@@ -46,7 +59,7 @@ def _series(dialect: str, n: int) -> str:
     return f"range(0, {n}) AS g(i)" if dialect == "duckdb" else f"generate_series(0, {n - 1}) AS g(i)"
 
 
-def build(wh: Warehouse, orders: int) -> None:
+def build(wh: Warehouse, orders: int, vault: Vault) -> None:
     add_merchant(wh, MERCHANT)
     schema = merchant_schema(MERCHANT)
     raw = raw_table("amazon", "orders")
@@ -66,11 +79,15 @@ def build(wh: Warehouse, orders: int) -> None:
             [NOW, NOW, NOW.date(), NOW],
         )
         seal = "'v1:' || md5(CAST(i AS VARCHAR) || '{}') || md5(CAST(i AS VARCHAR))"
+        # Steady state: each value under the key of its due day (shipment + 30 days, Amazon).
+        due_today = vault.ensure_key(MERCHANT, due_label(NOW.date()))
+        due_later = vault.ensure_key(MERCHANT, due_label((NOW - timedelta(days=5) + timedelta(days=30)).date()))
         conn.execute(
             f"INSERT INTO {schema}.core_buyer_pii (channel, marketplace_order_id, buyer_name, buyer_email, "
-            "ship_name, address_line1, partition_date, loaded_at, run_id) "
+            "ship_name, address_line1, partition_date, loaded_at, run_id, pii_key_version) "
             f"SELECT 'amazon', 'O-' || CAST(i AS VARCHAR), {seal.format('n')}, {seal.format('e')}, "
-            f"{seal.format('s')}, {seal.format('a')}, CAST(? AS DATE), CAST(? AS TIMESTAMPTZ), 'bench' FROM {series}",
+            f"{seal.format('s')}, {seal.format('a')}, CAST(? AS DATE), CAST(? AS TIMESTAMPTZ), 'bench', "
+            f"CASE WHEN i % 10 = 0 THEN {due_today} ELSE {due_later} END FROM {series} WHERE i % {PENDING_EVERY} <> 1",
             [NOW.date(), NOW],
         )
         oid = "CAST(i AS VARCHAR)"
@@ -82,15 +99,61 @@ def build(wh: Warehouse, orders: int) -> None:
             "\"orderStatus\":\"SHIPPED\",\"proceeds\":{\"grandTotal\":{\"amount\":\"12.50\",\"currencyCode\":\"USD\"}}}'"
         )
         conn.execute(
-            f"INSERT INTO {schema}.{raw.name} (partition_date, source, record_key, payload, extracted_at, run_id) "
-            f"SELECT CAST(? AS DATE), 'searchOrders', 'O-' || {oid}, CAST({payload} AS {json_type}), "
-            f"CAST(? AS TIMESTAMPTZ), 'bench' FROM {series}",
+            f"INSERT INTO {schema}.{raw.name} (partition_date, source, record_key, payload, extracted_at, run_id, "
+            f"pii_key_version) SELECT CAST(? AS DATE), 'searchOrders', 'O-' || {oid}, CAST({payload} AS {json_type}), "
+            f"CAST(? AS TIMESTAMPTZ), 'bench', CASE WHEN i % 10 = 0 THEN {due_today} ELSE {due_later} END "
+            f"FROM {series} WHERE i % {PENDING_EVERY} <> 1",
             [NOW.date(), NOW],
         )
+    _land_pending(wh, vault, orders, payload_of=lambda i: _payload(i))
     if wh.dialect == "postgres":
         with wh.connect() as conn:
             for table in ("core_orders", "core_buyer_pii", raw.name):
                 conn.execute(f"ANALYZE {schema}.{table}")
+
+
+def _payload(i: int) -> str:
+    return (
+        f'{{"orderId":"O-{i}","buyer":{{"buyerName":"Buyer {i}","buyerEmail":"b{i}@example.com"}},'
+        f'"recipient":{{"deliveryAddress":{{"name":"Buyer {i}","addressLine1":"{i} Elm Street","city":"Boise",'
+        f'"postalCode":"83702","countryCode":"US"}}}},"orderStatus":"SHIPPED",'
+        f'"proceeds":{{"grandTotal":{{"amount":"12.50","currencyCode":"USD"}}}}}}'
+    )
+
+
+def _land_pending(wh: Warehouse, vault: Vault, orders: int, payload_of) -> None:
+    """The orders landed today (one in PENDING_EVERY), sealed for real under today's hold key, as
+    the extract and core assets leave them."""
+    import pandas as pd
+
+    schema = merchant_schema(MERCHANT)
+    ids = list(range(1, orders, PENDING_EVERY))
+    label = hold_label(NOW.date())
+    for start in range(0, len(ids), 50_000):
+        chunk = ids[start : start + 50_000]
+        keys = [f"O-{i}" for i in chunk]
+        pii = pd.DataFrame(
+            {
+                "channel": "amazon", "marketplace_order_id": keys,
+                **{c: [f"{c} {i}" for i in chunk] for c in ("buyer_name", "buyer_email", "ship_name", "address_line1")},
+                **{c: [None] * len(chunk) for c in ("buyer_phone", "address_line2", "address_line3", "city",
+                                                     "state_or_region", "postal_code", "country_code")},
+            }
+        )
+        frame = encrypted_pii_frame(vault, MERCHANT, pii, label)
+        frame["partition_date"], frame["loaded_at"], frame["run_id"] = NOW.date(), NOW, "bench"
+        sealed = seal_payloads(vault, MERCHANT, "raw_amazon_orders", "amazon",
+                               [(k, payload_of(i)) for k, i in zip(keys, chunk, strict=True)], label=label)
+        raw = pd.DataFrame(
+            {
+                "partition_date": NOW.date(), "source": "searchOrders", "record_key": keys, "payload": sealed.texts,
+                "extracted_at": NOW, "run_id": "bench",
+                "pii_key_version": pd.Series(sealed.key_versions, dtype="Int64"),
+            }
+        )
+        with wh.connect() as conn:
+            conn.load_frame(schema, "core_buyer_pii", frame)
+            conn.load_frame(schema, "raw_amazon_orders", raw)
 
 
 def bare(url: str, dialect: str) -> tuple[float, int]:
@@ -138,44 +201,31 @@ def _copy(engine: str, url: str, work: Path) -> str:
 
 
 def run_engine(engine: str, orders: int, work: Path) -> dict:
-    if engine == "duckdb":
-        url = f"duckdb:///{work / 'purge.duckdb'}"
-        cleanup = None
-    else:
-        import psycopg
+    with throwaway_warehouse_url(engine, work, MERCHANT) as url:
+        return _run(engine, url, orders, work)
 
-        dbname = f"illuma_bench_{secrets.token_hex(3)}"
-        with psycopg.connect(PG_ADMIN, autocommit=True) as con:
-            con.execute(f"CREATE DATABASE {dbname}")
-        url = f"{PG_ADMIN.rsplit('/', 1)[0]}/{dbname}"
 
-        def cleanup() -> None:
-            with psycopg.connect(PG_ADMIN, autocommit=True) as con:
-                con.execute(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
-                con.execute(f"DROP DATABASE IF EXISTS {dbname}_bare WITH (FORCE)")
-                con.execute(f"DROP ROLE IF EXISTS m_{MERCHANT}_rw")
-
+def _run(engine: str, url: str, orders: int, work: Path) -> dict:
     os.environ["ILLUMA_DATA_DIR"] = str(work / "data")
-    try:
-        wh = Warehouse.from_url(url)
-        wh.ensure_platform()
-        t0 = time.perf_counter()
-        build(wh, orders)
-        built = time.perf_counter() - t0
-        bare_s, bare_rows = bare(_copy(engine, url, work), engine)
-        t0 = time.perf_counter()
-        result = purge.purge_pii(wh, MERCHANT, now=NOW, run_id="bench")
-        purge_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        rerun = purge.purge_pii(wh, MERCHANT, now=NOW, run_id="bench-rerun")
-        rerun_s = time.perf_counter() - t0
-        return {
-            "engine": engine, "orders": orders, "build_s": built, "bare_s": bare_s, "bare_rows": bare_rows,
-            "purge_s": purge_s, "purge_rows": result.total, "rerun_s": rerun_s, "rerun_rows": rerun.total,
-        }
-    finally:
-        if cleanup:
-            cleanup()
+    wh = Warehouse.from_url(url)
+    wh.ensure_platform()
+    vault = Vault(FileKeyStore(work / "keys" / "keystore.json"), LocalKeyring([secrets.token_bytes(32)]),
+                  audit_sink=lambda event: None)
+    t0 = time.perf_counter()
+    build(wh, orders, vault)
+    built = time.perf_counter() - t0
+    bare_s, bare_rows = bare(_copy(engine, url, work), engine)
+    t0 = time.perf_counter()
+    result, shred = purge_and_shred(wh, vault, MERCHANT, now=NOW, run_id="bench")
+    purge_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    rerun, _ = purge_and_shred(wh, vault, MERCHANT, now=NOW, run_id="bench-rerun")
+    rerun_s = time.perf_counter() - t0
+    return {
+        "engine": engine, "orders": orders, "build_s": built, "bare_s": bare_s, "bare_rows": bare_rows,
+        "purge_s": purge_s, "purge_rows": result.total, "rerun_s": rerun_s, "rerun_rows": rerun.total,
+        **shred.metadata(),
+    }
 
 
 def main() -> int:
@@ -191,7 +241,8 @@ def main() -> int:
             f"{engine:<9} build {r['build_s']:7.1f} s | bare {r['bare_s']:6.2f} s ({r['bare_rows']:,} rows, "
             f"{r['bare_rows'] / r['bare_s']:,.0f} rows/s) | purge {r['purge_s']:6.2f} s ({r['purge_rows']:,} rows, "
             f"{r['purge_rows'] / r['purge_s']:,.0f} rows/s) | ratio {r['purge_s'] / r['bare_s']:.2f} "
-            f"| re-run {r['rerun_s']:.2f} s, {r['rerun_rows']} rows",
+            f"| re-run {r['rerun_s']:.2f} s, {r['rerun_rows']} rows | re-sealed {r['values_resealed']:,} values, "
+            f"{r['keys_destroyed']} key(s) destroyed",
             flush=True,
         )
         if r["purge_rows"] != r["bare_rows"]:

@@ -111,17 +111,24 @@ def _run_demo(days: int) -> int:
 
     definitions = defs()
     job = definitions.resolve_job_def("merchant_daily_job")
+    # What the steps print (dbt's own log lines) goes to a file, as the UI's compute logs keep it:
+    # the console shows one line per run.
+    log_path = var_dir() / "logs" / "demo.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    step_output = log_path.open("w")
+    print(f"step output (dbt and the like): {log_path}")
     started, failed = time.monotonic(), []
     dates = demo_days(days)
     for day in dates:
         for merchant_id in DEMO_MERCHANTS:
-            result = job.execute_in_process(
-                instance=instance,
-                partition_key=merchant_date_key(merchant_id, day),
-                tags={MERCHANT_TAG: merchant_id},
-                raise_on_error=False,
-                run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-            )
+            with contextlib.redirect_stdout(step_output):
+                result = job.execute_in_process(
+                    instance=instance,
+                    partition_key=merchant_date_key(merchant_id, day),
+                    tags={MERCHANT_TAG: merchant_id},
+                    raise_on_error=False,
+                    run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+                )
             # No daemon runs the audit sensor here: audit each run as it ends.
             audit_run_materializations(instance, result.run_id, warehouse)
             status = "ok" if result.success else "FAILED"
@@ -134,13 +141,14 @@ def _run_demo(days: int) -> int:
     # The daily PII purge, as pii_purge_schedule runs it after extraction.
     purge_job = definitions.resolve_job_def("pii_purge_job")
     for merchant_id in DEMO_MERCHANTS:
-        result = purge_job.execute_in_process(
-            instance=instance,
-            partition_key=merchant_date_key(merchant_id, dates[-1]),
-            tags={MERCHANT_TAG: merchant_id},
-            raise_on_error=False,
-            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-        )
+        with contextlib.redirect_stdout(step_output):
+            result = purge_job.execute_in_process(
+                instance=instance,
+                partition_key=merchant_date_key(merchant_id, dates[-1]),
+                tags={MERCHANT_TAG: merchant_id},
+                raise_on_error=False,
+                run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+            )
         audit_run_materializations(instance, result.run_id, warehouse)
         removed = next(
             (e.materialization.metadata["rows_affected"].value for e in result.get_asset_materialization_events()),
@@ -149,6 +157,7 @@ def _run_demo(days: int) -> int:
         print(f"  PII purge {merchant_id:<20} {'ok' if result.success else 'FAILED'}  values removed: {removed}")
         if not result.success:
             failed.append((dates[-1], merchant_id, result.run_id))
+    step_output.close()
     print("rows per table:")
     with warehouse.connect() as conn:
         rows = conn.fetchall(

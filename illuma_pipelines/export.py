@@ -40,9 +40,12 @@ import pyarrow.parquet as pq
 
 from illuma_pipelines import retention
 from illuma_pipelines.core.tables import BUYER_PII, ORDERS, PII_COLUMNS
+from illuma_pipelines.marketplaces import CHANNELS, ORDER_DATASET, raw_datasets, raw_table_name
 from illuma_pipelines.merchant_ids import merchant_schema, validate_merchant_id
 from illuma_pipelines.paths import data_dir
+from illuma_pipelines.raw_records import QUARANTINE
 from illuma_pipelines.registry import RegistryError, record_audit
+from illuma_pipelines.sealing import open_for_export
 from illuma_pipelines.vault import CIPHERTEXT_REGEX, Vault
 from illuma_pipelines.warehouse import PLATFORM_SCHEMA, Connection, Warehouse
 
@@ -345,6 +348,64 @@ def _reveal_pii(
     return len(items), withheld, held_due
 
 
+_SEALED_RAW_TABLES = {raw_table_name(c, d): (c, d) for c, d in raw_datasets(may_name_buyer=True)}
+
+
+def _open_payloads(
+    vault: Vault | None, merchant_id: str, table: _Table, due: dict[tuple[str, str], datetime | None],
+    created: datetime, actor: str,
+) -> tuple[int, int]:
+    """Open the PII sealed inside the payloads of a raw table or the quarantine (ADR 0007) in
+    place, through one audited batch reveal. Fields of orders past their PII deadline, of keys
+    already destroyed, and of core quarantine copies (sealed with the raw row they came from)
+    become null. Returns (revealed, withheld)."""
+    index = {c.name: i for i, c in enumerate(table.columns)}
+    if "payload" not in index or (table.name not in _SEALED_RAW_TABLES and table.name != QUARANTINE.name):
+        return 0, 0
+    rows: list[tuple[str, str, str]] = []
+    slots: list[int] = []
+    withhold: set[int] = set()
+    for row_no, row in enumerate(table.rows):
+        text = row[index["payload"]]
+        if text is None:
+            continue
+        if not isinstance(text, str):
+            text = json.dumps(text)
+        if table.name in _SEALED_RAW_TABLES:
+            channel, dataset = _SEALED_RAW_TABLES[table.name]
+            record_id = str(row[index["record_key"]])
+            order_due = due.get((channel, record_id)) if dataset == ORDER_DATASET else None
+            if order_due is not None and order_due <= created:
+                withhold.add(len(rows))
+        else:
+            channel = str(row[index["source"]]).split(".", 1)[0]
+            if channel not in CHANNELS:
+                continue
+            day = row[index["partition_date"]]
+            record_id = f"{row[index['dataset']]}/{day.isoformat() if hasattr(day, 'isoformat') else day}/{row[index['position']]}"
+            if str(row[index["dataset"]]).startswith("core_"):
+                withhold.add(len(rows))
+        rows.append((channel, record_id, text))
+        slots.append(row_no)
+    if not rows or vault is None:
+        if any(_CIPHERTEXT_SEARCH.search(text) for _, _, text in rows):
+            raise ExportError(
+                f"{table.source} holds sealed PII but no vault was given to open it: provide the "
+                "master key (ILLUMA_MASTER_KEY or the key file) and retry"
+            )
+        return 0, 0
+    live = set(vault.general_versions(merchant_id)) | {
+        v for versions in vault.live_labels(merchant_id).values() for v in versions
+    }
+    texts, revealed, withheld = open_for_export(
+        vault, merchant_id, table.name, rows, live_versions=live, withhold=withhold, actor=actor,
+        purpose=REVEAL_PURPOSE,
+    )
+    for row_no, text in zip(slots, texts, strict=True):
+        table.rows[row_no][index["payload"]] = text
+    return revealed, withheld
+
+
 def _refuse_ciphertext(table: _Table) -> None:
     for col_no, col in enumerate(table.columns):
         if col.arrow != pa.string():
@@ -537,6 +598,8 @@ def _export(
                         r, w, d = _reveal_pii(vault, merchant_id, table, due, created, requested_by)
                         revealed, withheld = revealed + r, withheld + w
                         held_due += d
+                    r, w = _open_payloads(vault, merchant_id, table, due, created, requested_by)
+                    revealed, withheld = revealed + r, withheld + w
                     _refuse_ciphertext(table)
                     add(zf, "data", table)
                     del table  # one table in memory at a time

@@ -16,6 +16,10 @@ import importlib
 from dataclasses import dataclass
 from types import ModuleType
 
+# The dataset whose records are orders: their PII is dated by the order (its core row), every
+# other dataset's by its extraction.
+ORDER_DATASET = "orders"
+
 
 class UnknownChannel(ValueError):
     """A channel name that is not one of the marketplaces below."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 import shutil
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -124,7 +124,7 @@ ENDED_UNSHIPPED_STATUSES = ("cancelled", "refunded")
 _SHIPMENT = "COALESCE(o.shipped_at, f.first_shipped)"
 
 
-def _anchor_sql(rule: Rule) -> tuple[str, str]:
+def anchor_sql(rule: Rule) -> tuple[str, str]:
     """(extra condition, anchor expression) over `core_orders o` joined with the first-seen times
     `f` (illuma_firsts) for an order-dated PII rule.
 
@@ -214,9 +214,15 @@ def purge_pii(
     now: datetime,
     run_id: str,
     policy: Policy | None = None,
+    in_transaction: Callable[[Connection, Policy, bool], None] | None = None,
 ) -> PurgeResult:
     """Remove every piece of the merchant's buyer PII that has reached its retention limit, under
     `policy` (default: the merchant's own, DEFAULT_POLICY with its overrides).
+
+    `in_transaction(conn, policy, have_orders)` runs after the deletes and redactions, in the same
+    transaction, with the temp table of first-seen times (`FIRSTS_TABLE`) in place when the
+    merchant has orders: the shredding purge re-seals the remaining PII there
+    (illuma_pipelines/shredding.py).
 
     One transaction: the due orders are found once (each under the first policy rule that made it
     due), then each table is changed with one set-based statement, and the ledger rows are written
@@ -283,6 +289,8 @@ def purge_pii(
                 [PII_VALUE_PATTERN, REDACTED_VALUE, cut[unmatched.id], PII_VALUE_PATTERN],
             )
             add([(unmatched.id, n)], table)
+        if in_transaction is not None:
+            in_transaction(conn, policy, have_orders)
         for entry in entries:
             _ledger(conn, merchant_id, entry, policy=policy, now=now, run_id=run_id)
         result.entries.extend(entries)
@@ -309,7 +317,7 @@ def purge_pii(
 
 
 _DUE, _CAND, _HIT, _REDACTED = "illuma_due", "illuma_cand", "illuma_hit", "illuma_redacted"
-_FIRSTS = "illuma_firsts"
+_FIRSTS = FIRSTS_TABLE = "illuma_firsts"
 # Added by the purge to each PII-bearing raw table: when the row's payload was found clean (or
 # redacted). Extracts write new rows without it.
 CHECKED_COLUMN = "pii_checked_at"
@@ -346,7 +354,7 @@ def _due_orders(conn: Connection, schema: str, order_rules: Iterable[Rule], cut:
     )
     whens, params = [], []
     for rule in order_rules:
-        condition, anchor = _anchor_sql(rule)
+        condition, anchor = anchor_sql(rule)
         channel_filter = "TRUE" if rule.applies_to == "all" else f"o.channel = '{rule.applies_to}'"
         whens.append(f"WHEN {channel_filter} AND {condition} AND {anchor} < ? THEN '{rule.id}'")
         params.append(cut[rule.id])

@@ -160,7 +160,11 @@ def validate_frame(table: str, frame: pd.DataFrame, suite: Sequence[Expect] | No
 
     logging.getLogger("great_expectations").setLevel(logging.ERROR)
     expectations = _applicable(SUITES[table] if suite is None else suite, frame)
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
     context = gx.get_context(mode="ephemeral")
+    # No progress bars: they flood the demo's console and every run's captured logs.
+    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
     batch_def = (
         context.data_sources.add_pandas(f"{table}_source")
         .add_dataframe_asset(name=table)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import secrets
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,7 +32,10 @@ RAW_COLUMNS = cols(
     "window_end timestamptz",
     "extracted_at timestamptz!",
     "run_id text!",
+    # The vault key version the payload's PII fields are sealed under; NULL: no PII sealed.
+    "pii_key_version integer",
 )
+PII_KEY_VERSION = "pii_key_version"
 QUARANTINE = TableSpec(
     "raw_quarantine",
     cols(
@@ -48,6 +53,11 @@ QUARANTINE = TableSpec(
 
 def raw_table(channel: str, dataset: str) -> TableSpec:
     return TableSpec(raw_table_name(channel, dataset), RAW_COLUMNS)
+
+
+def ensure_pii_key_column(conn: Connection, schema: str, table: str) -> None:
+    """Add `pii_key_version` to a table created before payloads were sealed at landing."""
+    conn.execute(f"ALTER TABLE {schema}.{table} ADD COLUMN IF NOT EXISTS {PII_KEY_VERSION} INTEGER")
 
 
 # ------------------------------------------------------------------------------------ reading
@@ -141,29 +151,69 @@ def empty_quarantine() -> pd.DataFrame:
 # ------------------------------------------------------------------------------------ landing
 
 
-def _with_markers(node: Any, found: list[Decimal]) -> Any:
-    if isinstance(node, Decimal):
-        found.append(node)
-        return f"__illuma_decimal_{len(found) - 1}__"
-    if isinstance(node, dict):
-        return {k: _with_markers(v, found) for k, v in node.items()}
-    if isinstance(node, list | tuple):
-        return [_with_markers(v, found) for v in node]
-    if isinstance(node, datetime):
-        return node.isoformat()
-    return node
+class _Markers:
+    """Values set aside while a record is written as JSON: Decimals (json's float path would round
+    them) and, when sealing, the string values of PII keys. Each stands in the text as a quoted
+    marker with a per-call random token, so no API value can pass for one."""
+
+    _PATTERN = re.compile('"__illuma_([0-9a-f]{12})_([dp])([0-9]+)__"')
+
+    def __init__(self, pii_keys: frozenset[str] = frozenset(), token: str | None = None) -> None:
+        self.token = token or secrets.token_hex(6)
+        self.pii_keys = pii_keys
+        self.decimals: list[Decimal] = []
+        self.pii: list[tuple[str, str]] = []  # (JSON key, plaintext), in text order
+
+    def walk(self, node: Any) -> Any:
+        if isinstance(node, dict):
+            keys = self.pii_keys
+            if not keys or keys.isdisjoint(node):
+                return {k: self.walk(v) for k, v in node.items()}
+            out = {}
+            for key, value in node.items():
+                if key in keys and isinstance(value, str) and value and not value.startswith("v1."):
+                    self.pii.append((key, value))
+                    out[key] = f"__illuma_{self.token}_p{len(self.pii) - 1}__"
+                else:
+                    out[key] = self.walk(value)
+            return out
+        if isinstance(node, list | tuple):
+            return [self.walk(v) for v in node]
+        if isinstance(node, str | int | float | bool) or node is None:
+            return node
+        if isinstance(node, Decimal):
+            self.decimals.append(node)
+            return f"__illuma_{self.token}_d{len(self.decimals) - 1}__"
+        if isinstance(node, datetime):
+            return node.isoformat()
+        return node
+
+    def dumps(self, record: Any, *, sort_keys: bool = False) -> str:
+        return json.dumps(self.walk(record), ensure_ascii=False, separators=(",", ":"), sort_keys=sort_keys)
+
+    def fill(self, text: str, sealed: Sequence[str] = ()) -> str:
+        """The text with each marker replaced: a Decimal by its exact digits, a PII value by its
+        sealed string (`sealed`, in the order of `self.pii`)."""
+        if not self.decimals and not self.pii:
+            return text
+
+        token = self.token
+
+        def put(match: re.Match[str]) -> str:
+            if match.group(1) != token:
+                return match.group(0)
+            index = int(match.group(3))
+            if match.group(2) == "d":
+                return str(self.decimals[index])
+            return f'"{sealed[index]}"'
+
+        return self._PATTERN.sub(put, text)
 
 
 def dumps_payload(record: Any, *, sort_keys: bool = False) -> str:
     """JSON text of a record as the API sent it: Decimals written with their exact digits."""
-    found: list[Decimal] = []
-    text = json.dumps(
-        _with_markers(record, found), ensure_ascii=False, separators=(",", ":"), sort_keys=sort_keys
-    )
-    for index in range(len(found) - 1, -1, -1):
-        # json's float path would round; splice the Decimal's own text in as a JSON number.
-        text = text.replace(f'"__illuma_decimal_{index}__"', str(found[index]))
-    return text
+    markers = _Markers()
+    return markers.fill(markers.dumps(record, sort_keys=sort_keys))
 
 
 def fallback_key(record: Any) -> str:
@@ -213,11 +263,43 @@ def problem_with(record: Any, rule: RecordRule) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class Sealer:
+    """Seals the PII values of records as they land (ADR 0007): the JSON keys whose string values
+    are PII, and a function sealing (record ids, plaintexts) in one batch, returning the sealed
+    strings and the key version."""
+
+    pii_keys: frozenset[str]
+    seal: Callable[[list[str], list[str]], tuple[list[str], int | None]]
+
+
 @dataclass
 class SplitRecords:
     raw: pd.DataFrame
     quarantine: pd.DataFrame
     duplicates: int
+    sealed: int = 0  # PII values sealed
+
+
+def _sealed_texts(
+    entries: Sequence[tuple[str, _Markers, str]], sealer: Sealer | None
+) -> tuple[list[str], list[int | None], int]:
+    """(record id, markers, text with markers) -> final texts, key version per text, values sealed."""
+    ids: list[str] = []
+    values: list[str] = []
+    for record_id, markers, _ in entries:
+        for key, value in markers.pii:
+            ids.append(f"{record_id}/{key}")
+            values.append(value)
+    sealed, version = sealer.seal(ids, values) if (sealer is not None and values) else ([], None)
+    texts, versions = [], []
+    offset = 0
+    for _, markers, text in entries:
+        count = len(markers.pii)
+        texts.append(markers.fill(text, sealed[offset : offset + count]))
+        versions.append(version if count else None)
+        offset += count
+    return texts, versions, len(values)
 
 
 def split_records(
@@ -230,14 +312,22 @@ def split_records(
     window: tuple[datetime | None, datetime | None],
     extracted_at: datetime,
     run_id: str,
+    sealer: Sealer | None = None,
+    quarantine_sealer: Sealer | None = None,
 ) -> SplitRecords:
-    """Raw rows for the good records (one per key, the last seen wins) and quarantine rows."""
-    good: dict[str, str] = {}
+    """Raw rows for the good records (one per key, the last seen wins) and quarantine rows. With
+    sealers, every PII value is sealed before the text is made (ADR 0007): plaintext PII never
+    reaches the frames. Quarantine rows are bound to `<dataset>/<partition_date>/<position>`."""
+    good: dict[str, tuple[str, _Markers, str]] = {}
     bad: list[dict[str, Any]] = []
+    bad_entries: list[tuple[str, _Markers, str]] = []
     duplicates = 0
+    token = secrets.token_hex(6)
     for position, record in enumerate(records):
         reason = problem_with(record, rule)
         if reason is not None:
+            markers = _Markers(quarantine_sealer.pii_keys if quarantine_sealer else frozenset(), token)
+            bad_entries.append((f"{dataset}/{partition_date}/{position}", markers, markers.dumps(record)))
             bad.append(
                 {
                     "partition_date": partition_date,
@@ -245,7 +335,7 @@ def split_records(
                     "source": source,
                     "position": position,
                     "reason": reason,
-                    "payload": dumps_payload(record),
+                    "payload": None,
                     "extracted_at": extracted_at,
                     "run_id": run_id,
                 }
@@ -255,19 +345,25 @@ def split_records(
         assert key is not None
         if key in good:
             duplicates += 1
-        good[key] = dumps_payload(record)
+        markers = _Markers(sealer.pii_keys if sealer else frozenset(), token)
+        good[key] = (key, markers, markers.dumps(record))
+    texts, versions, sealed = _sealed_texts(list(good.values()), sealer)
+    bad_texts, _, bad_sealed = _sealed_texts(bad_entries, quarantine_sealer)
+    for row, text in zip(bad, bad_texts, strict=True):
+        row["payload"] = text
     raw = pd.DataFrame(
         {
             "partition_date": [partition_date] * len(good),
             "source": [source] * len(good),
             "record_key": list(good),
-            "payload": list(good.values()),
+            "payload": texts,
             "window_start": [window[0]] * len(good),
             "window_end": [window[1]] * len(good),
             "extracted_at": [extracted_at] * len(good),
             "run_id": [run_id] * len(good),
+            PII_KEY_VERSION: pd.Series(versions, dtype="Int64"),
         },
         columns=[c.name for c in RAW_COLUMNS],
     )
     quarantine = pd.DataFrame(bad, columns=[c.name for c in QUARANTINE.columns])
-    return SplitRecords(raw, quarantine, duplicates)
+    return SplitRecords(raw, quarantine, duplicates, sealed + bad_sealed)

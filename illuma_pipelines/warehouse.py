@@ -1,10 +1,10 @@
 """The merchant warehouse: one interface, two engines (embedded DuckDB, production PostgreSQL).
 
-Tenancy follows DESIGN.md §2: a `platform` schema for the registry and the audit log, and one
-schema per merchant (`m_<merchant_id>`). On PostgreSQL each merchant schema is owned by its own
-role that can reach nothing else, and merchant-scoped work runs under that role, so the database
-itself refuses cross-merchant access. DuckDB has no privileges: there the merchant scope refuses
-statements that name another schema before they run (see docs/decisions/0001-warehouse.md).
+Tenancy follows ADR 0001 (docs/decisions/0001-warehouse-tenancy.md): a `platform` schema for the
+registry and the audit log, and one schema per merchant (`m_<merchant_id>`). On PostgreSQL each
+merchant schema is owned by its own role that can reach nothing else, and merchant-scoped work runs
+under that role, so the database itself refuses cross-merchant access. DuckDB has no privileges:
+there the merchant scope refuses statements that name another schema before they run.
 
 SQL in this project uses `?` placeholders; the PostgreSQL backend translates them.
 """
@@ -69,6 +69,13 @@ class Column:
             raise WarehouseError(f"unknown column type {self.type!r}; known: {sorted(_TYPES)}")
 
 
+# DuckDB compresses text with FSST by default, whose analysis at checkpoint dominated loading raw
+# payloads (4.3 s of 5 s for 20,000 Amazon orders of 4.8 kB; 8 s once their PII is sealed, as
+# ciphertexts do not compress) while zstd took 0.1-0.4 s and a sixth of the space
+# (bench/landing.py, ADR 0007).
+_DUCKDB_COMPRESSION = {"json": " USING COMPRESSION zstd"}
+
+
 @dataclass(frozen=True)
 class TableSpec:
     """A table's columns and key, rendered to DDL for either engine."""
@@ -84,7 +91,8 @@ class TableSpec:
     def ddl(self, schema: str, dialect: str) -> str:
         idx = 0 if dialect == "duckdb" else 1
         cols = [
-            f"{_ident(c.name)} {_TYPES[c.type][idx]}{'' if c.nullable else ' NOT NULL'}"
+            f"{_ident(c.name)} {_TYPES[c.type][idx]}{_DUCKDB_COMPRESSION.get(c.type, '') if idx == 0 else ''}"
+            f"{'' if c.nullable else ' NOT NULL'}"
             for c in self.columns
         ]
         if self.primary_key:

@@ -26,6 +26,10 @@ from illuma_pipelines.vault.keys import ensure_outside
 from illuma_pipelines.warehouse import Warehouse
 
 REVEAL_ACTION = "pii.reveal"
+# The pipeline's own reads of sealed PII (normalizing raw payloads, the plaintext-PII check): one
+# audit row per batch, apart from the reveals people ask for (ADR 0007).
+PIPELINE_READ_ACTION = "pii.pipeline_read"
+PIPELINE_ACTOR_PREFIX = "pipeline:"
 
 
 def default_keys_dir() -> Path:
@@ -44,7 +48,7 @@ def audit_sink_for(warehouse: Warehouse):
             record_audit(
                 conn,
                 actor=event.actor,
-                action=REVEAL_ACTION,
+                action=PIPELINE_READ_ACTION if event.actor.startswith(PIPELINE_ACTOR_PREFIX) else REVEAL_ACTION,
                 merchant_id=event.merchant_id,
                 details=details,
                 at=event.at,

@@ -13,6 +13,7 @@ from illuma_pipelines import normalize, purge
 from illuma_pipelines.merchant_ids import merchant_schema
 from illuma_pipelines.registry import ChannelConnection, add_merchant
 from illuma_pipelines.sandbox.server import SandboxClock, SandboxConfig, SandboxServer
+from illuma_pipelines.sealing import unseal_payloads
 from illuma_pipelines.vault import KeyDestroyed
 from resources.warehouse import WarehouseResource
 from sensors.compliance import erasure_requests
@@ -44,14 +45,16 @@ def _all_text(warehouse, schema):
     return out
 
 
-def _pii_per_order(warehouse, schema):
-    """(channel, order id) -> the identifying PII values its raw payloads hold."""
+def _pii_per_order(warehouse, schema, vault):
+    """(channel, order id) -> the identifying PII values its raw payloads hold (sealed at landing:
+    opened through the vault)."""
     out: dict[tuple[str, str], set[str]] = {}
+    mid = schema.removeprefix("m_")
     for channel in CHANNELS:
-        payloads = [
-            normalize.loads(r[0])
-            for r in _rows(warehouse, f"SELECT CAST(payload AS TEXT) FROM {schema}.raw_{channel}_orders")
-        ]
+        table = f"raw_{channel}_orders"
+        rows = _rows(warehouse, f"SELECT record_key, CAST(payload AS TEXT) FROM {schema}.{table}")
+        texts = unseal_payloads(vault, mid, table, channel, rows, actor="pipeline:tests", purpose="find the landed PII")
+        payloads = [normalize.loads(text) for text in texts]
         for pii in getattr(normalize, channel).normalize_orders(payloads).pii:
             values = {pii.buyer_name, pii.ship_name, pii.buyer_email, pii.buyer_phone, pii.address_line1}
             out.setdefault((pii.channel, pii.marketplace_order_id), set()).update(v for v in values if v)
@@ -83,9 +86,9 @@ def test_purge_then_erasure_through_dagster(warehouse, warehouse_url, merchant_i
     config = SandboxConfig(seed=5, clock=SandboxClock.fixed_at(t1), history_start=day - timedelta(days=60))
     with SandboxServer(config) as sandbox:
         _materialize(instance, warehouse_url, sandbox.base_url, vault_res, mid, day.isoformat())
-    names, values = _buyer_pii_from_raw(warehouse, schema)
+    names, values = _buyer_pii_from_raw(warehouse, schema, vault_res.get(warehouse))
     assert names and values
-    per_order = _pii_per_order(warehouse, schema)
+    per_order = _pii_per_order(warehouse, schema, vault_res.get(warehouse))
     (shipped,) = _rows(warehouse, f"SELECT count(*) FROM {schema}.core_orders WHERE shipped_at IS NOT NULL")[0]
     (facts_before,) = _rows(warehouse, f"SELECT count(*) FROM {schema}.core_orders")[0]
     assert shipped > 0

@@ -25,6 +25,7 @@ from illuma_pipelines.key_rotation import ROTATION_ACTION, rotate_merchant_keys
 from illuma_pipelines.merchant_ids import merchant_schema
 from illuma_pipelines.registry import ChannelConnection, add_merchant
 from illuma_pipelines.sandbox.server import SandboxClock, SandboxConfig, SandboxServer
+from illuma_pipelines.sealing import unseal_payloads
 from illuma_pipelines.vault import FileKeyStore, LocalKeyring, Vault, is_ciphertext, key_version
 from resources import sandbox_clients
 from resources.vault import VaultResource
@@ -92,15 +93,17 @@ def _table_counts(warehouse, schema):
     }
 
 
-def _buyer_pii_from_raw(warehouse, schema):
-    """Every buyer PII value the raw order payloads hold, found with the normalizers themselves."""
+def _buyer_pii_from_raw(warehouse, schema, vault):
+    """Every buyer PII value the raw order payloads hold (sealed at landing: opened through the
+    vault), found with the normalizers themselves."""
     values: set[str] = set()
     names: set[str] = set()
+    mid = schema.removeprefix("m_")
     for channel in CHANNELS:
-        payloads = [
-            normalize.loads(r[0])
-            for r in _rows(warehouse, f"SELECT CAST(payload AS TEXT) FROM {schema}.raw_{channel}_orders")
-        ]
+        table = f"raw_{channel}_orders"
+        rows = _rows(warehouse, f"SELECT record_key, CAST(payload AS TEXT) FROM {schema}.{table}")
+        texts = unseal_payloads(vault, mid, table, channel, rows, actor="pipeline:tests", purpose="find the landed PII")
+        payloads = [normalize.loads(text) for text in texts]
         for pii in getattr(normalize, channel).normalize_orders(payloads).pii:
             names.update(v for v in (pii.buyer_name, pii.ship_name) if v)
             # Not postal codes: five digits collide with part numbers (an MPN of 12253 failed this).
@@ -179,7 +182,7 @@ def test_core_orders_are_current_idempotent_encrypted_and_rotate(warehouse, ware
     def run(partition_day: str) -> None:
         _materialize(instance, warehouse_url, sandbox.base_url, vault_res, mid, partition_day)
         # A re-run replaces the partition's raw rows: collect the PII that landed each time.
-        found_names, found_values = _buyer_pii_from_raw(warehouse, schema)
+        found_names, found_values = _buyer_pii_from_raw(warehouse, schema, vault)
         names.update(found_names)
         values.update(found_values)
 
@@ -257,24 +260,27 @@ def test_core_orders_are_current_idempotent_encrypted_and_rotate(warehouse, ware
     assert len(events) == len(revealed)
     revealed_names = {v for _, column, v in revealed if column in ("buyer_name", "ship_name")}
     assert revealed_names and revealed_names <= names
-    assert {key_version(v) for row in rows for v in row[2:] if v} == {1}
+    # Written under today's hold key (ADR 0007): not the merchant's 100-day-old general key.
+    (held,) = {key_version(v) for row in rows for v in row[2:] if v}
+    assert held != 1 and vault.key_label(mid, held) == f"hold:{datetime.now(UTC).date().isoformat()}"
 
-    # Rotation: the 100-day-old key is replaced, every value re-encrypted and still revealable.
+    # Rotation: the 100-day-old general key is replaced; the values under their hold key stay as
+    # they are (a labelled key lives no longer than its data) and still reveal.
     result = key_rotation_job.execute_in_process(
         instance=instance, resources={"warehouse": WarehouseResource(url=warehouse_url), "vault": vault_res}
     )
     assert result.success
     rotated_rows, revealed_after = _reveal_all(_in_memory_audit_vault(vault_res)[0], warehouse, mid, schema)
-    assert {key_version(v) for row in rotated_rows for v in row[2:] if v} == {2}
+    assert {key_version(v) for row in rotated_rows for v in row[2:] if v} == {held}
     assert sorted(revealed_after) == sorted(revealed)
     audited = _rows(
         warehouse, "SELECT details FROM platform.audit_log WHERE action = ? AND merchant_id = ?", [ROTATION_ACTION, mid]
     )
     assert len(audited) == 1
     details = audited[0][0] if isinstance(audited[0][0], dict) else json.loads(audited[0][0])
-    assert details["rotated_to"] == 2 and details["reencrypted_values"] > 0
+    assert details["rotated_to"] == held + 1 and details["reencrypted_values"] == 0
 
-    # Two days on, the retired version is past its grace period: destroyed, data still readable.
+    # Two days on, the retired general version is past its grace period: destroyed, data still readable.
     later = datetime.now(UTC) + timedelta(days=2)
     summary = rotate_merchant_keys(vault, warehouse, mid, later, "test")
     assert summary["destroyed_versions"] == [1] and summary["rotated_to"] is None

@@ -26,6 +26,7 @@ from illuma_pipelines.merchant_ids import merchant_schema
 from illuma_pipelines.raw_records import QUARANTINE, raw_table
 from illuma_pipelines.registry import ChannelConnection, add_merchant
 from illuma_pipelines.sandbox.server import SandboxClock, SandboxConfig, SandboxServer
+from illuma_pipelines.sealing import unseal_payloads
 from illuma_pipelines.vault import FileKeyStore, LocalKeyring, Vault
 from resources import sandbox_clients
 from resources.warehouse import WarehouseResource
@@ -93,6 +94,23 @@ def _amazon(order_id: str, status: str, updated: str, buyer: str = "Jane Doe") -
     return record
 
 
+def _unseal_raw_orders(warehouse, vault, mid):
+    """Open the PII sealed in a merchant's raw orders (bound to that merchant), so the rows can be
+    copied to other merchants as plain API payloads."""
+    schema = merchant_schema(mid)
+    for channel in CHANNELS:
+        table = raw_table(channel, "orders").name
+        rows = _rows(warehouse, f"SELECT record_key, CAST(payload AS TEXT) FROM {schema}.{table}")
+        texts = unseal_payloads(vault, mid, table, channel, rows, actor="pipeline:tests", purpose="copy the sandbox day")
+        with warehouse.connect() as conn:
+            for (key, _), text in zip(rows, texts, strict=True):
+                conn.execute(
+                    f"UPDATE {schema}.{table} SET payload = CAST(? AS {'JSON' if warehouse.dialect == 'duckdb' else 'JSONB'}), "
+                    "pii_key_version = NULL WHERE record_key = ?",
+                    [text, key],
+                )
+
+
 def _stage(warehouse, mid, day, records, keys=None):
     """Raw Amazon order rows of `mid` for `day`, in this order, as the extract leaves them."""
     spec, schema = raw_table("amazon", "orders"), merchant_schema(mid)
@@ -155,15 +173,17 @@ def test_batches_and_workers_land_the_same_as_one_batch(warehouse, warehouse_url
     """Real sandbox orders of all three channels plus one record the normalizer rejects, loaded
     as one batch, in batches of 3, and in batches of 3 normalized by a worker process."""
     source, day, config = _sandbox_day(warehouse, merchant_id, instance, "batchsrc", 23)
+    source_vault = _vault_resource(tmp_path)
     with SandboxServer(config) as sandbox:
         result = dg.materialize(
             ORDER_EXTRACTS,
             partition_key=merchant_date_key(source, day.isoformat()),
-            resources={"warehouse": WarehouseResource(url=warehouse_url), "vault": _vault_resource(tmp_path), **sandbox_clients(sandbox.base_url)},
+            resources={"warehouse": WarehouseResource(url=warehouse_url), "vault": source_vault, **sandbox_clients(sandbox.base_url)},
             instance=instance,
             run_config=LOOKBACK,
         )
     assert result.success
+    _unseal_raw_orders(warehouse, source_vault.get(warehouse), source)
     _stage(warehouse, source, day.isoformat(), [_amazon("999-0000000-0000001", "TELEPORTED", "2024-12-25T14:45:00Z")])
     counts = {c: _rows(warehouse, f"SELECT count(*) FROM {merchant_schema(source)}.raw_{c}_orders")[0][0] for c in CHANNELS}
     assert all(n > 3 for n in counts.values()), counts

@@ -1,7 +1,9 @@
 """Extract assets through the real sandbox server and clients, into a real warehouse."""
 
 import json
+import tempfile
 from datetime import timedelta
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -10,10 +12,14 @@ from assets.extracts import day_window, extract_assets
 from assets.partitions import MERCHANTS, merchant_date_key
 from illuma_pipelines.merchant_ids import merchant_schema
 from illuma_pipelines.registry import ChannelConnection, add_merchant
-from illuma_pipelines.sandbox.amazon import amazon_orders_updated_between, amazon_transactions_posted_between
+from illuma_pipelines.sandbox.amazon import (
+    amazon_orders_updated_between,
+    amazon_transactions_posted_between,
+)
 from illuma_pipelines.sandbox.faults import FAULT_KINDS, FaultConfig
 from resources import sandbox_clients
 from resources.amazon import AmazonSellingPartnerHttp
+from resources.vault import VaultResource
 from resources.warehouse import WarehouseResource
 from tests.sandbox_helpers import amazon_sandbox, sandbox_now
 
@@ -38,11 +44,17 @@ def _fast_amazon(base_url: str) -> AmazonSellingPartnerHttp:
     )
 
 
+def _vault() -> VaultResource:
+    """A vault with a key store of its own in a fresh temporary folder (never the project's)."""
+    keys = Path(tempfile.mkdtemp(prefix="illuma-keys-"))
+    return VaultResource(key_store_path=str(keys / "keystore.json"), master_key_file=str(keys / "master.key"))
+
+
 def _materialize(assets, instance, url, base_url, merchant_id, day):
     return dg.materialize(
         assets,
         partition_key=merchant_date_key(merchant_id, day),
-        resources={"warehouse": WarehouseResource(url=url), "amazon": _fast_amazon(base_url)},
+        resources={"warehouse": WarehouseResource(url=url), "amazon": _fast_amazon(base_url), "vault": _vault()},
         instance=instance,
     )
 
@@ -143,7 +155,9 @@ def test_unknown_merchant_partition_fails_with_a_clear_error(warehouse_url, merc
         result = dg.materialize(
             AMAZON_CORE[:1],
             partition_key=merchant_date_key(mid, "2026-11-01"),
-            resources={"warehouse": WarehouseResource(url=warehouse_url), "amazon": _fast_amazon(sandbox.base_url)},
+            resources={
+                "warehouse": WarehouseResource(url=warehouse_url), "amazon": _fast_amazon(sandbox.base_url), "vault": _vault()
+            },
             instance=instance,
             raise_on_error=False,
         )

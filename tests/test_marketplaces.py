@@ -13,12 +13,18 @@ from assets.compliance import PII_PURGE_KEY, pii_purge
 from assets.core import INVENTORY_SNAPSHOTS_KEY, ORDERS_KEY, core_orders, inventory_snapshots
 from assets.extracts import EXTRACT_SPECS, extract_key
 from illuma_pipelines import marketplaces, purge, quality, registry, retention
-from illuma_pipelines.retention import policy as retention_policy
-from illuma_pipelines.marketplaces import CHANNELS, MARKETPLACES, UnknownChannel, raw_datasets, raw_table_name
+from illuma_pipelines.marketplaces import (
+    CHANNELS,
+    MARKETPLACES,
+    UnknownChannel,
+    raw_datasets,
+    raw_table_name,
+)
 from illuma_pipelines.merchant_ids import merchant_schema
 from illuma_pipelines.normalize import normalize_order_payloads
 from illuma_pipelines.raw_records import raw_table
 from illuma_pipelines.registry import add_merchant
+from illuma_pipelines.retention import policy as retention_policy
 from illuma_pipelines.sandbox.server import SandboxConfig, build_app
 from resources import resources_for
 

@@ -34,17 +34,23 @@ from illuma_pipelines.core.tables import (
     ORDERS_QUARANTINE_DATASET,
     PII_COLUMNS,
 )
-from illuma_pipelines.marketplaces import CHANNELS
+from illuma_pipelines.marketplaces import CHANNELS, ORDER_DATASET, raw_table_name
 from illuma_pipelines.merchant_ids import merchant_schema
 from illuma_pipelines.raw_records import (
+    PII_KEY_VERSION,
     QUARANTINE,
     RawRow,
     empty_quarantine,
+    ensure_pii_key_column,
     quarantine_frame,
     raw_payload_batches,
     raw_row_count,
 )
+from illuma_pipelines.sealing import hold_label, unseal_payloads
 from illuma_pipelines.warehouse import Connection, Warehouse
+
+# Why the pipeline opens sealed raw payloads (the audit event of each batch reveal says so).
+UNSEAL_PURPOSE = "normalize sealed raw payloads"
 
 
 # ------------------------------------------------------------------------------------ writing
@@ -55,17 +61,17 @@ def _by_channel(keys: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
     return grouped
 
 
-def _order_ids_match(conn: Connection) -> str:
-    """A condition on marketplace_order_id taking the whole id list as one parameter: a hashed
+def order_ids_match(conn: Connection, column: str = "marketplace_order_id") -> str:
+    """A condition on an order id column taking the whole id list as one parameter: a hashed
     semi-join on DuckDB, `= ANY(array)` (hashed or by index) on PostgreSQL."""
     if conn.dialect == "postgres":
-        return "marketplace_order_id = ANY(?)"
-    return "marketplace_order_id IN (SELECT unnest(CAST(? AS VARCHAR[])))"
+        return f"{column} = ANY(?)"
+    return f"{column} IN (SELECT unnest(CAST(? AS VARCHAR[])))"
 
 
 def delete_orders(conn: Connection, schema: str, table: str, keys: Iterable[tuple[str, str]]) -> None:
     for channel, ids in _by_channel(keys).items():
-        conn.execute(f"DELETE FROM {schema}.{table} WHERE channel = ? AND {_order_ids_match(conn)}", [channel, ids])
+        conn.execute(f"DELETE FROM {schema}.{table} WHERE channel = ? AND {order_ids_match(conn)}", [channel, ids])
 
 
 def stored_versions(
@@ -76,7 +82,7 @@ def stored_versions(
     for channel, ids in _by_channel(keys).items():
         for order_id, updated, pdate, status in conn.fetchall(
             f"SELECT marketplace_order_id, last_updated_at, partition_date, status "
-            f"FROM {schema}.{ORDERS.name} WHERE channel = ? AND {_order_ids_match(conn)}",
+            f"FROM {schema}.{ORDERS.name} WHERE channel = ? AND {order_ids_match(conn)}",
             [channel, ids],
         ):
             found[(channel, order_id)] = (updated, _as_date(pdate), status)
@@ -113,9 +119,10 @@ def _texts(column: pd.Series) -> list[str | None]:
     return [None if value is pd.NA or value is None else value for value in column.tolist()]
 
 
-def encrypted_pii_frame(vault: Any, merchant_id: str, pii: pd.DataFrame) -> pd.DataFrame:
+def encrypted_pii_frame(vault: Any, merchant_id: str, pii: pd.DataFrame, label: str | None = None) -> pd.DataFrame:
     """The buyer PII frame (`to_frame` of BuyerPII rows) with every PII column replaced by its
-    vault ciphertext, bound to the merchant, table, column and order."""
+    vault ciphertext, bound to the merchant, table, column and order, under the key with `label`
+    (the core writes under today's hold key: the purge moves each value to its due day's key)."""
     channels, order_ids = pii["channel"].tolist(), pii["marketplace_order_id"].tolist()
     record_ids = [f"{c}:{o}" for c, o in zip(channels, order_ids, strict=True)]
     data: dict[str, Any] = {
@@ -124,10 +131,12 @@ def encrypted_pii_frame(vault: Any, merchant_id: str, pii: pd.DataFrame) -> pd.D
     }
     for column in PII_COLUMNS:
         data[column] = pd.Series(
-            vault.encrypt_column(merchant_id, BUYER_PII.name, column, record_ids, _texts(pii[column])),
+            vault.encrypt_column(merchant_id, BUYER_PII.name, column, record_ids, _texts(pii[column]), label=label),
             dtype="string",
         )
-    return pd.DataFrame(data)
+    frame = pd.DataFrame(data)
+    frame[PII_KEY_VERSION] = pd.Series([vault.ensure_key(merchant_id, label)] * len(frame), dtype="Int64")
+    return frame
 
 
 # ------------------------------------------------------------------------------------- orders
@@ -198,12 +207,14 @@ def load_orders_partition(
     """
     schema, pdate = merchant_schema(merchant_id), date.fromisoformat(day)
     loaded_at = datetime.now(UTC)
-    vault.ensure_key(merchant_id)  # the key store is not touched inside the write transactions
+    label = hold_label(loaded_at.date())
+    vault.ensure_key(merchant_id, label)  # the key store is not touched inside the write transactions
     done = OrdersLoaded()
     quarantine: list[pd.DataFrame] = []
     with wh.merchant_scope(merchant_id) as conn:
         for spec in (ORDERS, ORDER_LINES, ORDER_ADJUSTMENTS, ORDER_STATUS_HISTORY, BUYER_PII, QUARANTINE):
             conn.create_table(schema, spec)
+        ensure_pii_key_column(conn, schema, BUYER_PII.name)
         if workers is None:
             records = sum(raw_row_count(conn, merchant_id, channel, "orders", day) for channel in CHANNELS)
             workers = default_normalize_workers(records, batch_records)
@@ -230,7 +241,7 @@ def load_orders_partition(
                 )
             )
         with wh.merchant_scope(merchant_id) as conn:
-            _write_orders(conn, schema, vault, merchant_id, batch, pdate, loaded_at, run_id, done)
+            _write_orders(conn, schema, vault, merchant_id, batch, pdate, loaded_at, run_id, done, label)
 
     with executor, wh.merchant_scope(merchant_id) as reader:
         try:
@@ -241,7 +252,14 @@ def load_orders_partition(
                 stream = contextlib.closing(raw_payload_batches(reader, merchant_id, channel, "orders", day, batch_records))
                 with stream as batches:
                     for rows in batches:
-                        future = executor.submit(normalize.normalize_order_batch, channel, [r[1] for r in rows])
+                        # Sealed PII opened here, in this process, one audited batch reveal each.
+                        texts = unseal_payloads(
+                            vault, merchant_id, raw_table_name(channel, ORDER_DATASET), channel,
+                            [(r[0], r[1]) for r in rows], actor=f"pipeline:core/orders:{run_id}",
+                            purpose=UNSEAL_PURPOSE,
+                        )
+                        future = executor.submit(normalize.normalize_order_batch, channel, texts)
+                        del texts
                         pending.append((channel, position, rows, future))
                         position += len(rows)
                         del rows
@@ -273,6 +291,7 @@ def _write_orders(
     loaded_at: datetime,
     run_id: str,
     done: OrdersLoaded,
+    label: str | None = None,
 ) -> None:
     """Replace the stored orders that `batch` has a version of, at least as recent, with it."""
     day = pdate.isoformat()
@@ -317,7 +336,7 @@ def _write_orders(
         ORDERS.name: orders.loc[pd.Series(won_rows, index=orders.index, dtype=bool)],
         ORDER_LINES.name: lines,
         ORDER_ADJUSTMENTS.name: adjustments,
-        BUYER_PII.name: encrypted_pii_frame(vault, merchant_id, pii),
+        BUYER_PII.name: encrypted_pii_frame(vault, merchant_id, pii, label),
     }
     # An order's lines, adjustments and PII are only ever written with its current row, so only
     # orders stored before have rows to replace.

@@ -54,7 +54,11 @@ PII_COLUMNS = (
 )
 BUYER_PII = TableSpec(
     "core_buyer_pii",
-    cols("channel text!", "marketplace_order_id text!", *(f"{c} text" for c in PII_COLUMNS), *_PROVENANCE),
+    cols(
+        "channel text!", "marketplace_order_id text!", *(f"{c} text" for c in PII_COLUMNS), *_PROVENANCE,
+        # The vault key version the row's values are sealed under (ADR 0007).
+        "pii_key_version integer",
+    ),
     primary_key=("channel", "marketplace_order_id"),
 )
 INVENTORY_SNAPSHOTS = TableSpec(

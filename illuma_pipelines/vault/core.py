@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import binascii
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -48,6 +49,17 @@ ROTATION_PERIOD = timedelta(days=ROTATION_DAYS)
 RETIREMENT_GRACE = timedelta(days=1)
 DEFAULT_CACHE_TTL_SECONDS = 60.0
 _MAX_AUDIT_TEXT = 500
+# A key label: a kind and what it is for, e.g. "due:2027-01-05" or "hold:2026-12-06".
+_LABEL = re.compile(r"[a-z][a-z_]{0,15}:[0-9A-Za-z_.-]{1,40}")
+
+
+def validate_label(label: object) -> str:
+    if not isinstance(label, str) or not _LABEL.fullmatch(label):
+        raise ValueError(
+            f"key label {label!r} is not of the form '<kind>:<what>' (e.g. 'due:2027-01-05'); "
+            "labels name what a key's lifetime follows"
+        )
+    return label
 
 
 @dataclass(frozen=True)
@@ -126,7 +138,12 @@ class _MerchantKeys:
 
     @property
     def current(self) -> KeyVersion | None:
-        live = [kv for kv in self.versions.values() if not kv.destroyed]
+        """The general key's current version (see `current_for`)."""
+        return self.current_for(None)
+
+    def current_for(self, label: str | None) -> KeyVersion | None:
+        """The newest live version of the key with `label` (None: the general key)."""
+        live = [kv for kv in self.versions.values() if not kv.destroyed and kv.label == label]
         return max(live, key=lambda kv: kv.version) if live else None
 
 
@@ -224,14 +241,21 @@ class Vault:
         snap.ciphers[version] = cipher
         return cipher
 
-    def _current_cipher(self, merchant_id: str) -> tuple[int, AESGCM]:
+    def _current_cipher(self, merchant_id: str, label: str | None = None) -> tuple[int, AESGCM]:
         snap = self._snapshot(merchant_id)
-        current = snap.current
+        current = snap.current_for(label)
         if current is None:
             snap = self._snapshot(merchant_id, fresh=True)
-            current = snap.current
+            current = snap.current_for(label)
+        if current is None and label is not None:
+            # A labelled key comes and goes with its data: create it (racing writers agree on one).
+            # The general key marks a merchant keyed at all: erasure destroys it with the rest.
+            validate_label(label)
+            self._current_cipher(merchant_id)
+            self._new_version(merchant_id, self._now(None), label=label, only_if_none=True)
+            current = self._live_current(merchant_id, label)
         if current is None:
-            if snap.versions:
+            if any(kv.label is None for kv in snap.versions.values()):
                 raise KeyDestroyed(
                     f"every key of merchant {merchant_id!r} was destroyed (crypto-shredded), so the "
                     "vault will not encrypt new PII for it; if the merchant is onboarded again, call "
@@ -244,21 +268,26 @@ class Vault:
             current = self._live_current(merchant_id)
         return current.version, self._cipher(merchant_id, current.version)
 
-    def _new_version(self, merchant_id: str, now: datetime, *, only_if_none: bool = False) -> int | None:
-        """Create the next version; None if another writer created that version number first
-        (or, with `only_if_none`, if any version exists already)."""
+    def _new_version(
+        self, merchant_id: str, now: datetime, *, label: str | None = None, only_if_none: bool = False
+    ) -> int | None:
+        """Create the next version (numbers are shared by all of the merchant's keys) of the key
+        with `label`; None if another writer created that version number first (or, with
+        `only_if_none`, if the general key has any version already, or the labelled key a live
+        one)."""
         with self._lock:
             snap = self._snapshot(merchant_id, fresh=True)
-            if only_if_none and snap.versions:
+            general = any(kv.label is None for kv in snap.versions.values())
+            if only_if_none and (general if label is None else snap.current_for(label)):
                 return None
-            previous = snap.current
+            previous = snap.current_for(label)
             version = max(snap.versions, default=0) + 1
             data_key = AESGCM.generate_key(bit_length=256)
             kek_id = self._provider.current_kek_id
             wrapped = self._provider.wrap(kek_id, data_key, _wrap_context(merchant_id, version))
             try:
                 self._store.put_version(
-                    KeyVersion(merchant_id, version, kek_id, wrapped, created_at=now)
+                    KeyVersion(merchant_id, version, kek_id, wrapped, created_at=now, label=label)
                 )
             except KeyVersionExists:
                 self._snapshot(merchant_id, fresh=True)
@@ -280,9 +309,9 @@ class Vault:
             return created
         return self._live_current(merchant_id).version
 
-    def _live_current(self, merchant_id: str) -> KeyVersion:
+    def _live_current(self, merchant_id: str, label: str | None = None) -> KeyVersion:
         """The current version right after one was created here or by a concurrent writer."""
-        current = self._snapshot(merchant_id, fresh=True).current
+        current = self._snapshot(merchant_id, fresh=True).current_for(label)
         if current is None:
             raise KeyDestroyed(
                 f"the key version just created for merchant {merchant_id!r} was destroyed at once "
@@ -297,11 +326,53 @@ class Vault:
         current = self._snapshot(merchant_id).current
         return None if current is None else current.version
 
-    def ensure_key(self, merchant_id: str) -> int:
-        """The version new values will be encrypted with, creating the merchant's first key if it
-        has none. Call it before a long write transaction so the key store is not touched
-        inside it."""
-        return self._current_cipher(merchant_id)[0]
+    def ensure_key(self, merchant_id: str, label: str | None = None) -> int:
+        """The version new values will be encrypted with (under the key with `label`, None: the
+        general key), creating that key if it has none. Call it before a long write transaction
+        so the key store is not touched inside it."""
+        return self._current_cipher(merchant_id, label)[0]
+
+    def key_label(self, merchant_id: str, version: int) -> str | None:
+        """The label of one of the merchant's key versions (None: the general key)."""
+        snap = self._snapshot(merchant_id)
+        if version not in snap.versions:
+            snap = self._snapshot(merchant_id, fresh=True)
+        kv = snap.versions.get(version)
+        if kv is None:
+            raise UnknownKeyVersion(f"merchant {merchant_id!r} has no key version {version}")
+        return kv.label
+
+    def live_labels(self, merchant_id: str) -> dict[str, list[int]]:
+        """label -> live versions of the merchant's labelled keys."""
+        out: dict[str, list[int]] = {}
+        for kv in self._snapshot(merchant_id, fresh=True).versions.values():
+            if kv.label is not None and not kv.destroyed:
+                out.setdefault(kv.label, []).append(kv.version)
+        return out
+
+    def general_versions(self, merchant_id: str) -> list[int]:
+        """The live versions of the merchant's general (unlabelled) key."""
+        versions = self._snapshot(merchant_id, fresh=True).versions.values()
+        return sorted(kv.version for kv in versions if kv.label is None and not kv.destroyed)
+
+    def destroy_labelled_keys(
+        self, merchant_id: str, labels: Iterable[str], now: datetime | None = None
+    ) -> list[int]:
+        """Crypto-shred the keys with these labels: every live version is destroyed, so every copy
+        of a value sealed under them (live rows, free pages, WAL, backups, exports) is unreadable.
+        Returns the versions destroyed."""
+        validate_merchant_id(merchant_id)
+        wanted = set(labels)
+        now = self._now(now)
+        destroyed: list[int] = []
+        with self._lock:
+            for kv in self._snapshot(merchant_id, fresh=True).versions.values():
+                if kv.label in wanted and kv.label is not None and not kv.destroyed:
+                    self._store.destroy(merchant_id, kv.version, now)
+                    destroyed.append(kv.version)
+            if destroyed:
+                self._snapshot(merchant_id, fresh=True)
+        return sorted(destroyed)
 
     def rotate_if_due(self, merchant_id: str, now: datetime | None = None) -> int | None:
         """Create a new version if the current one is ROTATION_DAYS old; return it, else None.
@@ -314,7 +385,7 @@ class Vault:
         current = self._snapshot(merchant_id, fresh=True).current
         if current is None or now - current.created_at < ROTATION_PERIOD:
             return None
-        return self._new_version(merchant_id, now)
+        return self._new_version(merchant_id, now)  # labelled keys live no longer than their data
 
     def retire_unused_versions(
         self, merchant_id: str, versions_in_use: Iterable[int], now: datetime | None = None
@@ -342,6 +413,8 @@ class Vault:
             if current is None:
                 return destroyed
             for kv in sorted(snap.versions.values(), key=lambda kv: kv.version):
+                if kv.label is not None:
+                    continue  # labelled keys are destroyed with their data, not retired
                 if kv.destroyed or kv.version >= current.version or kv.version in in_use:
                     continue
                 if kv.retired_at is None:
@@ -412,8 +485,11 @@ class Vault:
         column: str,
         record_ids: Iterable[str],
         plaintexts: Iterable[str | None],
+        *,
+        label: str | None = None,
     ) -> list[str | None]:
-        """Encrypt a column of values (one per record id, in order) under the current key version."""
+        """Encrypt a column of values (one per record id, in order) under the current version of
+        the key with `label` (None: the general key)."""
         validate_binding(merchant_id, table, column)
         ids = list(record_ids)
         values = list(plaintexts)
@@ -425,7 +501,7 @@ class Vault:
         if all(value is None for value in values):
             # Nothing to encrypt: don't create (or demand) a key for an all-empty column.
             return [None] * len(values)
-        version, cipher = self._current_cipher(merchant_id)
+        version, cipher = self._current_cipher(merchant_id, label)
         prefix = aad_prefix(merchant_id, table, column, version)
         # One getrandom call for the whole column instead of one per value: the nonces are as
         # random, and the syscall was a visible share of the per-value cost.
@@ -639,15 +715,46 @@ class Vault:
         """For (record_id, column, ciphertext) rows of one table, yield (record_id, column, new
         ciphertext) for each value under an older key version; current, newer and None values are
         skipped. Nothing is decrypted for values already current, so re-running it is cheap."""
+        return self._seal_again(
+            merchant_id, table, rows, None,
+            # Current already, or under a labelled key that lives as long as its data.
+            keep=lambda old, current: old >= current or self.key_label(merchant_id, old) is not None,
+        )
+
+    def reseal_rows(
+        self,
+        merchant_id: str,
+        table: str,
+        rows: Iterable[tuple[str, str, str | None]],
+        label: str,
+    ) -> Iterator[tuple[str, str, str]]:
+        """For (record_id, column, ciphertext) rows of one table, yield (record_id, column, new
+        ciphertext) for each value not yet under the current version of the key with `label`:
+        the value is decrypted and sealed again under that key, bound to the same row. Used when
+        a value's due day becomes known or moves (ADR 0007); None values are skipped."""
+        return self._seal_again(merchant_id, table, rows, validate_label(label), keep=lambda old, current: old == current)
+
+    def _seal_again(
+        self,
+        merchant_id: str,
+        table: str,
+        rows: Iterable[tuple[str, str, str | None]],
+        label: str | None,
+        *,
+        keep: Callable[[int, int], bool],
+    ) -> Iterator[tuple[str, str, str]]:
+        """(record_id, column, new ciphertext) for each value of `rows` that `keep(its version,
+        the current version of the key with `label`)` does not keep: decrypted and sealed again
+        under that current version, bound to the same row."""
         validate_merchant_id(merchant_id)
         validate_identifier("table", table)
-        version, cipher = self._current_cipher(merchant_id)
+        version, cipher = self._current_cipher(merchant_id, label)
         prefixes: dict[str, bytes] = {}
         for record_id, column, ciphertext in rows:
             if ciphertext is None:
                 continue
             parsed = parse_ciphertext(ciphertext)
-            if parsed.key_version >= version:
+            if keep(parsed.key_version, version):
                 continue
             prefix = prefixes.get(column)
             if prefix is None:

@@ -229,6 +229,10 @@ class KeyVersion:
     created_at: datetime
     retired_at: datetime | None = None
     destroyed_at: datetime | None = None
+    # What the key is for. None: the merchant's general key (rotated every 90 days). A label names
+    # a key whose lifetime is its data's (e.g. "due:2027-01-05": destroyed when that data falls
+    # due; ADR 0007); each label has versions of its own.
+    label: str | None = None
 
     @property
     def destroyed(self) -> bool:
@@ -289,6 +293,7 @@ def _to_json(kv: KeyVersion) -> dict[str, Any]:
         "created_at": kv.created_at.isoformat(),
         "retired_at": None if kv.retired_at is None else kv.retired_at.isoformat(),
         "destroyed_at": None if kv.destroyed_at is None else kv.destroyed_at.isoformat(),
+        **({} if kv.label is None else {"label": kv.label}),
     }
 
 
@@ -309,6 +314,7 @@ def _from_json(merchant_id: str, item: Mapping[str, Any]) -> KeyVersion:
         created_at=created,
         retired_at=when("retired_at"),
         destroyed_at=when("destroyed_at"),
+        label=None if item.get("label") is None else str(item["label"]),
     )
 
 

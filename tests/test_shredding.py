@@ -1,0 +1,292 @@
+"""Buyer PII sealed at landing and deleted by crypto-shredding (ADR 0007), judged from the bytes on
+disk, on DuckDB and PostgreSQL: real sandbox data through the real extracts and core assets, then
+the shredding purge."""
+
+import re
+import shutil
+import zipfile
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import zstandard
+
+from assets.core import core_assets
+from assets.extracts import extract_assets
+from assets.partitions import MERCHANTS, merchant_date_key
+from illuma_pipelines import normalize
+from illuma_pipelines.core.tables import BUYER_PII, PII_COLUMNS
+from illuma_pipelines.export import export_merchant
+from illuma_pipelines.marketplaces import (
+    CHANNELS,
+    ORDER_DATASET,
+    normalizer,
+    raw_datasets,
+    raw_table_name,
+)
+from illuma_pipelines.merchant_ids import merchant_schema
+from illuma_pipelines.raw_records import QUARANTINE
+from illuma_pipelines.registry import ChannelConnection, add_merchant
+from illuma_pipelines.sandbox.faults import FaultConfig
+from illuma_pipelines.sandbox.server import SandboxClock, SandboxConfig, SandboxServer
+from illuma_pipelines.sealing import (
+    PAYLOAD_COLUMN,
+    seal_payloads,
+    unseal_payloads,
+    unsealed_pii_keys,
+)
+from illuma_pipelines.shredding import labels_to_destroy, purge_and_shred
+from illuma_pipelines.vault import CIPHERTEXT_PATTERN, KeyDestroyed
+from illuma_pipelines.warehouse import Warehouse
+from resources import sandbox_clients
+from resources.warehouse import WarehouseResource
+from tests.sandbox_helpers import sandbox_now
+
+LOOKBACK = {"ops": {a.op.name: {"config": {"lookback_hours": 2}} for a in extract_assets}}
+ACTOR = "pipeline:tests"
+
+
+def _rows(warehouse, sql, params=()):
+    with warehouse.connect() as conn:
+        return conn.fetchall(sql, params)
+
+
+def _land(warehouse, warehouse_url, instance, vault_resource, mid, *, faults=None):
+    """A day of real sandbox data for `mid` through every extract and the core assets."""
+    add_merchant(warehouse, mid, channels={c: ChannelConnection(c, f"sandbox:{mid}") for c in CHANNELS})
+    instance.add_dynamic_partitions(MERCHANTS, [mid])
+    now = sandbox_now()
+    day = (now - timedelta(days=3)).date()
+    t1 = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1, minutes=10)
+    config = SandboxConfig(
+        seed=17, clock=SandboxClock.fixed_at(t1), history_start=day - timedelta(days=60),
+        faults=faults or FaultConfig(),
+    )
+    with SandboxServer(config) as sandbox:
+        result = dg.materialize(
+            [*extract_assets, *core_assets],
+            partition_key=merchant_date_key(mid, day.isoformat()),
+            resources={"warehouse": WarehouseResource(url=warehouse_url), "vault": vault_resource,
+                       **sandbox_clients(sandbox.base_url)},
+            instance=instance,
+            run_config=LOOKBACK,
+        )
+    assert result.success
+    return day, t1
+
+
+def _pii_values(warehouse, vault, mid):
+    """(channel, order id) -> identifying PII values of each order, read from the sealed raw
+    payloads through the vault and the normalizers (postal codes left out: they collide with part
+    numbers)."""
+    schema = merchant_schema(mid)
+    out: dict[tuple[str, str], set[str]] = {}
+    for channel in CHANNELS:
+        table = raw_table_name(channel, ORDER_DATASET)
+        rows = _rows(warehouse, f"SELECT record_key, CAST(payload AS TEXT) FROM {schema}.{table}")
+        texts = unseal_payloads(vault, mid, table, channel, rows, actor=ACTOR, purpose="test")
+        for pii in normalizer(channel).normalize_orders([normalize.loads(t) for t in texts]).pii:
+            values = {pii.buyer_name, pii.ship_name, pii.buyer_email, pii.buyer_phone, pii.address_line1}
+            out.setdefault((channel, pii.marketplace_order_id), set()).update(v for v in values if v and len(v) >= 6)
+    return out
+
+
+def _data_files(warehouse: Warehouse, mid: str) -> list[Path]:
+    """Every file the engine keeps the merchant's data in: the DuckDB file and its WAL, or the
+    PostgreSQL relation files (tables and their TOAST) of the merchant's schema and the WAL."""
+    if warehouse.dialect == "duckdb":
+        with warehouse.connect() as conn:
+            conn.execute("CHECKPOINT")
+        path = Path(warehouse.url.removeprefix("duckdb:///"))
+        return [p for p in (path, Path(f"{path}.wal")) if p.exists()]
+    with warehouse.connect() as conn:
+        conn.execute("CHECKPOINT")
+        (data_dir,) = conn.fetchone("SELECT current_setting('data_directory')")
+        rels = conn.fetchall(
+            "SELECT pg_relation_filepath(c.oid) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = ? AND pg_relation_filepath(c.oid) IS NOT NULL "
+            "UNION SELECT pg_relation_filepath(c.reltoastrelid) FROM pg_class c JOIN pg_namespace n "
+            "ON n.oid = c.relnamespace WHERE n.nspname = ? AND c.reltoastrelid <> 0",
+            [merchant_schema(mid), merchant_schema(mid)],
+        )
+    base = Path(data_dir)
+    files = [f for (rel,) in rels for f in base.glob(f"{rel}*") if f.is_file()]
+    files += [f for f in (base / "pg_wal").iterdir() if f.is_file() and re.fullmatch(r"[0-9A-F]{24}", f.name)]
+    return files
+
+
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def _readable_bytes(path: Path) -> bytes:
+    """A file's bytes as an attacker reads them: as stored, plus every zstd frame in it
+    decompressed (DuckDB stores JSON columns zstd-compressed)."""
+    data = path.read_bytes()
+    parts = [data]
+    start = data.find(_ZSTD_MAGIC)
+    while start != -1:
+        try:
+            parts.append(zstandard.ZstdDecompressor().decompressobj().decompress(data[start : start + 4 * 1024 * 1024]))
+        except zstandard.ZstdError:
+            pass
+        start = data.find(_ZSTD_MAGIC, start + 4)
+    return b"\n".join(parts)
+
+
+def _found_in(files: list[Path], values: set[str]) -> set[str]:
+    found = set()
+    for path in files:
+        data = _readable_bytes(path)
+        found.update(v for v in values if v.encode() in data)
+    return found
+
+
+def _sealed_copies(warehouse, mid):
+    """Every sealed value of the merchant's schema with its binding: (table, record id, column,
+    ciphertext, order key or None)."""
+    schema = merchant_schema(mid)
+    out = []
+    for channel, order_id, *values in _rows(
+        warehouse, f"SELECT channel, marketplace_order_id, {', '.join(PII_COLUMNS)} FROM {schema}.{BUYER_PII.name}"
+    ):
+        out += [(BUYER_PII.name, f"{channel}:{order_id}", c, v, (channel, order_id))
+                for c, v in zip(PII_COLUMNS, values, strict=True) if v]
+    pattern = re.compile(r'"([^"]+)"\s*:\s*"(' + CIPHERTEXT_PATTERN.pattern + ')"')
+    for channel, dataset in raw_datasets(may_name_buyer=True):
+        table = raw_table_name(channel, dataset)
+        for key, text in _rows(warehouse, f"SELECT record_key, CAST(payload AS TEXT) FROM {schema}.{table}"):
+            order = (channel, key) if dataset == ORDER_DATASET else None
+            out += [(table, f"{key}/{m.group(1)}", PAYLOAD_COLUMN, m.group(2), order) for m in pattern.finditer(text)]
+    return out
+
+
+def test_labels_fall_due_on_their_day():
+    today = date(2027, 1, 10)
+    labels = ["due:2027-01-09", "due:2027-01-10", "due:2027-01-11", "hold:2027-01-09", "hold:2027-01-10", "other:x"]
+    assert labels_to_destroy(labels, today) == ["due:2027-01-09", "due:2027-01-10", "hold:2027-01-09"]
+
+
+def test_sealing_keeps_every_other_byte_and_binds_each_value(warehouse, merchant_id, vault_resource):
+    mid = merchant_id("seal")
+    add_merchant(warehouse, mid)
+    vault = vault_resource.get(warehouse)
+    text = (
+        '{"orderId":"113-1","buyer":{"buyerName":"Zoë \\"Z\\" Quinn","buyerEmail":"zq@example.com"},'
+        '"amount":12.50,"qty":3,"note":null,"city":"","recipient":{"deliveryAddress":{"city":"Boise"}}}'
+    )
+    sealed = seal_payloads(vault, mid, "raw_amazon_orders", "amazon", [("113-1", text)], label="hold:2027-01-10")
+    (out,) = sealed.texts
+    assert sealed.values == 3 and sealed.key_versions[0] is not None
+    assert "Quinn" not in out and "zq@example.com" not in out and "Boise" not in out
+    assert '"amount":12.50,"qty":3,"note":null,"city":""' in out and unsealed_pii_keys("amazon", out) == []
+    # Sealing is idempotent, and unsealing gives the original text back byte for byte.
+    again = seal_payloads(vault, mid, "raw_amazon_orders", "amazon", [("113-1", out)], label="hold:2027-01-10")
+    assert again.texts == [out] and again.values == 0
+    assert unseal_payloads(vault, mid, "raw_amazon_orders", "amazon", [("113-1", out)], actor=ACTOR, purpose="t") == [text]
+    # Bound to the record: the same payload under another record id does not open.
+    with pytest.raises(Exception, match="failed authentication"):
+        unseal_payloads(vault, mid, "raw_amazon_orders", "amazon", [("113-2", out)], actor=ACTOR, purpose="t")
+
+
+def test_pii_is_sealed_at_landing_and_never_on_disk_in_clear(
+    warehouse, warehouse_url, merchant_id, instance, vault_resource, tmp_path
+):
+    mid = merchant_id("land")
+    faults = FaultConfig(malformed_record=0.3, seed=3)
+    _land(warehouse, warehouse_url, instance, vault_resource, mid, faults=faults)
+    vault = vault_resource.get(warehouse)
+    schema = merchant_schema(mid)
+    per_order = _pii_values(warehouse, vault, mid)
+    values = set().union(*per_order.values())
+    assert len(values) > 20
+    # Every PII field of every raw payload and quarantine copy is a ciphertext.
+    for channel, dataset in raw_datasets(may_name_buyer=True):
+        table = raw_table_name(channel, dataset)
+        if not _rows(warehouse, "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?", [schema, table])[0][0]:
+            continue
+        for (text,) in _rows(warehouse, f"SELECT CAST(payload AS TEXT) FROM {schema}.{table}"):
+            assert unsealed_pii_keys(channel, text) == [], table
+    quarantined = _rows(warehouse, f"SELECT source, payload FROM {schema}.{QUARANTINE.name} WHERE payload IS NOT NULL")
+    assert quarantined, "the injected malformed records should be quarantined"
+    for source, text in quarantined:
+        assert unsealed_pii_keys(source.split(".")[0], text) == []
+    # No plaintext value in the engine's files, though the scan reads what is there: the order
+    # ids, stored in clear in the same payloads, are found.
+    files = _data_files(warehouse, mid)
+    order_ids = {order_id for _, order_id in per_order}
+    assert len(_found_in(files, order_ids)) > len(order_ids) // 2
+    assert _found_in(files, values) == set()
+
+    # The merchant's own export opens the sealed fields (audited) and carries no ciphertext.
+    exported = export_merchant(warehouse, vault, mid, requested_by="support:test", out_dir=tmp_path / "exports")
+    with zipfile.ZipFile(exported.path) as zf:
+        raw_csv = "".join(zf.read(n).decode() for n in zf.namelist() if n.startswith("data/raw_") and n.endswith(".csv"))
+    assert not CIPHERTEXT_PATTERN.search(raw_csv)
+    assert any(value in raw_csv for value in values)
+
+
+def test_a_purge_leaves_purged_pii_undecryptable_everywhere(warehouse, warehouse_url, merchant_id, instance, vault_resource, tmp_path):
+    mid = merchant_id("shred")
+    day, t1 = _land(warehouse, warehouse_url, instance, vault_resource, mid)
+    vault = vault_resource.get(warehouse)
+    schema = merchant_schema(mid)
+    per_order = _pii_values(warehouse, vault, mid)
+    # A backup-like copy of every sealed value before the purge (the DuckDB file itself, too).
+    before = _sealed_copies(warehouse, mid)
+    assert before
+    backup = None
+    if warehouse.dialect == "duckdb":
+        backup = tmp_path / "backup.duckdb"
+        with warehouse.connect() as conn:
+            conn.execute("CHECKPOINT")
+        shutil.copy(warehouse.url.removeprefix("duckdb:///"), backup)
+
+    # First purge at t1: nothing is due yet; every value moves from its hold key to its due key
+    # (or today's hold key while its order has no due day).
+    result, shred = purge_and_shred(warehouse, vault, mid, now=t1, run_id="r1")
+    assert result.total == 0 and shred.metadata()["values_resealed"] > 0
+    resealed = _sealed_copies(warehouse, mid)
+    used = {vault.key_label(mid, int(c.split(".")[1])) for *_, c, _ in resealed}
+    assert any(label.startswith("due:") for label in used)
+    assert all(label.startswith("due:") or label == f"hold:{t1.date().isoformat()}" for label in used), used
+
+    # A year on: every dated order's PII is due. The purge deletes and redacts it and destroys
+    # the keys, so every earlier copy of it fails to decrypt, wherever it is.
+    later = t1 + timedelta(days=365)
+    result, shred = purge_and_shred(warehouse, vault, mid, now=later, run_id="r2")
+    assert result.total > 0 and shred.metadata()["keys_destroyed"] > 0
+    surviving = {
+        (c, o) for c, o in _rows(warehouse, f"SELECT channel, marketplace_order_id FROM {schema}.{BUYER_PII.name}")
+    }
+    purged_orders = set(per_order) - surviving
+    assert purged_orders
+    outcomes = {"destroyed": 0, "readable": 0}
+    for table, record_id, column, ciphertext, order in before + resealed:
+        if order is not None and order in surviving:
+            continue  # still within its period: checked below
+        with pytest.raises(KeyDestroyed):
+            vault.reveal_batch(mid, table, [(record_id, column, ciphertext)], actor=ACTOR, purpose="shred test")
+        outcomes["destroyed"] += 1
+    for table, record_id, column, ciphertext, _ in _sealed_copies(warehouse, mid):
+        (plain,) = vault.reveal_batch(mid, table, [(record_id, column, ciphertext)], actor=ACTOR, purpose="shred test")
+        assert plain
+        outcomes["readable"] += 1
+    assert outcomes["destroyed"] > 0
+    # Nothing of a purged order is left in clear in the files, and no live key is older than the
+    # rotation period.
+    purged_values = set().union(*(per_order[o] for o in purged_orders))
+    assert _found_in(_data_files(warehouse, mid), purged_values) == set()
+    assert all(label.startswith(("due:", "hold:")) for label in vault.live_labels(mid))
+    if backup is not None:
+        # The backup file still holds the old ciphertexts; the keys that opened them are gone.
+        copy = Warehouse.from_url(f"duckdb:///{backup}")
+        with copy.connect() as conn:
+            old = conn.fetchall(
+                f"SELECT channel, marketplace_order_id, buyer_name FROM {schema}.{BUYER_PII.name} WHERE buyer_name IS NOT NULL"
+            )
+        dead = [(c, o, v) for c, o, v in old if (c, o) in purged_orders]
+        assert dead
+        for channel, order_id, value in dead:
+            with pytest.raises(KeyDestroyed):
+                vault.reveal(mid, BUYER_PII.name, "buyer_name", f"{channel}:{order_id}", value, actor=ACTOR, purpose="t")
