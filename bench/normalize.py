@@ -11,7 +11,8 @@ memory is its own):
    file into a table; PostgreSQL `COPY` of its lines into a jsonb table;
 2. untimed set-up: the same records staged as one day's raw_amazon_orders partition, as the
    extract asset leaves them;
-3. the pipeline: `illuma_pipelines.core.orders.load_orders_partition`, the core_orders asset's own function,
+3. the pipeline: `illuma_pipelines.core.orders.load_orders_partition`, the core_orders asset's own function
+   (the staged payloads' PII sealed at landing, as the extracts leave it: the pipeline opens it),
    which streams the raw rows in batches (`--batch-records`, default the asset's), parses and
    normalizes them with exact decimals (in worker processes, one per core, while this
    process writes), encrypts the PII through the vault and replaces the current orders, lines,
@@ -136,15 +137,32 @@ class ChildPeaks:
                             self.peaks_mb[pid] = max(self.peaks_mb.get(pid, 0.0), int(line.split()[1]) / 1024)
 
 
+def bench_vault(raw: Path):
+    """The vault of the run: a key store and master key file beside the raw file, shared by the
+    staging and pipeline processes (the pipeline opens what the staging sealed)."""
+    from illuma_pipelines.vault import FileKeyStore, LocalKeyring, Vault
+
+    keys = raw.parent / "keys"
+    keys.mkdir(exist_ok=True)
+    master = keys / "master.key"
+    if not master.exists():
+        master.write_text(LocalKeyring.generate_master_key() + "\n")
+        master.chmod(0o600)
+    return Vault(FileKeyStore(keys / "ks.json"), LocalKeyring.from_file(master), audit_sink=lambda event: None)
+
+
 def run_stage(engine: str, raw: Path, url: str) -> dict:
     """Untimed set-up: the raw file as the Amazon orders extract would have left it, one raw row per
-    record in the merchant's raw_amazon_orders table (the input core_orders reads)."""
+    record in the merchant's raw_amazon_orders table (the input core_orders reads), its buyer PII
+    sealed under the day's hold key (ADR 0007)."""
     import pandas as pd
 
     from illuma_pipelines.raw_records import raw_table
+    from illuma_pipelines.sealing import hold_label, seal_payloads
     from illuma_pipelines.warehouse import Warehouse
 
     warehouse = Warehouse.from_url(url)
+    vault = bench_vault(raw)
     spec, schema = raw_table("amazon", "orders"), f"m_{MERCHANT}"
     now = datetime.now(UTC)
     started = time.perf_counter()
@@ -153,35 +171,37 @@ def run_stage(engine: str, raw: Path, url: str) -> dict:
         while chunk := list(itertools.islice(f, 20_000)):
             payloads = [line.rstrip("\n") for line in chunk]
             keys = [ORDER_ID.search(p).group(1) for p in payloads]
+            sealed = seal_payloads(
+                vault, MERCHANT, spec.name, "amazon", list(zip(keys, payloads, strict=True)), label=hold_label(now.date())
+            )
             frame = pd.DataFrame({
                 "partition_date": now.date(), "source": "amazon.bench", "record_key": keys,
-                "payload": payloads, "window_start": pd.NaT, "window_end": pd.NaT,
+                "payload": sealed.texts, "window_start": pd.NaT, "window_end": pd.NaT,
                 "extracted_at": now, "run_id": "bench-extract",
+                "pii_key_version": pd.Series(sealed.key_versions, dtype="Int64"),
             })
             frame["window_start"] = frame["window_end"] = pd.Series([None] * len(frame), dtype="datetime64[us, UTC]")
             conn.load_frame(schema, spec.name, frame)
     return {"stage_seconds": time.perf_counter() - started}
 
 
-def run_pipeline(engine: str, url: str, batch_records: int | None, workers: int | None) -> dict:
-    """The core_orders asset's own function over the staged partition."""
+def run_pipeline(engine: str, raw: Path, url: str, batch_records: int | None, workers: int | None) -> dict:
+    """The core_orders asset's own function over the staged partition (opening its sealed PII)."""
     from illuma_pipelines.core.orders import RAW_BATCH_RECORDS, load_orders_partition
     from illuma_pipelines.core.tables import ORDER_LINES
-    from illuma_pipelines.vault import FileKeyStore, LocalKeyring, Vault
     from illuma_pipelines.warehouse import Warehouse
 
     warehouse = Warehouse.from_url(url)
-    with tempfile.TemporaryDirectory() as keys:
-        vault = Vault(FileKeyStore(Path(keys) / "ks.json"), LocalKeyring([secrets.token_bytes(32)]))
-        day = datetime.now(UTC).date().isoformat()
-        started = time.perf_counter()
-        with ChildPeaks() as children:
-            done = load_orders_partition(
-                warehouse, vault, MERCHANT, day, "bench", batch_records=batch_records or RAW_BATCH_RECORDS, workers=workers
-            )
-        pipeline_seconds = time.perf_counter() - started
-        with warehouse.connect() as conn:
-            loaded = conn.row_count(f"m_{MERCHANT}", ORDER_LINES.name)
+    vault = bench_vault(raw)
+    day = datetime.now(UTC).date().isoformat()
+    started = time.perf_counter()
+    with ChildPeaks() as children:
+        done = load_orders_partition(
+            warehouse, vault, MERCHANT, day, "bench", batch_records=batch_records or RAW_BATCH_RECORDS, workers=workers
+        )
+    pipeline_seconds = time.perf_counter() - started
+    with warehouse.connect() as conn:
+        loaded = conn.row_count(f"m_{MERCHANT}", ORDER_LINES.name)
     assert loaded == done.lines_written and not done.rejected, (loaded, done)
     return {
         "engine": engine,
@@ -210,7 +230,7 @@ def main() -> int:
         elif step == "stage":
             print(json.dumps(run_stage(engine, Path(raw), url)))
         else:
-            print(json.dumps(run_pipeline(engine, url, args.batch_records, args.workers)))
+            print(json.dumps(run_pipeline(engine, Path(raw), url, args.batch_records, args.workers)))
         return 0
 
     with tempfile.TemporaryDirectory(prefix="illuma_bench_normalize_") as tmp:

@@ -346,16 +346,27 @@ def _reseal_raw_rows(
             label = due_label(unmatched_due_day(policy, moment))
         by_label[label].append((partition_date, record_key, payload))
     moved = 0
-    json_type = "JSON" if conn.dialect == "duckdb" else "JSONB"
+    updates: list[tuple[str, str, str, int]] = []
     for label, group in by_label.items():
         sealed = reseal_payloads(vault, merchant_id, table, channel, [(key, text) for _, key, text in group], label=label)
         moved += sealed.values
-        for (partition_date, record_key, old), new, version in zip(group, sealed.texts, sealed.key_versions, strict=True):
-            if new == old and version is None:
-                continue
-            conn.execute(
-                f"UPDATE {schema}.{table} SET payload = CAST(? AS {json_type}), {PII_KEY_VERSION} = ? "
-                "WHERE partition_date = ? AND record_key = ?",
-                [new, version, partition_date, record_key],
-            )
+        for (partition_date, record_key, _), new, version in zip(group, sealed.texts, sealed.key_versions, strict=True):
+            if version is not None:
+                updates.append((partition_date, record_key, new, version))
+    if updates:
+        # One statement for all rows: an UPDATE per row costs about a millisecond on DuckDB.
+        frame = pd.DataFrame(updates, columns=["partition_date", "record_key", "payload", "version"])
+        temp_schema = "pg_temp" if conn.dialect == "postgres" else "temp"
+        conn.execute(f"DROP TABLE IF EXISTS {_RESEALED}")
+        conn.execute(f"CREATE TEMP TABLE {_RESEALED} (partition_date TEXT, record_key TEXT, payload TEXT, version INTEGER)")
+        conn.load_frame(temp_schema, _RESEALED, frame)
+        json_type = "JSON" if conn.dialect == "duckdb" else "JSONB"
+        conn.execute(
+            f"UPDATE {schema}.{table} SET payload = CAST(x.payload AS {json_type}), {PII_KEY_VERSION} = x.version "
+            f"FROM {_RESEALED} x WHERE {table}.partition_date = CAST(x.partition_date AS DATE) "
+            f"AND {table}.record_key = x.record_key"
+        )
     return moved
+
+
+_RESEALED = "illuma_resealed"
