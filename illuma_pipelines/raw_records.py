@@ -21,7 +21,7 @@ import pandas as pd
 
 from illuma_pipelines.marketplaces import raw_table_name
 from illuma_pipelines.merchant_ids import merchant_schema
-from illuma_pipelines.warehouse import Connection, TableSpec, cols
+from illuma_pipelines.warehouse import Connection, TableSpec, any_of, cols
 
 RAW_COLUMNS = cols(
     "partition_date date!",
@@ -104,6 +104,23 @@ def _raw_query(schema: str, table: str, partition_date: str, *, ordered: bool = 
         f"WHERE partition_date = ?{' ORDER BY record_key' if ordered else ''}",
         [partition_date],
     )
+
+
+def raw_payloads_of(
+    conn: Connection, merchant_id: str, channel: str, dataset: str, record_keys: Sequence[str]
+) -> list[tuple[str, str, str, datetime]]:
+    """(partition date, record_key, payload JSON text, extracted_at) of the raw rows of these
+    records in every partition of a raw table (an order lands again each day it changes)."""
+    found = _raw_table_if_any(conn, merchant_id, channel, dataset)
+    if not found or not record_keys:
+        return []
+    schema, table = found
+    rows = conn.fetchall(
+        f"SELECT CAST(partition_date AS TEXT), record_key, CAST(payload AS TEXT), extracted_at AT TIME ZONE 'UTC' "
+        f"FROM {schema}.{table} WHERE {any_of(conn.dialect, 'record_key')}",
+        [list(record_keys)],
+    )
+    return [(day, key, payload, as_utc(extracted)) for day, key, payload, extracted in rows]
 
 
 def as_utc(moment: datetime) -> datetime:

@@ -34,7 +34,13 @@ from illuma_pipelines.core.orders import order_ids_match
 from illuma_pipelines.core.tables import BUYER_PII, ORDERS, PII_COLUMNS
 from illuma_pipelines.marketplaces import CHANNELS, ORDER_DATASET, marketplace, raw_table_name
 from illuma_pipelines.merchant_ids import merchant_schema, validate_merchant_id
-from illuma_pipelines.raw_records import PII_KEY_VERSION, QUARANTINE, Sealer, ensure_pii_key_column
+from illuma_pipelines.raw_records import (
+    PII_KEY_VERSION,
+    QUARANTINE,
+    Sealer,
+    ensure_pii_key_column,
+    raw_payloads_of,
+)
 from illuma_pipelines.registry import record_audit
 from illuma_pipelines.retention import Anchor, Category, Policy, Rule, purge_due_at
 from illuma_pipelines.sealing import (
@@ -332,18 +338,13 @@ def _reseal_raw_rows(
             [channel, list(order_ids)],
         )
     } if conn.table_exists(schema, ORDERS.name) else set()
-    rows = conn.fetchall(
-        f"SELECT CAST(partition_date AS TEXT), record_key, CAST(payload AS TEXT), extracted_at FROM {schema}.{table} "
-        f"WHERE {order_ids_match(conn, 'record_key')}",
-        [list(order_ids)],
-    )
+    rows = raw_payloads_of(conn, merchant_id, channel, ORDER_DATASET, order_ids)
     by_label: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
     for partition_date, record_key, payload, extracted_at in rows:
         if record_key in in_core:
             label = _label_for(due.get((channel, record_key)), today)
         else:
-            moment = extracted_at if extracted_at.tzinfo else extracted_at.replace(tzinfo=UTC)
-            label = due_label(unmatched_due_day(policy, moment))
+            label = due_label(unmatched_due_day(policy, extracted_at))
         by_label[label].append((partition_date, record_key, payload))
     moved = 0
     updates: list[tuple[str, str, str, int]] = []

@@ -100,6 +100,14 @@ class TableSpec:
         return f"CREATE TABLE IF NOT EXISTS {_ident(schema)}.{_ident(self.name)} ({', '.join(cols)})"
 
 
+def any_of(dialect: str, column: str) -> str:
+    """A condition on `column` taking a whole list of values as one parameter: a hashed semi-join
+    on DuckDB, `= ANY(array)` (hashed or by index) on PostgreSQL."""
+    if dialect == "postgres":
+        return f"{column} = ANY(?)"
+    return f"{column} IN (SELECT unnest(CAST(? AS VARCHAR[])))"
+
+
 def cols(*spec: str) -> tuple[Column, ...]:
     """`cols("merchant_id text!", "note text")`: a trailing ! marks NOT NULL."""
     out = []

@@ -47,7 +47,7 @@ from illuma_pipelines.raw_records import (
     raw_row_count,
 )
 from illuma_pipelines.sealing import hold_label, unseal_payloads
-from illuma_pipelines.warehouse import Connection, Warehouse
+from illuma_pipelines.warehouse import Connection, Warehouse, any_of
 
 # Why the pipeline opens sealed raw payloads (the audit event of each batch reveal says so).
 UNSEAL_PURPOSE = "normalize sealed raw payloads"
@@ -62,11 +62,8 @@ def _by_channel(keys: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
 
 
 def order_ids_match(conn: Connection, column: str = "marketplace_order_id") -> str:
-    """A condition on an order id column taking the whole id list as one parameter: a hashed
-    semi-join on DuckDB, `= ANY(array)` (hashed or by index) on PostgreSQL."""
-    if conn.dialect == "postgres":
-        return f"{column} = ANY(?)"
-    return f"{column} IN (SELECT unnest(CAST(? AS VARCHAR[])))"
+    """A condition on an order id column taking the whole id list as one parameter."""
+    return any_of(conn.dialect, column)
 
 
 def delete_orders(conn: Connection, schema: str, table: str, keys: Iterable[tuple[str, str]]) -> None:
