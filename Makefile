@@ -28,6 +28,7 @@ demo: install dbt-prepare
 
 ui: install dbt-prepare
 	$(BIN)/illuma instance-home >/dev/null
+	$(BIN)/illuma runs recover
 	$(BIN)/illuma sandbox serve & sandbox=$$!; trap "kill $$sandbox" EXIT INT TERM; \
 	  $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 

@@ -1,4 +1,4 @@
-"""`illuma`: the command line for the data team (merchants, the sandbox, the demo)."""
+"""`illuma`: the command line for the data team (merchants, runs, the sandbox, the demo)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from illuma_pipelines.demo import DemoError
 from illuma_pipelines.environment import EnvironmentConfigError, warehouse_url
 from illuma_pipelines.merchant_ids import InvalidMerchantId
 from illuma_pipelines.registry import (
@@ -133,6 +134,19 @@ def _cmd_merchants_request_deletion(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_merchants_withdraw_deletion(args: argparse.Namespace) -> int:
+    from illuma_pipelines.purge import withdraw_deletion
+
+    withdrawn = withdraw_deletion(_warehouse(args), args.merchant_id, requested_by=args.requested_by)
+    print(
+        f"{withdrawn['merchant_id']}: {withdrawn['kind'].replace('_', ' ')} request {withdrawn['request_id']} "
+        f"(received {withdrawn['received_at']:%Y-%m-%d %H:%M} UTC) withdrawn at "
+        f"{withdrawn['withdrawn_at']:%Y-%m-%d %H:%M} UTC on behalf of {args.requested_by}; the account is "
+        "active again and will not be erased (recorded in the rights requests and the audit log)"
+    )
+    return 0
+
+
 def _cmd_merchants_retention_override(args: argparse.Namespace) -> int:
     from illuma_pipelines.purge import set_retention_override
     from illuma_pipelines.retention import RetentionError
@@ -171,21 +185,50 @@ def _cmd_requests(args: argparse.Namespace) -> int:
     if not rows:
         print("no open rights requests")
         return 0
-    print(f"{'status':<9} {'deadline':<10} {'kind':<19} {'merchant':<28} request")
+    print(f"{'status':<9} {'deadline':<10} {'kind':<19} {'merchant':<28} {'request':<32} outcome")
     for r in rows:
-        print(f"{r['status']:<9} {r['deadline']:%Y-%m-%d} {r['kind']:<19} {r['merchant_id']:<28} {r['request_id']}")
+        print(
+            f"{r['status']:<9} {r['deadline']:%Y-%m-%d} {r['kind']:<19} {r['merchant_id']:<28} "
+            f"{r['request_id']:<32} {r['outcome'] or '-'}"
+        )
     late = late_requests(rows)
     # Non-zero exit when any request is near or past its deadline, for cron-style alerting.
     return 1 if late else 0
 
 
-def _cmd_sync_partitions(args: argparse.Namespace) -> int:
+def _instance():
+    """The Dagster instance the commands work on: the project-local one, as `make demo` and
+    `make ui` use it (created if missing), or in production DAGSTER_HOME's."""
     import dagster as dg
 
+    from illuma_pipelines.demo import instance_home
+
+    instance_home()
+    return dg.DagsterInstance.get()
+
+
+def _cmd_sync_partitions(args: argparse.Namespace) -> int:
     from sensors.merchants import sync_merchant_partitions
 
-    changes = sync_merchant_partitions(dg.DagsterInstance.get(), _warehouse(args))
-    print(f"added: {changes.to_add or '-'}; retired: {changes.to_remove or '-'}; waiting: {changes.waiting or '-'}")
+    changes = sync_merchant_partitions(_instance(), _warehouse(args))
+
+    def shown(keys: list[str]) -> str:
+        return ", ".join(keys) or "-"
+
+    print(f"added: {shown(changes.to_add)}; retired: {shown(changes.to_remove)}; waiting: {shown(changes.waiting)}")
+    if changes.invalid_note():
+        print(changes.invalid_note())
+    return 0
+
+
+def _cmd_runs_recover(args: argparse.Namespace) -> int:
+    from sensors.runs import recover_dead_runs
+
+    checks = recover_dead_runs(_instance())
+    for check in checks:
+        print(check.line())
+    if not any(c.cleaned for c in checks):
+        print("no run left behind by a dead process")
     return 0
 
 
@@ -269,13 +312,34 @@ def build_parser() -> argparse.ArgumentParser:
     override.add_argument("rule_id")
     override.add_argument("period", help="e.g. 60d, 6mo, 10y")
     override.set_defaults(func=_cmd_merchants_retention_override)
+    withdraw = merchants.add_parser(
+        "withdraw-deletion",
+        help="withdraw a merchant's pending deletion request (audited): the account is active again "
+        "and is not erased; refused once the erasure has begun",
+    )
+    withdraw.add_argument("merchant_id")
+    withdraw.add_argument(
+        "--requested-by", metavar="NAME", required=True, help="who asked to withdraw it (audit log)"
+    )
+    withdraw.set_defaults(func=_cmd_merchants_withdraw_deletion)
     report = merchants.add_parser("purge-report", help="what the retention purges removed, rule by rule")
     report.add_argument("merchant_id")
     report.set_defaults(func=_cmd_merchants_purge_report)
     sync = merchants.add_parser(
-        "sync-partitions", help="apply the merchants sensor's plan to the Dagster instance now"
+        "sync-partitions",
+        help="apply the merchants sensor's plan to the Dagster instance now (the project-local "
+        "one unless DAGSTER_HOME names another): add new merchants, retire erased ones, remove "
+        "partition keys that are not merchant ids",
     )
     sync.set_defaults(func=_cmd_sync_partitions)
+
+    runs = sub.add_parser("runs", help="the Dagster instance's runs").add_subparsers(dest="action", required=True)
+    recover = runs.add_parser(
+        "recover",
+        help="mark failed the runs whose process is gone (killed, crashed) and free their pool "
+        "slots; live runs are only reported (make demo and make ui do this first)",
+    )
+    recover.set_defaults(func=_cmd_runs_recover)
 
     requests = sub.add_parser(
         "requests", help="rights requests and their 30-day deadlines (exit 1 if any is due soon or late)"
@@ -294,7 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8765)
     serve.add_argument("--seed", type=int, default=7, help="world seed: same seed, same data")
     serve.set_defaults(func=_cmd_sandbox_serve)
-    home = sub.add_parser("instance-home", help="create the project-local Dagster home if missing")
+    home = sub.add_parser(
+        "instance-home", help="create the project-local Dagster home if missing, or bring its dagster.yaml up to date"
+    )
     home.set_defaults(func=_cmd_instance_home)
     return parser
 
@@ -303,7 +369,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (EnvironmentConfigError, InvalidMerchantId, RegistryError, WarehouseError) as exc:
+    except (DemoError, EnvironmentConfigError, InvalidMerchantId, RegistryError, WarehouseError) as exc:
         print(f"illuma: error: {exc}", file=sys.stderr)
         return 2
 

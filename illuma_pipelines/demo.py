@@ -5,22 +5,38 @@ shows them), the environment's warehouse holds the data (the DuckDB file unless
 ILLUMA_WAREHOUSE_URL names another: `illuma_pipelines.environment`, as for the CLI and the
 assets), and the merchants' partitions come from the same registry sync the merchants sensor
 performs. It sits on top, like the CLI: it runs the code location's jobs and sensors' functions.
+
+Runs cannot wedge it (issue 11). The demo executes its runs in its own process, with no daemon,
+so before it starts it fails the runs a dead process left STARTED (killed, crashed) and frees
+their pool slots (`recover_dead_runs`, also `illuma runs recover` and `make ui`); before each run
+it waits, saying so, while a live run of another process holds the `warehouse` pool; and SIGINT
+(Ctrl-C) or SIGTERM stop it within seconds, its sandbox included (`StopSignals`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import select
+import signal
 import socket
+import sys
+import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
+from urllib.parse import quote, urlsplit
 
-from illuma_pipelines.environment import current_environment
-from illuma_pipelines.paths import var_dir
+from illuma_pipelines.environment import PRODUCTION, current_environment, environment_name
+from illuma_pipelines.paths import PROJECT_ROOT, var_dir
 from illuma_pipelines.registry import ChannelConnection, add_merchant
 from illuma_pipelines.warehouse import Warehouse
+
+if TYPE_CHECKING:
+    import dagster as dg
 
 DEMO_MERCHANTS = {
     "acme_auto_parts": ("Acme Auto Parts", ("amazon", "ebay", "walmart")),
@@ -34,20 +50,107 @@ INSTANCE_YAML = """\
 concurrency:
   pools:
     default_limit: 1
+# A run whose process died must not keep the `warehouse` pool. With `make ui` the daemon fails
+# runs that do not start or cancel within 3 minutes and runs still going after an hour (the
+# default run launcher cannot see whether a run's process is alive: that limit is what ends a run
+# whose process was killed), and frees the pool slots of runs that ended 30 s ago. Resuming is
+# off: the default run launcher cannot resume a run, and a merchant-day run is simply re-run.
+# `make demo` and `make ui` first fail the runs whose process is gone (`illuma runs recover`).
+run_monitoring:
+  enabled: true
+  start_timeout_seconds: 180
+  cancel_timeout_seconds: 180
+  max_runtime_seconds: 3600
+  max_resume_run_attempts: 0
+  poll_interval_seconds: 30
+  free_slots_after_run_end_seconds: 30
 telemetry:
   enabled: false
 """
+# dagster.yaml files written by earlier versions of this module: replaced by INSTANCE_YAML.
+_EARLIER_INSTANCE_YAMLS = (
+    """\
+# Project-local Dagster instance (SQLite storage) for the demo and `make ui`.
+# DuckDB allows one writer process per file: every warehouse writer shares the `warehouse` pool.
+concurrency:
+  pools:
+    default_limit: 1
+telemetry:
+  enabled: false
+""",
+)
+_RUN_MONITORING_BLOCK = INSTANCE_YAML[INSTANCE_YAML.index("# A run whose process died") : INSTANCE_YAML.index("telemetry:")]
 
 
+class DemoError(RuntimeError):
+    """The demo cannot go on; the message says what is wrong and what to do."""
+
+
+class DemoStopped(KeyboardInterrupt):
+    """SIGINT or SIGTERM asked the demo to stop."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+# ------------------------------------------------------------------------------ instance home
 def ensure_local_instance_home() -> Path:
-    """DAGSTER_HOME (default var/dagster_home) with a dagster.yaml, created if missing."""
+    """DAGSTER_HOME (default var/dagster_home) with a dagster.yaml, created if missing.
+
+    A dagster.yaml written by an earlier version of this module is replaced by the current one; a
+    hand-written one without `run_monitoring` gets ours appended (the rest is kept as written).
+    """
     home = Path(os.environ.get("DAGSTER_HOME") or var_dir() / "dagster_home").resolve()
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not config.exists():
         config.write_text(INSTANCE_YAML)
+    else:
+        text = config.read_text()
+        updated = upgraded_instance_yaml(text)
+        if updated != text:
+            config.write_text(updated)
+            print(f"{config}: run monitoring enabled (dead runs no longer hold the warehouse pool)", file=sys.stderr)
     os.environ["DAGSTER_HOME"] = str(home)
     return home
+
+
+def upgraded_instance_yaml(text: str) -> str:
+    """`text` (a dagster.yaml) with run monitoring: ours when we wrote it, else merged in."""
+    import yaml
+
+    if text == INSTANCE_YAML or text in _EARLIER_INSTANCE_YAMLS:
+        return INSTANCE_YAML
+    try:
+        settings = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise DemoError(f"the Dagster instance config is not valid YAML ({exc}): fix or delete it") from exc
+    if not isinstance(settings, dict) or "run_monitoring" in settings:
+        return text  # the owner's own run monitoring settings stand
+    return text.rstrip("\n") + "\n" + _RUN_MONITORING_BLOCK
+
+
+def instance_home() -> Path:
+    """The Dagster home the CLI works on: the project-local one (created if missing), or in
+    production DAGSTER_HOME, which must hold the production dagster.yaml."""
+    if environment_name() != PRODUCTION:
+        return ensure_local_instance_home()
+    home = os.environ.get("DAGSTER_HOME")
+    if not home or not (Path(home) / "dagster.yaml").exists():
+        raise DemoError(
+            "ILLUMA_ENV=production: set DAGSTER_HOME to the folder holding the production "
+            "dagster.yaml (a copy of deploy/dagster.yaml); the project-local instance is for local use only"
+        )
+    return Path(home)
 
 
 def demo_days(days: int, today: date | None = None) -> list[str]:
@@ -56,42 +159,216 @@ def demo_days(days: int, today: date | None = None) -> list[str]:
     return [(today - timedelta(days=n)).isoformat() for n in range(days, 0, -1)]
 
 
+# ------------------------------------------------------------------------------- the sandbox
 @contextlib.contextmanager
 def local_sandbox() -> Iterator[str]:
-    """The local sandbox on its usual port, or the one already serving there (`make ui`)."""
+    """This checkout's sandbox on its usual port (ILLUMA_SANDBOX_URL, as the assets read it):
+    started here and stopped on exit, or the one `make ui` already serves there once it has shown
+    it is this checkout's, with the demo's seed. Anything else on the port is a DemoError."""
     from illuma_pipelines.sandbox.server import SandboxConfig, SandboxServer
     from resources import LOCAL_SANDBOX_URL
 
-    url = os.environ.get("ILLUMA_SANDBOX_URL", LOCAL_SANDBOX_URL)
-    port = int(url.rsplit(":", 1)[1])
-    if _port_open(port):
-        print(f"using the sandbox already serving at {url}")
+    url = os.environ.get("ILLUMA_SANDBOX_URL", LOCAL_SANDBOX_URL).rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname or not parts.port:
+        raise DemoError(f"ILLUMA_SANDBOX_URL={url!r} is not http://<host>:<port>, e.g. {LOCAL_SANDBOX_URL}")
+    config = SandboxConfig()
+    if _port_open(parts.hostname, parts.port):
+        check_sandbox_identity(url, config.seed)
+        print(f"sandbox: using this checkout's sandbox already serving at {url} (seed {config.seed})")
         yield url
         return
-    with SandboxServer(SandboxConfig(), port=port) as server:
-        print(f"sandbox serving at {server.base_url}")
+    with SandboxServer(config, host=parts.hostname, port=parts.port) as server:
+        print(f"sandbox: started this checkout's sandbox at {server.base_url} (seed {config.seed}); it stops with the demo")
         yield server.base_url
 
 
-def _port_open(port: int) -> bool:
+def check_sandbox_identity(url: str, seed: int) -> None:
+    """Raise DemoError unless `url` is this checkout's sandbox with world seed `seed`."""
+    import requests
+
+    from illuma_pipelines.sandbox.server import IDENTITY_HEADERS, SANDBOX_SERVICE
+
+    move = (
+        "stop it, or give the sandbox a free port with ILLUMA_SANDBOX_URL=http://127.0.0.1:<port> "
+        "(the demo and the assets both read it)"
+    )
+    try:
+        response = requests.get(f"{url}/health", timeout=3)
+        answer = f"HTTP {response.status_code}"
+    except requests.RequestException as exc:
+        raise DemoError(
+            f"{url} is taken by something that is not the ILLUMA sandbox (GET /health failed: "
+            f"{type(exc).__name__}): {move}"
+        ) from exc
+    service, served_seed, checkout = (response.headers.get(h) for h in IDENTITY_HEADERS)
+    if response.status_code != 200 or service != SANDBOX_SERVICE:
+        raise DemoError(
+            f"{url} is taken by something that is not the ILLUMA sandbox (GET /health: {answer}, "
+            f"service {service or 'unnamed'}): {move}"
+        )
+    if checkout != quote(str(PROJECT_ROOT)):
+        raise DemoError(
+            f"the ILLUMA sandbox at {url} runs from another checkout ({checkout}), whose data may "
+            f"differ from this one's: {move}"
+        )
+    if served_seed != str(seed):
+        raise DemoError(
+            f"the ILLUMA sandbox at {url} serves world seed {served_seed}, not the demo's {seed}: "
+            f"restart it with `illuma sandbox serve --seed {seed}`, or {move}"
+        )
+
+
+def _port_open(host: str, port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
+        return sock.connect_ex((host, port)) == 0
 
 
+# -------------------------------------------------------------------------- stopping cleanly
+@dataclass
+class StopSignals:
+    """SIGINT and SIGTERM stop the demo within seconds.
+
+    Outside a run they raise DemoStopped in the main thread at once. During a run Dagster holds
+    them back (`execute_in_process` replaces the handlers) until the running step's next Python
+    instruction, where they fail the run, which frees its pool slots; the demo then stops. A
+    watcher thread sees every signal through a wakeup fd, whoever's handler is installed: if the
+    demo has not stopped `grace` seconds after the signal (a step stuck in native code, a wait
+    Dagster does not interrupt), or at a second signal, it marks this process's runs failed,
+    frees their pool slots and exits the process (the in-process sandbox goes with it).
+    """
+
+    instance: dg.DagsterInstance | None = None
+    grace: float = 6.0
+    requested: int = 0  # the first stop signal's number
+    current: str = ""  # what the demo is doing, for the stop message
+    _done: threading.Event = field(default_factory=threading.Event)
+    _out: TextIO = sys.stdout
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        # The console as it is now: Dagster's log capture redirects fd 1 during runs.
+        try:
+            self._out = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
+        except (AttributeError, OSError, ValueError):
+            self._out = sys.stdout
+        self._reader, self._writer = socket.socketpair()
+        self._writer.setblocking(False)
+        self._previous = {s: signal.signal(s, self._raise) for s in (signal.SIGINT, signal.SIGTERM)}
+        self._previous_fd = signal.set_wakeup_fd(self._writer.fileno(), warn_on_full_buffer=False)
+        threading.Thread(target=self._watch, name="demo-stop-watcher", daemon=True).start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._done.set()
+        if not hasattr(self, "_previous"):
+            return
+        signal.set_wakeup_fd(self._previous_fd)
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._writer.close()
+        if self._out is not sys.stdout:
+            self._out.close()
+
+    def _raise(self, signum: int, _frame: object) -> None:
+        self.requested = self.requested or signum
+        raise DemoStopped(signum)
+
+    def check(self) -> None:
+        """Raise DemoStopped if a signal came while Dagster held it back."""
+        if self.requested:
+            raise DemoStopped(self.requested)
+
+    def _watch(self) -> None:
+        try:
+            self._watch_signals()
+        finally:
+            self._reader.close()
+
+    def _watch_signals(self) -> None:
+        deadline = None
+        while not self._done.is_set():
+            timeout = 0.5 if deadline is None else max(0.0, deadline - time.monotonic())
+            ready, _, _ = select.select([self._reader], [], [], timeout)
+            if self._done.is_set():
+                return
+            if ready:
+                data = self._reader.recv(16)
+                signums = [b for b in data if b in (signal.SIGINT, signal.SIGTERM)]
+                if not signums:
+                    continue
+                if self.requested and deadline is not None:
+                    self._hard_stop("a second signal")
+                self.requested = self.requested or signums[0]
+                self._say(f"\n{signal.Signals(self.requested).name}: stopping the demo")
+                deadline = time.monotonic() + self.grace
+            elif deadline is not None and time.monotonic() >= deadline:
+                self._hard_stop(f"no stop within {self.grace:.0f} s")
+
+    def _hard_stop(self, why: str) -> None:
+        name = signal.Signals(self.requested).name
+        try:
+            from sensors.runs import abandon_own_runs
+
+            for line in abandon_own_runs(self.instance, f"{name}, then {why}") if self.instance else []:
+                self._say(line)
+            _terminate_children()  # dbt, worker processes: they would outlive us and hold the warehouse
+        finally:
+            self._say(f"demo stopped by {name} ({why}): exiting now")
+            os._exit(128 + self.requested)
+
+    def _say(self, line: str) -> None:
+        with contextlib.suppress(OSError, ValueError):  # the console closed as the demo ends
+            print(line, file=self._out, flush=True)
+
+
+def _terminate_children() -> None:
+    """SIGTERM this process's child processes (Linux /proc; elsewhere nothing to find)."""
+    me = str(os.getpid())
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if stat.read_text().rsplit(")", 1)[1].split()[1] == me:
+                os.kill(int(stat.parent.name), signal.SIGTERM)
+        except (OSError, IndexError, ValueError):
+            continue
+
+
+# ------------------------------------------------------------------------------------ the demo
 def run_demo(days: int = 3) -> int:
-    with local_sandbox():
-        return _run_demo(days)
-
-
-def _run_demo(days: int) -> int:
     import dagster as dg
 
     home = ensure_local_instance_home()
+    with StopSignals() as stop:
+        try:
+            instance = dg.DagsterInstance.get()
+            stop.instance = instance
+            from sensors.runs import recover_dead_runs
+
+            checks = recover_dead_runs(instance, by="make demo")
+            for check in checks:
+                print(check.line())
+            if not any(c.cleaned for c in checks):
+                print("runs left behind by a dead process: none")
+            with local_sandbox():
+                return _run_demo(instance, home, days, stop)
+        except DemoStopped as exc:
+            during = f" during {stop.current}" if stop.current else ""
+            print(
+                f"demo stopped by {exc.name}{during}; no run of it is left running and the sandbox it "
+                "started is stopped. `make demo` starts over (re-runs replace their partitions).",
+                file=sys.stderr,
+            )
+            return exc.exit_code
+
+
+def _run_demo(instance: dg.DagsterInstance, home: Path, days: int, stop: StopSignals) -> int:
     from assets.partitions import merchant_date_key
     from illuma_pipelines.definitions import defs
     from sensors.audit import audit_run_materializations
     from sensors.merchants import sync_merchant_partitions
+    from sensors.runs import HOST_TAG, PID_TAG, WAREHOUSE_POOL, wait_for_pool
     from sensors.tags import MERCHANT_TAG
 
     # The same warehouse the code location's resources resolve (`defs()` below).
@@ -105,59 +382,64 @@ def _run_demo(days: int) -> int:
             channels={c: ChannelConnection(c, f"sandbox:{merchant_id}") for c in channels},
             actor="demo",
         )
-    instance = dg.DagsterInstance.get()
     changes = sync_merchant_partitions(instance, warehouse)
     print(f"merchants registered: {len(DEMO_MERCHANTS)}; new partitions: {', '.join(changes.to_add) or 'none'}")
 
     definitions = defs()
-    job = definitions.resolve_job_def("merchant_daily_job")
-    # What the steps print (dbt's own log lines) goes to a file, as the UI's compute logs keep it:
-    # the console shows one line per run.
-    log_path = var_dir() / "logs" / "demo.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    step_output = log_path.open("w")
-    print(f"step output (dbt and the like): {log_path}")
-    started, failed = time.monotonic(), []
-    dates = demo_days(days)
-    for day in dates:
-        for merchant_id in DEMO_MERCHANTS:
-            with contextlib.redirect_stdout(step_output):
-                result = job.execute_in_process(
-                    instance=instance,
-                    partition_key=merchant_date_key(merchant_id, day),
-                    tags={MERCHANT_TAG: merchant_id},
-                    raise_on_error=False,
-                    run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-                )
-            # No daemon runs the audit sensor here: audit each run as it ends.
-            audit_run_materializations(instance, result.run_id, warehouse)
-            status = "ok" if result.success else "FAILED"
-            print(f"  {day} {merchant_id:<20} {status}  run {result.run_id[:8]}")
-            if not result.success:
-                failed.append((day, merchant_id, result.run_id))
+    # What the steps print (dbt's own log lines) goes to one file per merchant, as the UI's compute
+    # logs keep it (and as an erasure deletes it): the console shows one line per run.
+    log_dir = var_dir() / "logs" / "demo"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    step_output = {m: (log_dir / f"{m}.log").open("w") for m in DEMO_MERCHANTS}
+    print(f"step output (dbt and the like): {log_dir}/<merchant>.log")
+    tags = {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+    run_config = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
-    print(f"\n{len(dates) * len(DEMO_MERCHANTS) - len(failed)} of {len(dates) * len(DEMO_MERCHANTS)} "
-          f"merchant-day partitions materialized in {time.monotonic() - started:.0f} s")
-    # The daily PII purge, as pii_purge_schedule runs it after extraction.
-    purge_job = definitions.resolve_job_def("pii_purge_job")
-    for merchant_id in DEMO_MERCHANTS:
-        with contextlib.redirect_stdout(step_output):
-            result = purge_job.execute_in_process(
+    def execute(job_name: str, merchant_id: str, day: str) -> dg.ExecuteInProcessResult:
+        stop.check()
+        wait_for_pool(instance, WAREHOUSE_POOL)
+        stop.current = f"{job_name} {day} {merchant_id}"
+        with contextlib.redirect_stdout(step_output[merchant_id]):
+            result = definitions.resolve_job_def(job_name).execute_in_process(
                 instance=instance,
-                partition_key=merchant_date_key(merchant_id, dates[-1]),
-                tags={MERCHANT_TAG: merchant_id},
+                partition_key=merchant_date_key(merchant_id, day),
+                tags={MERCHANT_TAG: merchant_id, **tags},
                 raise_on_error=False,
-                run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+                run_config=run_config,
             )
+        stop.current += f" (run {result.run_id[:8]}, {result.dagster_run.status.value})"
+        # No daemon runs the audit sensor here: audit each run as it ends.
         audit_run_materializations(instance, result.run_id, warehouse)
-        removed = next(
-            (e.materialization.metadata["rows_affected"].value for e in result.get_asset_materialization_events()),
-            None,
-        )
-        print(f"  PII purge {merchant_id:<20} {'ok' if result.success else 'FAILED'}  values removed: {removed}")
-        if not result.success:
-            failed.append((dates[-1], merchant_id, result.run_id))
-    step_output.close()
+        stop.check()  # a signal Dagster held back during the run
+        stop.current = ""
+        return result
+
+    try:
+        started, failed = time.monotonic(), []
+        dates = demo_days(days)
+        for day in dates:
+            for merchant_id in DEMO_MERCHANTS:
+                result = execute("merchant_daily_job", merchant_id, day)
+                status = "ok" if result.success else "FAILED"
+                print(f"  {day} {merchant_id:<20} {status}  run {result.run_id[:8]}")
+                if not result.success:
+                    failed.append((day, merchant_id, result.run_id))
+
+        print(f"\n{len(dates) * len(DEMO_MERCHANTS) - len(failed)} of {len(dates) * len(DEMO_MERCHANTS)} "
+              f"merchant-day partitions materialized in {time.monotonic() - started:.0f} s")
+        # The daily PII purge, as pii_purge_schedule runs it after extraction.
+        for merchant_id in DEMO_MERCHANTS:
+            result = execute("pii_purge_job", merchant_id, dates[-1])
+            removed = next(
+                (e.materialization.metadata["rows_affected"].value for e in result.get_asset_materialization_events()),
+                None,
+            )
+            print(f"  PII purge {merchant_id:<20} {'ok' if result.success else 'FAILED'}  values removed: {removed}")
+            if not result.success:
+                failed.append((dates[-1], merchant_id, result.run_id))
+    finally:
+        for handle in step_output.values():
+            handle.close()
     print("rows per table:")
     with warehouse.connect() as conn:
         rows = conn.fetchall(

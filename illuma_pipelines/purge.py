@@ -7,7 +7,8 @@ as set-based SQL over one merchant's schema. No Dagster here; the clock (`now`) 
   facts are never touched.
 - `erase_account`: a terminated merchant's schema, export files, data keys and registry rows, once
   its grace period has passed (or at once on an immediate-deletion request).
-- `request_deletion`: records a rights request and terminates the account.
+- `request_deletion`: records a rights request and terminates the account; `withdraw_deletion`
+  closes it as withdrawn (audited) and reactivates the account, unless its erasure has begun.
 
 Every action that changed something writes one `platform.retention_ledger` row (merchant, rule,
 target, action, rows, cutoff, policy version, run) in the same transaction as the change, so a
@@ -27,9 +28,16 @@ from datetime import UTC, datetime
 from illuma_pipelines.core.tables import BUYER_PII, ORDER_STATUS_HISTORY, ORDERS
 from illuma_pipelines.marketplaces import all_pii_keys, raw_datasets, raw_table_name
 from illuma_pipelines.merchant_ids import merchant_role, merchant_schema, validate_merchant_id
-from illuma_pipelines.paths import data_dir
+from illuma_pipelines.paths import data_dir, var_dir
 from illuma_pipelines.raw_records import QUARANTINE
-from illuma_pipelines.registry import ACTIVE, OFFBOARDED, RegistryError, record_audit
+from illuma_pipelines.registry import (
+    ACTIVE,
+    DELETION_KINDS,
+    OFFBOARDED,
+    RegistryError,
+    open_deletion_request,
+    record_audit,
+)
 from illuma_pipelines.retention import (
     DEFAULT_POLICY,
     Anchor,
@@ -604,7 +612,8 @@ def request_deletion(
                 details={"request_id": request_id, "immediate": immediate, "was": row[0]},
                 at=now,
             )
-        status = erasure_status(conn, merchant_id)
+        # Under the merchant's own policy, as the erasure sensor will judge it (`due_erasures`).
+        status = erasure_status(conn, merchant_id, effective_policy(merchant_overrides(conn, merchant_id)))
     return {
         "request_id": request_id,
         "merchant_id": merchant_id,
@@ -612,6 +621,75 @@ def request_deletion(
         "received_at": received_at,
         "deadline": deadline,
         "erasure_due_at": status.deadline if status else None,
+    }
+
+
+def withdraw_deletion(
+    wh: Warehouse, merchant_id: str, *, requested_by: str, now: datetime | None = None
+) -> dict:
+    """Withdraw a merchant's open deletion request (the merchant changed its mind).
+
+    In one transaction: the request is closed in platform.data_requests (completed now, outcome
+    `withdrawn`), the account is active again (no longer terminated, so its erasure is no longer
+    due), and the audit log records who withdrew it. Refused (RegistryError, nothing changed)
+    without an open request, or once the erasure has begun (the merchant's schema is gone): an
+    erasure is never undone halfway. The erasure re-checks the account under a row lock before it
+    drops anything, so a withdrawal and an erasure cannot both go ahead.
+    """
+    validate_merchant_id(merchant_id)
+    if not requested_by or not requested_by.strip():
+        raise RegistryError("say who asked for the withdrawal (--requested-by NAME): it goes to the audit log")
+    now = (now or datetime.now(UTC)).astimezone(UTC)
+    with wh.connect() as conn:
+        row = conn.fetchone(f"SELECT status FROM {PLATFORM_SCHEMA}.merchants WHERE merchant_id = ?", [merchant_id])
+        if row is None:
+            if already_erased(conn, merchant_id):
+                raise RegistryError(f"merchant {merchant_id!r} was erased: there is no request left to withdraw")
+            raise RegistryError(f"unknown merchant {merchant_id!r}: see 'illuma merchants list'")
+        pending = open_deletion_request(conn, merchant_id)
+        if pending is None:
+            raise RegistryError(
+                f"merchant {merchant_id!r} has no pending deletion request: nothing to withdraw "
+                "(see 'illuma requests --all')"
+            )
+        # The registry row first: on PostgreSQL this waits for an erasure step holding it.
+        conn.execute(
+            f"UPDATE {PLATFORM_SCHEMA}.merchants SET status = ?, offboarded_at = NULL, deletion_requested_at = NULL, "
+            "immediate_deletion = FALSE WHERE merchant_id = ?",
+            [ACTIVE, merchant_id],
+        )
+        if not conn.schema_exists(merchant_schema(merchant_id)):
+            raise RegistryError(
+                f"the erasure of {merchant_id!r} has begun (its schema is gone): the request can no "
+                "longer be withdrawn; the erasure completes at its next run, after which the merchant "
+                "can be registered again ('illuma merchants add')"
+            )
+        conn.execute(
+            f"UPDATE {PLATFORM_SCHEMA}.data_requests SET completed_at = ?, outcome = 'withdrawn' "
+            f"WHERE merchant_id = ? AND kind IN {DELETION_KINDS} AND completed_at IS NULL",
+            [now, merchant_id],
+        )
+        record_audit(
+            conn,
+            actor=requested_by,
+            action="merchant.deletion_withdrawn",
+            merchant_id=merchant_id,
+            details={
+                "request_id": pending.request_id,
+                "kind": pending.kind,
+                "received_at": pending.received_at.isoformat(),
+                "erasure_was_due_at": pending.erasure_due_at.isoformat() if pending.erasure_due_at else None,
+                "was": row[0],
+            },
+            at=now,
+        )
+    return {
+        "request_id": pending.request_id,
+        "merchant_id": merchant_id,
+        "kind": pending.kind,
+        "received_at": pending.received_at,
+        "withdrawn_at": now,
+        "erasure_was_due_at": pending.erasure_due_at,
     }
 
 
@@ -624,9 +702,12 @@ def already_erased(conn: Connection, merchant_id: str) -> bool:
 
 
 def merchant_files(merchant_id: str) -> list:
-    """Files of the merchant outside the warehouse: its export folder under the data folder."""
-    folder = data_dir() / "exports" / validate_merchant_id(merchant_id)
-    return [folder] if folder.exists() else []
+    """Files of the merchant outside the warehouse: its export folder under the data folder and
+    the demo's step output for it (dbt's log lines name its schema). Its runs' files under the
+    Dagster home go with its runs (`sensors.merchants.forget_merchant_history`)."""
+    validate_merchant_id(merchant_id)
+    candidates = (data_dir() / "exports" / merchant_id, var_dir() / "logs" / "demo" / f"{merchant_id}.log")
+    return [path for path in candidates if path.exists()]
 
 
 def erase_account(
@@ -670,9 +751,26 @@ def erase_account(
     # Export archives first: they are the copies most likely to travel.
     from illuma_pipelines import export
 
+    def still_terminated(conn: Connection) -> None:
+        # Touches the registry row: on PostgreSQL a concurrent withdrawal waits for this step's
+        # transaction (and then finds the schema gone), or has committed and stops the erasure here.
+        if not conn.execute_count(
+            f"UPDATE {PLATFORM_SCHEMA}.merchants SET status = status WHERE merchant_id = ? AND status = ?",
+            [merchant_id, OFFBOARDED],
+        ):
+            raise ErasureNotDue(
+                f"merchant {merchant_id!r} is no longer terminated (its deletion request was "
+                "withdrawn): the erasure stops, keeping its schema, data keys and registry rows"
+            )
+
+    with wh.connect() as conn:
+        still_terminated(conn)
     n_exports = export.delete_merchant_exports(wh, merchant_id, now)
-    for folder in merchant_files(merchant_id):
-        shutil.rmtree(folder, ignore_errors=True)
+    for path in merchant_files(merchant_id):
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
     def forget_exports(conn: Connection) -> LedgerEntry:
         # The files are gone; their rows (paths, who asked) go too, leaving the count here.
@@ -684,6 +782,7 @@ def erase_account(
     schema = merchant_schema(merchant_id)
 
     def drop_schema(conn: Connection) -> LedgerEntry | None:
+        still_terminated(conn)
         if not conn.schema_exists(schema):
             return None
         tables = [r[0] for r in conn.fetchall(

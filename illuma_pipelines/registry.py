@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 
 from illuma_pipelines.marketplaces import CHANNELS
 from illuma_pipelines.merchant_ids import merchant_role, merchant_schema, validate_merchant_id
+from illuma_pipelines.retention import effective_policy, erasure_deadline
 from illuma_pipelines.warehouse import PLATFORM_SCHEMA, Connection, Warehouse
 
 __all__ = ["CHANNELS"]  # re-exported for the CLI's help text
@@ -26,6 +27,81 @@ MARKETPLACE_ID = re.compile(r"[A-Za-z0-9_.-]{1,40}")
 
 class RegistryError(ValueError):
     """A registry request that cannot be carried out as asked."""
+
+
+class PendingDeletion(RegistryError):
+    """The merchant asked for its account to be deleted and the request is still open."""
+
+
+DELETION_KINDS = ("deletion", "immediate_deletion")
+
+
+@dataclass(frozen=True)
+class DeletionRequest:
+    """A merchant's open deletion request, and when its account's erasure is due."""
+
+    request_id: str
+    merchant_id: str
+    kind: str
+    received_at: datetime
+    deadline: datetime  # the request's answer deadline (30 days, privacy policy §10)
+    requested_by: str
+    erasure_due_at: datetime | None  # None while the account is not terminated
+
+    def describe(self) -> str:
+        due = (
+            f"its data is due for erasure from {self.erasure_due_at:%Y-%m-%d %H:%M} UTC"
+            if self.erasure_due_at
+            else "its erasure is not scheduled (the account is not terminated)"
+        )
+        return (
+            f"merchant {self.merchant_id!r} has a pending {self.kind.replace('_', ' ')} request "
+            f"({self.request_id}, received {self.received_at:%Y-%m-%d %H:%M} UTC from "
+            f"{self.requested_by}, to be answered by {self.deadline:%Y-%m-%d %H:%M} UTC); {due}"
+        )
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    return moment if moment is None or moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def open_deletion_request(conn: Connection, merchant_id: str) -> DeletionRequest | None:
+    """The merchant's oldest open deletion request, if any (platform.data_requests), with the
+    erasure deadline its termination sets under the merchant's retention policy."""
+    if not conn.table_exists(PLATFORM_SCHEMA, "data_requests"):
+        return None
+    request = conn.fetchone(
+        f"SELECT request_id, kind, received_at, deadline, requested_by FROM {PLATFORM_SCHEMA}.data_requests "
+        f"WHERE merchant_id = ? AND kind IN {DELETION_KINDS} AND completed_at IS NULL "
+        "ORDER BY received_at LIMIT 1",
+        [merchant_id],
+    )
+    if request is None:
+        return None
+    request_id, kind, received_at, deadline, requested_by = request
+    row = conn.fetchone(
+        f"SELECT status, offboarded_at, deletion_requested_at, immediate_deletion "
+        f"FROM {PLATFORM_SCHEMA}.merchants WHERE merchant_id = ?",
+        [merchant_id],
+    )
+    erasure_due = None
+    if row is not None and row[0] == OFFBOARDED and row[1] is not None:
+        immediate = bool(row[3])
+        anchor = _utc(row[2] if immediate and row[2] is not None else row[1])
+        # The merchant's overrides (the query purge.merchant_overrides makes; the registry sits
+        # below purge and cannot import it) can shorten the account rule.
+        overrides = (
+            dict(conn.fetchall(
+                f"SELECT rule_id, period FROM {PLATFORM_SCHEMA}.retention_overrides WHERE merchant_id = ?",
+                [merchant_id],
+            ))
+            if conn.table_exists(PLATFORM_SCHEMA, "retention_overrides")
+            else {}
+        )
+        erasure_due = erasure_deadline(anchor, immediate, policy=effective_policy(overrides))
+    return DeletionRequest(
+        request_id, merchant_id, kind, _utc(received_at), _utc(deadline), requested_by, erasure_due
+    )
 
 
 @dataclass(frozen=True)
@@ -125,7 +201,10 @@ def add_merchant(
 ) -> Merchant:
     """Register (or re-activate) a merchant, connect its channels and create its schema.
 
-    Idempotent: adding an existing merchant updates its name and channel connections.
+    Idempotent: adding an existing merchant updates its name and channel connections. Refused
+    (PendingDeletion, nothing changed) while the merchant has an open deletion request: re-adding
+    it would cancel the erasure the merchant asked for and leave the request to go overdue. A
+    withdrawal is its own audited step (`purge.withdraw_deletion`).
     """
     validate_merchant_id(merchant_id)
     channels = channels or {}
@@ -137,6 +216,14 @@ def add_merchant(
                 raise RegistryError(f"invalid marketplace id {mp!r} for channel {name}")
     at = at or utcnow()
     warehouse.ensure_platform()
+    with warehouse.connect() as conn:
+        pending = open_deletion_request(conn, merchant_id)
+    if pending is not None:
+        raise PendingDeletion(
+            f"{pending.describe()}. Adding it again would cancel that erasure. If the merchant "
+            f"withdrew the request, record the withdrawal first: illuma merchants withdraw-deletion "
+            f"{merchant_id} --requested-by NAME"
+        )
     warehouse.create_merchant_schema(merchant_id)
     with warehouse.connect() as conn:
         existing = conn.fetchone(

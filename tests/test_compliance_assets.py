@@ -4,6 +4,7 @@ buyer PII is left anywhere in the merchant's schema; after the erasure nothing o
 left in any schema, file, key store or Dagster partition."""
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import dagster as dg
 
@@ -43,6 +44,15 @@ def _all_text(warehouse, schema):
             ):
                 out += [v for (v,) in conn.fetchall(f"SELECT CAST({column} AS TEXT) FROM {schema}.{table}") if v]
     return out
+
+
+def _files_naming(folder: Path, needles) -> list[str]:
+    """Files under `folder` whose bytes contain any of `needles`."""
+    return sorted(
+        str(path.relative_to(folder))
+        for path in folder.rglob("*")
+        if path.is_file() and any(n.encode() in path.read_bytes() for n in needles)
+    )
 
 
 def _pii_per_order(warehouse, schema, vault):
@@ -146,7 +156,11 @@ def test_purge_then_erasure_through_dagster(warehouse, warehouse_url, merchant_i
             raise AssertionError("an erased merchant's ciphertext still decrypts")
 
     # The merchants sensor's plan: the partition, its runs and its materializations go.
-    assert _merchant_runs(instance, mid)
+    run_ids = _merchant_runs(instance, mid)
+    assert run_ids
+    home = Path(instance.root_directory)
+    assert any(p.name.startswith(tuple(run_ids)) for p in home.rglob("*"))  # per-run files exist
+    assert _files_naming(home, [mid])  # e.g. compute logs of dbt and the extracts name m_<id>
     changes = sync_merchant_partitions(instance, warehouse)
     assert changes.to_remove == [mid]
     assert mid not in instance.get_dynamic_partitions(MERCHANTS)
@@ -159,3 +173,7 @@ def test_purge_then_erasure_through_dagster(warehouse, warehouse_url, merchant_i
         records = instance.fetch_materializations(key, limit=1000).records
         assert not [r for r in records if r.partition_key and r.partition_key.endswith(f"|{mid}")]
     assert not (tmp_path / "data" / "exports" / mid).exists()
+    # Nothing under the Dagster home names the merchant or one of its runs, in its name or its
+    # bytes: compute logs, per-run event logs and deleted rows of the SQLite files included.
+    assert not [p for p in home.rglob("*") if any(r in p.name for r in run_ids)]
+    assert _files_naming(home, [mid, *run_ids]) == []

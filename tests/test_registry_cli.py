@@ -1,12 +1,24 @@
 """The merchant registry and the `illuma merchants` CLI, on both engines."""
 
+import json
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
 from illuma_pipelines.cli import main
+from illuma_pipelines.purge import (
+    ErasureNotDue,
+    due_erasures,
+    erase_account,
+    request_deletion,
+    requests_report,
+    withdraw_deletion,
+)
 from illuma_pipelines.registry import (
     ACTIVE,
     OFFBOARDED,
     ChannelConnection,
+    PendingDeletion,
     RegistryError,
     add_merchant,
     get_merchant,
@@ -92,3 +104,87 @@ def test_cli_merchants_commands(warehouse_url, merchant_id, capsys):
 def test_cli_refuses_bad_ids_with_a_clear_message(warehouse_url, bad, capsys):
     assert main(["--warehouse-url", warehouse_url, "merchants", "add", bad]) == 2
     assert "invalid merchant id" in capsys.readouterr().err
+
+
+def _registry_state(warehouse, mid):
+    with warehouse.connect() as conn:
+        return {
+            table: sorted(map(tuple, conn.fetchall(f"SELECT * FROM {PLATFORM_SCHEMA}.{table} WHERE merchant_id = ?", [mid])))
+            for table in ("merchants", "channel_connections", "data_requests", "audit_log")
+        }
+
+
+def test_re_adding_a_merchant_with_a_pending_deletion_is_refused(warehouse, warehouse_url, merchant_id, capsys):
+    mid = merchant_id()
+    add_merchant(warehouse, mid, channels={"amazon": ChannelConnection("amazon", f"sandbox:{mid}")})
+    request = request_deletion(warehouse, mid, requested_by="merchant:acme")
+    before = _registry_state(warehouse, mid)
+    with pytest.raises(PendingDeletion) as refused:
+        add_merchant(warehouse, mid, display_name="Acme again", channels={"ebay": ChannelConnection("ebay", f"sandbox:{mid}")})
+    message = str(refused.value)
+    assert request["request_id"] in message and "pending deletion request" in message
+    assert f"due for erasure from {request['erasure_due_at']:%Y-%m-%d %H:%M} UTC" in message
+    assert f"received {request['received_at']:%Y-%m-%d %H:%M} UTC from merchant:acme" in message
+    assert f"illuma merchants withdraw-deletion {mid} --requested-by NAME" in message
+    assert _registry_state(warehouse, mid) == before
+
+    assert main(["--warehouse-url", warehouse_url, "merchants", "add", mid, "--channel", "ebay"]) == 2
+    assert "pending deletion request" in capsys.readouterr().err
+    assert _registry_state(warehouse, mid) == before
+    assert get_merchant(warehouse, mid).status == OFFBOARDED
+
+
+def test_withdrawing_a_deletion_request_is_audited_and_lets_the_merchant_back(warehouse, warehouse_url, merchant_id, capsys):
+    mid = merchant_id()
+    add_merchant(warehouse, mid)
+    request = request_deletion(warehouse, mid, immediate=True, requested_by="merchant:acme")
+    assert main(["--warehouse-url", warehouse_url, "merchants", "withdraw-deletion", mid,
+                 "--requested-by", "support:jane"]) == 0
+    assert f"request {request['request_id']}" in capsys.readouterr().out
+    assert get_merchant(warehouse, mid).status == ACTIVE
+    with warehouse.connect() as conn:
+        completed, outcome = conn.fetchone(
+            f"SELECT completed_at, outcome FROM {PLATFORM_SCHEMA}.data_requests WHERE request_id = ?",
+            [request["request_id"]],
+        )
+        actor, details = conn.fetchone(
+            f"SELECT actor, details FROM {PLATFORM_SCHEMA}.audit_log WHERE merchant_id = ? AND action = ?",
+            [mid, "merchant.deletion_withdrawn"],
+        )
+    assert completed is not None and outcome == "withdrawn"
+    details = details if isinstance(details, dict) else json.loads(details)  # JSONB on PostgreSQL
+    assert actor == "support:jane" and details["request_id"] == request["request_id"]
+    # No longer open, so neither overdue nor due for erasure.
+    assert request["request_id"] not in [r["request_id"] for r in requests_report(warehouse, datetime.now(UTC))]
+    assert mid not in [s.merchant_id for s in due_erasures(warehouse, datetime.now(UTC) + timedelta(days=60))]
+    main(["--warehouse-url", warehouse_url, "requests", "--all"])
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if request["request_id"] in x]
+    assert line.startswith("done") and line.endswith("withdrawn")
+
+    add_merchant(warehouse, mid, display_name="Acme Parts", channels={"ebay": ChannelConnection("ebay", f"sandbox:{mid}")})
+    assert get_merchant(warehouse, mid).channel_names == ("ebay",)
+    with pytest.raises(RegistryError, match="no pending deletion request"):
+        withdraw_deletion(warehouse, mid, requested_by="support:jane")
+    assert main(["--warehouse-url", warehouse_url, "merchants", "withdraw-deletion", mid,
+                 "--requested-by", "support:jane"]) == 2
+
+
+def test_a_withdrawal_stops_the_erasure_and_an_erasure_that_began_cannot_be_withdrawn(warehouse, merchant_id, vault_resource):
+    mid = merchant_id()
+    add_merchant(warehouse, mid)
+    request_deletion(warehouse, mid, immediate=True, requested_by="merchant:acme")
+    withdraw_deletion(warehouse, mid, requested_by="support:jane")
+    with pytest.raises(ErasureNotDue, match="is active"):
+        erase_account(warehouse, vault_resource.get(warehouse), mid, now=datetime.now(UTC), run_id="t")
+    assert get_merchant(warehouse, mid).status == ACTIVE
+
+    # An erasure stopped after dropping the schema (a killed run) cannot be withdrawn: it resumes.
+    request_deletion(warehouse, mid, immediate=True, requested_by="merchant:acme")
+    with warehouse.connect() as conn:
+        warehouse.drop_merchant_schema_in(conn, mid)
+    with pytest.raises(RegistryError, match="has begun"):
+        withdraw_deletion(warehouse, mid, requested_by="support:jane")
+    assert get_merchant(warehouse, mid).status == OFFBOARDED
+    erase_account(warehouse, vault_resource.get(warehouse), mid, now=datetime.now(UTC), run_id="t")
+    with pytest.raises(RegistryError, match="was erased"):
+        withdraw_deletion(warehouse, mid, requested_by="support:jane")

@@ -290,3 +290,45 @@ def test_a_purge_leaves_purged_pii_undecryptable_everywhere(warehouse, warehouse
         for channel, order_id, value in dead:
             with pytest.raises(KeyDestroyed):
                 vault.reveal(mid, BUYER_PII.name, "buyer_name", f"{channel}:{order_id}", value, actor=ACTOR, purpose="t")
+
+
+def test_landing_seals_while_writing_and_keeps_every_other_byte(tmp_path):
+    """The extract's own path (`split_records` with the sealers): opening the sealed rows gives
+    back exactly the text the record would have landed as in clear, exact decimals included; the
+    quarantine copy of a bad record is sealed too, bound to its own row."""
+    from decimal import Decimal
+
+    from illuma_pipelines.raw_records import RecordRule, dumps_payload, split_records
+    from illuma_pipelines.retention import DEFAULT_POLICY
+    from illuma_pipelines.shredding import extract_sealers
+    from illuma_pipelines.vault import FileKeyStore, LocalKeyring, Vault
+
+    vault = Vault(FileKeyStore(tmp_path / "ks.json"), LocalKeyring([b"k" * 32]), audit_sink=lambda event: None)
+    mid, now = "acme_seal", datetime(2026, 11, 26, 10, tzinfo=UTC)
+    records = [
+        {"orderId": "113-1", "lastUpdatedTime": "2026-11-26T09:00:00Z",
+         "buyer": {"buyerName": "Zoë \"Z\" Quinn", "buyerEmail": "zq@example.com"},
+         "orderItems": [{"quantityOrdered": 3, "itemPrice": {"amount": Decimal("36.00")},
+                         "promotionDiscount": {"amount": Decimal("-4.50")}}],
+         "recipient": {"deliveryAddress": {"name": "Zoe Quinn", "city": "Boise", "addressLine2": ""}},
+         "extra": {"name": 7, "nested": [{"phone": "+1 208 555 0100"}]}},
+        {"lastUpdatedTime": "2026-11-26T09:00:00Z", "buyer": {"buyerName": "No Id"}},  # quarantined
+    ]
+    sealer, quarantine_sealer = extract_sealers(vault, mid, "amazon", "orders", policy=DEFAULT_POLICY, extracted_at=now)
+    split = split_records(
+        records, RecordRule(key_fields=("orderId",), required=("orderId",)), dataset="amazon_orders",
+        source="amazon.searchOrders", partition_date="2026-11-26", window=(now, now), extracted_at=now, run_id="r",
+        sealer=sealer, quarantine_sealer=quarantine_sealer,
+    )
+    (text,) = split.raw["payload"].tolist()
+    assert split.sealed == 6 and unsealed_pii_keys("amazon", text) == []
+    assert "Quinn" not in text and "555 0100" not in text and '"name":7' in text and '"amount":-4.50' in text
+    opened = unseal_payloads(vault, mid, "raw_amazon_orders", "amazon", [("113-1", text)], actor=ACTOR, purpose="t")
+    assert opened == [dumps_payload(records[0])]
+    assert split.raw["pii_key_version"].tolist() == [vault.ensure_key(mid, "hold:2026-11-26")]
+    (bad,) = split.quarantine["payload"].tolist()
+    assert "No Id" not in bad
+    opened_bad = unseal_payloads(
+        vault, mid, QUARANTINE.name, "amazon", [("amazon_orders/2026-11-26/1", bad)], actor=ACTOR, purpose="t"
+    )
+    assert opened_bad == [dumps_payload(records[1])]

@@ -55,6 +55,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import uvicorn
 from starlette.applications import Starlette
@@ -371,8 +372,21 @@ def transport_fault_response(state: SandboxState, kind: str, response: Response)
 # App and server
 
 
-async def _health(_request) -> Response:
-    return JSONResponse({"status": "ok"})
+# `/health` also says, in headers (the body stays {"status": "ok"}), which service this is, its
+# world seed and the checkout it runs from: `make demo` tells this checkout's sandbox from anything
+# else listening on the port by them (the path percent-encoded: headers are latin-1).
+SANDBOX_SERVICE = "illuma-sandbox"
+IDENTITY_HEADERS = ("x-illuma-service", "x-illuma-sandbox-seed", "x-illuma-checkout")
+_CHECKOUT = quote(str(Path(__file__).resolve().parents[2]))
+
+
+def _health_route(state: SandboxState) -> Route:
+    identity = dict(zip(IDENTITY_HEADERS, (SANDBOX_SERVICE, str(state.config.seed), _CHECKOUT), strict=True))
+
+    async def health(_request) -> Response:
+        return JSONResponse({"status": "ok"}, headers=identity)
+
+    return Route("/health", health)
 
 
 def build_app(config: SandboxConfig, state: SandboxState | None = None) -> Starlette:
@@ -381,7 +395,7 @@ def build_app(config: SandboxConfig, state: SandboxState | None = None) -> Starl
     A plug-in that does not import raises here, naming the channel, rather than leaving the
     channel silently unmounted."""
     state = state or SandboxState(config)
-    routes: list[Any] = [Route("/health", _health)]
+    routes: list[Any] = [_health_route(state)]
     for channel, module_name in CHANNEL_MODULES.items():
         try:
             module = importlib.import_module(module_name)
