@@ -79,6 +79,7 @@ from illuma_pipelines.sandbox.world import (
     Part,
     fake_buyer,
     money,
+    order_seconds,
     parts_catalog,
     plans_created_between,
     plans_created_by,
@@ -301,11 +302,7 @@ def _orders_created_on(
     if day < history_start:
         return ()
     catalog = parts_catalog(seed, merchant_id)
-    rng = stable_rng(seed, merchant_id, "amazon-orders", day.isoformat())
-    # Weekends sell a little more (people fix mowers on Saturdays).
-    count = rng.randint(3, 7) + (2 if day.weekday() >= 5 else 0)
-    midnight = datetime(day.year, day.month, day.day, tzinfo=UTC)
-    seconds = sorted(rng.randint(0, 86399) for _ in range(count))
+    rng, midnight, seconds = order_seconds(seed, merchant_id, "amazon", day, (3, 7), 2)
     fba_parts = [p for p in catalog if p.amazon_fba]
     mfn_parts = [p for p in catalog if not p.amazon_fba]
     plans = []

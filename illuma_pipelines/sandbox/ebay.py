@@ -65,6 +65,7 @@ from illuma_pipelines.sandbox.world import (
     Part,
     fake_buyer,
     money,
+    order_seconds,
     parts_catalog,
     plans_created_between,
     plans_created_by,
@@ -250,10 +251,7 @@ def _orders_created_on(
     if day < history_start:
         return ()
     catalog = parts_catalog(seed, merchant_id)
-    rng = stable_rng(seed, merchant_id, "ebay-orders", day.isoformat())
-    count = rng.randint(2, 5) + (1 if day.weekday() >= 5 else 0)
-    midnight = datetime(day.year, day.month, day.day, tzinfo=UTC)
-    seconds = sorted(rng.randint(0, 86399) for _ in range(count))
+    rng, midnight, seconds = order_seconds(seed, merchant_id, "ebay", day, (2, 5), 1)
     plans = []
     for index, second in enumerate(seconds):
         orng = stable_rng(seed, merchant_id, "ebay-order", day.isoformat(), index)

@@ -35,7 +35,7 @@ import hashlib
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, TypeVar
 
@@ -51,6 +51,17 @@ def stable_int(*parts: object) -> int:
 def stable_rng(*parts: object) -> random.Random:
     """A `random.Random` seeded from the parts (seeding with an int is stable across processes)."""
     return random.Random(stable_int(*parts))
+
+def order_seconds(
+    seed: int, merchant_id: str, channel: str, day: date, counts: tuple[int, int], weekend_extra: int
+) -> tuple[random.Random, datetime, list[int]]:
+    """A channel's orders of one day: its random stream (the draws below already taken), the day's
+    midnight and the orders' seconds after it, in order. `counts` bounds the day's orders; weekends
+    sell `weekend_extra` more (people fix mowers on Saturdays)."""
+    rng = stable_rng(seed, merchant_id, f"{channel}-orders", day.isoformat())
+    count = rng.randint(*counts) + (weekend_extra if day.weekday() >= 5 else 0)
+    midnight = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    return rng, midnight, sorted(rng.randint(0, 86399) for _ in range(count))
 
 
 def money(value: Decimal) -> Decimal:
