@@ -394,9 +394,7 @@ def _open_payloads(
                 "master key (ILLUMA_MASTER_KEY or the key file) and retry"
             )
         return 0, 0
-    live = set(vault.general_versions(merchant_id)) | {
-        v for versions in vault.live_labels(merchant_id).values() for v in versions
-    }
+    live = vault.live_versions(merchant_id)
     texts, revealed, withheld = open_for_export(
         vault, merchant_id, table.name, rows, live_versions=live, withhold=withhold, actor=actor,
         purpose=REVEAL_PURPOSE,

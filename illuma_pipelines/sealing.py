@@ -59,10 +59,6 @@ def _plain(escaped: str) -> str:
     return json.loads(f'"{escaped}"') if "\\" in escaped else escaped
 
 
-def _escaped(text: str) -> str:
-    return json.dumps(text, ensure_ascii=False)[1:-1]
-
-
 @dataclass(frozen=True)
 class Sealed:
     """Sealed payload texts, in order, with the key version each row's values are under (None:
@@ -142,13 +138,20 @@ def unseal_payloads(
     purpose: str,
 ) -> list[str]:
     """The (record id, sealed payload text) rows with their PII fields decrypted, in order, through
-    one audited batch reveal. Plaintext values stay as they are (payloads landed before sealing)."""
+    one audited batch reveal. Plaintext values stay as they are (payloads landed before sealing);
+    values whose key was destroyed are gone by design and come back as JSON null."""
     spans, items = _sealed_spans(channel, rows)
     texts = [text for _, text in rows]
     if not items:
         return texts
-    plain = vault.reveal_batch(merchant_id, table, items, actor=actor, purpose=purpose)
-    _splice(texts, spans, [None if p is None else _escaped(p) for p in plain])
+    live = vault.live_versions(merchant_id)
+    opened = [i for i, (_, _, ciphertext) in enumerate(items) if key_version(ciphertext) in live]  # type: ignore[arg-type]
+    plain = vault.reveal_batch(merchant_id, table, [items[i] for i in opened], actor=actor, purpose=purpose)
+    values: list[str | None] = ["null"] * len(items)
+    for slot, value in zip(opened, plain, strict=True):
+        values[slot] = "null" if value is None else json.dumps(value, ensure_ascii=False)
+    # Each span with its quotes: an opened value is a JSON string again, a shredded one null.
+    _splice(texts, [(row, start - 1, end + 1) for row, start, end in spans], values)
     return texts
 
 

@@ -332,3 +332,16 @@ def test_landing_seals_while_writing_and_keeps_every_other_byte(tmp_path):
         vault, mid, QUARANTINE.name, "amazon", [("amazon_orders/2026-11-26/1", bad)], actor=ACTOR, purpose="t"
     )
     assert opened_bad == [dumps_payload(records[1])]
+
+
+def test_a_value_whose_key_was_destroyed_opens_as_null(warehouse, merchant_id, vault_resource):
+    """What the purge shredded is gone for the pipeline too: reading such a payload gives null
+    for the value, the rest of the record as it was, instead of failing the reader."""
+    mid = merchant_id("gone")
+    add_merchant(warehouse, mid)
+    vault = vault_resource.get(warehouse)
+    text = '{"orderId":"113-9","buyer":{"buyerName":"Ann Lee"},"qty":2}'
+    (sealed,) = seal_payloads(vault, mid, "raw_amazon_orders", "amazon", [("113-9", text)], label="due:2027-01-10").texts
+    assert vault.destroy_labelled_keys(mid, ["due:2027-01-10"])
+    (opened,) = unseal_payloads(vault, mid, "raw_amazon_orders", "amazon", [("113-9", sealed)], actor=ACTOR, purpose="t")
+    assert opened == '{"orderId":"113-9","buyer":{"buyerName":null},"qty":2}'

@@ -350,6 +350,11 @@ class Vault:
                 out.setdefault(kv.label, []).append(kv.version)
         return out
 
+    def live_versions(self, merchant_id: str) -> set[int]:
+        """Every key version of the merchant that still opens its values (general and labelled)."""
+        versions = self._snapshot(merchant_id, fresh=True).versions.values()
+        return {kv.version for kv in versions if not kv.destroyed}
+
     def general_versions(self, merchant_id: str) -> list[int]:
         """The live versions of the merchant's general (unlabelled) key."""
         versions = self._snapshot(merchant_id, fresh=True).versions.values()
