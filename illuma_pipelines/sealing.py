@@ -145,7 +145,8 @@ def unseal_payloads(
     if not items:
         return texts
     live = vault.live_versions(merchant_id)
-    opened = [i for i, (_, _, ciphertext) in enumerate(items) if key_version(ciphertext) in live]  # type: ignore[arg-type]
+    # The version is the ciphertext's second dot-field (the vault checks the rest when it opens it).
+    opened = [i for i, (_, _, ciphertext) in enumerate(items) if int(ciphertext.split(".", 2)[1]) in live]  # type: ignore[union-attr]
     plain = vault.reveal_batch(merchant_id, table, [items[i] for i in opened], actor=actor, purpose=purpose)
     values: list[str | None] = ["null"] * len(items)
     for slot, value in zip(opened, plain, strict=True):

@@ -551,11 +551,24 @@ class Vault:
         return out
 
     def _open(
-        self, merchant_id: str, table: str, column: str, record_id: str, parsed: ParsedCiphertext
+        self,
+        merchant_id: str,
+        table: str,
+        column: str,
+        record_id: str,
+        parsed: ParsedCiphertext,
+        prefixes: dict[tuple[str, int], bytes] | None = None,
     ) -> bytes:
-        """Internal decryption; public reads go through reveal(), which audits."""
+        """Internal decryption; public reads go through reveal(), which audits. `prefixes` caches
+        the associated data's prefix per (column, version) over a batch."""
         cipher = self._cipher(merchant_id, parsed.key_version)
-        aad = aad_prefix(merchant_id, table, column, parsed.key_version) + record_id.encode("utf-8")
+        if prefixes is None:
+            prefix = aad_prefix(merchant_id, table, column, parsed.key_version)
+        else:
+            prefix = prefixes.get((column, parsed.key_version))
+            if prefix is None:
+                prefix = prefixes[(column, parsed.key_version)] = aad_prefix(merchant_id, table, column, parsed.key_version)
+        aad = prefix + record_id.encode("utf-8")
         try:
             return cipher.decrypt(parsed.nonce, parsed.sealed, aad)
         except InvalidTag:
@@ -689,6 +702,7 @@ class Vault:
             )
 
         versions: set[int] = set()
+        prefixes: dict[tuple[str, int], bytes] = {}
         out: list[str | None] = []
         try:
             for record_id, column, ciphertext in rows:
@@ -697,7 +711,7 @@ class Vault:
                     continue
                 parsed = parse_ciphertext(ciphertext)
                 versions.add(parsed.key_version)
-                out.append(self._open(merchant_id, table, column, record_id, parsed).decode("utf-8"))
+                out.append(self._open(merchant_id, table, column, record_id, parsed, prefixes).decode("utf-8"))
         except VaultError as exc:
             out.clear()
             audit(versions, type(exc).__name__)
