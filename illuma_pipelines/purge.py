@@ -35,6 +35,7 @@ from illuma_pipelines.registry import (
     DELETION_KINDS,
     OFFBOARDED,
     RegistryError,
+    merchant_overrides,
     open_deletion_request,
     record_audit,
 )
@@ -467,15 +468,6 @@ def _redact_hits(conn: Connection, table: str, now: datetime) -> None:
 
 
 # --------------------------------------------------------------------------------- overrides
-def merchant_overrides(conn: Connection, merchant_id: str) -> dict[str, str]:
-    if not conn.table_exists(PLATFORM_SCHEMA, "retention_overrides"):
-        return {}
-    return dict(conn.fetchall(
-        f"SELECT rule_id, period FROM {PLATFORM_SCHEMA}.retention_overrides WHERE merchant_id = ?",
-        [merchant_id],
-    ))
-
-
 def merchant_policy(wh: Warehouse, merchant_id: str) -> Policy:
     """DEFAULT_POLICY with the merchant's stored overrides applied (and re-checked)."""
     with wh.connect() as conn:

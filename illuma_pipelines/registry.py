@@ -88,17 +88,10 @@ def open_deletion_request(conn: Connection, merchant_id: str) -> DeletionRequest
     if row is not None and row[0] == OFFBOARDED and row[1] is not None:
         immediate = bool(row[3])
         anchor = _utc(row[2] if immediate and row[2] is not None else row[1])
-        # The merchant's overrides (the query purge.merchant_overrides makes; the registry sits
-        # below purge and cannot import it) can shorten the account rule.
-        overrides = (
-            dict(conn.fetchall(
-                f"SELECT rule_id, period FROM {PLATFORM_SCHEMA}.retention_overrides WHERE merchant_id = ?",
-                [merchant_id],
-            ))
-            if conn.table_exists(PLATFORM_SCHEMA, "retention_overrides")
-            else {}
+        # The merchant's overrides can shorten the account rule.
+        erasure_due = erasure_deadline(
+            anchor, immediate, policy=effective_policy(merchant_overrides(conn, merchant_id))
         )
-        erasure_due = erasure_deadline(anchor, immediate, policy=effective_policy(overrides))
     return DeletionRequest(
         request_id, merchant_id, kind, _utc(received_at), _utc(deadline), requested_by, erasure_due
     )
@@ -319,3 +312,13 @@ def get_merchant(warehouse: Warehouse, merchant_id: str) -> Merchant:
         if merchant.merchant_id == merchant_id:
             return merchant
     raise RegistryError(f"unknown merchant {merchant_id!r}: see 'illuma merchants list'")
+
+
+def merchant_overrides(conn: Connection, merchant_id: str) -> dict[str, str]:
+    """The merchant's retention overrides: rule id -> period (only ever shorter maxima)."""
+    if not conn.table_exists(PLATFORM_SCHEMA, "retention_overrides"):
+        return {}
+    return dict(conn.fetchall(
+        f"SELECT rule_id, period FROM {PLATFORM_SCHEMA}.retention_overrides WHERE merchant_id = ?",
+        [merchant_id],
+    ))

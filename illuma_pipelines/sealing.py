@@ -140,19 +140,10 @@ def unseal_payloads(
     """The (record id, sealed payload text) rows with their PII fields decrypted, in order, through
     one audited batch reveal. Plaintext values stay as they are (payloads landed before sealing);
     values whose key was destroyed are gone by design and come back as JSON null."""
-    spans, items = _sealed_spans(channel, rows)
-    texts = [text for _, text in rows]
-    if not items:
-        return texts
-    live = vault.live_versions(merchant_id)
-    # The version is the ciphertext's second dot-field (the vault checks the rest when it opens it).
-    opened = [i for i, (_, _, ciphertext) in enumerate(items) if int(ciphertext.split(".", 2)[1]) in live]  # type: ignore[union-attr]
-    plain = vault.reveal_batch(merchant_id, table, [items[i] for i in opened], actor=actor, purpose=purpose)
-    values: list[str | None] = ["null"] * len(items)
-    for slot, value in zip(opened, plain, strict=True):
-        values[slot] = "null" if value is None else json.dumps(value, ensure_ascii=False)
-    # Each span with its quotes: an opened value is a JSON string again, a shredded one null.
-    _splice(texts, [(row, start - 1, end + 1) for row, start, end in spans], values)
+    texts, _, _ = open_for_export(
+        vault, merchant_id, table, [(channel, record_id, text) for record_id, text in rows],
+        live_versions=vault.live_versions(merchant_id), withhold=set(), actor=actor, purpose=purpose,
+    )
     return texts
 
 
@@ -212,10 +203,10 @@ def open_for_export(
     actor: str,
     purpose: str,
 ) -> tuple[list[str], int, int]:
-    """(channel, record id, payload text) rows with their sealed fields opened for the merchant's
-    own export through one audited batch reveal; the fields of rows in `withhold` (PII past its
-    retention) and of keys already destroyed become JSON null. Returns the texts, the values
-    revealed and the values withheld."""
+    """(channel, record id, payload text) rows with their sealed fields opened through one audited
+    batch reveal (the merchant's export; `unseal_payloads` for the pipeline); the fields of rows in
+    `withhold` (PII past its retention) and of keys already destroyed become JSON null. Returns
+    the texts, the values revealed and the values withheld."""
     spans: list[tuple[int, int, int]] = []
     values: list[str | None] = []
     items: list[tuple[str, str, str | None]] = []
@@ -227,7 +218,8 @@ def open_for_export(
                 continue
             # The span with its quotes: a withheld value becomes null, an opened one a string.
             spans.append((index, match.start(2) - 1, match.end(2) + 1))
-            if index in withhold or key_version(ciphertext) not in live_versions:
+            # The version is the ciphertext's second dot-field (the vault checks the rest on opening).
+            if index in withhold or int(ciphertext.split(".", 2)[1]) not in live_versions:
                 values.append("null")
                 continue
             opened.append(len(values))

@@ -202,8 +202,13 @@ def delete_run_files(instance: dg.DagsterInstance, run_id: str) -> int:
         removed += sum(1 for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else 0
     try:
         manager.delete_logs(prefix=[run_id])
-    except NotImplementedError:
-        pass  # a manager that keeps no logs it can delete
+    except NotImplementedError as exc:
+        # Its logs name the erased merchant: leaving them would break the erasure promise.
+        raise RuntimeError(
+            f"the instance's compute log manager ({type(manager).__name__}) cannot delete the logs of "
+            f"run {run_id}, so the erased merchant's compute logs would stay: configure a compute log "
+            "manager that implements delete_logs (local, S3, GCS, Azure or no-op) and let the sensor retry"
+        ) from exc
     instance.delete_run(run_id)
     storage = instance.event_log_storage
     if isinstance(storage, SqliteEventLogStorage):
