@@ -1,7 +1,9 @@
 """dbt models, run per merchant partition into that merchant's own schema."""
 
 
+import contextlib
 import json
+import os
 from collections.abc import Iterator, Mapping
 from functools import cache
 from typing import Any
@@ -11,13 +13,12 @@ from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_as
 from dagster_dbt.dbt_project import DagsterDbtProjectPreparer
 from dagster_shared.record import replace
 
+from assets.concurrency import MERCHANT_STEP_TAGS, WAREHOUSE_POOL
 from assets.partitions import merchant_daily_partitions, partition_parts
 from illuma_pipelines.dbt_vars import build_dbt_vars, dbt_target
 from illuma_pipelines.paths import DBT_PROJECT_DIR
 from resources import dbt_executable
 from resources.warehouse import WarehouseResource
-
-WAREHOUSE_POOL = "warehouse"
 
 
 class VenvDbtProjectPreparer(DagsterDbtProjectPreparer):
@@ -75,22 +76,37 @@ class IllumaDbtTranslator(DagsterDbtTranslator):
     partitions_def=merchant_daily_partitions,
     dagster_dbt_translator=IllumaDbtTranslator(),
     pool=WAREHOUSE_POOL,
+    op_tags=MERCHANT_STEP_TAGS,
 )
 def analytics_dbt_models(
     context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource
 ) -> Iterator[Any]:
     merchant_id, date = partition_parts(context)
     url = warehouse.resolved_url()
-    if not warehouse.get().merchant_schema_exists(merchant_id):
+    wh = warehouse.get()
+    if not wh.merchant_schema_exists(merchant_id):
         raise dg.Failure(
             f"merchant {merchant_id!r} has no warehouse schema: onboard it with "
             "'illuma merchants add' before materializing its partitions"
         )
-    args = [
-        "build",
-        "--target",
-        dbt_target(url),
-        "--vars",
-        json.dumps(build_dbt_vars(merchant_id, date, url)),
-    ]
-    yield from dbt.cli(args, context=context).stream()
+    dbt_vars, secret_env = build_dbt_vars(merchant_id, date, wh)
+    args = ["build", "--target", dbt_target(url), "--vars", json.dumps(dbt_vars)]
+    with _process_env(secret_env):
+        # dagster-dbt copies os.environ when it starts dbt: the merchant login's password reaches
+        # that process's environment only, never its arguments, vars or logs.
+        invocation = dbt.cli(args, context=context)
+    yield from invocation.stream()
+
+
+@contextlib.contextmanager
+def _process_env(values: Mapping[str, str]) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import dagster as dg
 import pandas as pd
 
+from assets.concurrency import MERCHANT_STEP_TAGS, WAREHOUSE_POOL
 from assets.core import (
     BUYER_PII_KEY,
     INVENTORY_SNAPSHOTS_KEY,
@@ -38,7 +39,7 @@ from illuma_pipelines.merchant_ids import merchant_schema
 from illuma_pipelines.raw_records import QUARANTINE, raw_payloads
 from illuma_pipelines.sealing import unseal_payloads, unsealed_pii_keys
 from illuma_pipelines.vault import Vault
-from illuma_pipelines.warehouse import Connection
+from illuma_pipelines.warehouse import IN_SCHEMA, Connection
 from resources.vault import VaultResource
 from resources.warehouse import WarehouseResource
 
@@ -84,6 +85,8 @@ def _result(table: str, frame: pd.DataFrame, extra_failures: list[str] | None = 
     name=ORDERS_QUALITY,
     blocking=True,
     partitions_def=merchant_daily_partitions,
+    pool=WAREHOUSE_POOL,
+    op_tags=MERCHANT_STEP_TAGS,
     description="Unique order keys, required fields, ISO 4217 currencies, statuses from the "
     "vocabulary, non-negative amounts; line amounts add up to the order subtotal.",
 )
@@ -110,6 +113,8 @@ def _table_check(
         name=name,
         blocking=True,
         partitions_def=merchant_daily_partitions,
+        pool=WAREHOUSE_POOL,
+        op_tags=MERCHANT_STEP_TAGS,
         description=description,
     )
     def _check(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
@@ -184,10 +189,10 @@ def _raw_findings(conn: Connection, merchant_id: str, date: str, known: set[str]
 
 def _text_columns(conn: Connection, schema: str) -> Iterator[tuple[str, str]]:
     rows = conn.fetchall(
-        "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = ? "
+        f"SELECT table_name, column_name FROM information_schema.columns WHERE {IN_SCHEMA} "
         "AND data_type IN ('VARCHAR', 'TEXT', 'text', 'character varying', 'JSON', 'jsonb', 'json') "
         "ORDER BY table_name, column_name",
-        [schema],
+        [schema, schema],
     )
     for table, column in rows:
         # Raw payloads hold sealed PII fields: `_raw_findings` checks them field by field.
@@ -200,6 +205,8 @@ def _text_columns(conn: Connection, schema: str) -> Iterator[tuple[str, str]]:
     name=NO_PLAINTEXT_PII,
     blocking=True,
     partitions_def=merchant_daily_partitions,
+    pool=WAREHOUSE_POOL,
+    op_tags=MERCHANT_STEP_TAGS,
     description="No plaintext buyer PII in any warehouse column of the merchant: every buyer_pii "
     "column is a vault ciphertext, every PII field of the partition's raw payloads and quarantine "
     "copies is sealed, and no other text column holds an e-mail address, a phone number, or a "

@@ -11,8 +11,9 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
+from assets.concurrency import MERCHANT_STEP_TAGS, WAREHOUSE_POOL
 from assets.core import BUYER_PII_KEY
-from assets.extracts import WAREHOUSE_POOL, extract_key
+from assets.extracts import extract_key
 from assets.partitions import merchant_daily_partitions, partition_parts
 from illuma_pipelines import purge
 from illuma_pipelines.audit import purge_security_logs
@@ -69,6 +70,7 @@ def _compliance_asset(key: dg.AssetKey, deps: list[dg.AssetKey]):
         kinds={"python"},
         owners=OWNERS,
         pool=WAREHOUSE_POOL,
+        op_tags=MERCHANT_STEP_TAGS,
     )
 
 

@@ -10,7 +10,8 @@ from collections.abc import Iterable
 import dagster as dg
 from pydantic import Field
 
-from assets.extracts import WAREHOUSE_POOL, extract_key
+from assets.concurrency import MERCHANT_STEP_TAGS, WAREHOUSE_POOL
+from assets.extracts import extract_key
 from assets.partitions import merchant_daily_partitions, partition_parts
 from illuma_pipelines.core.inventory import load_inventory_partition
 from illuma_pipelines.core.orders import (
@@ -94,6 +95,7 @@ _ORDER_DATASETS = {channel: extract_key(channel, "orders") for channel in CHANNE
     ],
     partitions_def=merchant_daily_partitions,
     pool=WAREHOUSE_POOL,
+    op_tags=MERCHANT_STEP_TAGS,
 )
 def core_orders(
     context: dg.AssetExecutionContext,
@@ -156,6 +158,7 @@ def core_orders(
     kinds=KINDS,
     owners=OWNERS,
     pool=WAREHOUSE_POOL,
+    op_tags=MERCHANT_STEP_TAGS,
 )
 def inventory_snapshots(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
     """One row per day, SKU and channel from the inventory extracts: FBA/WFS fulfillable, inbound,

@@ -15,6 +15,7 @@ from typing import Any
 
 import dagster as dg
 
+from assets.concurrency import MERCHANT_STEP_TAGS, WAREHOUSE_POOL
 from assets.partitions import merchant_daily_partitions, partition_parts
 from illuma_pipelines.marketplaces import marketplace
 from illuma_pipelines.merchant_ids import merchant_schema
@@ -33,7 +34,6 @@ from resources.http import ChannelCredentials, RequestStats
 from resources.vault import VaultResource
 from resources.warehouse import WarehouseResource
 
-WAREHOUSE_POOL = "warehouse"
 Window = tuple[datetime, datetime]
 Fetch = Callable[[Any, ChannelCredentials, Window, RequestStats, "ExtractContext"], Iterable[dict]]
 
@@ -101,6 +101,7 @@ def build_extract_asset(spec: ExtractSpec) -> dg.AssetsDefinition:
         kinds={spec.channel, "python"},
         owners=["team:data"],
         pool=WAREHOUSE_POOL,
+        op_tags=MERCHANT_STEP_TAGS,
         required_resource_keys={"warehouse", spec.channel, *(["vault"] if spec.seals_pii else [])},
         deps=[dg.AssetKey(["extracts", name]) for name in spec.deps],
         description=spec.description,

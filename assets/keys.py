@@ -5,13 +5,13 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from assets.extracts import WAREHOUSE_POOL
+from assets.concurrency import MERCHANT_STEP_TAGS, WAREHOUSE_POOL
 from illuma_pipelines.key_rotation import rotate_all_merchants
 from resources.vault import VaultResource
 from resources.warehouse import WarehouseResource
 
 
-@dg.op(pool=WAREHOUSE_POOL, tags={"kind": "vault"})
+@dg.op(pool=WAREHOUSE_POOL, tags={"kind": "vault", **MERCHANT_STEP_TAGS})
 def rotated_pii_keys(
     context: dg.OpExecutionContext, warehouse: WarehouseResource, vault: VaultResource
 ) -> dict:

@@ -8,7 +8,9 @@ The raw file is NDJSON of Orders v2026-01-01 records (the official doc example, 
 varied and 1 to 4 lines per order). For each engine, each step in a fresh child process (so peak
 memory is its own):
 1. the bare load, `--bare-runs` times (the fastest sets the ratio): DuckDB `read_json` of the
-   file into a table; PostgreSQL `COPY` of its lines into a jsonb table;
+   file into a table of the merchant's own database file; PostgreSQL `COPY` of its lines into a
+   jsonb table of the merchant's schema, as the merchant's login (ADR 0001: the pipeline's
+   login reaches no merchant table);
 2. untimed set-up: the same records staged as one day's raw_amazon_orders partition, as the
    extract asset leaves them;
 3. the pipeline: `illuma_pipelines.core.orders.load_orders_partition`, the core_orders asset's own function
@@ -17,6 +19,8 @@ memory is its own):
    normalizes them with exact decimals (in worker processes, one per core, while this
    process writes), encrypts the PII through the vault and replaces the current orders, lines,
    adjustments, status history and PII rows, one transaction per batch.
+PostgreSQL runs in a throwaway database provisioned as production is (bench/common.py): the
+pipeline logs in as a non-superuser, the merchant's data is reached through its own login.
 Prints lines/s, the pipeline's peak RSS (its own, its worker processes', and their sum, an upper
 bound of the whole), the bare load's, and the ratio pipeline time / bare-load time.
 Goals (issue 4): >= 200,000 lines/s on DuckDB, ratio <= 4, peak < 2 GB.
@@ -30,7 +34,6 @@ import json
 import os
 import re
 import resource
-import secrets
 import subprocess
 import sys
 import tempfile
@@ -41,8 +44,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.common import throwaway_warehouse_url  # noqa: E402
+
 TEMPLATE = ROOT / "tests" / "fixtures" / "amazon" / "amazon_v2026_searchOrders_docexample.json"
-PG_ADMIN = os.environ.get("ILLUMA_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 MERCHANT = "bench_merchant"
 ORDER_ID = re.compile(r'"orderId":"([^"]+)"')
 
@@ -72,7 +77,9 @@ def peak_rss_mb() -> float:
 
 
 def run_bare(engine: str, raw: Path, url: str) -> dict:
-    """The bare load of the raw file: the engine's own fastest path."""
+    """The bare load of the raw file: the engine's own fastest path, into the merchant's own
+    database file (DuckDB) or schema (PostgreSQL, as the merchant's login), where the pipeline
+    loads too."""
     from illuma_pipelines.registry import add_merchant
     from illuma_pipelines.warehouse import Warehouse
 
@@ -80,19 +87,25 @@ def run_bare(engine: str, raw: Path, url: str) -> dict:
     if not warehouse.merchant_schema_exists(MERCHANT):
         add_merchant(warehouse, MERCHANT)
     schema = f"m_{MERCHANT}"
-    with warehouse.connect() as conn:
+    with warehouse.merchant_scope(MERCHANT) as conn:
         conn.execute(f"DROP TABLE IF EXISTS {schema}.bare")
     started = time.perf_counter()
     if engine == "duckdb":
         import duckdb
 
-        con = duckdb.connect(url[len("duckdb:///") :])
+        # A plain connection to the merchant's file (whose catalog is named `m_<id>`): read_json
+        # needs the file access a merchant scope has switched off.
+        con = duckdb.connect(str(warehouse.merchant_file(MERCHANT)))
         con.execute(f"CREATE TABLE {schema}.bare AS SELECT * FROM read_json('{raw}', format='newline_delimited')")
         con.close()
     else:
         import psycopg
+        from psycopg.conninfo import make_conninfo
 
-        with psycopg.connect(url) as con:
+        # The merchant's own login (its schema admits no other non-superuser): the same COPY as
+        # before the per-merchant logins, a plain psycopg connection outside the pipeline's pool.
+        dsn, password = warehouse.merchant_dsn(MERCHANT)
+        with psycopg.connect(make_conninfo(dsn, password=password)) as con:
             con.execute(f"CREATE TABLE {schema}.bare (payload jsonb)")
             with con.cursor() as cur, cur.copy(f"COPY {schema}.bare (payload) FROM STDIN") as cp, raw.open() as f:
                 for line in f:
@@ -200,7 +213,7 @@ def run_pipeline(engine: str, raw: Path, url: str, batch_records: int | None, wo
             warehouse, vault, MERCHANT, day, "bench", batch_records=batch_records or RAW_BATCH_RECORDS, workers=workers
         )
     pipeline_seconds = time.perf_counter() - started
-    with warehouse.connect() as conn:
+    with warehouse.merchant_scope(MERCHANT) as conn:
         loaded = conn.row_count(f"m_{MERCHANT}", ORDER_LINES.name)
     assert loaded == done.lines_written and not done.rejected, (loaded, done)
     return {
@@ -244,39 +257,28 @@ def _bench(args: argparse.Namespace, work: Path) -> int:
     print(f"raw extract: {args.lines:,} lines in {n_orders:,} orders, {raw.stat().st_size / 1e6:.0f} MB "
           f"NDJSON (written in {time.perf_counter() - started:.0f} s)")
     for engine in args.engines.split(","):
-        db = None
-        if engine == "duckdb":
-            url = f"duckdb:///{work / 'bench.duckdb'}"
-        else:
-            import psycopg
-
-            db = f"illuma_bench_{secrets.token_hex(4)}"
-            with psycopg.connect(PG_ADMIN, autocommit=True) as con:
-                con.execute(f"CREATE DATABASE {db}")
-            url = f"{PG_ADMIN.rsplit('/', 1)[0]}/{db}"
-        try:
+        # DuckDB: the platform file and the merchant's own file under `work`; PostgreSQL: a
+        # provisioned throwaway database the pipeline reaches with its non-superuser login (the
+        # admin URL, for onboarding, is in the environment the child processes inherit).
+        with throwaway_warehouse_url(engine, work, MERCHANT) as url:
             r: dict = {}
             bare: list[float] = []
             options = ["--batch-records", str(args.batch_records)] if args.batch_records else []
             options += ["--workers", str(args.workers)] if args.workers is not None else []
-            for step in ["bare"] * args.bare_runs + ["stage", "pipeline"]:
-                out = subprocess.run(
-                    [sys.executable, __file__, *options, "--child", step, engine, str(raw), url],
-                    capture_output=True, text=True, check=True,
-                )
-                r.update(json.loads(out.stdout.strip().splitlines()[-1]))
-                if step == "bare":
-                    bare.append(r["bare_seconds"])
+            try:
+                for step in ["bare"] * args.bare_runs + ["stage", "pipeline"]:
+                    out = subprocess.run(
+                        [sys.executable, __file__, *options, "--child", step, engine, str(raw), url],
+                        capture_output=True, text=True, check=True,
+                    )
+                    r.update(json.loads(out.stdout.strip().splitlines()[-1]))
+                    if step == "bare":
+                        bare.append(r["bare_seconds"])
+            except subprocess.CalledProcessError as exc:
+                print(exc.stderr[-3000:])
+                raise
             # The fastest bare load sets the ratio: the conservative choice on a noisy machine.
             r["bare_seconds"] = min(bare)
-        except subprocess.CalledProcessError as exc:
-            print(exc.stderr[-3000:])
-            raise
-        finally:
-            if db:
-                with psycopg.connect(PG_ADMIN, autocommit=True) as con:
-                    con.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
-                    con.execute(f"DROP ROLE IF EXISTS m_{MERCHANT}_rw")
         rate = r["lines"] / r["pipeline_seconds"]
         print(
             f"{engine:<9} {r['lines']:,} lines normalized ({r['workers']} worker process(es)) + PII encrypted + loaded in {r['pipeline_seconds']:.1f} s "

@@ -15,7 +15,8 @@ under the hold key (one order in 90, sealed with real vault ciphertexts in core_
 raw payloads) re-sealed under their due day's key, and today's due key destroyed. The other rows
 stand for a steady state: their values already sit under their due day's key (`pii_key_version`).
 The bare baseline runs, on a copy of the same data (a
-file copy; a Postgres template database) and in one transaction timed through its commit, the two
+copy of the merchant's own DuckDB file; a Postgres template database, where the statements run as
+the admin) and in one transaction timed through its commit, the two
 statements a hand-written purge would: DELETE the due orders' PII rows and UPDATE their raw
 payloads with the same regex redaction in SQL, keyed by a plain `shipped_at < cutoff`.
 Prints rows per second for both and the ratio purge time / bare time. Goal (issue 5): ratio <= 2.
@@ -35,7 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import PG_ADMIN, throwaway_warehouse_url  # noqa: E402
+from bench.common import admin_url, copy_pg_database, pg_dbname, throwaway_warehouse_url  # noqa: E402
 from illuma_pipelines import purge  # noqa: E402
 from illuma_pipelines.core.orders import encrypted_pii_frame  # noqa: E402
 from illuma_pipelines.core.tables import BUYER_PII, ORDER_STATUS_HISTORY, ORDERS  # noqa: E402
@@ -68,7 +69,7 @@ def build(wh: Warehouse, orders: int, vault: Vault) -> None:
     shipped = (
         "CAST(? AS TIMESTAMPTZ) - CASE WHEN i % 10 = 0 THEN INTERVAL '200 days' ELSE INTERVAL '5 days' END"
     )
-    with wh.connect() as conn:
+    with wh.merchant_scope(MERCHANT) as conn:
         for spec in (ORDERS, BUYER_PII, ORDER_STATUS_HISTORY, raw):
             conn.create_table(schema, spec)
         conn.execute(
@@ -107,7 +108,7 @@ def build(wh: Warehouse, orders: int, vault: Vault) -> None:
         )
     _land_pending(wh, vault, orders, payload_of=lambda i: _payload(i))
     if wh.dialect == "postgres":
-        with wh.connect() as conn:
+        with wh.merchant_scope(MERCHANT) as conn:
             for table in ("core_orders", "core_buyer_pii", raw.name):
                 conn.execute(f"ANALYZE {schema}.{table}")
 
@@ -151,13 +152,14 @@ def _land_pending(wh: Warehouse, vault: Vault, orders: int, payload_of) -> None:
                 "pii_key_version": pd.Series(sealed.key_versions, dtype="Int64"),
             }
         )
-        with wh.connect() as conn:
+        with wh.merchant_scope(MERCHANT) as conn:
             conn.load_frame(schema, "core_buyer_pii", frame)
             conn.load_frame(schema, "raw_amazon_orders", raw)
 
 
 def bare(url: str, dialect: str) -> tuple[float, int]:
-    """The hand-written statements on a copy of the same data, timed through their commit."""
+    """The hand-written statements on a copy of the same data, timed through their commit: `url` is
+    the copy's admin URL (PostgreSQL) or the copy of the merchant's file (DuckDB, `duckdb:///`)."""
     schema = merchant_schema(MERCHANT)
     cutoff = cutoffs(NOW)["buyer_pii_amazon_delivery"]
     due = f"SELECT marketplace_order_id FROM {schema}.core_orders WHERE shipped_at < ?"
@@ -168,6 +170,8 @@ def bare(url: str, dialect: str) -> tuple[float, int]:
         import psycopg
 
         started = time.perf_counter()
+        # As the admin: plain statements measure the engine, whichever role runs them (no row
+        # security on these tables), and the copy keeps no pipeline or merchant sessions.
         with psycopg.connect(url) as con:
             n1 = con.execute(delete.replace("?", "%s"), [cutoff]).rowcount
             n2 = con.execute(update.replace("?", "%s"), [purge.PII_VALUE_PATTERN, purge.REDACTED_VALUE, cutoff]).rowcount
@@ -184,20 +188,25 @@ def bare(url: str, dialect: str) -> tuple[float, int]:
     return time.perf_counter() - started, n1 + n2
 
 
-def _copy(engine: str, url: str, work: Path) -> str:
-    """A copy of the built data for the bare statements (file copy; Postgres template database)."""
+def _copy(engine: str, wh: Warehouse, work: Path) -> str:
+    """A copy of the built data for the bare statements: the merchant's own file (DuckDB; copied
+    under its own name, in another folder, so its catalog is still `m_<id>`), or the whole database
+    through a Postgres template (the pipeline's pooled sessions ended first: a template must have
+    none; they reconnect on next use). Returns the URL the bare statements use."""
     if engine == "duckdb":
         import shutil
 
-        target = work / "bare.duckdb"
-        shutil.copyfile(url.removeprefix("duckdb:///"), target)
+        source = wh.merchant_file(MERCHANT)
+        target = work / "bare" / source.name
+        target.parent.mkdir()
+        shutil.copyfile(source, target)
+        wal = source.with_name(source.name + ".wal")
+        if wal.exists():
+            shutil.copyfile(wal, target.with_name(target.name + ".wal"))
         return f"duckdb:///{target}"
-    import psycopg
-
-    source = url.rsplit("/", 1)[1]
-    with psycopg.connect(PG_ADMIN, autocommit=True) as con:
-        con.execute(f"CREATE DATABASE {source}_bare TEMPLATE {source}")
-    return f"{url}_bare"
+    source = pg_dbname(wh.url)
+    copy_pg_database(source, f"{source}_bare")
+    return admin_url(f"{source}_bare")
 
 
 def run_engine(engine: str, orders: int, work: Path) -> dict:
@@ -217,7 +226,7 @@ def _run(engine: str, url: str, orders: int, work: Path) -> dict:
     t0 = time.perf_counter()
     build(wh, orders, vault)
     built = time.perf_counter() - t0
-    bare_s, bare_rows = bare(_copy(engine, url, work), engine)
+    bare_s, bare_rows = bare(_copy(engine, wh, work), engine)
     t0 = time.perf_counter()
     result, shred = purge_and_shred(wh, vault, MERCHANT, now=NOW, run_id="bench")
     purge_s = time.perf_counter() - t0

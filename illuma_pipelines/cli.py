@@ -18,7 +18,7 @@ from illuma_pipelines.registry import (
     list_merchants,
     offboard_merchant,
 )
-from illuma_pipelines.warehouse import Warehouse, WarehouseError
+from illuma_pipelines.warehouse import PostgresWarehouse, Warehouse, WarehouseError
 
 
 def _warehouse(args: argparse.Namespace) -> Warehouse:
@@ -48,6 +48,17 @@ def _cmd_merchants_add(args: argparse.Namespace) -> int:
         actor=f"cli:{os.environ.get('USER', 'unknown')}",
     )
     print(f"{merchant.merchant_id}: {merchant.status}; channels: {', '.join(merchant.channel_names) or 'none'}")
+    return 0
+
+
+def _cmd_warehouse_provision(args: argparse.Namespace) -> int:
+    wh = _warehouse(args)
+    if isinstance(wh, PostgresWarehouse):
+        wh.provision()
+        print(f"provisioned {wh.dbname}: platform schema, guards, pipeline login {wh.login!r} (not a superuser)")
+    else:
+        wh.ensure_platform()
+        print(f"platform ready in {wh.path}; merchants get their own files in {wh.merchants_dir}")
     return 0
 
 
@@ -358,6 +369,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8765)
     serve.add_argument("--seed", type=int, default=7, help="world seed: same seed, same data")
     serve.set_defaults(func=_cmd_sandbox_serve)
+    wh = sub.add_parser("warehouse", help="the merchant warehouse").add_subparsers(dest="action", required=True)
+    provision = wh.add_parser(
+        "provision",
+        help="create or update the platform schema, its guards and the pipeline's non-superuser "
+        "login, through the admin connection (PostgreSQL: ILLUMA_WAREHOUSE_ADMIN_URL)",
+    )
+    provision.set_defaults(func=_cmd_warehouse_provision)
     home = sub.add_parser(
         "instance-home", help="create the project-local Dagster home if missing, or bring its dagster.yaml up to date"
     )

@@ -13,6 +13,7 @@ import dagster as dg
 from assets.analytics import analytics_dbt_models
 from assets.checks import quality_checks
 from assets.compliance import compliance_assets
+from assets.concurrency import EXECUTOR
 from assets.core import core_assets
 from assets.extracts import extract_assets
 from assets.platform import platform_assets
@@ -43,4 +44,5 @@ def defs() -> dg.Definitions:
         schedules=[merchant_daily_schedule, key_rotation_schedule, pii_purge_schedule],
         sensors=[merchants_sensor, erasure_sensor, audit_log_sensor],
         resources=resources_for(environment.name),
+        executor=EXECUTOR,
     )

@@ -31,9 +31,10 @@ from typing import TYPE_CHECKING, TextIO
 from urllib.parse import quote, urlsplit
 
 from illuma_pipelines.environment import PRODUCTION, current_environment, environment_name
+from illuma_pipelines.merchant_ids import merchant_schema
 from illuma_pipelines.paths import PROJECT_ROOT, var_dir
 from illuma_pipelines.registry import ChannelConnection, add_merchant
-from illuma_pipelines.warehouse import Warehouse
+from illuma_pipelines.warehouse import PLATFORM_SCHEMA, Warehouse
 
 if TYPE_CHECKING:
     import dagster as dg
@@ -45,6 +46,41 @@ DEMO_MERCHANTS = {
 }
 
 INSTANCE_YAML = """\
+# Project-local Dagster instance (SQLite storage) for the demo and `make ui`.
+# Each merchant's DuckDB data is a file of its own (ADR 0001): one run per merchant at a time (the
+# `illuma/merchant` tag) and, inside a run, one step at a time that opens it (the executor's
+# `illuma/warehouse` limit, assets/concurrency.py); different merchants run side by side, two at
+# once on this 2-core default (the `warehouse` pool and the run limit).
+concurrency:
+  runs:
+    max_concurrent_runs: 2
+    tag_concurrency_limits:
+      - key: "illuma/merchant"
+        value:
+          applyLimitPerUniqueValue: true
+        limit: 1
+  pools:
+    default_limit: 2
+# A run whose process died must not keep the `warehouse` pool. With `make ui` the daemon fails
+# runs that do not start or cancel within 3 minutes and runs still going after an hour (the
+# default run launcher cannot see whether a run's process is alive: that limit is what ends a run
+# whose process was killed), and frees the pool slots of runs that ended 30 s ago. Resuming is
+# off: the default run launcher cannot resume a run, and a merchant-day run is simply re-run.
+# `make demo` and `make ui` first fail the runs whose process is gone (`illuma runs recover`).
+run_monitoring:
+  enabled: true
+  start_timeout_seconds: 180
+  cancel_timeout_seconds: 180
+  max_runtime_seconds: 3600
+  max_resume_run_attempts: 0
+  poll_interval_seconds: 30
+  free_slots_after_run_end_seconds: 30
+telemetry:
+  enabled: false
+"""
+# dagster.yaml files written by earlier versions of this module: replaced by INSTANCE_YAML.
+_EARLIER_INSTANCE_YAMLS = (
+    """\
 # Project-local Dagster instance (SQLite storage) for the demo and `make ui`.
 # DuckDB allows one writer process per file: every warehouse writer shares the `warehouse` pool.
 concurrency:
@@ -66,9 +102,7 @@ run_monitoring:
   free_slots_after_run_end_seconds: 30
 telemetry:
   enabled: false
-"""
-# dagster.yaml files written by earlier versions of this module: replaced by INSTANCE_YAML.
-_EARLIER_INSTANCE_YAMLS = (
+""",
     """\
 # Project-local Dagster instance (SQLite storage) for the demo and `make ui`.
 # DuckDB allows one writer process per file: every warehouse writer shares the `warehouse` pool.
@@ -441,14 +475,18 @@ def _run_demo(instance: dg.DagsterInstance, home: Path, days: int, stop: StopSig
         for handle in step_output.values():
             handle.close()
     print("rows per table:")
+    # Each merchant through its own scope: the platform's connection cannot see merchant tables.
+    for merchant_id in warehouse.merchant_ids():
+        schema = merchant_schema(merchant_id)
+        with warehouse.merchant_scope(merchant_id) as conn:
+            for table in conn.base_tables(schema):
+                print(f"  {schema + '.' + table:<58} {conn.row_count(schema, table):>8}")
     with warehouse.connect() as conn:
-        rows = conn.fetchall(
-            "SELECT table_schema, table_name FROM information_schema.tables "
-            "WHERE table_schema LIKE 'm\\_%' ESCAPE '\\' OR table_schema = 'platform' "
-            "ORDER BY table_schema, table_name"
-        )
-        for schema, table in rows:
-            print(f"  {schema}.{table:<36} {conn.row_count(schema, table):>8}")
+        for (table,) in conn.fetchall(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = ? ORDER BY table_name",
+            [PLATFORM_SCHEMA],
+        ):
+            print(f"  {PLATFORM_SCHEMA + '.' + table:<58} {conn.row_count(PLATFORM_SCHEMA, table):>8}")
     print(f"\nwarehouse: {url}")
     print(f"Dagster instance: {home}")
     print("UI: run `make ui`, then open http://127.0.0.1:3000")

@@ -47,7 +47,7 @@ from illuma_pipelines.raw_records import QUARANTINE
 from illuma_pipelines.registry import RegistryError, record_audit
 from illuma_pipelines.sealing import open_for_export
 from illuma_pipelines.vault import CIPHERTEXT_REGEX, Vault
-from illuma_pipelines.warehouse import PLATFORM_SCHEMA, Connection, Warehouse
+from illuma_pipelines.warehouse import IN_SCHEMA, PLATFORM_SCHEMA, Connection, Warehouse
 
 FORMAT = "illuma-merchant-export/1"
 MANIFEST = "manifest.json"
@@ -252,15 +252,14 @@ class _Table:
 def _relations(conn: Connection, schema: str) -> list[tuple[str, str, list[_Column]]]:
     """(name, table|view, columns) of every relation in `schema`, by name."""
     found = conn.fetchall(
-        "SELECT table_name, table_type FROM information_schema.tables WHERE table_schema = ? "
-        "ORDER BY table_name",
-        [schema],
+        f"SELECT table_name, table_type FROM information_schema.tables WHERE {IN_SCHEMA} ORDER BY table_name",
+        [schema, schema],
     )
     columns: dict[str, list[_Column]] = {}
     for table, c, t, p, s in conn.fetchall(
         "SELECT table_name, column_name, data_type, numeric_precision, numeric_scale "
-        "FROM information_schema.columns WHERE table_schema = ? ORDER BY table_name, ordinal_position",
-        [schema],
+        f"FROM information_schema.columns WHERE {IN_SCHEMA} ORDER BY table_name, ordinal_position",
+        [schema, schema],
     ):
         columns.setdefault(table, []).append(_column(c, t, p, s))
     return [
@@ -277,7 +276,6 @@ def _read(conn: Connection, schema: str, name: str, columns: Sequence[_Column]) 
     order = ", ".join(str(i) for i in range(1, len(columns) + 1))
     return [
         list(r)
-        # The schema stays unquoted: DuckDB's merchant scope checks the names a statement uses.
         for r in conn.fetchall(f"SELECT {exprs} FROM {schema}.{_quote(name)} ORDER BY {order}")
     ]
 
@@ -523,9 +521,6 @@ def export_merchant(
         )
         if not known:
             raise RegistryError(f"unknown merchant {merchant_id!r}: see 'illuma merchants list'")
-        # Listed with platform access: a relation the merchant's role cannot read then fails the
-        # export loudly instead of going missing from it.
-        relations = _relations(conn, schema)
         account = _account_tables(conn, merchant_id)
         conn.execute(
             f"INSERT INTO {PLATFORM_SCHEMA}.data_requests (request_id, merchant_id, kind, received_at, "
@@ -533,6 +528,12 @@ def export_merchant(
             [request_id, merchant_id, REQUEST_KIND, created, retention.request_deadline(created), requested_by],
         )
     try:
+        # Listed in the merchant's own scope, where everything in its schema is its own: the
+        # platform's login has no access to a merchant's schema (ADR 0001).
+        relations = []
+        if warehouse.merchant_schema_exists(merchant_id):
+            with warehouse.merchant_scope(merchant_id) as conn:
+                relations = _relations(conn, schema)
         return _export(
             warehouse, vault, merchant_id, schema, known[0], relations, account, export_id, request_id,
             final, created, requested_by, completed=now is not None,

@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 
 # Lowercase ASCII letter first, then lowercase ASCII letters, digits or underscores; 2 to 40
-# characters. This keeps `m_<id>` (schema) and `m_<id>_rw` (role) well inside PostgreSQL's
-# 63-byte identifier limit and excludes every character Dagster forbids in partition keys.
+# characters. This keeps `m_<id>` (schema) and `m_<id>_<8-hex placement tag>` (the merchant's
+# login, illuma_pipelines/warehouse_logins.py) inside PostgreSQL's 63-byte identifier limit and
+# excludes every character Dagster forbids in partition keys.
 MERCHANT_ID_PATTERN = re.compile(r"[a-z][a-z0-9_]{1,39}")
 MERCHANT_ID_RULE = (
     "a merchant id is 2 to 40 characters: a lowercase ASCII letter, then lowercase ASCII "
@@ -32,8 +33,3 @@ def validate_merchant_id(value: object) -> str:
 def merchant_schema(merchant_id: str) -> str:
     """The warehouse schema that holds only this merchant's data."""
     return f"m_{validate_merchant_id(merchant_id)}"
-
-
-def merchant_role(merchant_id: str) -> str:
-    """The PostgreSQL role that can reach only this merchant's schema."""
-    return f"m_{validate_merchant_id(merchant_id)}_rw"

@@ -11,23 +11,28 @@ as set-based SQL over one merchant's schema. No Dagster here; the clock (`now`) 
   closes it as withdrawn (audited) and reactivates the account, unless its erasure has begun.
 
 Every action that changed something writes one `platform.retention_ledger` row (merchant, rule,
-target, action, rows, cutoff, policy version, run) in the same transaction as the change, so a
-purge killed midway leaves either both or neither, and a re-run finds nothing left to do and writes
-nothing. Ledger rows never hold a PII value.
+target, action, rows, cutoff, policy version, run). The purge changes the merchant's tables in the
+merchant's own scope (ADR 0001), which cannot reach the ledger: its rows are staged in the same
+transaction as the change (the merchant's report table and signed outbox) and written to the
+ledger right after the commit, or by the next run if the process died in between (see OUTBOX_TABLE
+below). A purge killed midway thus ends with both or neither, and a re-run finds nothing left to do
+and writes nothing. Ledger rows never hold a PII value.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 import shutil
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from illuma_pipelines.core.tables import BUYER_PII, ORDER_STATUS_HISTORY, ORDERS
 from illuma_pipelines.marketplaces import all_pii_keys, raw_datasets, raw_table_name
-from illuma_pipelines.merchant_ids import merchant_role, merchant_schema, validate_merchant_id
+from illuma_pipelines.merchant_ids import merchant_schema, validate_merchant_id
 from illuma_pipelines.paths import data_dir, var_dir
 from illuma_pipelines.raw_records import QUARANTINE
 from illuma_pipelines.registry import (
@@ -51,7 +56,14 @@ from illuma_pipelines.retention import (
     request_deadline,
     request_status,
 )
-from illuma_pipelines.warehouse import PLATFORM_SCHEMA, Connection, Warehouse
+from illuma_pipelines.warehouse import (
+    PLATFORM_SCHEMA,
+    Connection,
+    TableSpec,
+    Warehouse,
+    any_of,
+    cols,
+)
 
 # Every channel's PII keys (illuma_pipelines/marketplaces.py), in one pattern: a marketplace added
 # there is redacted here without a change.
@@ -203,16 +215,120 @@ def _apply(
             result.entries.append(entry)
 
 
-def ensure_report_view(conn: Connection, merchant_id: str) -> None:
-    """The merchant-facing purge report: the merchant's ledger rows, readable in its own schema."""
+# A purge changes the merchant's tables inside the merchant's scope, where the platform's ledger is
+# out of reach (ADR 0001). Its ledger rows are written there, in the same transaction as the
+# changes: into the merchant's own report table and into an outbox, each outbox row signed with the
+# platform's ledger key (which no merchant scope can read). The platform then copies the outbox
+# into platform.retention_ledger, checking each signature (a row the merchant's scope forged or
+# altered is refused and audited), and empties it. A purge killed between the two finds its rows
+# in the outbox on the next run: the ledger ends with both or neither, as before.
+OUTBOX_TABLE = "retention_outbox"
+_LEDGER_COLUMNS = (
+    "ledger_id text!", "rule_id text!", "target text!", "action text!", "rows_affected bigint!",
+    "cutoff timestamptz", "policy_version text!", "policy_fingerprint text!", "purged_at timestamptz!",
+    "run_id text!",
+)
+OUTBOX = TableSpec(OUTBOX_TABLE, cols(*_LEDGER_COLUMNS, "signature text!"), primary_key=("ledger_id",))
+REPORT = TableSpec(REPORT_VIEW, cols(*_LEDGER_COLUMNS), primary_key=("ledger_id",))
+_LEDGER_NAMES = [c.split()[0] for c in _LEDGER_COLUMNS]
+
+
+def _signature(key: bytes, merchant_id: str, row: Sequence) -> str:
+    def text(value: object) -> str:
+        if isinstance(value, datetime):
+            return value.astimezone(UTC).isoformat()
+        return "" if value is None else str(value)
+
+    message = "\x1f".join([merchant_id, *(text(v) for v in row)])
+    return hmac.new(key, message.encode(), hashlib.sha256).hexdigest()
+
+
+def _stage(
+    conn: Connection,
+    merchant_id: str,
+    entries: Iterable[LedgerEntry],
+    key: bytes,
+    *,
+    policy: Policy,
+    now: datetime,
+    run_id: str,
+) -> list[list]:
+    """Write `entries` to the merchant's report table and signed outbox, in the caller's
+    merchant-scope transaction; returns the ledger rows, which the caller hands to flush_ledger
+    (what the merchant's outbox holds never replaces them: a rule or trigger there could drop
+    rows on their way in)."""
     schema = merchant_schema(merchant_id)
-    conn.execute(
-        f"CREATE OR REPLACE VIEW {schema}.{REPORT_VIEW} AS SELECT rule_id, target, action, "
-        f"rows_affected, cutoff, policy_version, purged_at FROM {LEDGER} "
-        f"WHERE merchant_id = '{validate_merchant_id(merchant_id)}'"
-    )
-    if conn.dialect == "postgres":
-        conn.execute(f"GRANT SELECT ON {schema}.{REPORT_VIEW} TO {merchant_role(merchant_id)}")
+    conn.create_table(schema, OUTBOX)
+    conn.create_table(schema, REPORT)
+    staged = []
+    for entry in entries:
+        row = [
+            uuid.uuid4().hex, entry.rule_id, entry.target, entry.action, entry.rows_affected,
+            entry.cutoff, policy.version, policy.fingerprint(), now, run_id,
+        ]
+        marks = ", ".join("?" * len(row))
+        conn.execute(f"INSERT INTO {schema}.{REPORT_VIEW} ({', '.join(_LEDGER_NAMES)}) VALUES ({marks})", row)
+        conn.execute(
+            f"INSERT INTO {schema}.{OUTBOX_TABLE} ({', '.join(_LEDGER_NAMES)}, signature) VALUES ({marks}, ?)",
+            [*row, _signature(key, merchant_id, row)],
+        )
+        staged.append(row)
+    return staged
+
+
+def flush_ledger(wh: Warehouse, merchant_id: str, key: bytes, staged: Sequence[Sequence] = ()) -> int:
+    """Write to platform.retention_ledger, each row once, the rows this process just staged and
+    those a stopped purge left in the merchant's outbox (signature checked: a row the merchant's
+    scope forged or altered is refused and audited); then empty the outbox. Returns how many rows
+    the ledger gained."""
+    schema = merchant_schema(merchant_id)
+    with wh.merchant_scope(merchant_id) as conn:
+        rows = conn.fetchall(
+            f"SELECT {', '.join(_LEDGER_NAMES)}, signature FROM {schema}.{OUTBOX_TABLE}"
+        ) if conn.table_exists(schema, OUTBOX_TABLE) else []
+    if not rows and not staged:
+        return 0
+    verified = [r[:-1] for r in rows if hmac.compare_digest(r[-1] or "", _signature(key, merchant_id, r[:-1]))]
+    good = list({row[0]: list(row) for row in [*verified, *staged]}.values())
+    added = 0
+    with wh.connect() as conn:
+        have = {r[0] for r in conn.fetchall(
+            f"SELECT ledger_id FROM {LEDGER} WHERE {any_of(conn.dialect, 'ledger_id')}", [[r[0] for r in good]]
+        )} if good else set()
+        for row in good:
+            if row[0] in have:
+                continue
+            conn.execute(
+                f"INSERT INTO {LEDGER} (merchant_id, {', '.join(_LEDGER_NAMES)}) VALUES (?{', ?' * len(row)})",
+                [merchant_id, *row],
+            )
+            added += 1
+        if len(verified) < len(rows):
+            record_audit(
+                conn,
+                actor="platform:ledger",
+                action="retention.ledger_rejected",
+                merchant_id=merchant_id,
+                details={"rows": len(rows) - len(verified), "reason": "outbox row without a valid signature"},
+            )
+    if rows:
+        with wh.merchant_scope(merchant_id) as conn:
+            conn.execute(
+                f"DELETE FROM {schema}.{OUTBOX_TABLE} WHERE {any_of(conn.dialect, 'ledger_id')}", [[r[0] for r in rows]]
+            )
+    return added
+
+
+def _record(
+    wh: Warehouse, merchant_id: str, entries: list[LedgerEntry], *, policy: Policy, now: datetime, run_id: str
+) -> None:
+    """Ledger rows for changes made outside a merchant-scope transaction (export files)."""
+    if not entries:
+        return
+    _, key = wh.placement()
+    with wh.merchant_scope(merchant_id) as conn:
+        staged = _stage(conn, merchant_id, entries, key, policy=policy, now=now, run_id=run_id)
+    flush_ledger(wh, merchant_id, key, staged)
 
 
 # ---------------------------------------------------------------------------------- PII purge
@@ -233,10 +349,11 @@ def purge_pii(
     merchant has orders: the shredding purge re-seals the remaining PII there
     (illuma_pipelines/shredding.py).
 
-    One transaction: the due orders are found once (each under the first policy rule that made it
-    due), then each table is changed with one set-based statement, and the ledger rows are written
-    with the changes, so a purge killed midway leaves nothing half done and the next run does it
-    all. Values already removed are not matched again: a re-run changes nothing and writes no
+    One transaction, in the merchant's own scope (ADR 0001): the due orders are found once (each
+    under the first policy rule that made it due), then each table is changed with one set-based
+    statement, and the ledger rows are staged with the changes (report table and signed outbox),
+    then written to the platform's ledger after the commit (flush_ledger), so a purge killed midway
+    leaves nothing half done and the next run does it all. Values already removed are not matched again: a re-run changes nothing and writes no
     ledger row. Export archives past their expiry go last (files, with their own bookkeeping).
     """
     validate_merchant_id(merchant_id)
@@ -250,10 +367,11 @@ def purge_pii(
     unmatched = policy.rule("raw_pii_unmatched")
     rules = {r.id: r for r in policy.rules}
 
-    with wh.connect() as conn:
-        if not conn.schema_exists(schema):
-            raise RegistryError(f"merchant {merchant_id!r} has no schema {schema!r}: nothing to purge")
-        ensure_report_view(conn, merchant_id)
+    if not wh.merchant_schema_exists(merchant_id):
+        raise RegistryError(f"merchant {merchant_id!r} has no schema {schema!r}: nothing to purge")
+    _, key = wh.placement()
+    flush_ledger(wh, merchant_id, key)  # rows of a purge stopped after its commit
+    with wh.merchant_scope(merchant_id) as conn:
         have_orders = conn.table_exists(schema, ORDERS_TABLE)
         entries: list[LedgerEntry] = []
 
@@ -300,20 +418,20 @@ def purge_pii(
             add([(unmatched.id, n)], table)
         if in_transaction is not None:
             in_transaction(conn, policy, have_orders)
-        for entry in entries:
-            _ledger(conn, merchant_id, entry, policy=policy, now=now, run_id=run_id)
+        staged = _stage(conn, merchant_id, entries, key, policy=policy, now=now, run_id=run_id)
         result.entries.extend(entries)
+    flush_ledger(wh, merchant_id, key, staged)
 
     # 4. Export archives past their expiry (7 days, or earlier when PII inside them is due).
     from illuma_pipelines import export
 
     deleted = export.delete_expired_exports(wh, now, merchant_id=merchant_id)
+    if deleted:
+        rule = policy.rule("exports")
+        entry = LedgerEntry(rule.id, "exports", str(rule.action), len(deleted), cut[rule.id])
+        _record(wh, merchant_id, [entry], policy=policy, now=now, run_id=run_id)
+        result.entries.append(entry)
     with wh.connect() as conn:
-        if deleted:
-            rule = policy.rule("exports")
-            entry = LedgerEntry(rule.id, "exports", str(rule.action), len(deleted), cut[rule.id])
-            _ledger(conn, merchant_id, entry, policy=policy, now=now, run_id=run_id)
-            result.entries.append(entry)
         record_audit(
             conn,
             actor=f"run:{run_id}",
@@ -650,7 +768,7 @@ def withdraw_deletion(
             "immediate_deletion = FALSE WHERE merchant_id = ?",
             [ACTIVE, merchant_id],
         )
-        if not conn.schema_exists(merchant_schema(merchant_id)):
+        if not wh.merchant_schema_exists(merchant_id):
             raise RegistryError(
                 f"the erasure of {merchant_id!r} has begun (its schema is gone): the request can no "
                 "longer be withdrawn; the erasure completes at its next run, after which the merchant "
@@ -773,18 +891,20 @@ def erase_account(
 
     schema = merchant_schema(merchant_id)
 
+    rows_held = 0
+    if wh.merchant_schema_exists(merchant_id):
+        # Counted in the merchant's own scope (the platform's login cannot read its tables).
+        with wh.merchant_scope(merchant_id) as conn:
+            rows_held = sum(conn.row_count(schema, t) for t in conn.base_tables(schema))
+
     def drop_schema(conn: Connection) -> LedgerEntry | None:
         still_terminated(conn)
-        if not conn.schema_exists(schema):
+        if not wh.merchant_schema_exists(merchant_id):
             return None
-        tables = [r[0] for r in conn.fetchall(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = ? AND table_type = 'BASE TABLE'",
-            [schema],
-        )]
-        rows = sum(conn.row_count(schema, t) for t in tables)
-        # Counted, dropped (on Postgres with the merchant's role) and ledgered in one transaction.
+        # PostgreSQL: dropped through the admin-owned erasure function, in this transaction with
+        # its ledger row. DuckDB: the merchant's file is deleted.
         wh.drop_merchant_schema_in(conn, merchant_id)
-        return LedgerEntry("merchant_schema", schema, "drop_schema", rows)
+        return LedgerEntry("merchant_schema", schema, "drop_schema", rows_held)
 
     step(drop_schema)
 

@@ -15,9 +15,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from illuma_pipelines.marketplaces import CHANNELS
-from illuma_pipelines.merchant_ids import merchant_role, merchant_schema, validate_merchant_id
+from illuma_pipelines.merchant_ids import merchant_schema, validate_merchant_id
 from illuma_pipelines.retention import effective_policy, erasure_deadline
-from illuma_pipelines.warehouse import PLATFORM_SCHEMA, Connection, Warehouse
+from illuma_pipelines.warehouse import (
+    IN_SCHEMA,
+    PLATFORM_SCHEMA,
+    Connection,
+    TableSpec,
+    Warehouse,
+    cols,
+)
 
 __all__ = ["CHANNELS"]  # re-exported for the CLI's help text
 ACTIVE, OFFBOARDED = "active", "offboarded"
@@ -175,12 +182,34 @@ def record_audit(
     return event_id
 
 
-def _connections_view_sql(merchant_id: str) -> str:
-    return (
-        f"CREATE OR REPLACE VIEW {merchant_schema(merchant_id)}.registry_channel_connections AS "
-        f"SELECT merchant_id, channel, marketplace_ids, connected_at FROM {PLATFORM_SCHEMA}.channel_connections "
-        f"WHERE merchant_id = '{validate_merchant_id(merchant_id)}'"
-    )
+# The merchant's own copy of its channel connections (no credential reference), for its dbt models:
+# a merchant scope cannot read the platform schema (ADR 0001), so the platform writes the copy into
+# the merchant's schema, from the merchant's scope, whenever the connections change.
+CONNECTIONS_COPY = TableSpec(
+    "registry_channel_connections",
+    cols("merchant_id text!", "channel text!", "marketplace_ids text", "connected_at timestamptz!"),
+    primary_key=("channel",),
+)
+
+
+def sync_connections_copy(warehouse: Warehouse, merchant_id: str) -> int:
+    """Rewrite the merchant's copy of its channel connections from the registry."""
+    with warehouse.connect() as conn:
+        frame = conn.fetch_df(
+            f"SELECT merchant_id, channel, marketplace_ids, connected_at FROM {PLATFORM_SCHEMA}.channel_connections "
+            "WHERE merchant_id = ? ORDER BY channel",
+            [merchant_id],
+        )
+    schema = merchant_schema(merchant_id)
+    with warehouse.merchant_scope(merchant_id) as conn:
+        # A view of the platform table before ADR 0001's isolation; the merchant cannot read that.
+        if conn.fetchone(
+            f"SELECT 1 FROM information_schema.tables WHERE table_name = ? AND table_type = 'VIEW' AND {IN_SCHEMA}",
+            [CONNECTIONS_COPY.name, schema, schema],
+        ):
+            conn.execute(f"DROP VIEW {schema}.{CONNECTIONS_COPY.name}")
+        conn.create_table(schema, CONNECTIONS_COPY)
+        return conn.replace_rows(schema, CONNECTIONS_COPY.name, {}, frame)
 
 
 def add_merchant(
@@ -244,12 +273,6 @@ def add_merchant(
                 "marketplace_ids, connected_at) VALUES (?, ?, ?, ?, ?)",
                 [merchant_id, name, conn_spec.credential_ref, ",".join(conn_spec.marketplace_ids), at],
             )
-        conn.execute(_connections_view_sql(merchant_id))
-        if warehouse.dialect == "postgres":
-            conn.execute(
-                f"GRANT SELECT ON {merchant_schema(merchant_id)}.registry_channel_connections "
-                f"TO {merchant_role(merchant_id)}"
-            )
         record_audit(
             conn,
             actor=actor,
@@ -258,6 +281,7 @@ def add_merchant(
             details={"channels": sorted(channels)},
             at=at,
         )
+    sync_connections_copy(warehouse, merchant_id)
     return get_merchant(warehouse, merchant_id)
 
 

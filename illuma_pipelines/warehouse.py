@@ -1,10 +1,12 @@
 """The merchant warehouse: one interface, two engines (embedded DuckDB, production PostgreSQL).
 
 Tenancy follows ADR 0001 (docs/decisions/0001-warehouse-tenancy.md): a `platform` schema for the
-registry and the audit log, and one schema per merchant (`m_<merchant_id>`). On PostgreSQL each
-merchant schema is owned by its own role that can reach nothing else, and merchant-scoped work runs
-under that role, so the database itself refuses cross-merchant access. DuckDB has no privileges:
-there the merchant scope refuses statements that name another schema before they run.
+registry and the audit log, and one schema per merchant (`m_<merchant_id>`) that only the merchant's
+scope reaches. On PostgreSQL a merchant scope is a session of the merchant's own login role, which
+owns its schema and holds no other right; the pipeline's login is not a superuser and holds rights
+on the platform schema only, so no platform statement ever runs on a merchant's objects. On DuckDB
+each merchant is a file of its own, opened alone with file access and configuration changes
+disabled; the platform is another file.
 
 SQL in this project uses `?` placeholders; the PostgreSQL backend translates them.
 """
@@ -12,10 +14,14 @@ SQL in this project uses `?` placeholders; the PostgreSQL backend translates the
 from __future__ import annotations
 
 import contextlib
+import getpass
 import io
+import logging
 import os
 import re
 import secrets
+import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,7 +30,15 @@ from typing import Any
 
 import pandas as pd
 
-from illuma_pipelines.merchant_ids import merchant_role, merchant_schema, validate_merchant_id
+from illuma_pipelines.merchant_ids import merchant_schema, validate_merchant_id
+from illuma_pipelines.warehouse_logins import (
+    login_ref,
+    merchant_login_role,
+    resolve_login_password,
+    scram_verifier,
+)
+
+logger = logging.getLogger(__name__)
 
 PLATFORM_SCHEMA = "platform"
 
@@ -43,12 +57,14 @@ _TYPES = {
 _IDENT = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
+# An information_schema condition (two parameters: the schema name twice) for "in merchant
+# schema ?": the schema on PostgreSQL; on DuckDB the `main` schema of the merchant's own file,
+# whose catalog carries the schema's name (ADR 0001).
+IN_SCHEMA = "(table_schema = ? OR (table_catalog = ? AND table_schema = 'main'))"
+
+
 class WarehouseError(RuntimeError):
     """A warehouse operation failed for a reason the caller can act on."""
-
-
-class CrossMerchantAccess(WarehouseError):
-    """A merchant-scoped statement named a schema other than the merchant's own."""
 
 
 def _ident(name: str) -> str:
@@ -118,6 +134,22 @@ def cols(*spec: str) -> tuple[Column, ...]:
 
 
 PLATFORM_TABLES: tuple[TableSpec, ...] = (
+    # One row: this database's placement tag (part of every merchant login's name, so two
+    # databases of one server never share a role) and the ledger signing key (never leaves the
+    # platform schema; merchant scopes cannot read it).
+    # PostgreSQL also records which database the tag was made in: a copy of the database (a
+    # restore, CREATE DATABASE ... TEMPLATE) gets a tag and merchant logins of its own.
+    TableSpec(
+        "placement",
+        cols("tag text!", "ledger_key text!", "created_at timestamptz!", "database_oid bigint"),
+        primary_key=("tag",),
+    ),
+    # PostgreSQL: each merchant's login role and the reference its password resolves from.
+    TableSpec(
+        "merchant_logins",
+        cols("merchant_id text!", "role_name text!", "credential_ref text!", "created_at timestamptz!"),
+        primary_key=("merchant_id",),
+    ),
     TableSpec(
         "merchants",
         cols(
@@ -277,6 +309,15 @@ class Connection(ABC):
         )
         return bool(row and row[0])
 
+    def base_tables(self, schema: str) -> list[str]:
+        """The base tables of `schema`, by name (on DuckDB also those of the catalog so named:
+        a merchant's file)."""
+        return [r[0] for r in self.fetchall(
+            f"SELECT table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE' AND {IN_SCHEMA} "
+            "ORDER BY table_name",
+            [schema, schema],
+        )]
+
     def row_count(self, schema: str, table: str, where: Mapping[str, Any] | None = None) -> int:
         where = where or {}
         clause = " AND ".join(f"{_ident(k)} = ?" for k in where) or "TRUE"
@@ -287,17 +328,23 @@ class Connection(ABC):
 
 
 class Warehouse(ABC):
-    """Engine-neutral entry point. Build one with `Warehouse.from_url`."""
+    """Engine-neutral entry point. Build one with `Warehouse.from_url`.
+
+    `connect()` is the platform's connection: the `platform` schema only, never a merchant's
+    objects. `merchant_scope(merchant_id)` is the only way to a merchant's data: on PostgreSQL a
+    session of the merchant's own login role, on DuckDB the merchant's own file opened alone with
+    file access and configuration changes disabled (ADR 0001).
+    """
 
     dialect: str
     url: str
 
     @staticmethod
-    def from_url(url: str) -> Warehouse:
+    def from_url(url: str, admin_url: str | None = None) -> Warehouse:
         if url.startswith("duckdb:///"):
             return DuckDBWarehouse(Path(url[len("duckdb:///") :]))
         if url.startswith(("postgresql://", "postgresql+psycopg://", "postgres://")):
-            return PostgresWarehouse(url)
+            return PostgresWarehouse(url, admin_url=admin_url)
         raise WarehouseError(
             f"unsupported warehouse url {_redact(url)!r}: use duckdb:///path/to/file.duckdb or "
             "postgresql://user@host:port/dbname"
@@ -308,56 +355,56 @@ class Warehouse(ABC):
 
     @abstractmethod
     def merchant_scope(self, merchant_id: str) -> contextlib.AbstractContextManager[Connection]:
-        """A connection that can reach only `merchant_id`'s schema."""
+        """A connection that can reach only `merchant_id`'s data."""
 
     @abstractmethod
-    def _create_merchant_schema(self, conn: Connection, merchant_id: str) -> None: ...
-
-    @abstractmethod
-    def _drop_merchant_schema(self, conn: Connection, merchant_id: str) -> None: ...
-
     def ensure_platform(self) -> None:
-        with self.connect() as conn:
-            self._lock_platform_setup(conn)
-            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {PLATFORM_SCHEMA}")
-            for spec in PLATFORM_TABLES:
-                conn.create_table(PLATFORM_SCHEMA, spec)
-            self._secure_platform(conn)
+        """The platform schema, its tables and guards, in place and current."""
 
-    def _lock_platform_setup(self, conn: Connection) -> None:
-        """Serialize concurrent platform setups (DuckDB: one writer per file already)."""
-        return None
-
-    def _secure_platform(self, conn: Connection) -> None:
-        """Engine-enforced protection of platform tables. DuckDB has no triggers or roles: there
-        platform.audit_log is append-only by code (only `audit.purge_security_logs` deletes)."""
-        return None
-
+    @abstractmethod
     def create_merchant_schema(self, merchant_id: str) -> str:
-        """Create the merchant's schema (and, on PostgreSQL, its role). Idempotent."""
-        validate_merchant_id(merchant_id)
-        with self.connect() as conn:
-            self._create_merchant_schema(conn, merchant_id)
-        return merchant_schema(merchant_id)
+        """Provision the merchant's own schema (and login, or file). Idempotent."""
 
+    @abstractmethod
     def drop_merchant_schema(self, merchant_id: str) -> None:
-        """Drop the merchant's schema with everything in it (and its role). Idempotent."""
-        validate_merchant_id(merchant_id)
-        with self.connect() as conn:
-            self._drop_merchant_schema(conn, merchant_id)
+        """Erase the merchant's schema with everything in it (and its login, or file). Idempotent."""
 
+    @abstractmethod
     def drop_merchant_schema_in(self, conn: Connection, merchant_id: str) -> None:
-        """As drop_merchant_schema, inside the caller's transaction (e.g. with its ledger row)."""
-        validate_merchant_id(merchant_id)
-        self._drop_merchant_schema(conn, merchant_id)
+        """As drop_merchant_schema, with the platform connection `conn` of the caller's
+        transaction (its ledger row): on PostgreSQL the drop commits or rolls back with it."""
 
-    def merchant_schema_exists(self, merchant_id: str) -> bool:
-        with self.connect() as conn:
-            return conn.schema_exists(merchant_schema(merchant_id))
+    @abstractmethod
+    def merchant_schema_exists(self, merchant_id: str) -> bool: ...
+
+    @abstractmethod
+    def merchant_ids(self) -> list[str]:
+        """Every merchant that has a schema (or file) in this warehouse."""
 
     def ensure_merchant_table(self, merchant_id: str, spec: TableSpec) -> None:
         with self.merchant_scope(merchant_id) as conn:
             conn.create_table(merchant_schema(merchant_id), spec)
+
+    def _platform_ddl(self) -> list[str]:
+        out = [f"CREATE SCHEMA IF NOT EXISTS {PLATFORM_SCHEMA}"]
+        out += [spec.ddl(PLATFORM_SCHEMA, self.dialect) for spec in PLATFORM_TABLES]
+        return out
+
+    def _ensure_placement(self, conn: Connection) -> None:
+        if not conn.fetchone(f"SELECT 1 FROM {PLATFORM_SCHEMA}.placement"):
+            conn.execute(
+                f"INSERT INTO {PLATFORM_SCHEMA}.placement (tag, ledger_key, created_at) VALUES (?, ?, ?)",
+                [secrets.token_hex(4), secrets.token_hex(32), pd.Timestamp.now(tz="UTC").to_pydatetime()],
+            )
+
+    def placement(self) -> tuple[str, bytes]:
+        """This database's placement tag (in merchant login names) and the key that signs the
+        ledger rows a merchant scope hands to the platform (illuma_pipelines/purge.py)."""
+        with self.connect() as conn:
+            row = conn.fetchone(f"SELECT tag, ledger_key FROM {PLATFORM_SCHEMA}.placement")
+        if row is None:
+            raise WarehouseError("the warehouse platform is not provisioned: run `illuma warehouse provision`")
+        return row[0], bytes.fromhex(row[1])
 
 
 def _redact(url: str) -> str:
@@ -370,42 +417,24 @@ def _redact(url: str) -> str:
 class _DuckDBConnection(Connection):
     dialect = "duckdb"
 
-    def __init__(self, con: Any, only_schema: str | None = None) -> None:
+    def __init__(self, con: Any) -> None:
         self._con = con
-        self._only_schema = only_schema
-
-    def _guard(self, sql: str) -> None:
-        # DuckDB has no privileges; refuse any qualified name outside the merchant's schema.
-        if self._only_schema is None:
-            return
-        for schema in re.findall(r"\b([A-Za-z_][A-Za-z0-9_]*)\s*\.\s*[A-Za-z_\"]", sql):
-            low = schema.lower()
-            if low != self._only_schema and (low.startswith("m_") or low in {PLATFORM_SCHEMA, "main"}):
-                raise CrossMerchantAccess(
-                    f"statement names schema {schema!r} from the scope of {self._only_schema!r}: "
-                    "merchant-scoped work may only touch its own schema"
-                )
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
-        self._guard(sql)
         self._con.execute(sql, list(params))
 
     def execute_count(self, sql: str, params: Sequence[Any] = ()) -> int:
-        self._guard(sql)
         # DuckDB answers an UPDATE or DELETE with one row: the number of rows it changed.
         row = self._con.execute(sql, list(params)).fetchone()
         return int(row[0]) if row else 0
 
     def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
-        self._guard(sql)
         return self._con.execute(sql, list(params)).fetchall()
 
     def fetch_df(self, sql: str, params: Sequence[Any] = ()) -> pd.DataFrame:
-        self._guard(sql)
         return self._con.execute(sql, list(params)).df()
 
     def iter_batches(self, sql: str, params: Sequence[Any] = (), size: int = 10_000) -> Iterator[list[tuple]]:
-        self._guard(sql)
         # A pending result is dropped by the next statement on the same DuckDB connection, so the
         # stream gets its own connection (its own snapshot) to the same database.
         reader = self._con.cursor()
@@ -416,9 +445,23 @@ class _DuckDBConnection(Connection):
         finally:
             reader.close()
 
+    # A merchant's tables live in the `main` schema of its own file, whose catalog is named like
+    # its schema on PostgreSQL (`m_<id>`): `m_<id>.orders` means the same on both engines.
+    def table_exists(self, schema: str, table: str) -> bool:
+        row = self.fetchone(
+            f"SELECT count(*) FROM information_schema.tables WHERE table_name = ? AND {IN_SCHEMA}",
+            [table, schema, schema],
+        )
+        return bool(row and row[0])
+
+    def schema_exists(self, schema: str) -> bool:
+        row = self.fetchone(
+            "SELECT count(*) FROM information_schema.schemata WHERE schema_name = ? OR catalog_name = ?",
+            [schema, schema],
+        )
+        return bool(row and row[0])
+
     def load_frame(self, schema: str, table: str, frame: pd.DataFrame) -> int:
-        if self._only_schema is not None and schema != self._only_schema:
-            raise CrossMerchantAccess(f"cannot load into {schema!r} from the scope of {self._only_schema!r}")
         if not len(frame):
             return 0
         names = ", ".join(_ident(c) for c in frame.columns)
@@ -441,9 +484,47 @@ class _DuckDBConnection(Connection):
 # its whole raw extract cached: cap it, and let larger work spill to `<file>.tmp`.
 DUCKDB_MEMORY_LIMIT_ENV = "ILLUMA_DUCKDB_MEMORY_LIMIT"
 DEFAULT_DUCKDB_MEMORY_LIMIT = "512MB"
+# How long opening a DuckDB file waits for another process's lock before failing with its PID.
+DUCKDB_LOCK_TIMEOUT_ENV = "ILLUMA_DUCKDB_LOCK_TIMEOUT"
+DEFAULT_DUCKDB_LOCK_TIMEOUT = 300.0
+# A merchant scope's file is opened with no way out: no file access (ATTACH, COPY, read_*,
+# extensions) and its configuration locked, so SQL inside it reaches its own file and nothing else.
+_CONFINED = {
+    "enable_external_access": False,
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "lock_configuration": True,
+}
+
+
+def _duckdb_connect(path: Path, config: dict, timeout: float) -> Any:
+    """Open `path`, waiting (and saying so) while another process holds its write lock."""
+    import duckdb
+
+    started = time.monotonic()
+    delay, warned = 0.02, False
+    while True:
+        try:
+            return duckdb.connect(str(path), config=config)
+        except duckdb.IOException as exc:
+            waited = time.monotonic() - started
+            if "lock" not in str(exc).lower():
+                raise
+            if waited >= timeout:
+                raise WarehouseError(
+                    f"{path.name} stayed locked by another process for {waited:.0f} s ({exc}); "
+                    f"raise {DUCKDB_LOCK_TIMEOUT_ENV} or stop the process named there"
+                ) from exc
+            if not warned and waited > 5:
+                logger.warning("waiting for the lock on %s: %s", path, exc)
+                warned = True
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
 
 
 class DuckDBWarehouse(Warehouse):
+    """The platform in `<path>`, each merchant in `<path stem>.merchants/m_<id>.duckdb`."""
+
     dialect = "duckdb"
 
     def __init__(self, path: Path, memory_limit: str | None = None) -> None:
@@ -456,19 +537,29 @@ class DuckDBWarehouse(Warehouse):
                 "give a size such as 1GB or 512MB"
             )
         self.memory_limit = limit.strip()
+        raw_timeout = os.environ.get(DUCKDB_LOCK_TIMEOUT_ENV) or str(DEFAULT_DUCKDB_LOCK_TIMEOUT)
+        try:
+            self.lock_timeout = float(raw_timeout)
+        except ValueError:
+            raise WarehouseError(f"{DUCKDB_LOCK_TIMEOUT_ENV}={raw_timeout!r} is not a number of seconds") from None
+
+    @property
+    def merchants_dir(self) -> Path:
+        return self.path.parent / f"{self.path.stem}.merchants"
+
+    def merchant_file(self, merchant_id: str) -> Path:
+        """The merchant's own database file; its catalog name is its schema name, `m_<id>`."""
+        return self.merchants_dir / f"{merchant_schema(merchant_id)}.duckdb"
 
     @contextlib.contextmanager
-    def _open(self, only_schema: str | None) -> Iterator[Connection]:
-        import duckdb
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+    def _open(self, path: Path, config: dict) -> Iterator[Connection]:
+        path.parent.mkdir(parents=True, exist_ok=True)
         # One short-lived connection per unit of work: DuckDB allows one writer process per file,
         # and dbt (a separate process) must be able to open it between our steps.
-        con = duckdb.connect(str(self.path))
+        con = _duckdb_connect(path, {"memory_limit": self.memory_limit, **config}, self.lock_timeout)
         try:
-            con.execute(f"SET memory_limit = '{self.memory_limit}'")
             con.execute("BEGIN TRANSACTION")
-            yield _DuckDBConnection(con, only_schema)
+            yield _DuckDBConnection(con)
             con.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(Exception):
@@ -478,24 +569,81 @@ class DuckDBWarehouse(Warehouse):
             con.close()
 
     def connect(self) -> contextlib.AbstractContextManager[Connection]:
-        return self._open(None)
+        if self.path.exists():
+            self._refuse_shared_layout()
+        return self._open(self.path, {})
+
+    def _refuse_shared_layout(self) -> None:
+        """A file from before the per-merchant layout holds merchant schemas beside the platform;
+        say so instead of reading it as empty."""
+        if getattr(self, "_layout_checked", False):
+            return
+        import duckdb
+
+        con = _duckdb_connect(self.path, {"memory_limit": self.memory_limit}, self.lock_timeout)
+        try:
+            old = con.execute(
+                "SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE 'm\\_%' ESCAPE '\\'"
+            ).fetchall()
+        except duckdb.Error:
+            old = []
+        finally:
+            con.close()
+        if old:
+            raise WarehouseError(
+                f"{self.path} holds merchant schemas ({', '.join(r[0] for r in old[:3])}...) in the "
+                "platform file: that is the layout before ADR 0001's per-merchant files. Move it aside "
+                "and rebuild (`make clean && make demo` locally)"
+            )
+        self._layout_checked = True
 
     @contextlib.contextmanager
     def merchant_scope(self, merchant_id: str) -> Iterator[Connection]:
-        schema = merchant_schema(merchant_id)
-        with self._open(schema) as conn:
-            if not conn.schema_exists(schema):
-                raise WarehouseError(
-                    f"merchant {merchant_id!r} has no schema {schema!r}: onboard it first "
-                    "(illuma merchants add)"
-                )
+        path = self.merchant_file(merchant_id)
+        if not path.exists():
+            raise WarehouseError(
+                f"merchant {merchant_id!r} has no warehouse file {path.name}: onboard it first "
+                "(illuma merchants add)"
+            )
+        with self._open(path, _CONFINED) as conn:
             yield conn
 
-    def _create_merchant_schema(self, conn: Connection, merchant_id: str) -> None:
-        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {merchant_schema(merchant_id)}")
+    def ensure_platform(self) -> None:
+        with self.connect() as conn:
+            for ddl in self._platform_ddl():
+                conn.execute(ddl)
+            self._ensure_placement(conn)
 
-    def _drop_merchant_schema(self, conn: Connection, merchant_id: str) -> None:
-        conn.execute(f"DROP SCHEMA IF EXISTS {merchant_schema(merchant_id)} CASCADE")
+    def create_merchant_schema(self, merchant_id: str) -> str:
+        validate_merchant_id(merchant_id)
+        path = self.merchant_file(merchant_id)
+        if not path.exists():
+            with self._open(path, _CONFINED):
+                pass  # creates the file, with nothing in it yet
+        return merchant_schema(merchant_id)
+
+    def drop_merchant_schema_in(self, conn: Connection, merchant_id: str) -> None:
+        self.drop_merchant_schema(merchant_id)
+
+    def drop_merchant_schema(self, merchant_id: str) -> None:
+        """Delete the merchant's file and its write-ahead log and spill folder: nothing of it is
+        left in a shared file, so no freed pages of it either."""
+        path = self.merchant_file(merchant_id)
+        for leftover in (path, path.with_name(path.name + ".wal")):
+            leftover.unlink(missing_ok=True)
+        spill = path.with_name(path.name + ".tmp")
+        if spill.is_dir():
+            import shutil
+
+            shutil.rmtree(spill, ignore_errors=True)
+
+    def merchant_schema_exists(self, merchant_id: str) -> bool:
+        return self.merchant_file(merchant_id).exists()
+
+    def merchant_ids(self) -> list[str]:
+        if not self.merchants_dir.is_dir():
+            return []
+        return sorted(p.stem[2:] for p in self.merchants_dir.glob("m_*.duckdb"))
 
 
 # ------------------------------------------------------------------------------------- PostgreSQL
@@ -552,14 +700,81 @@ class _PostgresConnection(Connection):
         return len(frame)
 
 
+# DISCARD ALL without its DEALLOCATE ALL, which would drop the statements psycopg prepared and
+# still believes exist.
+_RESET_SESSION = (
+    "CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; UNLISTEN *; "
+    "SELECT pg_advisory_unlock_all(); DISCARD PLANS; DISCARD TEMP; DISCARD SEQUENCES"
+)
+
+
+class _Pool:
+    """Idle PostgreSQL connections per login, reused across the units of work of a process (a run's
+    step opens dozens). A connection goes back only when its transaction ended cleanly, after
+    _RESET_SESSION (the settings, temp tables and locks of the unit before are gone). At most
+    MAX_IDLE idle connections in all, the least recently used closed first: a process that visits
+    many merchants (the tests, an operator's script) holds no more than that. Keyed by process: a
+    forked worker never touches its parent's sockets."""
+
+    MAX_IDLE = 6
+
+    def __init__(self) -> None:
+        self._idle: list[tuple[str, Any]] = []  # least recently returned first
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+
+    def take(self, key: str, connect: Any) -> Any:
+        from psycopg.pq import TransactionStatus
+
+        with self._lock:
+            if self._pid != os.getpid():
+                self._idle, self._pid = [], os.getpid()
+            for i in range(len(self._idle) - 1, -1, -1):
+                if self._idle[i][0] == key:
+                    con = self._idle.pop(i)[1]
+                    if not con.closed and con.info.transaction_status == TransactionStatus.IDLE:
+                        return con
+        return connect()
+
+    def give(self, key: str, con: Any) -> None:
+        from psycopg.pq import TransactionStatus
+
+        if con.closed or con.info.transaction_status != TransactionStatus.IDLE or self._pid != os.getpid():
+            con.close()
+            return
+        try:
+            con.execute(_RESET_SESSION)
+        except Exception:
+            con.close()
+            return
+        with self._lock:
+            self._idle.append((key, con))
+            evicted = self._idle[: -self.MAX_IDLE] if len(self._idle) > self.MAX_IDLE else []
+            del self._idle[: len(evicted)]
+        for _, old in evicted:
+            old.close()
+
+    def drop(self, key: str) -> None:
+        with self._lock:
+            mine = self._pid == os.getpid()
+            gone = [c for k, c in self._idle if k == key] if mine else []
+            self._idle = [(k, c) for k, c in self._idle if k != key] if mine else []
+        for con in gone:
+            con.close()
+
+
+_POOL = _Pool()
+
+
 # platform.audit_log is append-only on PostgreSQL: the database refuses every UPDATE and TRUNCATE,
 # and every DELETE except of a row older than AUDIT_LOG_MIN_RETENTION by the database's own clock
 # in a transaction that declared itself the retention purge (`SET LOCAL illuma.purge =
 # 'security_logs'`, see audit.purge_security_logs). Triggers bind superusers and owners too; they
 # are enabled ALWAYS, so `session_replication_role = replica` does not skip them either.
-PIPELINE_ROLE = "illuma_pipeline"  # NOLOGIN; may read and append to the audit log, nothing more
+PIPELINE_ROLE = "illuma_pipeline"  # NOLOGIN group of the pipeline's logins: platform rights only
 AUDIT_LOG_MIN_RETENTION = "12 months"  # the `security_logs` minimum of the retention policy
 PURGE_SETTING, SECURITY_LOG_PURGE = "illuma.purge", "security_logs"
+ADMIN_URL_VAR = "ILLUMA_WAREHOUSE_ADMIN_URL"
 _AUDIT_GUARD = f"{PLATFORM_SCHEMA}.audit_log_append_only"
 _AUDIT_TRIGGERS = {
     "audit_log_append_only": f"BEFORE UPDATE OR DELETE ON {PLATFORM_SCHEMA}.audit_log FOR EACH ROW",
@@ -582,6 +797,28 @@ BEGIN
             || 'deletes audit rows, and only rows older than {AUDIT_LOG_MIN_RETENTION}';
 END
 """
+# No `?` or `%` in here either. Erasure's one privileged step, owned by the provisioning admin and executable by the pipeline's
+# logins only: drop the merchant's schema, everything its login owns in this database, and the
+# login. DROP runs no trigger, rule or function of the merchant (only superusers can create event
+# triggers), so nothing of the merchant's runs with these rights. The role name comes from the
+# platform's own table, never from the caller.
+_ERASE_FUNCTION = f"{PLATFORM_SCHEMA}.erase_merchant_warehouse"
+_ERASE_BODY = f"""
+DECLARE
+    login text;
+BEGIN
+    IF p_merchant !~ '^[a-z][a-z0-9_]{{1,39}}$' THEN
+        RAISE EXCEPTION 'invalid merchant id';
+    END IF;
+    SELECT role_name INTO login FROM {PLATFORM_SCHEMA}.merchant_logins WHERE merchant_id = p_merchant;
+    EXECUTE 'DROP SCHEMA IF EXISTS ' || quote_ident('m_' || p_merchant) || ' CASCADE';
+    IF login IS NOT NULL AND EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = login) THEN
+        EXECUTE 'DROP OWNED BY ' || quote_ident(login);
+        EXECUTE 'DROP ROLE ' || quote_ident(login);
+    END IF;
+    DELETE FROM {PLATFORM_SCHEMA}.merchant_logins WHERE merchant_id = p_merchant;
+END
+"""
 _CREATE_PIPELINE_ROLE = f"""
 DO $illuma$
 BEGIN
@@ -594,84 +831,224 @@ $illuma$
 """
 # Serializes concurrent platform setups of one database (advisory locks are per database).
 _PLATFORM_SETUP_LOCK = 0x696C6C756D61
+# Bumped with any change of the provisioning below; ensure_platform compares it.
+_PROVISIONING_VERSION = "4"
 
 
 class PostgresWarehouse(Warehouse):
+    """The pipeline connects with its own non-superuser login (the URL); only provisioning (the
+    platform schema, a merchant's schema and login) uses the admin URL, and logs that it does."""
+
     dialect = "postgres"
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, admin_url: str | None = None) -> None:
+        from psycopg.conninfo import conninfo_to_dict
+
         # psycopg 3 is the driver; accept SQLAlchemy-style URLs too.
         self.url = url
-        self._dsn = re.sub(r"^postgres(ql)?(\+psycopg)?://", "postgresql://", url)
+        self._dsn = _plain_dsn(url)
+        self.admin_url = admin_url if admin_url is not None else os.environ.get(ADMIN_URL_VAR) or None
+        info = conninfo_to_dict(self._dsn)
+        self.dbname = info.get("dbname") or info.get("user") or "postgres"
+        self.login = info.get("user") or os.environ.get("PGUSER") or getpass.getuser()
+        self._logins: dict[str, tuple[str, str]] = {}
 
-    def _connect_raw(self) -> Any:
+    def _raw(self, dsn: str, shown: str, **kwargs: Any) -> Any:
         import psycopg
 
         try:
-            return psycopg.connect(self._dsn, connect_timeout=10)
+            return psycopg.connect(dsn, connect_timeout=10, autocommit=True, **kwargs)
         except psycopg.OperationalError as exc:
             raise WarehouseError(
-                f"cannot reach the PostgreSQL warehouse at {_redact(self.url)}: {exc}. Check "
-                "ILLUMA_WAREHOUSE_URL and that the server is running."
+                f"cannot reach the PostgreSQL warehouse as {shown}: {exc}. Check ILLUMA_WAREHOUSE_URL "
+                "and that the server is running."
             ) from exc
 
+    def _platform_raw(self) -> Any:
+        con = self._raw(self._dsn, _redact(self.url))
+        if (self._dsn, os.getpid()) not in _CHECKED_LOGINS:
+            row = con.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
+            if row and row[0]:
+                con.close()
+                raise _LoginRefused(
+                    f"the warehouse login {self.login!r} is a superuser: the pipeline runs as a "
+                    f"non-superuser login (ADR 0001). Give the admin URL as {ADMIN_URL_VAR} and a "
+                    "pipeline login as ILLUMA_WAREHOUSE_URL, then run `illuma warehouse provision`"
+                )
+            _CHECKED_LOGINS.add((self._dsn, os.getpid()))
+        return con
+
     @contextlib.contextmanager
-    def connect(self) -> Iterator[Connection]:
-        con = self._connect_raw()
+    def _unit(self, key: str, connect: Any) -> Iterator[Connection]:
+        import psycopg
+
+        con = _POOL.take(key, connect)
+        transaction = con.transaction()
         try:
-            with con.transaction():
+            transaction.__enter__()
+        except psycopg.OperationalError:
+            # A pooled connection the server closed meanwhile (restart, idle timeout, terminated):
+            # nothing ran on it yet, so a fresh one takes its place.
+            con.close()
+            con = connect()
+            transaction = con.transaction()
+            transaction.__enter__()
+        try:
+            with contextlib.ExitStack() as stack:
+                stack.push(transaction)
                 yield _PostgresConnection(con)
         finally:
-            con.close()
+            _POOL.give(key, con)
+
+    def connect(self) -> contextlib.AbstractContextManager[Connection]:
+        return self._unit(self._dsn, self._platform_raw)
+
+    def _merchant_login(self, merchant_id: str) -> tuple[str, str]:
+        validate_merchant_id(merchant_id)
+        if merchant_id not in self._logins:
+            with self.connect() as conn:
+                row = conn.fetchone(
+                    f"SELECT role_name, credential_ref FROM {PLATFORM_SCHEMA}.merchant_logins WHERE merchant_id = ?",
+                    [merchant_id],
+                ) if conn.table_exists(PLATFORM_SCHEMA, "merchant_logins") else None
+            if row is None:
+                raise WarehouseError(
+                    f"merchant {merchant_id!r} has no warehouse schema or login: onboard it first "
+                    "(illuma merchants add)"
+                )
+            self._logins[merchant_id] = (row[0], row[1])
+        return self._logins[merchant_id]
+
+    def merchant_dsn(self, merchant_id: str) -> tuple[str, str]:
+        """The merchant login's DSN without its password, and the password (for dbt's env)."""
+        from psycopg.conninfo import make_conninfo
+
+        role, ref = self._merchant_login(merchant_id)
+        return make_conninfo(self._dsn, user=role, password=""), resolve_login_password(ref)
 
     @contextlib.contextmanager
     def merchant_scope(self, merchant_id: str) -> Iterator[Connection]:
-        schema, role = merchant_schema(merchant_id), merchant_role(merchant_id)
-        con = self._connect_raw()
+        from psycopg.conninfo import make_conninfo
+
+        role, ref = self._merchant_login(merchant_id)
+        dsn = make_conninfo(self._dsn, user=role)
+        schema = merchant_schema(merchant_id)
+
+        def connect() -> Any:
+            return self._raw(make_conninfo(dsn, password=resolve_login_password(ref)), f"{role} (merchant login)")
+
+        with self._unit(dsn, connect) as conn:
+            conn.execute(f"SET LOCAL search_path TO {schema}")
+            yield conn
+
+    # ------------------------------------------------------------------------ provisioning
+    @contextlib.contextmanager
+    def _admin(self, why: str) -> Iterator[Connection]:
+        if not self.admin_url:
+            raise WarehouseError(
+                f"{why} is provisioning and needs the admin connection: set {ADMIN_URL_VAR} "
+                "(a superuser, or a role with CREATEROLE that owns the database)"
+            )
+        from psycopg.conninfo import make_conninfo
+
+        # The admin URL may name another database of the server: provisioning happens in ours.
+        admin_dsn = make_conninfo(_plain_dsn(self.admin_url), dbname=self.dbname)
+        logger.info("provisioning (%s): connecting as the admin %s", why, _redact(self.admin_url))
+        con = self._raw(admin_dsn, f"the admin {_redact(self.admin_url)}")
         try:
             with con.transaction():
                 conn = _PostgresConnection(con)
-                if not conn.schema_exists(schema):
-                    raise WarehouseError(
-                        f"merchant {merchant_id!r} has no schema {schema!r}: onboard it first "
-                        "(illuma merchants add)"
-                    )
-                # SET LOCAL: the role and search path end with this transaction.
-                conn.execute(f"SET LOCAL ROLE {role}")
-                conn.execute(f"SET LOCAL search_path TO {schema}")
+                conn.execute(f"SELECT pg_advisory_xact_lock({_PLATFORM_SETUP_LOCK})")
                 yield conn
         finally:
             con.close()
 
-    def _create_merchant_schema(self, conn: Connection, merchant_id: str) -> None:
-        schema, role = merchant_schema(merchant_id), merchant_role(merchant_id)
-        exists = conn.fetchone("SELECT 1 FROM pg_roles WHERE rolname = ?", [role])
-        if not exists:
-            conn.execute(f"CREATE ROLE {role} NOLOGIN NOINHERIT")
-        # The pipeline's login role must be able to SET ROLE to the merchant role.
-        conn.execute(f"GRANT {role} TO CURRENT_USER")
-        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema} AUTHORIZATION {role}")
-        conn.execute(f"REVOKE ALL ON SCHEMA {schema} FROM PUBLIC")
+    def _provisioned(self) -> bool:
+        with self.connect() as conn:
+            if not conn.table_exists(PLATFORM_SCHEMA, "placement"):
+                return False
+            row = conn.fetchone(
+                "SELECT pg_has_role(current_user, ?, 'USAGE'), obj_description(to_regnamespace(?), 'pg_namespace'), "
+                f"(SELECT database_oid FROM {PLATFORM_SCHEMA}.placement) = "
+                "(SELECT oid::bigint FROM pg_database WHERE datname = current_database())",
+                [PIPELINE_ROLE, PLATFORM_SCHEMA],
+            )
+        return bool(row and row[0] and row[1] == self._provisioning_marker() and row[2])
 
-    def _drop_merchant_schema(self, conn: Connection, merchant_id: str) -> None:
-        schema, role = merchant_schema(merchant_id), merchant_role(merchant_id)
-        conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-        if conn.fetchone("SELECT 1 FROM pg_roles WHERE rolname = ?", [role]):
-            conn.execute(f"DROP OWNED BY {role}")
-            conn.execute(f"DROP ROLE {role}")
+    def _provisioning_marker(self) -> str:
+        import hashlib
 
+        text = "\n".join([_PROVISIONING_VERSION, *self._platform_ddl(), _AUDIT_GUARD_BODY, _ERASE_BODY])
+        return "illuma provisioning " + hashlib.sha256(text.encode()).hexdigest()[:16]
 
-    def _lock_platform_setup(self, conn: Connection) -> None:
-        # Concurrent CREATE ... IF NOT EXISTS, CREATE OR REPLACE FUNCTION and GRANT on the same
-        # objects can fail ("duplicate key", "tuple concurrently updated"): one setup at a time.
-        conn.execute(f"SELECT pg_advisory_xact_lock({_PLATFORM_SETUP_LOCK})")
+    def ensure_platform(self) -> None:
+        """Cheap when provisioned (catalog reads on the pipeline's login); otherwise provisions
+        through the admin connection, or says how to."""
+        try:
+            if self._provisioned():
+                return
+        except _LoginRefused:
+            raise
+        except WarehouseError:
+            # The pipeline's login may not exist, or may not be let in, before provisioning.
+            if not self.admin_url:
+                raise
+        self.provision()
 
-    def _secure_platform(self, conn: Connection) -> None:
-        """Make platform.audit_log append-only and give PIPELINE_ROLE SELECT and INSERT on it only.
+    def provision(self) -> None:
+        """Create or bring up to date, as the admin: the platform schema and tables (owned by the
+        admin), the audit guard, the erasure function, the pipeline group role and its grants,
+        the pipeline login, and the database's default privileges taken from PUBLIC."""
+        with self._admin("setting up the platform schema") as conn:
+            for ddl in self._platform_ddl():
+                conn.execute(ddl)
+            self._ensure_placement(conn)
+            self._retag_if_copied(conn)
+            conn.execute(f"REVOKE ALL ON SCHEMA {PLATFORM_SCHEMA} FROM PUBLIC")
+            self._secure_audit_log(conn)
+            if not conn.fetchone("SELECT 1 FROM pg_roles WHERE rolname = ?", [PIPELINE_ROLE]):
+                conn.execute(_CREATE_PIPELINE_ROLE)
+            conn.execute(
+                f"CREATE OR REPLACE FUNCTION {_ERASE_FUNCTION}(p_merchant text) RETURNS void LANGUAGE plpgsql "
+                f"SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $illuma${_ERASE_BODY}$illuma$"
+            )
+            conn.execute(f"REVOKE ALL ON FUNCTION {_ERASE_FUNCTION}(text) FROM PUBLIC")
+            conn.execute(f"GRANT EXECUTE ON FUNCTION {_ERASE_FUNCTION}(text) TO {PIPELINE_ROLE}")
+            # Platform rights, on the platform schema only. The audit log: read, append, and
+            # delete what its trigger allows (the security-log purge); no UPDATE, no TRUNCATE.
+            conn.execute(f"GRANT USAGE ON SCHEMA {PLATFORM_SCHEMA} TO {PIPELINE_ROLE}")
+            for spec in PLATFORM_TABLES:
+                table = f"{PLATFORM_SCHEMA}.{spec.name}"
+                conn.execute(f"REVOKE ALL ON {table} FROM PUBLIC")
+                if spec.name == "audit_log":
+                    conn.execute(f"REVOKE ALL ON {table} FROM {PIPELINE_ROLE}")
+                    conn.execute(f"GRANT SELECT, INSERT, DELETE ON {table} TO {PIPELINE_ROLE}")
+                elif spec.name == "placement":
+                    conn.execute(f"GRANT SELECT ON {table} TO {PIPELINE_ROLE}")
+                else:
+                    conn.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON {table} TO {PIPELINE_ROLE}")
+            # Nobody connects, or makes temp tables, or creates in `public`, by default.
+            conn.execute(f"REVOKE ALL ON DATABASE {_quote(self.dbname)} FROM PUBLIC")
+            conn.execute(f"GRANT CONNECT ON DATABASE {_quote(self.dbname)} TO {PIPELINE_ROLE}")
+            conn.execute("REVOKE ALL ON SCHEMA public FROM PUBLIC")
+            self._ensure_pipeline_login(conn)
+            conn.execute(f"COMMENT ON SCHEMA {PLATFORM_SCHEMA} IS '{self._provisioning_marker()}'")
 
-        Idempotent and cheap when everything is in place (catalog reads only); safe when several
-        sessions set up the same database (see _lock_platform_setup), or the same cluster, at once.
-        """
+    def _ensure_pipeline_login(self, conn: Connection) -> None:
+        row = conn.fetchone("SELECT rolsuper FROM pg_roles WHERE rolname = ?", [self.login])
+        if row and row[0]:
+            raise WarehouseError(
+                f"ILLUMA_WAREHOUSE_URL logs in as {self.login!r}, a superuser: give the pipeline a "
+                "login of its own (provisioning creates it when it does not exist)"
+            )
+        if row is None:
+            _ident(self.login)
+            conn.execute(
+                f"CREATE ROLE {self.login} LOGIN INHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
+            )
+        conn.execute(f"GRANT {PIPELINE_ROLE} TO {_quote(self.login)}")
+
+    def _secure_audit_log(self, conn: Connection) -> None:
         table = f"{PLATFORM_SCHEMA}.audit_log"
         row = conn.fetchone("SELECT prosrc FROM pg_proc WHERE oid = to_regproc(?)::oid", [_AUDIT_GUARD])
         if row is None or row[0] != _AUDIT_GUARD_BODY:
@@ -690,14 +1067,112 @@ class PostgresWarehouse(Warehouse):
                 conn.execute(f"CREATE TRIGGER {name} {when} EXECUTE FUNCTION {_AUDIT_GUARD}()")
             if enabled.get(name) != "A":
                 conn.execute(f"ALTER TABLE {table} ENABLE ALWAYS TRIGGER {name}")
-        if not conn.fetchone("SELECT 1 FROM pg_roles WHERE rolname = ?", [PIPELINE_ROLE]):
-            conn.execute(_CREATE_PIPELINE_ROLE)
-        usage, select, insert, more = conn.fetchone(
-            "SELECT has_schema_privilege(?, ?, 'USAGE'), has_table_privilege(?, ?, 'SELECT'), "
-            "has_table_privilege(?, ?, 'INSERT'), has_table_privilege(?, ?, 'UPDATE, DELETE, TRUNCATE')",
-            [PIPELINE_ROLE, PLATFORM_SCHEMA, *[PIPELINE_ROLE, table] * 3],
+        conn.execute(f"REVOKE ALL ON FUNCTION {_AUDIT_GUARD}() FROM PUBLIC")
+
+    def create_merchant_schema(self, merchant_id: str) -> str:
+        """Provision, as the admin: the merchant's login role (named with this database's placement
+        tag; no inherited, granted or special rights; CONNECT and TEMPORARY on this database
+        only), and its schema, owned by that login and closed to everyone else."""
+        validate_merchant_id(merchant_id)
+        self.ensure_platform()
+        schema = merchant_schema(merchant_id)
+        tag, _ = self.placement()
+        role = merchant_login_role(merchant_id, tag)
+        with self._admin(f"onboarding merchant {merchant_id!r}") as conn:
+            self._ensure_login(conn, role)
+            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema} AUTHORIZATION {role}")
+            conn.execute(f"ALTER SCHEMA {schema} OWNER TO {role}")
+            conn.execute(f"REVOKE ALL ON SCHEMA {schema} FROM PUBLIC")
+            conn.execute(f"ALTER ROLE {role} IN DATABASE {_quote(self.dbname)} SET search_path = {schema}")
+            conn.execute(
+                f"INSERT INTO {PLATFORM_SCHEMA}.merchant_logins (merchant_id, role_name, credential_ref, created_at) "
+                "VALUES (?, ?, ?, now()) ON CONFLICT (merchant_id) DO UPDATE SET role_name = EXCLUDED.role_name, "
+                "credential_ref = EXCLUDED.credential_ref",
+                [merchant_id, role, login_ref(role)],
+            )
+        self._logins.pop(merchant_id, None)
+        return schema
+
+    def _ensure_login(self, conn: Connection, role: str) -> None:
+        """The merchant login `role`: no inherited, granted or special rights; CONNECT and
+        TEMPORARY on this database only; its password from its reference, given as a verifier."""
+        verifier = scram_verifier(resolve_login_password(login_ref(role)))
+        attrs = "LOGIN NOINHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS CONNECTION LIMIT 32"
+        verb = "ALTER" if conn.fetchone("SELECT 1 FROM pg_roles WHERE rolname = ?", [role]) else "CREATE"
+        conn.execute(f"{verb} ROLE {role} {attrs} PASSWORD '{verifier}'")
+        conn.execute(f"GRANT CONNECT, TEMPORARY ON DATABASE {_quote(self.dbname)} TO {role}")
+
+    def _retag_if_copied(self, conn: Connection) -> None:
+        """A database copied from another (a restore on the same server, CREATE DATABASE ...
+        TEMPLATE) carries the original's placement tag, so its merchants would share the original's
+        logins, and erasing one in either database would fail on the other's objects. Give the copy
+        a tag of its own and each merchant a login of the new name, owning here what the old one
+        owned here; the old logins keep the original database."""
+        tag, made_in = conn.fetchone(f"SELECT tag, database_oid FROM {PLATFORM_SCHEMA}.placement")
+        (here,) = conn.fetchone("SELECT oid::bigint FROM pg_database WHERE datname = current_database()")
+        if made_in == here:
+            return
+        new_tag = tag if made_in is None else secrets.token_hex(4)
+        conn.execute(f"UPDATE {PLATFORM_SCHEMA}.placement SET tag = ?, database_oid = ?", [new_tag, here])
+        if new_tag == tag:
+            return
+        logins = conn.fetchall(f"SELECT merchant_id, role_name FROM {PLATFORM_SCHEMA}.merchant_logins")
+        logger.warning(
+            "database %s is a copy of another (placement %s): %d merchant login(s) renamed to its own tag %s",
+            self.dbname, tag, len(logins), new_tag,
         )
-        if not (usage and select and insert) or more:
-            conn.execute(f"GRANT USAGE ON SCHEMA {PLATFORM_SCHEMA} TO {PIPELINE_ROLE}")
-            conn.execute(f"REVOKE ALL ON {table} FROM {PIPELINE_ROLE}")
-            conn.execute(f"GRANT SELECT, INSERT ON {table} TO {PIPELINE_ROLE}")
+        for merchant_id, old in logins:
+            role = merchant_login_role(merchant_id, new_tag)
+            self._ensure_login(conn, role)
+            conn.execute(f"ALTER ROLE {role} IN DATABASE {_quote(self.dbname)} SET search_path = {merchant_schema(merchant_id)}")
+            if conn.fetchone("SELECT 1 FROM pg_roles WHERE rolname = ?", [old]):
+                conn.execute(f"REASSIGN OWNED BY {_quote(old)} TO {role}")
+                conn.execute(f"REVOKE ALL ON DATABASE {_quote(self.dbname)} FROM {_quote(old)}")
+            conn.execute(
+                f"UPDATE {PLATFORM_SCHEMA}.merchant_logins SET role_name = ?, credential_ref = ? WHERE merchant_id = ?",
+                [role, login_ref(role), merchant_id],
+            )
+        self._logins.clear()
+
+    def drop_merchant_schema(self, merchant_id: str) -> None:
+        """Erase the merchant's schema, everything its login owns here, and the login, through the
+        admin-owned `platform.erase_merchant_warehouse` (the pipeline's login cannot drop roles)."""
+        with self.connect() as conn:
+            self.drop_merchant_schema_in(conn, merchant_id)
+
+    def drop_merchant_schema_in(self, conn: Connection, merchant_id: str) -> None:
+        validate_merchant_id(merchant_id)
+        if merchant_id in self._logins:
+            from psycopg.conninfo import make_conninfo
+
+            _POOL.drop(make_conninfo(self._dsn, user=self._logins.pop(merchant_id)[0]))
+        conn.execute(f"SELECT {_ERASE_FUNCTION}(?)", [merchant_id])
+
+    def merchant_schema_exists(self, merchant_id: str) -> bool:
+        with self.connect() as conn:
+            row = conn.fetchone("SELECT to_regnamespace(?) IS NOT NULL", [merchant_schema(merchant_id)])
+        return bool(row and row[0])
+
+    def merchant_ids(self) -> list[str]:
+        with self.connect() as conn:
+            if not conn.table_exists(PLATFORM_SCHEMA, "merchant_logins"):
+                return []
+            return [r[0] for r in conn.fetchall(
+                f"SELECT merchant_id FROM {PLATFORM_SCHEMA}.merchant_logins "
+                "WHERE to_regnamespace('m_' || merchant_id) IS NOT NULL ORDER BY merchant_id"
+            )]
+
+
+_CHECKED_LOGINS: set[tuple[str, int]] = set()
+
+
+class _LoginRefused(WarehouseError):
+    """The pipeline's login is a superuser: refused before it runs anything."""
+
+
+def _plain_dsn(url: str) -> str:
+    return re.sub(r"^postgres(ql)?(\+psycopg2?)?://", "postgresql://", url)
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'

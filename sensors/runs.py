@@ -15,7 +15,7 @@ from typing import TextIO
 
 import dagster as dg
 
-# The pool every warehouse writer shares (assets.extracts.WAREHOUSE_POOL), limited to 1 locally.
+# The pool of every step that opens merchant data (assets.concurrency.WAREHOUSE_POOL).
 WAREHOUSE_POOL = "warehouse"
 # Set on the demo's runs: where the run's process lives, so a later demo can tell a dead run from
 # a live one (Dagster records the pids of a run's processes in its events, not the host).

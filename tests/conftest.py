@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import sys
@@ -11,6 +12,42 @@ from collections.abc import Iterator
 import pytest
 
 PG_ADMIN_URL = os.environ.get("ILLUMA_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+# The pipeline never connects as a superuser (ADR 0001): the tests' warehouse URLs log in as this
+# non-superuser login, which provisioning creates; the admin URL is for provisioning only.
+PG_PIPELINE_LOGIN = os.environ.get("ILLUMA_TEST_PG_LOGIN", "illuma_app")
+os.environ.setdefault("ILLUMA_WAREHOUSE_ADMIN_URL", PG_ADMIN_URL)
+
+
+def admin_dsn(url: str) -> str:
+    """The superuser's connection string to the database of pipeline URL `url`: for tests that
+    check what a superuser sees or cannot do (the pipeline itself never logs in so)."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    return make_conninfo(PG_ADMIN_URL, dbname=conninfo_to_dict(url)["dbname"])
+
+
+def pipeline_url(dbname: str) -> str:
+    """The pipeline's non-superuser login to database `dbname`."""
+    return f"postgresql://{PG_PIPELINE_LOGIN}@127.0.0.1:5432/{dbname}"
+
+
+@contextlib.contextmanager
+def throwaway_database(prefix: str, *, template: str | None = None, owner: str | None = None) -> Iterator[str]:
+    """A new database on the PostgreSQL service (made by the admin), dropped afterwards; its name."""
+    import psycopg
+
+    dbname = f"{prefix}_{secrets.token_hex(4)}"
+    options = (f" TEMPLATE {template}" if template else "") + (f" OWNER {owner}" if owner else "")
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as con:
+        if template:
+            # A template may have no other session: the pipeline's pooled ones included.
+            con.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", [template])
+        con.execute(f"CREATE DATABASE {dbname}{options}")
+    try:
+        yield dbname
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as con:
+            con.execute(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
 
 
 def _pg_reachable() -> str | None:
@@ -40,13 +77,13 @@ def pg_url() -> Iterator[str]:
         sys.stderr.write(banner)
         warnings.warn(banner, stacklevel=1)
         pytest.skip(message)
-    dbname = f"illuma_test_{secrets.token_hex(4)}"
+    from illuma_pipelines.warehouse import PostgresWarehouse
+
+    with throwaway_database("illuma_test") as dbname:
+        url = pipeline_url(dbname)
+        PostgresWarehouse(url, admin_url=PG_ADMIN_URL).provision()
+        yield url
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as con:
-        con.execute(f"CREATE DATABASE {dbname}")
-    base = PG_ADMIN_URL.rsplit("/", 1)[0]
-    yield f"{base}/{dbname}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as con:
-        con.execute(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
         # Merchant roles are cluster-wide; ours carry this session's random prefix (see merchant_id).
         for (role,) in con.execute(
             "SELECT rolname FROM pg_roles WHERE rolname LIKE %s", (f"m\\_{_SESSION_TAG}%",)

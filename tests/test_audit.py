@@ -41,7 +41,7 @@ from resources import sandbox_clients
 from resources.vault import VaultResource
 from resources.warehouse import WarehouseResource
 from sensors.audit import audit_log_sensor, audit_run_materializations, finished_runs_after
-from tests.conftest import PG_ADMIN_URL
+from tests.conftest import admin_dsn, pipeline_url, throwaway_database
 from tests.sandbox_helpers import amazon_sandbox, sandbox_now
 
 AMAZON_CORE = [a for a in extract_assets if a.key.path[-1] in ("amazon_orders", "amazon_financial_transactions")]
@@ -271,16 +271,10 @@ def own_warehouse(request, tmp_path):
         yield wh
         return
     request.getfixturevalue("pg_url")  # skips (or fails under CI) when Postgres is unreachable
-    dbname = f"illuma_audit_{secrets.token_hex(4)}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as con:
-        con.execute(f"CREATE DATABASE {dbname}")
-    try:
-        wh = Warehouse.from_url(f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{dbname}")
+    with throwaway_database("illuma_audit") as dbname:
+        wh = Warehouse.from_url(pipeline_url(dbname))
         wh.ensure_platform()
         yield wh
-    finally:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as con:
-            con.execute(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
 
 
 def _months_ago(months: int, at: time = time(15, 30)) -> datetime:
@@ -333,7 +327,7 @@ def test_postgres_audit_log_is_insert_only_even_for_superusers(pg_warehouse, mer
     wh.ensure_merchant_table(mid, ORDERS)
     with wh.connect() as conn:
         event = record_audit(conn, actor="t", action="t.row", merchant_id=mid, at=_months_ago(24))
-    with psycopg.connect(wh._dsn, autocommit=True) as con:
+    with psycopg.connect(admin_dsn(wh.url), autocommit=True) as con:
         assert con.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone() == (True,)
         for role in (None, PIPELINE_ROLE):
             if role:
@@ -350,11 +344,12 @@ def test_postgres_audit_log_is_insert_only_even_for_superusers(pg_warehouse, mer
                 [new_id],
             )
             assert con.execute("SELECT count(*) FROM platform.audit_log WHERE event_id = %s", [new_id]).fetchone() == (1,)
-        # The pipeline role reaches the audit log and nothing else: no merchant schema, no registry.
+        # The pipeline's role has platform rights and none on any merchant schema (ADR 0001).
         message = _refused(con, f"SELECT * FROM {merchant_schema(mid)}.orders")
         assert "permission denied" in message
         _refused(con, f"INSERT INTO {merchant_schema(mid)}.orders VALUES ('o1')")
-        _refused(con, "SELECT * FROM platform.merchants")
+        _refused(con, "DROP TRIGGER audit_log_append_only ON platform.audit_log")
+        _refused(con, "ALTER TABLE platform.audit_log DISABLE TRIGGER audit_log_append_only")
         con.execute("RESET ROLE")
         # Even with the purge setting, a 24-month-old row cannot be updated, nor the table truncated.
         with con.transaction():
@@ -377,11 +372,8 @@ def test_postgres_trigger_refuses_young_rows_even_to_the_purge(pg_warehouse):
 
 
 def test_postgres_platform_setup_is_idempotent_and_safe_concurrently(pg_url):
-    dbname = f"illuma_setup_{secrets.token_hex(4)}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as con:
-        con.execute(f"CREATE DATABASE {dbname}")
-    try:
-        wh = Warehouse.from_url(f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{dbname}")
+    with throwaway_database("illuma_setup") as dbname:
+        wh = Warehouse.from_url(pipeline_url(dbname))
         errors: list[BaseException] = []
 
         def setup() -> None:
@@ -403,6 +395,3 @@ def test_postgres_platform_setup_is_idempotent_and_safe_concurrently(pg_url):
                 "AND NOT tgisinternal ORDER BY tgname"
             ).fetchall()
         assert triggers == [("audit_log_append_only", "A"), ("audit_log_no_truncate", "A")]
-    finally:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as con:
-            con.execute(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")

@@ -16,31 +16,30 @@ from illuma_pipelines.registry import ChannelConnection, add_merchant
 from illuma_pipelines.sandbox.server import SandboxClock, SandboxConfig, SandboxServer
 from illuma_pipelines.sealing import unseal_payloads
 from illuma_pipelines.vault import KeyDestroyed
+from illuma_pipelines.warehouse import IN_SCHEMA
 from resources.warehouse import WarehouseResource
 from sensors.compliance import erasure_requests
 from sensors.merchants import _merchant_runs, sync_merchant_partitions
 from tests.sandbox_helpers import sandbox_now
-from tests.test_core_assets import (
-    BUYER_PII,
-    CHANNELS,
-    _buyer_pii_from_raw,
-    _materialize,
-    _rows,
-    _vault_resource,
-)
+from tests.test_core_assets import BUYER_PII, CHANNELS, _materialize, _vault_resource
+from tests.test_purge import _rows, assert_warehouse_erased, provisioned_login
+
+NAME_FIELDS = ("buyer_name", "ship_name")
+PII_FIELDS = (*NAME_FIELDS, "buyer_email", "buyer_phone", "address_line1")
 
 
-def _all_text(warehouse, schema):
+def _all_text(warehouse, mid):
     """Every text value of every table in the merchant's schema, raw payloads included."""
+    schema = merchant_schema(mid)
     out = []
-    with warehouse.connect() as conn:
-        for (table,) in conn.fetchall(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = ? AND table_type = 'BASE TABLE'",
-            [schema],
-        ):
+    with warehouse.merchant_scope(mid) as conn:
+        tables = conn.base_tables(schema)
+        # The scan sees the merchant's tables (an empty catalog would prove nothing).
+        assert {BUYER_PII.name, "core_orders", *(f"raw_{c}_orders" for c in CHANNELS)} <= set(tables)
+        for table in tables:
             for (column,) in conn.fetchall(
-                "SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND table_name = ?",
-                [schema, table],
+                f"SELECT column_name FROM information_schema.columns WHERE table_name = ? AND {IN_SCHEMA}",
+                [table, schema, schema],
             ):
                 out += [v for (v,) in conn.fetchall(f"SELECT CAST({column} AS TEXT) FROM {schema}.{table}") if v]
     return out
@@ -55,19 +54,19 @@ def _files_naming(folder: Path, needles) -> list[str]:
     )
 
 
-def _pii_per_order(warehouse, schema, vault):
-    """(channel, order id) -> the identifying PII values its raw payloads hold (sealed at landing:
-    opened through the vault)."""
-    out: dict[tuple[str, str], set[str]] = {}
-    mid = schema.removeprefix("m_")
+def _pii_per_order(warehouse, mid, vault):
+    """(channel, order id) -> the identifying PII its raw payloads hold, as (field, value) pairs
+    (sealed at landing: opened through the vault), found with the normalizers themselves."""
+    out: dict[tuple[str, str], set[tuple[str, str]]] = {}
+    schema = merchant_schema(mid)
     for channel in CHANNELS:
         table = f"raw_{channel}_orders"
-        rows = _rows(warehouse, f"SELECT record_key, CAST(payload AS TEXT) FROM {schema}.{table}")
+        rows = _rows(warehouse, mid, f"SELECT record_key, CAST(payload AS TEXT) FROM {schema}.{table}")
         texts = unseal_payloads(vault, mid, table, channel, rows, actor="pipeline:tests", purpose="find the landed PII")
         payloads = [normalize.loads(text) for text in texts]
         for pii in getattr(normalize, channel).normalize_orders(payloads).pii:
-            values = {pii.buyer_name, pii.ship_name, pii.buyer_email, pii.buyer_phone, pii.address_line1}
-            out.setdefault((pii.channel, pii.marketplace_order_id), set()).update(v for v in values if v)
+            pairs = {(f, getattr(pii, f)) for f in PII_FIELDS if getattr(pii, f)}
+            out.setdefault((pii.channel, pii.marketplace_order_id), set()).update(pairs)
     return out
 
 
@@ -96,11 +95,11 @@ def test_purge_then_erasure_through_dagster(warehouse, warehouse_url, merchant_i
     config = SandboxConfig(seed=5, clock=SandboxClock.fixed_at(t1), history_start=day - timedelta(days=60))
     with SandboxServer(config) as sandbox:
         _materialize(instance, warehouse_url, sandbox.base_url, vault_res, mid, day.isoformat())
-    names, values = _buyer_pii_from_raw(warehouse, schema, vault_res.get(warehouse))
-    assert names and values
-    per_order = _pii_per_order(warehouse, schema, vault_res.get(warehouse))
-    (shipped,) = _rows(warehouse, f"SELECT count(*) FROM {schema}.core_orders WHERE shipped_at IS NOT NULL")[0]
-    (facts_before,) = _rows(warehouse, f"SELECT count(*) FROM {schema}.core_orders")[0]
+    per_order = _pii_per_order(warehouse, mid, vault_res.get(warehouse))
+    fields = {field for pairs in per_order.values() for field, _ in pairs}
+    assert fields & set(NAME_FIELDS) and fields - set(NAME_FIELDS)  # names, and emails, phones or addresses
+    (shipped,) = _rows(warehouse, mid, f"SELECT count(*) FROM {schema}.core_orders WHERE shipped_at IS NOT NULL")[0]
+    (facts_before,) = _rows(warehouse, mid, f"SELECT count(*) FROM {schema}.core_orders")[0]
     assert shipped > 0
 
     # A year on, every shipped or cancelled order's PII is past its limit.
@@ -111,23 +110,25 @@ def test_purge_then_erasure_through_dagster(warehouse, warehouse_url, merchant_i
     assert mat.materialization.metadata["rows_affected"].value > 0
     (open_orders,) = _rows(
         warehouse,
+        mid,
         f"SELECT count(*) FROM {schema}.core_orders WHERE shipped_at IS NULL AND status <> 'cancelled'",
     )[0]
-    (pii_left,) = _rows(warehouse, f"SELECT count(*) FROM {schema}.{BUYER_PII.name}")[0]
+    (pii_left,) = _rows(warehouse, mid, f"SELECT count(*) FROM {schema}.{BUYER_PII.name}")[0]
     assert pii_left <= open_orders  # only orders still to be fulfilled keep their PII
     # Every order that shipped or ended (the sandbox's eBay orders carry no ship date: their
     # shipment is when first seen shipped) has no PII left anywhere in the schema.
     open_keys = set(_rows(
         warehouse,
+        mid,
         f"SELECT channel, marketplace_order_id FROM {schema}.core_orders WHERE status IN ('pending', 'unshipped')",
     ))
-    kept = {v for key, vals in per_order.items() if key in open_keys for v in vals}
-    closed = {v for key, vals in per_order.items() if key not in open_keys for v in vals} - kept
+    kept = {v for key, pairs in per_order.items() if key in open_keys for _, v in pairs}
+    closed = {v for key, pairs in per_order.items() if key not in open_keys for _, v in pairs} - kept
     assert closed
-    text = "\n".join(_all_text(warehouse, schema))
+    text = "\n".join(_all_text(warehouse, mid))
     leaked = sorted(v for v in closed if v in text)
     assert leaked == [], "buyer PII survived the purge"
-    assert _rows(warehouse, f"SELECT count(*) FROM {schema}.core_orders")[0][0] == facts_before
+    assert _rows(warehouse, mid, f"SELECT count(*) FROM {schema}.core_orders")[0][0] == facts_before
     # A re-run changes nothing.
     again = _compliance(instance, warehouse_url, vault_res, mid, day.isoformat(), later, [compliance_assets[0]])
     (mat,) = [e for e in again.get_asset_materialization_events()]
@@ -140,11 +141,12 @@ def test_purge_then_erasure_through_dagster(warehouse, warehouse_url, merchant_i
     # Other tests' merchants share the Postgres test database: look at this one's request.
     (request,) = [r for r in erasure_requests(warehouse, later) if r.tags["illuma/merchant"] == mid]
     assert request.job_name == "account_erasure_job" and request.tags["illuma/merchant"] == mid
-    ciphertext = _rows(warehouse, f"SELECT buyer_name FROM {schema}.{BUYER_PII.name} WHERE buyer_name IS NOT NULL")
+    ciphertext = _rows(warehouse, mid, f"SELECT buyer_name FROM {schema}.{BUYER_PII.name} WHERE buyer_name IS NOT NULL")
+    login = provisioned_login(warehouse, mid)
     erased = _compliance(instance, warehouse_url, vault_res, mid, day.isoformat(), later, [compliance_assets[1]])
     assert erased.success
+    assert_warehouse_erased(warehouse, mid, login)
     with warehouse.connect() as conn:
-        assert not conn.schema_exists(schema)
         assert conn.fetchone("SELECT count(*) FROM platform.merchants WHERE merchant_id = ?", [mid])[0] == 0
     if ciphertext:
         vault = vault_res.get(warehouse)

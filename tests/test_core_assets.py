@@ -27,6 +27,7 @@ from illuma_pipelines.registry import ChannelConnection, add_merchant
 from illuma_pipelines.sandbox.server import SandboxClock, SandboxConfig, SandboxServer
 from illuma_pipelines.sealing import unseal_payloads
 from illuma_pipelines.vault import FileKeyStore, LocalKeyring, Vault, is_ciphertext, key_version
+from illuma_pipelines.warehouse import IN_SCHEMA, PLATFORM_SCHEMA
 from resources import sandbox_clients
 from resources.vault import VaultResource
 from resources.warehouse import WarehouseResource
@@ -57,28 +58,39 @@ def _materialize(instance, url, base_url, vault, merchant_id, day):
     return result
 
 
-def _rows(warehouse, sql, params=()):
+def _rows(warehouse, merchant_id, sql, params=()):
+    """The rows of a query on `merchant_id`'s tables, in that merchant's scope."""
+    with warehouse.merchant_scope(merchant_id) as conn:
+        return conn.fetchall(sql, params)
+
+
+def _platform_rows(warehouse, sql, params=()):
+    """The rows of a query on the platform schema, on the platform connection."""
     with warehouse.connect() as conn:
         return conn.fetchall(sql, params)
 
 
-def _current_orders(warehouse, schema):
+def _current_orders(warehouse, mid):
+    schema = merchant_schema(mid)
     return {
         (c, o): (s, u)
         for c, o, s, u in _rows(
-            warehouse, f"SELECT channel, marketplace_order_id, status, last_updated_at FROM {schema}.{ORDERS.name}"
+            warehouse, mid, f"SELECT channel, marketplace_order_id, status, last_updated_at FROM {schema}.{ORDERS.name}"
         )
     }
 
 
-def _assert_one_current_row_per_order(warehouse, schema):
+def _assert_one_current_row_per_order(warehouse, mid):
+    schema = merchant_schema(mid)
     total, distinct = _rows(
         warehouse,
+        mid,
         f"SELECT count(*), count(DISTINCT channel || ':' || marketplace_order_id) FROM {schema}.{ORDERS.name}",
     )[0]
     assert total == distinct > 0
     (orphans,) = _rows(
         warehouse,
+        mid,
         f"SELECT count(*) FROM {schema}.{ORDER_LINES.name} l LEFT JOIN {schema}.{ORDERS.name} o "
         "ON o.channel = l.channel AND o.marketplace_order_id = l.marketplace_order_id "
         "WHERE o.marketplace_order_id IS NULL",
@@ -86,9 +98,10 @@ def _assert_one_current_row_per_order(warehouse, schema):
     assert orphans == 0
 
 
-def _table_counts(warehouse, schema):
+def _table_counts(warehouse, mid):
+    schema = merchant_schema(mid)
     return {
-        spec.name: _rows(warehouse, f"SELECT count(*) FROM {schema}.{spec.name}")[0][0]
+        spec.name: _rows(warehouse, mid, f"SELECT count(*) FROM {schema}.{spec.name}")[0][0]
         for spec in (ORDERS, ORDER_LINES, ORDER_ADJUSTMENTS, ORDER_STATUS_HISTORY, BUYER_PII)
     }
 
@@ -101,7 +114,7 @@ def _buyer_pii_from_raw(warehouse, schema, vault):
     mid = schema.removeprefix("m_")
     for channel in CHANNELS:
         table = f"raw_{channel}_orders"
-        rows = _rows(warehouse, f"SELECT record_key, CAST(payload AS TEXT) FROM {schema}.{table}")
+        rows = _rows(warehouse, mid, f"SELECT record_key, CAST(payload AS TEXT) FROM {schema}.{table}")
         texts = unseal_payloads(vault, mid, table, channel, rows, actor="pipeline:tests", purpose="find the landed PII")
         payloads = [normalize.loads(text) for text in texts]
         for pii in getattr(normalize, channel).normalize_orders(payloads).pii:
@@ -111,33 +124,40 @@ def _buyer_pii_from_raw(warehouse, schema, vault):
     return names, values
 
 
-def _text_cells(warehouse, schemas):
-    """Every text value of every non-raw table in `schemas` (JSON cast to text)."""
+def _schema_text_cells(conn, schema):
+    """Every text value of every non-raw table of `schema` that `conn` reaches (JSON cast to text)."""
+    tables = conn.fetchall(
+        f"SELECT table_name FROM information_schema.tables WHERE {IN_SCHEMA} "
+        "AND table_name NOT LIKE 'raw\\_%' ESCAPE '\\'",
+        [schema, schema],
+    )
+    assert tables, f"no tables found in {schema}"
     cells = []
-    with warehouse.connect() as conn:
-        tables = conn.fetchall(
-            "SELECT table_schema, table_name FROM information_schema.tables "
-            f"WHERE table_schema IN ({', '.join('?' * len(schemas))}) AND table_name NOT LIKE 'raw\\_%' ESCAPE '\\'",
-            list(schemas),
-        )
-        assert tables
-        for schema, table in tables:
-            columns = [
-                c
-                for c, t in conn.fetchall(
-                    "SELECT column_name, data_type FROM information_schema.columns "
-                    "WHERE table_schema = ? AND table_name = ?",
-                    [schema, table],
-                )
-                if t.upper() in ("VARCHAR", "TEXT", "JSON", "JSONB", "CHARACTER VARYING")
+    for (table,) in tables:
+        columns = [
+            c
+            for c, t in conn.fetchall(
+                f"SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ? AND {IN_SCHEMA}",
+                [table, schema, schema],
+            )
+            if t.upper() in ("VARCHAR", "TEXT", "JSON", "JSONB", "CHARACTER VARYING")
+        ]
+        for column in columns:
+            cells += [
+                (f"{schema}.{table}.{column}", v)
+                for (v,) in conn.fetchall(f"SELECT CAST({column} AS TEXT) FROM {schema}.{table}")
+                if v
             ]
-            for column in columns:
-                cells += [
-                    (f"{schema}.{table}.{column}", v)
-                    for (v,) in conn.fetchall(f"SELECT CAST({column} AS TEXT) FROM {schema}.{table}")
-                    if v
-                ]
     return cells
+
+
+def _text_cells(warehouse, merchant_id):
+    """Every text value of every non-raw table of the merchant (read in its scope) and of the
+    platform schema (on the platform connection)."""
+    with warehouse.merchant_scope(merchant_id) as conn:
+        cells = _schema_text_cells(conn, merchant_schema(merchant_id))
+    with warehouse.connect() as conn:
+        return cells + _schema_text_cells(conn, PLATFORM_SCHEMA)
 
 
 def _in_memory_audit_vault(vault_res: VaultResource) -> tuple[Vault, list]:
@@ -148,8 +168,12 @@ def _in_memory_audit_vault(vault_res: VaultResource) -> tuple[Vault, list]:
     return Vault(FileKeyStore(vault_res.resolved_key_store_path()), keyring, audit_sink=events.append), events
 
 
-def _reveal_all(vault, warehouse, merchant_id, schema):
-    rows = _rows(warehouse, f"SELECT channel, marketplace_order_id, {', '.join(PII_COLUMNS)} FROM {schema}.{BUYER_PII.name}")
+def _reveal_all(vault, warehouse, merchant_id):
+    rows = _rows(
+        warehouse,
+        merchant_id,
+        f"SELECT channel, marketplace_order_id, {', '.join(PII_COLUMNS)} FROM {merchant_schema(merchant_id)}.{BUYER_PII.name}",
+    )
     revealed = []
     for row in rows:
         record_id = f"{row[0]}:{row[1]}"
@@ -189,35 +213,37 @@ def test_core_orders_are_current_idempotent_encrypted_and_rotate(warehouse, ware
     with SandboxServer(config) as sandbox:
         for _ in range(2):
             run(day.isoformat())
-            _assert_one_current_row_per_order(warehouse, schema)
-            counts = _table_counts(warehouse, schema)
+            _assert_one_current_row_per_order(warehouse, mid)
+            counts = _table_counts(warehouse, mid)
             if _ == 0:
                 first = counts
         assert counts == first, "a re-run must not change any core table"
         (raw_orders,) = _rows(
             warehouse,
+            mid,
             "SELECT " + " + ".join(f"(SELECT count(*) FROM {schema}.raw_{c}_orders)" for c in CHANNELS),
         )[0]
-        rejected = _rows(warehouse, f"SELECT source, reason FROM {schema}.raw_quarantine WHERE dataset = 'core_orders'")
+        rejected = _rows(warehouse, mid, f"SELECT source, reason FROM {schema}.raw_quarantine WHERE dataset = 'core_orders'")
         # Every raw order lands; the sandbox's data holds nothing the normalizers must reject.
         assert counts[ORDERS.name] == raw_orders
         assert rejected == []
         (first_seen,) = _rows(
-            warehouse, f"SELECT count(*) FROM {schema}.{ORDER_STATUS_HISTORY.name} WHERE previous_status IS NULL"
+            warehouse, mid, f"SELECT count(*) FROM {schema}.{ORDER_STATUS_HISTORY.name} WHERE previous_status IS NULL"
         )[0]
         assert first_seen == counts[ORDER_STATUS_HISTORY.name] == counts[ORDERS.name]
 
         # A day later orders have moved on: the next partition updates them in place.
         clock.set(t1 + timedelta(days=1))
-        before = _current_orders(warehouse, schema)
+        before = _current_orders(warehouse, mid)
         next_day = (day + timedelta(days=1)).isoformat()
         run(next_day)
-        _assert_one_current_row_per_order(warehouse, schema)
-        after = _current_orders(warehouse, schema)
+        _assert_one_current_row_per_order(warehouse, mid)
+        after = _current_orders(warehouse, mid)
         changed = {k for k in before if k in after and after[k][0] != before[k][0]}
         assert changed, "some orders should have changed status within a day"
         history = _rows(
             warehouse,
+            mid,
             f"SELECT channel, marketplace_order_id, status, previous_status FROM {schema}.{ORDER_STATUS_HISTORY.name} "
             "WHERE previous_status IS NOT NULL",
         )
@@ -226,22 +252,22 @@ def test_core_orders_are_current_idempotent_encrypted_and_rotate(warehouse, ware
             assert (previous, status) == (before[(c, o)][0], after[(c, o)][0])
 
         # Re-running the older partition (and the newer one) changes nothing: no regression.
-        history_count = _table_counts(warehouse, schema)[ORDER_STATUS_HISTORY.name]
+        history_count = _table_counts(warehouse, mid)[ORDER_STATUS_HISTORY.name]
         run(day.isoformat())
         run(next_day)
-        assert _current_orders(warehouse, schema) == after
-        assert _table_counts(warehouse, schema)[ORDER_STATUS_HISTORY.name] == history_count
+        assert _current_orders(warehouse, mid) == after
+        assert _table_counts(warehouse, mid)[ORDER_STATUS_HISTORY.name] == history_count
 
-    kinds = {k for (k,) in _rows(warehouse, f"SELECT DISTINCT kind FROM {schema}.{ORDER_ADJUSTMENTS.name}")}
+    kinds = {k for (k,) in _rows(warehouse, mid, f"SELECT DISTINCT kind FROM {schema}.{ORDER_ADJUSTMENTS.name}")}
     assert {"refund", "cancellation"} <= kinds
-    amounts = _rows(warehouse, f"SELECT amount FROM {schema}.{ORDER_ADJUSTMENTS.name} WHERE kind = 'refund'")
+    amounts = _rows(warehouse, mid, f"SELECT amount FROM {schema}.{ORDER_ADJUSTMENTS.name} WHERE kind = 'refund'")
     assert all(a is None or a.__class__.__name__ == "Decimal" for (a,) in amounts)
 
     # Buyer PII: ciphertexts only, and no plaintext anywhere outside the raw layer.
-    pii_rows = _rows(warehouse, f"SELECT {', '.join(PII_COLUMNS)} FROM {schema}.{BUYER_PII.name}")
+    pii_rows = _rows(warehouse, mid, f"SELECT {', '.join(PII_COLUMNS)} FROM {schema}.{BUYER_PII.name}")
     assert pii_rows and all(v is None or is_ciphertext(v) for row in pii_rows for v in row)
     assert names and values
-    for where, cell in _text_cells(warehouse, [schema, "platform"]):
+    for where, cell in _text_cells(warehouse, mid):
         assert not any(name in cell for name in names), f"a buyer name leaked into {where}"
         assert cell not in values, f"buyer PII leaked into {where}"
 
@@ -250,13 +276,13 @@ def test_core_orders_are_current_idempotent_encrypted_and_rotate(warehouse, ware
 
     # Reads go through the audit log: one audited reveal, then every value through a vault on the
     # same keys that audits into memory.
-    (row,) = _rows(warehouse, f"SELECT channel, marketplace_order_id, buyer_name FROM {schema}.{BUYER_PII.name} WHERE buyer_name IS NOT NULL LIMIT 1")
+    (row,) = _rows(warehouse, mid, f"SELECT channel, marketplace_order_id, buyer_name FROM {schema}.{BUYER_PII.name} WHERE buyer_name IS NOT NULL LIMIT 1")
     name = vault.reveal(mid, BUYER_PII.name, "buyer_name", f"{row[0]}:{row[1]}", row[2], actor="support:test", purpose="test")
     assert name in names
-    audit = _rows(warehouse, "SELECT actor, CAST(details AS TEXT) FROM platform.audit_log WHERE action = 'pii.reveal' AND merchant_id = ?", [mid])
+    audit = _platform_rows(warehouse, "SELECT actor, CAST(details AS TEXT) FROM platform.audit_log WHERE action = 'pii.reveal' AND merchant_id = ?", [mid])
     assert [a for a, _ in audit] == ["support:test"] and name not in audit[0][1]
     reader, events = _in_memory_audit_vault(vault_res)
-    rows, revealed = _reveal_all(reader, warehouse, mid, schema)
+    rows, revealed = _reveal_all(reader, warehouse, mid)
     assert len(events) == len(revealed)
     revealed_names = {v for _, column, v in revealed if column in ("buyer_name", "ship_name")}
     assert revealed_names and revealed_names <= names
@@ -270,10 +296,10 @@ def test_core_orders_are_current_idempotent_encrypted_and_rotate(warehouse, ware
         instance=instance, resources={"warehouse": WarehouseResource(url=warehouse_url), "vault": vault_res}
     )
     assert result.success
-    rotated_rows, revealed_after = _reveal_all(_in_memory_audit_vault(vault_res)[0], warehouse, mid, schema)
+    rotated_rows, revealed_after = _reveal_all(_in_memory_audit_vault(vault_res)[0], warehouse, mid)
     assert {key_version(v) for row in rotated_rows for v in row[2:] if v} == {held}
     assert sorted(revealed_after) == sorted(revealed)
-    audited = _rows(
+    audited = _platform_rows(
         warehouse, "SELECT details FROM platform.audit_log WHERE action = ? AND merchant_id = ?", [ROTATION_ACTION, mid]
     )
     assert len(audited) == 1
@@ -284,22 +310,23 @@ def test_core_orders_are_current_idempotent_encrypted_and_rotate(warehouse, ware
     later = datetime.now(UTC) + timedelta(days=2)
     summary = rotate_merchant_keys(vault, warehouse, mid, later, "test")
     assert summary["destroyed_versions"] == [1] and summary["rotated_to"] is None
-    _, revealed_last = _reveal_all(_in_memory_audit_vault(vault_res)[0], warehouse, mid, schema)
+    _, revealed_last = _reveal_all(_in_memory_audit_vault(vault_res)[0], warehouse, mid)
     assert sorted(revealed_last) == sorted(revealed)
 
     # Inventory: one row per day, SKU and channel.
     dupes = _rows(
         warehouse,
+        mid,
         f"SELECT snapshot_date, sku, channel, count(*) FROM {schema}.{INVENTORY_SNAPSHOTS.name} "
         "GROUP BY snapshot_date, sku, channel HAVING count(*) > 1",
     )
     assert dupes == []
     per_channel = dict(
-        _rows(warehouse, f"SELECT channel, count(*) FROM {schema}.{INVENTORY_SNAPSHOTS.name} WHERE snapshot_date = ? GROUP BY channel", [day])
+        _rows(warehouse, mid, f"SELECT channel, count(*) FROM {schema}.{INVENTORY_SNAPSHOTS.name} WHERE snapshot_date = ? GROUP BY channel", [day])
     )
     assert set(per_channel) == set(CHANNELS)
     (mapped,) = _rows(
-        warehouse, f"SELECT count(*) FROM {schema}.{INVENTORY_SNAPSHOTS.name} WHERE part_match = 'mpn' AND mpn IS NOT NULL"
+        warehouse, mid, f"SELECT count(*) FROM {schema}.{INVENTORY_SNAPSHOTS.name} WHERE part_match = 'mpn' AND mpn IS NOT NULL"
     )[0]
     assert mapped > 0
 
@@ -403,8 +430,8 @@ def test_normalizer_rejects_are_quarantined_and_the_rest_lands(warehouse, wareho
     mats = {m.asset_key.path[-1]: m for m in result.asset_materializations_for_node("core_orders")}
     assert mats["orders"].metadata["rejected"].value == 1
     assert mats["orders"].metadata["orders_written"].value == len(records)
-    quarantined = _rows(warehouse, f"SELECT dataset, source, reason, position FROM {schema}.raw_quarantine")
+    quarantined = _rows(warehouse, mid, f"SELECT dataset, source, reason, position FROM {schema}.raw_quarantine")
     assert len(quarantined) == 1
     dataset, source, reason, position = quarantined[0]
     assert (dataset, source) == ("core_orders", "ebay.normalize_orders") and "TELEPORTED" in reason
-    assert _rows(warehouse, f"SELECT count(*) FROM {schema}.{ORDERS.name}")[0][0] == len(records)
+    assert _rows(warehouse, mid, f"SELECT count(*) FROM {schema}.{ORDERS.name}")[0][0] == len(records)

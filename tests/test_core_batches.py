@@ -31,7 +31,7 @@ from illuma_pipelines.vault import FileKeyStore, LocalKeyring, Vault
 from resources import sandbox_clients
 from resources.warehouse import WarehouseResource
 from tests.sandbox_helpers import sandbox_now
-from tests.test_core_assets import CHANNELS, LOOKBACK, ORDER_EXTRACTS, _vault_resource
+from tests.test_core_assets import CHANNELS, LOOKBACK, ORDER_EXTRACTS, _rows, _vault_resource
 
 # Source: Amazon SP-API Orders v2026-01-01 searchOrders, the documentation's example response.
 TEMPLATE = json.loads(
@@ -51,24 +51,19 @@ def _vault(tmp_path: Path) -> tuple[Vault, list]:
     return vault, events
 
 
-def _rows(warehouse, sql, params=()):
-    with warehouse.connect() as conn:
-        return conn.fetchall(sql, params)
-
-
-def _table(warehouse, schema, spec):
+def _table(warehouse, mid, spec):
     names = [c.name for c in spec.columns if c.name not in SKIP]
-    rows = _rows(warehouse, f"SELECT {', '.join(names)} FROM {schema}.{spec.name}")
+    rows = _rows(warehouse, mid, f"SELECT {', '.join(names)} FROM {merchant_schema(mid)}.{spec.name}")
     return sorted(rows, key=repr)
 
 
 def _landed(warehouse, vault, mid):
     """Every core order table of `mid` (provenance aside) and its buyer PII decrypted."""
     schema = merchant_schema(mid)
-    out = {spec.name: _table(warehouse, schema, spec) for spec in CORE}
-    out[QUARANTINE.name] = _table(warehouse, schema, QUARANTINE)
+    out = {spec.name: _table(warehouse, mid, spec) for spec in CORE}
+    out[QUARANTINE.name] = _table(warehouse, mid, QUARANTINE)
     pii = []
-    for row in _rows(warehouse, f"SELECT channel, marketplace_order_id, {', '.join(PII_COLUMNS)} FROM {schema}.{BUYER_PII.name}"):
+    for row in _rows(warehouse, mid, f"SELECT channel, marketplace_order_id, {', '.join(PII_COLUMNS)} FROM {schema}.{BUYER_PII.name}"):
         record_id = f"{row[0]}:{row[1]}"
         pii.append(
             (
@@ -83,6 +78,18 @@ def _landed(warehouse, vault, mid):
         )
     out[BUYER_PII.name] = sorted(pii)
     return out
+
+
+def _copy_table(warehouse, source, target, spec):
+    """Copy every row of table `spec` from merchant `source` to merchant `target`, in key order:
+    read in the source's scope, written in the target's (no scope reaches both)."""
+    names = spec.column_names
+    # JSON as its text: psycopg hands JSONB over as Python objects.
+    select = ", ".join(f"CAST({c.name} AS TEXT) AS {c.name}" if c.type == "json" else c.name for c in spec.columns)
+    rows = _rows(warehouse, source, f"SELECT {select} FROM {merchant_schema(source)}.{spec.name} ORDER BY record_key")
+    assert rows, f"{spec.name} of {source} is empty"
+    with warehouse.merchant_scope(target) as conn:
+        conn.load_frame(merchant_schema(target), spec.name, pd.DataFrame(rows, columns=names))
 
 
 def _amazon(order_id: str, status: str, updated: str, buyer: str = "Jane Doe") -> dict:
@@ -100,9 +107,9 @@ def _unseal_raw_orders(warehouse, vault, mid):
     schema = merchant_schema(mid)
     for channel in CHANNELS:
         table = raw_table(channel, "orders").name
-        rows = _rows(warehouse, f"SELECT record_key, CAST(payload AS TEXT) FROM {schema}.{table}")
+        rows = _rows(warehouse, mid, f"SELECT record_key, CAST(payload AS TEXT) FROM {schema}.{table}")
         texts = unseal_payloads(vault, mid, table, channel, rows, actor="pipeline:tests", purpose="copy the sandbox day")
-        with warehouse.connect() as conn:
+        with warehouse.merchant_scope(mid) as conn:
             for (key, _), text in zip(rows, texts, strict=True):
                 conn.execute(
                     f"UPDATE {schema}.{table} SET payload = CAST(? AS {'JSON' if warehouse.dialect == 'duckdb' else 'JSONB'}), "
@@ -160,8 +167,8 @@ def test_core_orders_asset_takes_its_batch_config_from_the_run(warehouse, wareho
         logs = [entry.user_message for entry in instance.all_logs(result.run_id)]
         assert any("in batches of 4 by 1 worker process(es)" in message for message in logs), logs
         schema = merchant_schema(mid)
-        raw = sum(_rows(warehouse, f"SELECT count(*) FROM {schema}.raw_{c}_orders")[0][0] for c in CHANNELS)
-        assert _rows(warehouse, f"SELECT count(*), count(DISTINCT channel || marketplace_order_id) FROM {schema}.{ORDERS.name}") == [(raw, raw)]
+        raw = sum(_rows(warehouse, mid, f"SELECT count(*) FROM {schema}.raw_{c}_orders")[0][0] for c in CHANNELS)
+        assert _rows(warehouse, mid, f"SELECT count(*), count(DISTINCT channel || marketplace_order_id) FROM {schema}.{ORDERS.name}") == [(raw, raw)]
         with pytest.raises(Exception, match="batch_records"):
             dg.materialize(
                 [*ORDER_EXTRACTS, core_orders], partition_key=partition, resources=resources, instance=instance,
@@ -185,7 +192,7 @@ def test_batches_and_workers_land_the_same_as_one_batch(warehouse, warehouse_url
     assert result.success
     _unseal_raw_orders(warehouse, source_vault.get(warehouse), source)
     _stage(warehouse, source, day.isoformat(), [_amazon("999-0000000-0000001", "TELEPORTED", "2024-12-25T14:45:00Z")])
-    counts = {c: _rows(warehouse, f"SELECT count(*) FROM {merchant_schema(source)}.raw_{c}_orders")[0][0] for c in CHANNELS}
+    counts = {c: _rows(warehouse, source, f"SELECT count(*) FROM {merchant_schema(source)}.raw_{c}_orders")[0][0] for c in CHANNELS}
     assert all(n > 3 for n in counts.values()), counts
 
     landed = {}
@@ -194,13 +201,8 @@ def test_batches_and_workers_land_the_same_as_one_batch(warehouse, warehouse_url
         add_merchant(warehouse, mid)
         for channel in CHANNELS:
             warehouse.ensure_merchant_table(mid, raw_table(channel, "orders"))
-        with warehouse.connect() as conn:
-            for channel in CHANNELS:
-                table = raw_table(channel, "orders")
-                conn.execute(
-                    f"INSERT INTO {merchant_schema(mid)}.{table.name} "
-                    f"SELECT * FROM {merchant_schema(source)}.{table.name} ORDER BY record_key"
-                )
+        for channel in CHANNELS:
+            _copy_table(warehouse, source, mid, raw_table(channel, "orders"))
         vault, _ = _vault(tmp_path)
         done = load_orders_partition(warehouse, vault, mid, day.isoformat(), f"run-{name}", batch_records=batch, workers=workers)
         assert done.workers == workers
@@ -228,8 +230,8 @@ def test_an_order_in_two_batches_ends_as_its_latest_version(warehouse, merchant_
     done = load_orders_partition(warehouse, vault, mid, day, "run", batch_records=1, workers=0)
     schema = merchant_schema(mid)
     assert done.orders_in_partition == 2 and done.orders_written == 1
-    assert _rows(warehouse, f"SELECT status FROM {schema}.{ORDERS.name}") == [("delivered",)]
-    assert _rows(warehouse, f"SELECT status, previous_status FROM {schema}.{ORDER_STATUS_HISTORY.name}") == [
+    assert _rows(warehouse, mid, f"SELECT status FROM {schema}.{ORDERS.name}") == [("delivered",)]
+    assert _rows(warehouse, mid, f"SELECT status, previous_status FROM {schema}.{ORDER_STATUS_HISTORY.name}") == [
         ("delivered", None)
     ]
     assert [p[1] for p in _landed(warehouse, vault, mid)[BUYER_PII.name]] == ["New Name"]
@@ -242,9 +244,9 @@ def test_an_order_in_two_batches_ends_as_its_latest_version(warehouse, merchant_
     done = load_orders_partition(warehouse, vault2, mid2, day, "run", batch_records=1, workers=0)
     schema2 = merchant_schema(mid2)
     assert done.orders_written == 2
-    assert _rows(warehouse, f"SELECT count(*), max(status) FROM {schema2}.{ORDERS.name}") == [(1, "delivered")]
+    assert _rows(warehouse, mid2, f"SELECT count(*), max(status) FROM {schema2}.{ORDERS.name}") == [(1, "delivered")]
     assert sorted(
-        _rows(warehouse, f"SELECT status, previous_status FROM {schema2}.{ORDER_STATUS_HISTORY.name}"), key=repr
+        _rows(warehouse, mid2, f"SELECT status, previous_status FROM {schema2}.{ORDER_STATUS_HISTORY.name}"), key=repr
     ) == sorted([("unshipped", None), ("delivered", "unshipped")], key=repr)
     assert [p[1] for p in _landed(warehouse, vault2, mid2)[BUYER_PII.name]] == ["New Name"]
 
@@ -277,16 +279,16 @@ def test_a_stopped_run_leaves_whole_batches_and_a_rerun_completes_it(warehouse, 
     with pytest.raises(RuntimeError, match="injected failure"):
         load_orders_partition(warehouse, failing, mid, day, "run-1", batch_records=3, workers=0)
     # The first two batches are committed whole; nothing of the third is.
-    assert _rows(warehouse, f"SELECT count(*) FROM {schema}.{ORDERS.name}") == [(6,)]
-    assert _rows(warehouse, f"SELECT count(*) FROM {schema}.{BUYER_PII.name}") == [(6,)]
-    assert _rows(warehouse, f"SELECT count(*) FROM {schema}.{ORDER_STATUS_HISTORY.name}") == [(6,)]
+    assert _rows(warehouse, mid, f"SELECT count(*) FROM {schema}.{ORDERS.name}") == [(6,)]
+    assert _rows(warehouse, mid, f"SELECT count(*) FROM {schema}.{BUYER_PII.name}") == [(6,)]
+    assert _rows(warehouse, mid, f"SELECT count(*) FROM {schema}.{ORDER_STATUS_HISTORY.name}") == [(6,)]
 
     vault = Vault(FileKeyStore(keys), keyring, audit_sink=events.append)
     done = load_orders_partition(warehouse, vault, mid, day, "run-2", batch_records=3, workers=0)
     assert done.orders_written == 7
     for spec in (ORDERS, BUYER_PII, ORDER_STATUS_HISTORY):
-        assert _rows(warehouse, f"SELECT count(*) FROM {schema}.{spec.name}") == [(7,)], spec.name
-    (lines,) = _rows(warehouse, f"SELECT count(*) FROM {schema}.{ORDER_LINES.name}")[0]
+        assert _rows(warehouse, mid, f"SELECT count(*) FROM {schema}.{spec.name}") == [(7,)], spec.name
+    (lines,) = _rows(warehouse, mid, f"SELECT count(*) FROM {schema}.{ORDER_LINES.name}")[0]
     assert lines == 7 * len(TEMPLATE["orderItems"])
     names = sorted(p[1] for p in _landed(warehouse, vault, mid)[BUYER_PII.name])
     assert names == sorted(f"Buyer {i}" for i in range(7))

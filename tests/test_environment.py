@@ -117,7 +117,7 @@ def test_cli_and_assets_use_the_same_postgres_warehouse(clean_env, monkeypatch, 
 
     warehouse = Warehouse.from_url(pg_url)
     assert get_merchant(warehouse, mid).channel_names == ("amazon",)
-    with warehouse.connect() as conn:
+    with warehouse.merchant_scope(mid) as conn:
         (landed,) = conn.fetchone(
             f"SELECT count(*) FROM {merchant_schema(mid)}.raw_amazon_orders WHERE partition_date = ?", [day]
         )

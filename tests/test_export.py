@@ -48,10 +48,11 @@ from illuma_pipelines.vault import (
     is_ciphertext,
 )
 from illuma_pipelines.vault.core import BatchRevealEvent
+from illuma_pipelines.warehouse import IN_SCHEMA
 from resources.amazon import DEFAULT_ORDER_DATASETS
 from resources.vault import VaultResource
 from resources.warehouse import WarehouseResource
-from tests.test_core_assets import _rows
+from tests.test_core_assets import _platform_rows, _rows
 
 # The sandbox world renders Amazon orders as of AS_OF; every order of the week before is in one
 # raw partition. The eBay documentation example is dated 2–4 March 2026 too.
@@ -166,7 +167,7 @@ def test_export_round_trip_matches_the_warehouse_and_the_cli(
     assert result.path.stat().st_mode & 0o777 == 0o600
     assert not [p for p in result.path.parent.iterdir() if p != result.path]
     digest = hashlib.sha256(result.path.read_bytes()).hexdigest()
-    ((path, sha, rows, created, expires, by, deleted),) = _rows(
+    ((path, sha, rows, created, expires, by, deleted),) = _platform_rows(
         warehouse,
         "SELECT path, sha256, row_count, created_at, expires_at, requested_by, deleted_at "
         "FROM platform.exports WHERE export_id = ?",
@@ -183,7 +184,7 @@ def test_export_round_trip_matches_the_warehouse_and_the_cli(
     # Every relation of the merchant's schema is there (tables and views), with the warehouse's
     # row counts and columns; each file's sha256 is the manifest's.
     relations = dict(
-        _rows(warehouse, "SELECT table_name, table_type FROM information_schema.tables WHERE table_schema = ?", [schema])
+        _rows(warehouse, mid, f"SELECT table_name, table_type FROM information_schema.tables WHERE {IN_SCHEMA}", [schema, schema])
     )
     data = {t["name"]: t for t in manifest["tables"] if t["source"].startswith(f"{schema}.")}
     assert set(data) == set(relations)
@@ -191,12 +192,13 @@ def test_export_round_trip_matches_the_warehouse_and_the_cli(
             BUYER_PII_TABLE, "fct_orders_by_channel", "registry_channel_connections"} <= set(data)
     members = _members(result.path)
     for name, entry in data.items():
-        (count,) = _rows(warehouse, f"SELECT count(*) FROM {schema}.{name}")[0]
+        (count,) = _rows(warehouse, mid, f"SELECT count(*) FROM {schema}.{name}")[0]
         columns = [c for (c,) in _rows(
             warehouse,
-            "SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND table_name = ? "
+            mid,
+            f"SELECT column_name FROM information_schema.columns WHERE table_name = ? AND {IN_SCHEMA} "
             "ORDER BY ordinal_position",
-            [schema, name],
+            [name, schema, schema],
         )]
         assert entry["row_count"] == count and entry["columns"] == columns, name
         assert set(entry["files"]) == {f"data/{name}.parquet", f"data/{name}.csv"}
@@ -209,14 +211,14 @@ def test_export_round_trip_matches_the_warehouse_and_the_cli(
     for name in ("core_orders", "core_order_lines", "core_order_adjustments", "fct_orders_by_channel"):
         columns = data[name]["columns"]
         exported = sorted((tuple(r[c] for c in columns) for r in _parquet_rows(members[f"data/{name}.parquet"])), key=repr)
-        stored = sorted(_rows(warehouse, f"SELECT {', '.join(columns)} FROM {schema}.{name}"), key=repr)
+        stored = sorted(_rows(warehouse, mid, f"SELECT {', '.join(columns)} FROM {schema}.{name}"), key=repr)
         assert exported == stored, name
 
     # PII: decrypted for the merchant, equal to what the normalizers handed the vault; the other
     # columns are the warehouse's.
     pii_rows = _parquet_rows(members[f"data/{BUYER_PII_TABLE}.parquet"])
     assert {(r["channel"], r["marketplace_order_id"]): {c: r[c] for c in PII_COLUMNS} for r in pii_rows} == expected_pii
-    stored_pii = _rows(warehouse, f"SELECT {', '.join(PII_COLUMNS)} FROM {schema}.{BUYER_PII_TABLE}")
+    stored_pii = _rows(warehouse, mid, f"SELECT {', '.join(PII_COLUMNS)} FROM {schema}.{BUYER_PII_TABLE}")
     ciphertexts = {v for row in stored_pii for v in row if v}
     assert ciphertexts and all(is_ciphertext(v) for v in ciphertexts)
     names = {v["buyer_name"] for v in expected_pii.values() if v["buyer_name"]}
@@ -238,7 +240,7 @@ def test_export_round_trip_matches_the_warehouse_and_the_cli(
 
     # Audit: one batch reveal and one export.created, by the requester, without PII; the rights
     # request is tracked with its 30-day deadline and completed.
-    audit = _rows(
+    audit = _platform_rows(
         warehouse, "SELECT action, actor, details FROM platform.audit_log WHERE merchant_id = ? "
         "AND action IN ('pii.reveal', 'export.created')", [mid],
     )
@@ -254,7 +256,7 @@ def test_export_round_trip_matches_the_warehouse_and_the_cli(
     audit_text = " ".join(json.dumps(d, default=str) for _, d in by_action.values())
     plaintexts = {v for pii in expected_pii.values() for v in pii.values() if v and len(v) > 3}
     assert not [v for v in plaintexts if v in audit_text]
-    ((kind, received, deadline, completed, outcome, requester),) = _rows(
+    ((kind, received, deadline, completed, outcome, requester),) = _platform_rows(
         warehouse,
         "SELECT kind, received_at, deadline, completed_at, outcome, requested_by FROM platform.data_requests "
         "WHERE request_id = ?",
@@ -301,7 +303,7 @@ def test_export_round_trip_matches_the_warehouse_and_the_cli(
     assert counts == {t["name"]: t["row_count"] for t in manifest["tables"]}
     assert f"core_orders {counts['core_orders']}" in " ".join(out.split())
     assert f"expires: {cli_manifest['expires_at'][:10]}" in out
-    assert [r for (r,) in _rows(
+    assert [r for (r,) in _platform_rows(
         warehouse, "SELECT requested_by FROM platform.exports WHERE merchant_id = ? ORDER BY created_at", [mid]
     )] == ["support:alice", "support:carol"]
     assert main(["merchants", "export", mid, "--out", str(tmp_path / "elsewhere")]) == 0
@@ -325,13 +327,13 @@ def test_expiry_withholding_deletion_and_refusals(warehouse, warehouse_url, merc
     assert delete_expired_exports(warehouse, first.expires_at, mid) == [first.export_id]
     assert not first.path.exists()
     assert delete_expired_exports(warehouse, first.expires_at + timedelta(days=1), mid) == []
-    ((deleted_at,),) = _rows(warehouse, "SELECT deleted_at FROM platform.exports WHERE export_id = ?", [first.export_id])
+    ((deleted_at,),) = _platform_rows(warehouse, "SELECT deleted_at FROM platform.exports WHERE export_id = ?", [first.export_id])
     assert deleted_at == first.expires_at
-    expired = _rows(warehouse, "SELECT details FROM platform.audit_log WHERE action = 'export.expired' AND merchant_id = ?", [mid])
+    expired = _platform_rows(warehouse, "SELECT details FROM platform.audit_log WHERE action = 'export.expired' AND merchant_id = ?", [mid])
     assert [_details(d)["export_id"] for (d,) in expired] == [first.export_id]
 
     # 25 days after the earliest Amazon shipment, that order's PII is due in 5 days: sooner.
-    ((shipped,),) = _rows(warehouse, f"SELECT min(shipped_at) FROM {schema}.core_orders WHERE channel = 'amazon'")
+    ((shipped,),) = _rows(warehouse, mid, f"SELECT min(shipped_at) FROM {schema}.core_orders WHERE channel = 'amazon'")
     later = _midnight(shipped.astimezone(UTC).date() + timedelta(days=25)) + timedelta(hours=12)
     second = export_merchant(warehouse, vault, mid, requested_by="support:bob", now=later)
     assert second.expires_at == _midnight(shipped.astimezone(UTC).date() + timedelta(days=30))
@@ -345,7 +347,7 @@ def test_expiry_withholding_deletion_and_refusals(warehouse, warehouse_url, merc
     manifest = verify_export(third.path)
     assert manifest["pii"]["values_withheld_past_retention"] == third.pii_values_withheld
     early = {o for (o,) in _rows(
-        warehouse, f"SELECT marketplace_order_id FROM {schema}.core_orders WHERE channel = 'amazon' AND shipped_at < ?",
+        warehouse, mid, f"SELECT marketplace_order_id FROM {schema}.core_orders WHERE channel = 'amazon' AND shipped_at < ?",
         [_midnight(shipped.astimezone(UTC).date() + timedelta(days=1))],
     )}
     pii_rows = _parquet_rows(_members(third.path)[f"data/{BUYER_PII_TABLE}.parquet"])
@@ -363,12 +365,12 @@ def test_expiry_withholding_deletion_and_refusals(warehouse, warehouse_url, merc
         conn.execute(f"CREATE TABLE {schema}.notes (body VARCHAR)")
         conn.execute(f"INSERT INTO {schema}.notes VALUES (?)", [token])
     out = tmp_path / "refused"
-    before = _rows(warehouse, "SELECT count(*) FROM platform.exports WHERE merchant_id = ?", [mid])
+    before = _platform_rows(warehouse, "SELECT count(*) FROM platform.exports WHERE merchant_id = ?", [mid])
     with pytest.raises(ExportError, match=r"notes\.body holds a vault ciphertext"):
         export_merchant(warehouse, vault, mid, requested_by="support:bob", now=AS_OF, out_dir=out)
-    assert _rows(warehouse, "SELECT count(*) FROM platform.exports WHERE merchant_id = ?", [mid]) == before
+    assert _platform_rows(warehouse, "SELECT count(*) FROM platform.exports WHERE merchant_id = ?", [mid]) == before
     assert not list(out.iterdir())
-    failed = _rows(
+    failed = _platform_rows(
         warehouse, "SELECT completed_at, outcome FROM platform.data_requests WHERE merchant_id = ? AND outcome LIKE 'failed%'", [mid]
     )
     assert failed == [(None, "failed: ExportError")]
@@ -389,7 +391,7 @@ def test_expiry_withholding_deletion_and_refusals(warehouse, warehouse_url, merc
     assert delete_merchant_exports(warehouse, mid, AS_OF) == 2  # third and fourth
     assert not third.path.exists() and not fourth.path.parent.exists()
     assert delete_merchant_exports(warehouse, mid, AS_OF) == 0
-    assert _rows(warehouse, "SELECT count(*) FROM platform.exports WHERE merchant_id = ? AND deleted_at IS NULL", [mid]) == [(0,)]
+    assert _platform_rows(warehouse, "SELECT count(*) FROM platform.exports WHERE merchant_id = ? AND deleted_at IS NULL", [mid]) == [(0,)]
 
     with pytest.raises(RegistryError, match="unknown merchant"):
         export_merchant(warehouse, vault, merchant_id("ghost"), requested_by="support:bob")

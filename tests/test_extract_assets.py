@@ -60,7 +60,7 @@ def _materialize(assets, instance, url, base_url, merchant_id, day):
 
 
 def _raw_keys(warehouse, merchant_id, table, day):
-    with warehouse.connect() as conn:
+    with warehouse.merchant_scope(merchant_id) as conn:
         return sorted(
             r[0]
             for r in conn.fetchall(
@@ -93,9 +93,9 @@ def test_faulty_multi_day_extract_lands_exactly_what_the_sandbox_holds(warehouse
                     assert _raw_keys(warehouse, mid, "raw_amazon_financial_transactions", day) == held_tx
         injected = sandbox.state.faults.counts
     assert sum(injected.values()) > 0 and len([k for k, v in injected.items() if v]) >= 5
-    with warehouse.connect() as conn:
-        quarantined = []
-        for mid in merchants:
+    quarantined = []
+    for mid in merchants:
+        with warehouse.merchant_scope(mid) as conn:
             quarantined += conn.fetchall(
                 f"SELECT dataset, reason, payload FROM {merchant_schema(mid)}.raw_quarantine"
             )
@@ -129,7 +129,7 @@ def test_no_secret_or_buyer_pii_in_logs_or_event_metadata(warehouse, warehouse_u
         result = _materialize(AMAZON_CORE, instance, warehouse_url, sandbox.base_url, mid, day)
         tokens = sandbox.state.issued_access_tokens()
     assert result.success
-    with warehouse.connect() as conn:
+    with warehouse.merchant_scope(mid) as conn:
         rows = conn.fetchall(f"SELECT payload FROM {merchant_schema(mid)}.raw_amazon_orders")
         payloads = [json.loads(r[0]) if isinstance(r[0], str) else r[0] for r in rows]
     pii = set()

@@ -98,3 +98,26 @@ def test_an_asset_in_a_new_group_joins_no_job(definitions):
     }
     for job_name, expected in EXPECTED.items():
         assert _runs(extended, job_name) == expected, job_name
+
+
+
+def test_every_step_that_opens_merchant_data_follows_the_warehouse_rule():
+    """Every op that uses the warehouse, asset checks included (a blocking check once died on the
+    lock of a writer running beside it), is in the `warehouse` pool and carries the op tag that
+    every job's executor limits to one step at a time (assets/concurrency.py, ADR 0001)."""
+    from assets.concurrency import MERCHANT_STEP_TAG, WAREHOUSE_POOL
+
+    definitions = defs()
+    ops = {}
+    for name in EXPECTED:
+        job = definitions.resolve_job_def(name)
+        config = job.executor_def.config_schema.resolve_config({})
+        assert config.success and config.value["config"]["tag_concurrency_limits"] == [
+            {"key": MERCHANT_STEP_TAG, "limit": 1}
+        ], name
+        ops.update({op.name: op for op in job.graph.node_defs if "warehouse" in op.required_resource_keys})
+    checks = {name for name in ops if name.endswith(("_quality", "_no_plaintext_pii"))}
+    assert len(checks) >= 4 and len(ops) >= len(checks) + 15, sorted(ops)
+    for name, op in ops.items():
+        assert op.pool == WAREHOUSE_POOL, name
+        assert op.tags.get(MERCHANT_STEP_TAG) == "merchant", name

@@ -120,7 +120,7 @@ def test_the_purge_redacts_every_raw_dataset_that_may_name_the_buyer(warehouse, 
     schema = merchant_schema(mid)
     landed = datetime(2025, 3, 1, 12, tzinfo=UTC)
     json_type = "JSON" if warehouse.dialect == "duckdb" else "JSONB"
-    with warehouse.connect() as conn:
+    with warehouse.merchant_scope(mid) as conn:
         for channel, dataset in raw_datasets(may_name_buyer=True):
             conn.create_table(schema, raw_table(channel, dataset))
             payload = {key: f"PII-SENTINEL-{key}" for key in marketplaces.marketplace(channel).pii_keys}
@@ -130,7 +130,7 @@ def test_the_purge_redacts_every_raw_dataset_that_may_name_the_buyer(warehouse, 
                 [landed.date(), json.dumps({"id": "R-1", **payload}), landed],
             )
     purge.purge_pii(warehouse, mid, now=landed + timedelta(days=400), run_id="r")
-    with warehouse.connect() as conn:
+    with warehouse.merchant_scope(mid) as conn:
         for channel, dataset in raw_datasets(may_name_buyer=True):
             (text,) = conn.fetchone(f"SELECT CAST(payload AS TEXT) FROM {schema}.{raw_table_name(channel, dataset)}")
             assert "PII-SENTINEL" not in text and "R-1" in text, (channel, dataset)

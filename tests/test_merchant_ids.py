@@ -4,10 +4,10 @@ from hypothesis import strategies as st
 
 from illuma_pipelines.merchant_ids import (
     InvalidMerchantId,
-    merchant_role,
     merchant_schema,
     validate_merchant_id,
 )
+from illuma_pipelines.warehouse_logins import merchant_login_role
 
 BAD_IDS = [
     "a;drop schema x",
@@ -51,6 +51,6 @@ def test_long_ids_are_shortened_in_the_message():
 @given(st.from_regex(r"[a-z][a-z0-9_]{1,39}", fullmatch=True))
 def test_valid_ids_fit_identifiers_and_partition_keys(mid):
     assert validate_merchant_id(mid) == mid
-    assert len(merchant_role(mid).encode()) <= 63
+    assert len(merchant_login_role(mid, "0123abcd").encode()) <= 63
     assert merchant_schema(mid) == f"m_{mid}"
     assert not set(mid) & set("|[],/.;")

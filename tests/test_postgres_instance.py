@@ -3,6 +3,7 @@
 import shutil
 
 import dagster as dg
+import pytest
 
 from assets.extracts import extract_assets
 from assets.partitions import MERCHANTS, merchant_date_key
@@ -11,11 +12,21 @@ from illuma_pipelines.registry import ChannelConnection, add_merchant
 from resources import sandbox_clients
 from resources.warehouse import WarehouseResource
 from sensors.merchants import sync_merchant_partitions
+from tests.conftest import PG_PIPELINE_LOGIN, pipeline_url, throwaway_database
 
 
-def test_runs_record_their_events_on_postgres_storage(pg_url, tmp_path, monkeypatch, merchant_id, vault_resource):
+@pytest.fixture
+def dagster_pg_url(pg_url):
+    """A database of its own for the Dagster instance's storage, owned by the pipeline's
+    non-superuser login (the warehouse database gives that login the platform schema only)."""
+    with throwaway_database("illuma_dagster", owner=PG_PIPELINE_LOGIN) as dbname:
+        yield pipeline_url(dbname).replace("postgresql://", "postgresql+psycopg2://", 1)
+
+def test_runs_record_their_events_on_postgres_storage(
+    pg_url, dagster_pg_url, tmp_path, monkeypatch, merchant_id, vault_resource
+):
     # The instance config names psycopg2 explicitly: psycopg 3 cannot bind dagster-postgres' NOTIFY.
-    monkeypatch.setenv("DAGSTER_PG_URL", pg_url.replace("postgresql://", "postgresql+psycopg2://", 1))
+    monkeypatch.setenv("DAGSTER_PG_URL", dagster_pg_url)
     shutil.copy(PROJECT_ROOT / "deploy" / "dagster.yaml", tmp_path / "dagster.yaml")
     with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"

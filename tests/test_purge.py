@@ -16,7 +16,7 @@ import pytest
 from illuma_pipelines import normalize, purge
 from illuma_pipelines.audit import purge_security_logs
 from illuma_pipelines.core.tables import BUYER_PII, ORDER_STATUS_HISTORY, ORDERS, PII_COLUMNS
-from illuma_pipelines.merchant_ids import merchant_role, merchant_schema
+from illuma_pipelines.merchant_ids import merchant_schema
 from illuma_pipelines.raw_records import QUARANTINE, raw_table
 from illuma_pipelines.registry import add_merchant, record_audit
 from illuma_pipelines.retention import DEFAULT_POLICY
@@ -64,16 +64,17 @@ def _json_type(wh: Warehouse) -> str:
 def _setup(wh: Warehouse, mid: str) -> str:
     add_merchant(wh, mid)
     schema = merchant_schema(mid)
-    with wh.connect() as conn:
+    with wh.merchant_scope(mid) as conn:
         for spec in (ORDERS, BUYER_PII, ORDER_STATUS_HISTORY, QUARANTINE, raw_table("ebay", "financial_transactions"),
                      *(raw_table(c, "orders") for c in PAYLOADS)):
             conn.create_table(schema, spec)
     return schema
 
 
-def _seed(wh, schema, channel, oid, *, status="shipped", shipped=None, delivered=None, updated=None,
+def _seed(wh, mid, channel, oid, *, status="shipped", shipped=None, delivered=None, updated=None,
           extracted=ANCHOR, in_core=True, seen_shipped=None):
-    with wh.connect() as conn:
+    schema = merchant_schema(mid)
+    with wh.merchant_scope(mid) as conn:
         if in_core:
             conn.execute(
                 f"INSERT INTO {schema}.core_orders (channel, marketplace_order_id, status, channel_status, "
@@ -107,9 +108,16 @@ def _seed(wh, schema, channel, oid, *, status="shipped", shipped=None, delivered
         )
 
 
-def _state(wh, schema, channel, oid):
+def _rows(wh, mid, sql, params=()):
+    """The rows of a query on the merchant's own tables (only its scope reaches them)."""
+    with wh.merchant_scope(mid) as conn:
+        return conn.fetchall(sql, params)
+
+
+def _state(wh, mid, channel, oid):
     """(PII row present, raw payload text) of one order."""
-    with wh.connect() as conn:
+    schema = merchant_schema(mid)
+    with wh.merchant_scope(mid) as conn:
         (pii,) = conn.fetchone(
             f"SELECT count(*) FROM {schema}.core_buyer_pii WHERE channel = ? AND marketplace_order_id = ?",
             [channel, oid],
@@ -120,13 +128,68 @@ def _state(wh, schema, channel, oid):
     return pii, payload
 
 
-def _ledger(wh, mid):
+_LEDGER_COLUMNS = "ledger_id, rule_id, target, action, rows_affected"
+
+
+def _platform_ledger(wh, mid):
+    """The merchant's rows of platform.retention_ledger: (ledger id, rule, target, action, rows)."""
     with wh.connect() as conn:
         return conn.fetchall(
-            "SELECT rule_id, target, action, rows_affected FROM platform.retention_ledger "
-            "WHERE merchant_id = ? ORDER BY rule_id, target",
+            f"SELECT {_LEDGER_COLUMNS} FROM platform.retention_ledger WHERE merchant_id = ? ORDER BY rule_id, target",
             [mid],
         )
+
+
+def _ledger(wh, mid):
+    """The merchant's rows of platform.retention_ledger: (rule, target, action, rows)."""
+    return [row[1:] for row in _platform_ledger(wh, mid)]
+
+
+def _merchant_ledger(wh, mid, table):
+    """The ledger rows in one of the merchant's own tables, its report (purge.REPORT_VIEW) or its
+    outbox (purge.OUTBOX_TABLE), as _platform_ledger; none before the first purge made it."""
+    schema = merchant_schema(mid)
+    with wh.merchant_scope(mid) as conn:
+        if not conn.table_exists(schema, table):
+            return []
+        return conn.fetchall(f"SELECT {_LEDGER_COLUMNS} FROM {schema}.{table} ORDER BY rule_id, target")
+
+
+def _assert_report_matches_ledger(wh, mid):
+    """The merchant's own report (a table in its schema) holds exactly the rows the platform
+    ledger holds for it, ledger ids included (each row once, none lost, none extra), and nothing
+    is left waiting in the outbox."""
+    assert sorted(_merchant_ledger(wh, mid, purge.REPORT_VIEW)) == sorted(_platform_ledger(wh, mid))
+    assert _merchant_ledger(wh, mid, purge.OUTBOX_TABLE) == []
+
+
+def provisioned_login(wh, mid):
+    """Check the merchant's warehouse is there (its schema; on DuckDB its file) and return its
+    PostgreSQL login role (in platform.merchant_logins and in pg_roles), or None on DuckDB (no
+    logins: the merchant's file is its boundary)."""
+    assert wh.merchant_schema_exists(mid)
+    if wh.dialect != "postgres":
+        return None
+    with wh.connect() as conn:
+        (role,) = conn.fetchone("SELECT role_name FROM platform.merchant_logins WHERE merchant_id = ?", [mid])
+        assert conn.fetchone("SELECT count(*) FROM pg_roles WHERE rolname = ?", [role])[0] == 1
+    return role
+
+
+def assert_warehouse_erased(wh, mid, login):
+    """Nothing of the merchant is left in the warehouse: no schema (DuckDB: no file, no write-ahead
+    log or spill folder), no login role, no merchant_logins row. `login` is provisioned_login() taken
+    before the erasure."""
+    schema = merchant_schema(mid)
+    assert not wh.merchant_schema_exists(mid)
+    with wh.connect() as conn:
+        assert conn.fetchone("SELECT count(*) FROM platform.merchant_logins WHERE merchant_id = ?", [mid])[0] == 0
+        if wh.dialect == "postgres":
+            assert conn.fetchone("SELECT to_regnamespace(?) IS NULL", [schema])[0]
+            assert conn.fetchone("SELECT count(*) FROM pg_roles WHERE rolname = ?", [login])[0] == 0
+    if wh.dialect == "duckdb":
+        assert not wh.merchant_file(mid).exists()
+        assert sorted(p.name for p in wh.merchants_dir.glob(f"{schema}.*")) == []
 
 
 def _no_pii_left(payload: str) -> None:
@@ -155,18 +218,17 @@ def test_each_pii_rule_at_its_boundary(warehouse, merchant_id, case):
     channel, seed, due_day = CASES[case]
     mid = merchant_id()
     schema = _setup(warehouse, mid)
-    _seed(warehouse, schema, channel, "O-1", **seed)
-    _seed(warehouse, schema, channel, "O-open", status="unshipped")  # never shipped: PII still needed
-    with warehouse.connect() as conn:
-        order_before = conn.fetchall(f"SELECT * FROM {schema}.core_orders ORDER BY marketplace_order_id")
+    _seed(warehouse, mid, channel, "O-1", **seed)
+    _seed(warehouse, mid, channel, "O-open", status="unshipped")  # never shipped: PII still needed
+    order_before = _rows(warehouse, mid, f"SELECT * FROM {schema}.core_orders ORDER BY marketplace_order_id")
 
     day_before = purge.purge_pii(warehouse, mid, now=due_day - SECOND, run_id="r1")
     assert day_before.total == 0
-    pii, payload = _state(warehouse, schema, channel, "O-1")
+    pii, payload = _state(warehouse, mid, channel, "O-1")
     assert pii == 1 and NAME in payload
 
     on_the_day = purge.purge_pii(warehouse, mid, now=due_day, run_id="r2")
-    pii, payload = _state(warehouse, schema, channel, "O-1")
+    pii, payload = _state(warehouse, mid, channel, "O-1")
     assert pii == 0
     _no_pii_left(payload)
     doc = json.loads(payload)
@@ -174,22 +236,21 @@ def test_each_pii_rule_at_its_boundary(warehouse, merchant_id, case):
     raw_rule = DEFAULT_POLICY.rule(rule_id.replace("buyer_pii", "raw_pii")).id
     assert {(e.rule_id, e.rows_affected) for e in on_the_day.entries} == {(rule_id, 1), (raw_rule, 1)}
     # The open order keeps its PII; order facts are untouched.
-    pii_open, payload_open = _state(warehouse, schema, channel, "O-open")
+    pii_open, payload_open = _state(warehouse, mid, channel, "O-open")
     assert pii_open == 1 and NAME in payload_open
-    with warehouse.connect() as conn:
-        assert conn.fetchall(f"SELECT * FROM {schema}.core_orders ORDER BY marketplace_order_id") == order_before
-    # The merchant's own report shows it.
-    with warehouse.merchant_scope(mid) as conn:
-        report = conn.fetchall(f"SELECT rule_id, rows_affected FROM {schema}.{purge.REPORT_VIEW}")
+    assert _rows(warehouse, mid, f"SELECT * FROM {schema}.core_orders ORDER BY marketplace_order_id") == order_before
+    # The merchant's own report shows it, row for row as the platform's ledger.
+    report = _rows(warehouse, mid, f"SELECT rule_id, rows_affected FROM {schema}.{purge.REPORT_VIEW}")
     assert sorted(report) == sorted((e.rule_id, e.rows_affected) for e in on_the_day.entries)
+    _assert_report_matches_ledger(warehouse, mid)
 
 
 def test_unmatched_raw_records_and_quarantine_at_their_boundary(warehouse, merchant_id):
     mid = merchant_id()
     schema = _setup(warehouse, mid)
     jt = _json_type(warehouse)
-    _seed(warehouse, schema, "amazon", "O-reject", in_core=False)  # a record the normalizer rejected
-    with warehouse.connect() as conn:
+    _seed(warehouse, mid, "amazon", "O-reject", in_core=False)  # a record the normalizer rejected
+    with warehouse.merchant_scope(mid) as conn:
         conn.execute(
             f"INSERT INTO {schema}.raw_ebay_financial_transactions (partition_date, source, record_key, payload, "
             f"extracted_at, run_id) VALUES (?, 'seed', 'T-1', CAST(? AS {jt}), ?, 'seed')",
@@ -204,7 +265,7 @@ def test_unmatched_raw_records_and_quarantine_at_their_boundary(warehouse, merch
     due = datetime(2026, 3, 2, tzinfo=UTC)
 
     def texts():
-        with warehouse.connect() as conn:
+        with warehouse.merchant_scope(mid) as conn:
             return [
                 conn.fetchone(f"SELECT CAST(payload AS TEXT) FROM {schema}.raw_amazon_orders")[0],
                 conn.fetchone(f"SELECT CAST(payload AS TEXT) FROM {schema}.raw_ebay_financial_transactions")[0],
@@ -223,28 +284,37 @@ def test_unmatched_raw_records_and_quarantine_at_their_boundary(warehouse, merch
 
 def test_a_rerun_changes_nothing_and_writes_no_ledger_rows(warehouse, merchant_id):
     mid = merchant_id()
-    schema = _setup(warehouse, mid)
+    _setup(warehouse, mid)
     for i, channel in enumerate(PAYLOADS):
-        _seed(warehouse, schema, channel, f"O-{i}", shipped=ANCHOR)
+        _seed(warehouse, mid, channel, f"O-{i}", shipped=ANCHOR)
     later = ANCHOR + timedelta(days=200)
     first = purge.purge_pii(warehouse, mid, now=later, run_id="r1")
     assert first.total == 6
     ledger = _ledger(warehouse, mid)
+    assert sum(r[3] for r in ledger) == 6
+    _assert_report_matches_ledger(warehouse, mid)
     again = purge.purge_pii(warehouse, mid, now=later + timedelta(days=1), run_id="r2")
     assert again.total == 0 and again.entries == []
     assert _ledger(warehouse, mid) == ledger
+    _assert_report_matches_ledger(warehouse, mid)
 
 
 class _CrashingWarehouse:
-    """The real warehouse, whose process dies (an exception) at its n-th SQL statement."""
+    """The real warehouse, whose process dies (an exception) as it is about to run the n-th SQL
+    statement containing `fragment`, on the platform's connection or in the merchant's scope."""
 
-    def __init__(self, wh: Warehouse, crash_at: int) -> None:
-        self._wh, self.left = wh, crash_at
+    def __init__(self, wh: Warehouse, fragment: str, n: int) -> None:
+        self._wh, self.fragment, self.left = wh, fragment, n
         self.dialect, self.url = wh.dialect, wh.url
 
     @contextlib.contextmanager
     def connect(self):
         with self._wh.connect() as conn:
+            yield _CrashingConnection(conn, self)
+
+    @contextlib.contextmanager
+    def merchant_scope(self, merchant_id):
+        with self._wh.merchant_scope(merchant_id) as conn:
             yield _CrashingConnection(conn, self)
 
     def __getattr__(self, name):
@@ -260,42 +330,63 @@ class _CrashingConnection:
         if name not in ("execute", "execute_count", "fetchall", "fetchone", "load_frame"):
             return attr
 
-        def statement(*args, **kwargs):
-            self._owner.left -= 1
-            if self._owner.left == 0:
-                raise KeyboardInterrupt("killed midway")
-            return attr(*args, **kwargs)
+        def statement(sql, *args, **kwargs):  # load_frame's first argument is a schema name
+            if self._owner.fragment in str(sql):
+                self._owner.left -= 1
+                if self._owner.left == 0:
+                    raise KeyboardInterrupt("killed midway")
+            return attr(sql, *args, **kwargs)
 
         return statement
 
 
-@pytest.mark.parametrize("crash_at", [5, 12, 25, 31])  # mid-statement: after the PII delete, between raw tables, amid the ledger rows
-def test_a_purge_killed_midway_completes_on_the_next_run(warehouse, merchant_id, crash_at):
+# (statement the process dies at, its occurrence, PII purged by then, ledger written by then)
+CRASHES = {
+    "after the PII delete": ("raw_amazon_orders ADD COLUMN", 1, False, False),
+    "between raw tables": ("raw_ebay_orders ADD COLUMN", 1, False, False),
+    "amid the merchant's ledger rows": (f"{purge.OUTBOX_TABLE} (ledger_id", 3, False, False),
+    "after the merchant's commit": ("FROM platform.retention_ledger WHERE ledger_id", 1, True, False),
+    "amid the platform's ledger rows": ("INSERT INTO platform.retention_ledger", 3, True, False),
+    "before the outbox is emptied": (f"{purge.OUTBOX_TABLE} WHERE ledger_id", 1, True, True),
+}
+
+
+@pytest.mark.parametrize("crash", list(CRASHES))
+def test_a_purge_killed_midway_completes_on_the_next_run(warehouse, merchant_id, crash):
     mid = merchant_id()
-    schema = _setup(warehouse, mid)
+    _setup(warehouse, mid)
     for i, channel in enumerate(PAYLOADS):
-        _seed(warehouse, schema, channel, f"O-{i}", shipped=ANCHOR)
+        _seed(warehouse, mid, channel, f"O-{i}", shipped=ANCHOR)
     later = ANCHOR + timedelta(days=200)
-    crashing = _CrashingWarehouse(warehouse, crash_at=crash_at)
+    fragment, n, purged, ledgered = CRASHES[crash]
+    crashing = _CrashingWarehouse(warehouse, fragment, n)
     with pytest.raises(KeyboardInterrupt):
         purge.purge_pii(crashing, mid, now=later, run_id="killed")
-    # Killed mid-transaction: nothing half done, nothing ledgered.
-    assert _ledger(warehouse, mid) == []
-    assert _state(warehouse, schema, "amazon", "O-0")[0] == 1
+    # Killed in the merchant's transaction: nothing half done, nothing ledgered. Killed after it:
+    # the PII is gone and its ledger rows wait, signed, in the outbox until a run copies them;
+    # the platform's ledger holds all of them or none.
+    for i, channel in enumerate(PAYLOADS):
+        pii, payload = _state(warehouse, mid, channel, f"O-{i}")
+        assert (pii, NAME in payload) == ((0, False) if purged else (1, True))
+    outbox = _merchant_ledger(warehouse, mid, purge.OUTBOX_TABLE)
+    assert sum(r[4] for r in outbox) == (6 if purged else 0)
+    assert _merchant_ledger(warehouse, mid, purge.REPORT_VIEW) == outbox  # written together
+    assert sum(r[3] for r in _ledger(warehouse, mid)) == (6 if ledgered else 0)
     purge.purge_pii(warehouse, mid, now=later, run_id="resumed")
     for i, channel in enumerate(PAYLOADS):
-        pii, payload = _state(warehouse, schema, channel, f"O-{i}")
+        pii, payload = _state(warehouse, mid, channel, f"O-{i}")
         assert pii == 0
         _no_pii_left(payload)
     ledger = _ledger(warehouse, mid)
     assert sum(r[3] for r in ledger) == 6  # every value counted once
     assert len({(r[0], r[1]) for r in ledger}) == len(ledger)
+    _assert_report_matches_ledger(warehouse, mid)
 
 
 def test_security_logs_survive_every_purge(warehouse, merchant_id, tmp_path):
     mid = merchant_id()
-    schema = _setup(warehouse, mid)
-    _seed(warehouse, schema, "ebay", "O-1", shipped=ANCHOR)
+    _setup(warehouse, mid)
+    _seed(warehouse, mid, "ebay", "O-1", shipped=ANCHOR)
     with warehouse.connect() as conn:
         # Eleven months old by the real clock: inside the 12-month minimum whatever the date.
         record_audit(conn, actor="test", action="pii.reveal", merchant_id=mid,
@@ -324,8 +415,9 @@ def _vault(tmp_path, wh):
 def test_erasure_waits_30_days_then_leaves_only_the_ledger(warehouse, merchant_id, tmp_path, monkeypatch):
     monkeypatch.setenv("ILLUMA_DATA_DIR", str(tmp_path / "data"))
     mid = merchant_id()
-    schema = _setup(warehouse, mid)
-    _seed(warehouse, schema, "amazon", "O-1", shipped=ANCHOR)
+    _setup(warehouse, mid)
+    _seed(warehouse, mid, "amazon", "O-1", shipped=ANCHOR)
+    login = provisioned_login(warehouse, mid)
     vault = _vault(tmp_path, warehouse)
     sealed = vault.encrypt_column(mid, "core_buyer_pii", "buyer_name", ["amazon:O-1"], [NAME])[0]
     export_dir = purge.data_dir() / "exports" / mid
@@ -345,14 +437,12 @@ def test_erasure_waits_30_days_then_leaves_only_the_ledger(warehouse, merchant_i
 
     result = purge.erase_account(warehouse, vault, mid, now=due, run_id="erase")
     assert {e.rule_id for e in result.entries} == {"merchant_schema", "merchant_keys", "merchant_account"}
+    assert_warehouse_erased(warehouse, mid, login)
     with warehouse.connect() as conn:
-        assert not conn.schema_exists(schema)
         for table in ("merchants", "channel_connections"):
             assert conn.fetchone(f"SELECT count(*) FROM platform.{table} WHERE merchant_id = ?", [mid])[0] == 0
         (done,) = conn.fetchone("SELECT outcome FROM platform.data_requests WHERE merchant_id = ?", [mid])
         assert done == "erased"
-        if warehouse.dialect == "postgres":
-            assert conn.fetchone("SELECT count(*) FROM pg_roles WHERE rolname = ?", [merchant_role(mid)])[0] == 0
     assert not export_dir.exists()
     with pytest.raises(KeyDestroyed):
         _vault(tmp_path, warehouse).reveal(mid, "core_buyer_pii", "buyer_name", "amazon:O-1", sealed,
@@ -369,13 +459,13 @@ def test_erasure_waits_30_days_then_leaves_only_the_ledger(warehouse, merchant_i
 def test_immediate_deletion_skips_the_grace_period(warehouse, merchant_id, tmp_path):
     mid = merchant_id()
     _setup(warehouse, mid)
+    login = provisioned_login(warehouse, mid)
     vault = _vault(tmp_path, warehouse)
     purge.request_deletion(warehouse, mid, requested_by="merchant", now=ANCHOR)
     upgraded = purge.request_deletion(warehouse, mid, immediate=True, requested_by="merchant", now=ANCHOR + SECOND)
     assert upgraded["kind"] == "immediate_deletion" and upgraded["erasure_due_at"] == ANCHOR + SECOND
     purge.erase_account(warehouse, vault, mid, now=ANCHOR + SECOND, run_id="now")
-    with warehouse.connect() as conn:
-        assert not conn.schema_exists(merchant_schema(mid))
+    assert_warehouse_erased(warehouse, mid, login)
 
 
 def test_requests_are_reported_near_and_past_their_deadline(warehouse, merchant_id):
@@ -392,10 +482,10 @@ def test_requests_are_reported_near_and_past_their_deadline(warehouse, merchant_
 
 def test_redaction_in_python_matches_the_sql(warehouse, merchant_id):
     mid = merchant_id()
-    schema = _setup(warehouse, mid)
-    _seed(warehouse, schema, "ebay", "O-1", shipped=ANCHOR)
+    _setup(warehouse, mid)
+    _seed(warehouse, mid, "ebay", "O-1", shipped=ANCHOR)
     purge.purge_pii(warehouse, mid, now=ANCHOR + timedelta(days=100), run_id="r")
-    _, payload = _state(warehouse, schema, "ebay", "O-1")
+    _, payload = _state(warehouse, mid, "ebay", "O-1")
     expected = json.loads(purge.redact_payload_text(json.dumps(PAYLOADS["ebay"]("O-1"))))
     assert json.loads(payload) == expected
 
@@ -404,8 +494,8 @@ def test_cli_request_deletion_report_and_requests(warehouse, warehouse_url, merc
     from illuma_pipelines.cli import main
 
     mid = merchant_id()
-    schema = _setup(warehouse, mid)
-    _seed(warehouse, schema, "ebay", "O-1", shipped=ANCHOR)
+    _setup(warehouse, mid)
+    _seed(warehouse, mid, "ebay", "O-1", shipped=ANCHOR)
     purge.purge_pii(warehouse, mid, now=ANCHOR + timedelta(days=100), run_id="r")
     assert main(["--warehouse-url", warehouse_url, "merchants", "purge-report", mid]) == 0
     out = capsys.readouterr().out
@@ -486,10 +576,10 @@ def test_redaction_of_finance_and_settlement_rows():
 def test_financial_records_survive_the_pii_purge(warehouse, merchant_id):
     mid = merchant_id()
     schema = _setup(warehouse, mid)
-    _seed(warehouse, schema, "amazon", "O-1", shipped=ANCHOR)
+    _seed(warehouse, mid, "amazon", "O-1", shipped=ANCHOR)
     settlement = raw_table("amazon", "settlement_reports")
     row = {"settlement-id": "S-1", "order-id": "O-1", "amount": "12.50", "amount-type": "ItemPrice"}
-    with warehouse.connect() as conn:
+    with warehouse.merchant_scope(mid) as conn:
         conn.create_table(schema, settlement)
         conn.execute(
             f"INSERT INTO {schema}.{settlement.name} (partition_date, source, record_key, payload, extracted_at, "
@@ -498,7 +588,7 @@ def test_financial_records_survive_the_pii_purge(warehouse, merchant_id):
         )
 
     def facts():
-        with warehouse.connect() as conn:
+        with warehouse.merchant_scope(mid) as conn:
             return (
                 conn.fetchall(f"SELECT channel, marketplace_order_id, order_total, currency, shipped_at FROM {schema}.core_orders"),
                 conn.fetchall(f"SELECT CAST(payload AS TEXT) FROM {schema}.{settlement.name}"),
@@ -506,7 +596,7 @@ def test_financial_records_survive_the_pii_purge(warehouse, merchant_id):
 
     before = facts()
     result = purge.purge_pii(warehouse, mid, now=ANCHOR + timedelta(days=400), run_id="r")
-    assert result.total == 2 and _state(warehouse, schema, "amazon", "O-1")[0] == 0
+    assert result.total == 2 and _state(warehouse, mid, "amazon", "O-1")[0] == 0
     assert facts() == before
 
 
@@ -514,8 +604,8 @@ def test_a_merchant_override_shortens_the_pii_period_and_never_lengthens_it(ware
     from illuma_pipelines.cli import main
 
     mid = merchant_id()
-    schema = _setup(warehouse, mid)
-    _seed(warehouse, schema, "ebay", "O-1", shipped=ANCHOR)
+    _setup(warehouse, mid)
+    _seed(warehouse, mid, "ebay", "O-1", shipped=ANCHOR)
     args = ["--warehouse-url", warehouse_url, "merchants", "retention-override", mid]
     assert main([*args, "buyer_pii_shipment", "120d"]) == 2
     assert "may only shorten it" in capsys.readouterr().err
@@ -525,7 +615,7 @@ def test_a_merchant_override_shortens_the_pii_period_and_never_lengthens_it(ware
     assert purge.purge_pii(warehouse, mid, now=due - SECOND, run_id="r1").total == 0
     result = purge.purge_pii(warehouse, mid, now=due, run_id="r2")
     assert {(e.rule_id, e.rows_affected) for e in result.entries} == {("buyer_pii_shipment", 1), ("raw_pii_shipment", 1)}
-    assert _state(warehouse, schema, "ebay", "O-1")[0] == 0
+    assert _state(warehouse, mid, "ebay", "O-1")[0] == 0
     with warehouse.connect() as conn:
         (audited,) = conn.fetchone(
             "SELECT count(*) FROM platform.audit_log WHERE action = 'retention.override_set' AND merchant_id = ?", [mid]
@@ -536,11 +626,11 @@ def test_a_merchant_override_shortens_the_pii_period_and_never_lengthens_it(ware
 def test_a_re_extracted_payload_of_a_purged_order_is_redacted_again(warehouse, merchant_id):
     mid = merchant_id()
     schema = _setup(warehouse, mid)
-    _seed(warehouse, schema, "amazon", "O-1", shipped=ANCHOR)
+    _seed(warehouse, mid, "amazon", "O-1", shipped=ANCHOR)
     later = ANCHOR + timedelta(days=100)
     assert purge.purge_pii(warehouse, mid, now=later, run_id="r1").total == 2
     # The next day's extract lands the order again (a late refund), PII and all.
-    with warehouse.connect() as conn:
+    with warehouse.merchant_scope(mid) as conn:
         conn.execute(
             f"INSERT INTO {schema}.raw_amazon_orders (partition_date, source, record_key, payload, extracted_at, "
             f"run_id) VALUES (?, 'seed', 'O-1', CAST(? AS {_json_type(warehouse)}), ?, 'seed')",
@@ -548,9 +638,10 @@ def test_a_re_extracted_payload_of_a_purged_order_is_redacted_again(warehouse, m
         )
     again = purge.purge_pii(warehouse, mid, now=later + timedelta(days=1), run_id="r2")
     assert [(e.target.split(".")[-1], e.rows_affected) for e in again.entries] == [("raw_amazon_orders", 1)]
-    with warehouse.connect() as conn:
+    with warehouse.merchant_scope(mid) as conn:
         payloads = [p for (p,) in conn.fetchall(f"SELECT CAST(payload AS TEXT) FROM {schema}.raw_amazon_orders")]
         unchecked = conn.fetchone(f"SELECT count(*) FROM {schema}.raw_amazon_orders WHERE pii_checked_at IS NULL")[0]
     assert len(payloads) == 2 and unchecked == 0
     for payload in payloads:
         _no_pii_left(payload)
+

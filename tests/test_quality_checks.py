@@ -57,7 +57,7 @@ def test_checks_pass_on_sandbox_data_and_catch_bad_rows(warehouse, warehouse_url
 
     # Now break the data: a status outside the vocabulary, and a buyer's name copied into a title.
     schema = merchant_schema(mid)
-    with warehouse.connect() as conn:
+    with warehouse.merchant_scope(mid) as conn:
         conn.execute(f"UPDATE {schema}.{ORDERS.name} SET status = 'lost_in_space' WHERE partition_date = ?", [day])
         order_id = conn.fetchone(f"SELECT marketplace_order_id FROM {schema}.{ORDER_LINES.name} LIMIT 1")[0]
         conn.execute(

@@ -163,7 +163,7 @@ def _slot_holder(instance) -> str | None:
 
 
 def _keys(warehouse, merchant_id, day):
-    with warehouse.connect() as conn:
+    with warehouse.merchant_scope(merchant_id) as conn:
         return sorted(
             r[0]
             for r in conn.fetchall(
@@ -234,6 +234,8 @@ def test_a_killed_run_is_failed_its_slot_freed_and_its_partition_reruns(local, t
 
 def test_the_demo_waits_for_a_live_run_and_stops_on_sigint(local, tmp_path):
     instance, env, var = local
+    # A full pool: one slot here (the local default is 2), so the one holder below fills it.
+    instance.event_log_storage.set_concurrency_slots("warehouse", 1)
     holder = subprocess.Popen(
         [sys.executable, _script(tmp_path, "holder.py", HOLDER_SCRIPT)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -386,7 +388,12 @@ def test_an_instance_home_written_before_gets_run_monitoring(tmp_path, monkeypat
         assert instance.run_monitoring_enabled
         assert instance.run_monitoring_max_resume_run_attempts == 0
         assert instance.run_monitoring_settings["free_slots_after_run_end_seconds"] > 0
-        assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
+        # Two warehouse steps at once, one run per merchant (ADR 0001: a DuckDB file per merchant).
+        config = instance.get_concurrency_config()
+        assert config.pool_config.default_pool_limit == 2
+        assert [(lim["key"], lim["limit"]) for lim in config.run_queue_config.tag_concurrency_limits] == [
+            ("illuma/merchant", 1)
+        ]
 
     # A hand-written one keeps its settings and gains ours; its own run monitoring would stand.
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "own"))

@@ -3,12 +3,16 @@ disk, on DuckDB and PostgreSQL: real sandbox data through the real extracts and 
 the shredding purge."""
 
 import re
+import secrets
 import shutil
 import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
+import psycopg
 import pytest
 import zstandard
 
@@ -38,17 +42,19 @@ from illuma_pipelines.sealing import (
 )
 from illuma_pipelines.shredding import labels_to_destroy, purge_and_shred
 from illuma_pipelines.vault import CIPHERTEXT_PATTERN, KeyDestroyed
-from illuma_pipelines.warehouse import Warehouse
+from illuma_pipelines.warehouse import PLATFORM_SCHEMA, Warehouse
 from resources import sandbox_clients
 from resources.warehouse import WarehouseResource
+from tests.conftest import admin_dsn
 from tests.sandbox_helpers import sandbox_now
 
 LOOKBACK = {"ops": {a.op.name: {"config": {"lookback_hours": 2}} for a in extract_assets}}
 ACTOR = "pipeline:tests"
 
 
-def _rows(warehouse, sql, params=()):
-    with warehouse.connect() as conn:
+def _rows(warehouse, mid, sql, params=()):
+    """The rows of a query on `mid`'s tables, in that merchant's scope."""
+    with warehouse.merchant_scope(mid) as conn:
         return conn.fetchall(sql, params)
 
 
@@ -84,7 +90,7 @@ def _pii_values(warehouse, vault, mid):
     out: dict[tuple[str, str], set[str]] = {}
     for channel in CHANNELS:
         table = raw_table_name(channel, ORDER_DATASET)
-        rows = _rows(warehouse, f"SELECT record_key, CAST(payload AS TEXT) FROM {schema}.{table}")
+        rows = _rows(warehouse, mid, f"SELECT record_key, CAST(payload AS TEXT) FROM {schema}.{table}")
         texts = unseal_payloads(vault, mid, table, channel, rows, actor=ACTOR, purpose="test")
         for pii in normalizer(channel).normalize_orders([normalize.loads(t) for t in texts]).pii:
             values = {pii.buyer_name, pii.ship_name, pii.buyer_email, pii.buyer_phone, pii.address_line1}
@@ -92,34 +98,109 @@ def _pii_values(warehouse, vault, mid):
     return out
 
 
-def _data_files(warehouse: Warehouse, mid: str) -> list[Path]:
-    """Every file the engine keeps the merchant's data in: the DuckDB file and its WAL, or the
-    PostgreSQL relation files (tables and their TOAST) of the merchant's schema and the WAL."""
-    if warehouse.dialect == "duckdb":
-        with warehouse.connect() as conn:
-            conn.execute("CHECKPOINT")
-        path = Path(warehouse.url.removeprefix("duckdb:///"))
-        return [p for p in (path, Path(f"{path}.wal")) if p.exists()]
-    with warehouse.connect() as conn:
+def _checkpointed_duckdb_file(warehouse: Warehouse, mid: str | None) -> Path:
+    """The DuckDB file of merchant `mid` (None: the platform's), its WAL written into it."""
+    scope = warehouse.merchant_scope(mid) if mid else warehouse.connect()
+    with scope as conn:
         conn.execute("CHECKPOINT")
-        (data_dir,) = conn.fetchone("SELECT current_setting('data_directory')")
-        rels = conn.fetchall(
+    return warehouse.merchant_file(mid) if mid else warehouse.path
+
+
+@dataclass(frozen=True)
+class _WalSlice:
+    """Bytes `start` to `end` of a PostgreSQL WAL segment file."""
+
+    path: Path
+    start: int
+    end: int
+
+    def read_bytes(self) -> bytes:
+        with self.path.open("rb") as f:
+            f.seek(self.start)
+            return f.read(self.end - self.start)
+
+    def __str__(self) -> str:
+        return f"{self.path}[{self.start}:{self.end}]"
+
+
+class _WalSince:
+    """The PostgreSQL WAL written from now on, kept on disk under its own segment names by a
+    temporary replication slot (dropped with the admin session that holds it).
+
+    The WAL is the whole server's: segments written before the test, recycled under later names,
+    still hold other databases' (and other tests') plaintext, such as sandbox buyer names drawn
+    from the same pools. Everything of a merchant created after `start` is in the WAL from
+    `start` on, and the slot keeps those segments from being recycled, so scanning that range
+    scans every WAL byte the merchant's data can be in, and nothing older.
+    """
+
+    def __init__(self, con) -> None:
+        self._con = con
+        (self.start,) = con.execute(
+            "SELECT lsn - '0/0' FROM pg_create_physical_replication_slot(%s, true, true)",
+            [f"illuma_test_{secrets.token_hex(4)}"],
+        ).fetchone()
+        (data_dir,) = con.execute("SELECT current_setting('data_directory')").fetchone()
+        self.dir = Path(data_dir) / "pg_wal"
+        (self.segment,) = con.execute("SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'").fetchone()
+        (self.timeline,) = con.execute("SELECT timeline_id FROM pg_control_checkpoint()").fetchone()
+
+    def slices(self) -> list[_WalSlice]:
+        """The WAL from `start` to the current end, by segment file."""
+        (end,) = self._con.execute("SELECT pg_current_wal_lsn() - '0/0'").fetchone()
+        per_id = 0x1_0000_0000 // self.segment
+        out = []
+        for number in range(int(self.start) // self.segment, (int(end) - 1) // self.segment + 1):
+            base = number * self.segment
+            path = self.dir / f"{self.timeline:08X}{number // per_id:08X}{number % per_id:08X}"
+            assert path.is_file(), f"WAL segment {path} is missing though the slot keeps it"
+            out.append(_WalSlice(path, max(int(self.start), base) - base, min(int(end), base + self.segment) - base))
+        return out
+
+
+@pytest.fixture
+def wal(warehouse) -> Iterator[_WalSince | None]:
+    """On PostgreSQL, the WAL written during the test (see _WalSince); None on DuckDB."""
+    if warehouse.dialect != "postgres":
+        yield None
+        return
+    with psycopg.connect(admin_dsn(warehouse.url), autocommit=True) as con:
+        yield _WalSince(con)
+
+
+def _data_files(warehouse: Warehouse, mid: str | None, wal: _WalSince | None) -> list[Path | _WalSlice]:
+    """Every file the engine keeps merchant `mid`'s data in (None: the platform's): its DuckDB
+    file and that file's WAL, or the PostgreSQL relation files (tables and their TOAST) of its
+    schema and the WAL written since `wal` began. Found on PostgreSQL through the admin login (the
+    pipeline's may neither checkpoint nor read the data directory's path)."""
+    if warehouse.dialect == "duckdb":
+        path = _checkpointed_duckdb_file(warehouse, mid)
+        return [p for p in (path, Path(f"{path}.wal")) if p.exists()]
+    schema = merchant_schema(mid) if mid else PLATFORM_SCHEMA
+    with psycopg.connect(admin_dsn(warehouse.url), autocommit=True) as con:
+        con.execute("CHECKPOINT")
+        (data_dir,) = con.execute("SELECT current_setting('data_directory')").fetchone()
+        rels = con.execute(
             "SELECT pg_relation_filepath(c.oid) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE n.nspname = ? AND pg_relation_filepath(c.oid) IS NOT NULL "
+            "WHERE n.nspname = %s AND pg_relation_filepath(c.oid) IS NOT NULL "
             "UNION SELECT pg_relation_filepath(c.reltoastrelid) FROM pg_class c JOIN pg_namespace n "
-            "ON n.oid = c.relnamespace WHERE n.nspname = ? AND c.reltoastrelid <> 0",
-            [merchant_schema(mid), merchant_schema(mid)],
-        )
-    base = Path(data_dir)
-    files = [f for (rel,) in rels for f in base.glob(f"{rel}*") if f.is_file()]
-    files += [f for f in (base / "pg_wal").iterdir() if f.is_file() and re.fullmatch(r"[0-9A-F]{24}", f.name)]
-    return files
+            "ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.reltoastrelid <> 0",
+            [schema, schema],
+        ).fetchall()
+    assert rels, f"no relation files found for schema {schema}"
+    files = [f for (rel,) in rels for f in Path(data_dir).glob(f"{rel}*") if f.is_file()]
+    return [*files, *wal.slices()]
+
+
+def _all_data_files(warehouse: Warehouse, mid: str, wal: _WalSince | None) -> list[Path | _WalSlice]:
+    """The merchant's files and the platform's: every place its PII could have been written to."""
+    return sorted(set(_data_files(warehouse, mid, wal)) | set(_data_files(warehouse, None, wal)), key=str)
 
 
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
-def _readable_bytes(path: Path) -> bytes:
+def _readable_bytes(path: Path | _WalSlice) -> bytes:
     """A file's bytes as an attacker reads them: as stored, plus every zstd frame in it
     decompressed (DuckDB stores JSON columns zstd-compressed)."""
     data = path.read_bytes()
@@ -134,11 +215,14 @@ def _readable_bytes(path: Path) -> bytes:
     return b"\n".join(parts)
 
 
-def _found_in(files: list[Path], values: set[str]) -> set[str]:
-    found = set()
+def _found_in(files: list[Path | _WalSlice], values: set[str]) -> dict[str, list[str]]:
+    """Each of `values` found in the files, with the files it is in."""
+    found: dict[str, list[str]] = {}
     for path in files:
         data = _readable_bytes(path)
-        found.update(v for v in values if v.encode() in data)
+        for v in values:
+            if v.encode() in data:
+                found.setdefault(v, []).append(str(path))
     return found
 
 
@@ -148,14 +232,14 @@ def _sealed_copies(warehouse, mid):
     schema = merchant_schema(mid)
     out = []
     for channel, order_id, *values in _rows(
-        warehouse, f"SELECT channel, marketplace_order_id, {', '.join(PII_COLUMNS)} FROM {schema}.{BUYER_PII.name}"
+        warehouse, mid, f"SELECT channel, marketplace_order_id, {', '.join(PII_COLUMNS)} FROM {schema}.{BUYER_PII.name}"
     ):
         out += [(BUYER_PII.name, f"{channel}:{order_id}", c, v, (channel, order_id))
                 for c, v in zip(PII_COLUMNS, values, strict=True) if v]
     pattern = re.compile(r'"([^"]+)"\s*:\s*"(' + CIPHERTEXT_PATTERN.pattern + ')"')
     for channel, dataset in raw_datasets(may_name_buyer=True):
         table = raw_table_name(channel, dataset)
-        for key, text in _rows(warehouse, f"SELECT record_key, CAST(payload AS TEXT) FROM {schema}.{table}"):
+        for key, text in _rows(warehouse, mid, f"SELECT record_key, CAST(payload AS TEXT) FROM {schema}.{table}"):
             order = (channel, key) if dataset == ORDER_DATASET else None
             out += [(table, f"{key}/{m.group(1)}", PAYLOAD_COLUMN, m.group(2), order) for m in pattern.finditer(text)]
     return out
@@ -190,7 +274,7 @@ def test_sealing_keeps_every_other_byte_and_binds_each_value(warehouse, merchant
 
 
 def test_pii_is_sealed_at_landing_and_never_on_disk_in_clear(
-    warehouse, warehouse_url, merchant_id, instance, vault_resource, tmp_path
+    warehouse, warehouse_url, merchant_id, instance, vault_resource, tmp_path, wal
 ):
     mid = merchant_id("land")
     faults = FaultConfig(malformed_record=0.3, seed=3)
@@ -203,20 +287,20 @@ def test_pii_is_sealed_at_landing_and_never_on_disk_in_clear(
     # Every PII field of every raw payload and quarantine copy is a ciphertext.
     for channel, dataset in raw_datasets(may_name_buyer=True):
         table = raw_table_name(channel, dataset)
-        if not _rows(warehouse, "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?", [schema, table])[0][0]:
-            continue
-        for (text,) in _rows(warehouse, f"SELECT CAST(payload AS TEXT) FROM {schema}.{table}"):
+        with warehouse.merchant_scope(mid) as conn:
+            texts = conn.fetchall(f"SELECT CAST(payload AS TEXT) FROM {schema}.{table}") if conn.table_exists(schema, table) else []
+        for (text,) in texts:
             assert unsealed_pii_keys(channel, text) == [], table
-    quarantined = _rows(warehouse, f"SELECT source, payload FROM {schema}.{QUARANTINE.name} WHERE payload IS NOT NULL")
+    quarantined = _rows(warehouse, mid, f"SELECT source, payload FROM {schema}.{QUARANTINE.name} WHERE payload IS NOT NULL")
     assert quarantined, "the injected malformed records should be quarantined"
     for source, text in quarantined:
         assert unsealed_pii_keys(source.split(".")[0], text) == []
-    # No plaintext value in the engine's files, though the scan reads what is there: the order
-    # ids, stored in clear in the same payloads, are found.
-    files = _data_files(warehouse, mid)
+    # No plaintext value in the engine's files (the merchant's and the platform's), though the
+    # scan reads what is there: the order ids, stored in clear in the same payloads, are found in
+    # the merchant's own files.
     order_ids = {order_id for _, order_id in per_order}
-    assert len(_found_in(files, order_ids)) > len(order_ids) // 2
-    assert _found_in(files, values) == set()
+    assert len(_found_in(_data_files(warehouse, mid, wal), order_ids)) > len(order_ids) // 2
+    assert _found_in(_all_data_files(warehouse, mid, wal), values) == {}
 
     # The merchant's own export opens the sealed fields (audited) and carries no ciphertext.
     exported = export_merchant(warehouse, vault, mid, requested_by="support:test", out_dir=tmp_path / "exports")
@@ -226,7 +310,9 @@ def test_pii_is_sealed_at_landing_and_never_on_disk_in_clear(
     assert any(value in raw_csv for value in values)
 
 
-def test_a_purge_leaves_purged_pii_undecryptable_everywhere(warehouse, warehouse_url, merchant_id, instance, vault_resource, tmp_path):
+def test_a_purge_leaves_purged_pii_undecryptable_everywhere(
+    warehouse, warehouse_url, merchant_id, instance, vault_resource, tmp_path, wal
+):
     mid = merchant_id("shred")
     day, t1 = _land(warehouse, warehouse_url, instance, vault_resource, mid)
     vault = vault_resource.get(warehouse)
@@ -237,10 +323,10 @@ def test_a_purge_leaves_purged_pii_undecryptable_everywhere(warehouse, warehouse
     assert before
     backup = None
     if warehouse.dialect == "duckdb":
-        backup = tmp_path / "backup.duckdb"
-        with warehouse.connect() as conn:
-            conn.execute("CHECKPOINT")
-        shutil.copy(warehouse.url.removeprefix("duckdb:///"), backup)
+        # The merchant's file, restored as the merchant's file of another warehouse.
+        backup = Warehouse.from_url(f"duckdb:///{tmp_path / 'backup' / 'warehouse.duckdb'}")
+        backup.merchant_file(mid).parent.mkdir(parents=True)
+        shutil.copy(_checkpointed_duckdb_file(warehouse, mid), backup.merchant_file(mid))
 
     # First purge at t1: nothing is due yet; every value moves from its hold key to its due key
     # (or today's hold key while its order has no due day).
@@ -257,7 +343,7 @@ def test_a_purge_leaves_purged_pii_undecryptable_everywhere(warehouse, warehouse
     result, shred = purge_and_shred(warehouse, vault, mid, now=later, run_id="r2")
     assert result.total > 0 and shred.metadata()["keys_destroyed"] > 0
     surviving = {
-        (c, o) for c, o in _rows(warehouse, f"SELECT channel, marketplace_order_id FROM {schema}.{BUYER_PII.name}")
+        (c, o) for c, o in _rows(warehouse, mid, f"SELECT channel, marketplace_order_id FROM {schema}.{BUYER_PII.name}")
     }
     purged_orders = set(per_order) - surviving
     assert purged_orders
@@ -276,15 +362,15 @@ def test_a_purge_leaves_purged_pii_undecryptable_everywhere(warehouse, warehouse
     # Nothing of a purged order is left in clear in the files, and no live key is older than the
     # rotation period.
     purged_values = set().union(*(per_order[o] for o in purged_orders))
-    assert _found_in(_data_files(warehouse, mid), purged_values) == set()
+    assert _found_in(_all_data_files(warehouse, mid, wal), purged_values) == {}
     assert all(label.startswith(("due:", "hold:")) for label in vault.live_labels(mid))
     if backup is not None:
         # The backup file still holds the old ciphertexts; the keys that opened them are gone.
-        copy = Warehouse.from_url(f"duckdb:///{backup}")
-        with copy.connect() as conn:
-            old = conn.fetchall(
-                f"SELECT channel, marketplace_order_id, buyer_name FROM {schema}.{BUYER_PII.name} WHERE buyer_name IS NOT NULL"
-            )
+        old = _rows(
+            backup,
+            mid,
+            f"SELECT channel, marketplace_order_id, buyer_name FROM {schema}.{BUYER_PII.name} WHERE buyer_name IS NOT NULL",
+        )
         dead = [(c, o, v) for c, o, v in old if (c, o) in purged_orders]
         assert dead
         for channel, order_id, value in dead:
