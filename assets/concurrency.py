@@ -18,7 +18,13 @@ MERCHANT_STEP_TAG = "illuma/warehouse"
 MERCHANT_STEP_TAGS = {MERCHANT_STEP_TAG: "merchant"}
 
 # The executor of every job: a run's steps in processes of their own, at most one at a time of
-# those that open the merchant's data.
+# those that open the merchant's data. Step processes fork from a server that has imported the
+# code location once per run: importing it (dagster-dbt, dbt) costs 3.3 s, which every one of a
+# merchant-day run's 20 steps otherwise paid again when the run was loaded from another module
+# (bench/isolation.py measures the runs).
 EXECUTOR = dg.multiprocess_executor.configured(
-    {"tag_concurrency_limits": [{"key": MERCHANT_STEP_TAG, "limit": 1}]}
+    {
+        "tag_concurrency_limits": [{"key": MERCHANT_STEP_TAG, "limit": 1}],
+        "start_method": {"forkserver": {"preload_modules": ["illuma_pipelines.definitions"]}},
+    }
 )
