@@ -2,8 +2,10 @@
 
 Each suite is data: a list of expectations per table. `validate_frame` runs one suite on a
 DataFrame in an ephemeral GX context and returns what failed, with counts and never the failing
-values themselves (they may be PII). `plaintext_pii_findings` is the scan that proves no
-plaintext buyer PII sits in a warehouse column.
+values themselves (they may be PII). `order_reconciliation_mismatches` holds every order to its
+lines and its total to its parts, by each channel's own rule (`TOTAL_RULES`), in exact decimals.
+`plaintext_pii_findings` is the scan that proves no plaintext buyer PII sits in a warehouse
+column.
 
 great_expectations is imported inside the functions: it costs seconds, and the code location
 must load without it.
@@ -98,7 +100,7 @@ SUITES: dict[str, list[Expect]] = {
     ],
 }
 
-LINE_TOTALS_TOLERANCE = Decimal("0.01")
+RECONCILIATION_TOLERANCE = Decimal("0.01")
 
 
 @dataclass(frozen=True)
@@ -143,7 +145,7 @@ def _applicable(suite: Sequence[Expect], frame: pd.DataFrame) -> list[Expect]:
 
 def _gx_ready(frame: pd.DataFrame) -> pd.DataFrame:
     # GX compares numbers with floats; Decimal and pyarrow decimal columns become float64 for
-    # the range checks only (exact amounts are checked in `line_totals_mismatches`).
+    # the range checks only (exact amounts are checked in `order_reconciliation_mismatches`).
     out = frame.copy()
     for name in out.columns:
         col = out[name]
@@ -189,25 +191,181 @@ def validate_frame(table: str, frame: pd.DataFrame, suite: Sequence[Expect] | No
     return QualityReport(table, len(frame), len(expectations), tuple(failures))
 
 
-def line_totals_mismatches(orders: pd.DataFrame, lines: pd.DataFrame) -> list[tuple[str, str]]:
-    """(channel, order id) of orders whose lines do not add up to the order's items subtotal,
-    where the channel gives both (exact Decimal arithmetic, a cent of tolerance for rounding)."""
-    if orders.empty or lines.empty:
+# Each part of an order the channel states both on the order and per line: (part, the order's
+# column, the line columns that add up to it). A line value the channel left out counts as none.
+RECONCILED_PARTS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("items", "items_subtotal", ("item_price",)),
+    ("shipping", "shipping_total", ("shipping_price",)),
+    ("promotions", "promotion_total", ("promotion_discount",)),
+    ("tax", "tax_total", ("item_tax", "shipping_tax", "gift_wrap_tax")),
+)
+_ORDER_COLUMNS = ("channel", "marketplace_order_id", "currency", "order_total") + tuple(
+    column for _, column, _ in RECONCILED_PARTS
+)
+_LINE_COLUMNS = ("channel", "marketplace_order_id", "currency", "gift_wrap_price") + tuple(
+    column for _, _, columns in RECONCILED_PARTS for column in columns
+)
+
+
+@dataclass(frozen=True)
+class TotalRule:
+    """How one channel's order total is made of the order's parts.
+
+    The parts are items + shipping + gift wrap - promotions; ``tax`` is ``"added"`` when the
+    total always adds the tax, ``"optional"`` when the channel's total holds it in some cases
+    and not in others (both sums are accepted). ``open_ended``: the total may also hold charges
+    the model does not carry, so only a total below the parts is a mismatch.
+    """
+
+    tax: str
+    open_ended: bool
+    why: str
+
+
+TOTAL_RULES: dict[str, TotalRule] = {
+    "amazon": TotalRule(
+        tax="optional",
+        open_ended=True,
+        why="v2026 proceeds.grandTotal adds up every proceeds breakdown, order-only ones such as "
+        "DELIVERY_TIP included; v0 OrderTotal adds US sales tax but holds VAT inside the item "
+        "prices on EU marketplaces",
+    ),
+    "ebay": TotalRule(
+        tax="optional",
+        open_ended=False,
+        why="pricingSummary.total = priceSubtotal + priceDiscount + deliveryCost + "
+        "deliveryDiscount, plus the collect-and-remit tax only when the order was read with "
+        "fieldGroups=TAX_BREAKDOWN",
+    ),
+    "walmart": TotalRule(
+        tax="added",
+        open_ended=False,
+        why="the PRODUCT and SHIPPING charges of every line and their tax (a null tax is none); "
+        "Walmart orders carry no promotion amounts",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """One part of one order that its lines (or its own parts, for ``total``) do not add up to."""
+
+    channel: str
+    marketplace_order_id: str
+    part: str
+    on_order: Any
+    from_lines: Any
+
+    def describe(self) -> str:
+        order = f"{self.channel} {self.marketplace_order_id}"
+        if self.part == "rule":
+            return f"{order}: no reconciliation rule for channel {self.channel!r}"
+        source = "its parts" if self.part == "total" else "its lines"
+        return (
+            f"{order}: {self.part} {_shown(self.on_order)} on the order, "
+            f"{_shown(self.from_lines)} from {source}"
+        )
+
+
+def _shown(value: Any) -> str:
+    """An amount as people write it: the warehouse's 4 places cut to what is needed, at least
+    cents (19.8000 -> 19.80, 19940 -> 19940.00)."""
+    if not isinstance(value, Decimal):
+        return str(value)
+    value = value.normalize()
+    if value.as_tuple().exponent > -2:  # type: ignore[operator]
+        value = value.quantize(Decimal("0.01"))
+    return f"{value:f}"
+
+
+def _amount(value: Any) -> Decimal | None:
+    """An amount cell as an exact Decimal (DuckDB frames hold float64, PostgreSQL Decimal)."""
+    if value is None or value is pd.NA or (isinstance(value, float) and pd.isna(value)):
+        return None
+    return value if isinstance(value, Decimal) else Decimal(str(value))
+
+
+def _text(value: Any) -> str | None:
+    if value is None or value is pd.NA or (isinstance(value, float) and pd.isna(value)):
+        return None
+    return str(value)
+
+
+def _columns(frame: pd.DataFrame, needed: Sequence[str], table: str) -> pd.DataFrame:
+    missing = [c for c in needed if c not in frame.columns]
+    if missing:
+        raise KeyError(f"reconciling orders needs column(s) {missing} that {table} does not have")
+    return frame[list(needed)]
+
+
+def order_reconciliation_mismatches(
+    orders: pd.DataFrame, lines: pd.DataFrame, rules: dict[str, TotalRule] = TOTAL_RULES
+) -> list[Mismatch]:
+    """Where the orders of a partition do not reconcile with what their channel states.
+
+    For every order: each of its lines is in the order's currency; its lines' item prices,
+    shipping, promotions and taxes add up to the order's items subtotal, shipping, promotion and
+    tax totals (where the order states one); and the order total is made of those parts by the
+    channel's `TotalRule`. Exact Decimal arithmetic, a cent of tolerance for rounding.
+    """
+    if orders.empty:
         return []
-    sums: dict[tuple[str, str], Decimal] = {}
-    for channel, order_id, price in lines[["channel", "marketplace_order_id", "item_price"]].itertuples(index=False):
-        if price is None or (isinstance(price, float) and pd.isna(price)) or price is pd.NA:
+    sums: dict[tuple[str, str], dict[str, Decimal]] = {}
+    currencies: dict[tuple[str, str], set[str]] = {}
+    if not lines.empty:
+        for row in _columns(lines, _LINE_COLUMNS, "the order lines").itertuples(index=False):
+            key = (row.channel, row.marketplace_order_id)
+            acc = sums.setdefault(key, {})
+            for name in _LINE_COLUMNS[3:]:
+                value = _amount(getattr(row, name))
+                if value is not None:
+                    acc[name] = acc.get(name, Decimal(0)) + value
+            currency = _text(row.currency)
+            if currency is not None:
+                currencies.setdefault(key, set()).add(currency)
+    found: list[Mismatch] = []
+    for row in _columns(orders, _ORDER_COLUMNS, "the orders").itertuples(index=False):
+        key = (row.channel, row.marketplace_order_id)
+        rule = rules.get(row.channel)
+        if rule is None:
+            found.append(Mismatch(*key, "rule", None, None))
             continue
-        key = (channel, order_id)
-        sums[key] = sums.get(key, Decimal(0)) + Decimal(str(price))
-    bad = []
-    for channel, order_id, subtotal in orders[["channel", "marketplace_order_id", "items_subtotal"]].itertuples(index=False):
-        if subtotal is None or subtotal is pd.NA or (isinstance(subtotal, float) and pd.isna(subtotal)):
+        currency = _text(row.currency)
+        other = sorted(currencies.get(key, set()) - {currency}) if currency else []
+        if other:
+            found.append(Mismatch(*key, "currency", currency, ", ".join(other)))
+        parts = {part: _amount(getattr(row, column)) for part, column, _ in RECONCILED_PARTS}
+        acc = sums.get(key)
+        if acc is not None:
+            for part, _, columns in RECONCILED_PARTS:
+                stated = parts[part]
+                if stated is None:
+                    continue
+                added = sum((acc.get(c, Decimal(0)) for c in columns), Decimal(0))
+                if abs(added - stated) > RECONCILIATION_TOLERANCE:
+                    found.append(Mismatch(*key, part, stated, added))
+        total = _amount(row.order_total)
+        if total is None or parts["items"] is None:
             continue
-        key = (channel, order_id)
-        if key in sums and abs(sums[key] - Decimal(str(subtotal))) > LINE_TOTALS_TOLERANCE:
-            bad.append(key)
-    return bad
+        before_tax = (
+            parts["items"]
+            + (parts["shipping"] or 0)
+            + (acc or {}).get("gift_wrap_price", Decimal(0))
+            - (parts["promotions"] or 0)
+        )
+        with_tax = before_tax + (parts["tax"] or 0)
+        candidates = [with_tax] if rule.tax == "added" else [before_tax, with_tax]
+        if rule.open_ended:
+            balanced = total >= min(candidates) - RECONCILIATION_TOLERANCE
+        else:
+            balanced = any(abs(total - c) <= RECONCILIATION_TOLERANCE for c in candidates)
+        if not balanced:
+            expected = [min(candidates)] if rule.open_ended else list(dict.fromkeys(candidates))
+            shown = " or ".join(_shown(c) for c in expected)
+            found.append(
+                Mismatch(*key, "total", total, ("at least " if rule.open_ended else "") + shown)
+            )
+    return found
 
 
 EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")

@@ -12,7 +12,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from illuma_pipelines.normalize import AdjustmentKind, FulfillmentChannel, OrderStatus, ebay, loads
+from illuma_pipelines.normalize import (
+    AdjustmentKind,
+    FulfillmentChannel,
+    Order,
+    OrderLine,
+    OrderStatus,
+    ebay,
+    loads,
+    to_frame,
+)
+from illuma_pipelines.quality import order_reconciliation_mismatches
+from illuma_pipelines.raw_records import dumps_payload
+from tests.test_reconciliation import ebay_de_order
 
 FIXTURES = Path(__file__).parent / "fixtures" / "ebay"
 
@@ -32,6 +44,10 @@ def result():
 
 def by_id(result, order_id: str):
     return {o.marketplace_order_id: o for o in result.orders}[order_id]
+
+
+def _eur(value: str) -> dict[str, str]:
+    return {"value": value, "currency": "EUR"}
 
 
 def test_paid_multi_line_order_money(result) -> None:
@@ -60,13 +76,64 @@ def test_paid_multi_line_order_money(result) -> None:
     assert brakes.promotion_discount == Decimal("5.50")
 
 
-def test_shipping_cost_is_the_line_total_not_per_unit(result) -> None:
-    # eBay: deliveryCost.shippingCost is "the total cost of shipping all units of the line
-    # item"; multiplying by quantity would overstate shipping (6.00 for 2 units, not 12.00).
+def test_line_whose_total_shows_whole_line_shipping_keeps_it(result) -> None:
+    # The documented reading of deliveryCost.shippingCost ("the total cost of shipping all
+    # units"): the line's total 43.28 = 39.98 - 4.00 + 6.00 - 1.50 + 2.80 tax only adds up
+    # with 6.00 for both units, so 6.00 is not multiplied.
     order = by_id(result, "05-12345-67890")
     brakes = next(line for line in result.lines if line.line_id == "10045678901234")
     assert brakes.shipping_price == Decimal("6.00")
     assert order.shipping_total == Decimal("8.5")
+
+
+def test_per_unit_shipping_of_a_line_of_four_is_multiplied() -> None:
+    # Issue 13, a real EBAY_DE order: shippingCost 4.95 per unit, line total 121.07 =
+    # 116.12 + 4 x 4.95 - 14.85 shipping discount, order deliveryCost 19.8.
+    out = ebay.normalize_orders([loads(dumps_payload(ebay_de_order()))])
+    assert out.rejects == [] and out.dropped_components == []
+    (order,) = out.orders
+    (line,) = out.lines
+    assert line.shipping_price == Decimal("19.80") == order.shipping_total
+    assert line.promotion_discount == Decimal("27.73") == order.promotion_total
+    assert line.unit_price == Decimal("32.25") and line.currency == "EUR"
+
+
+@pytest.mark.parametrize(
+    ("change", "shipping"),
+    [
+        ({}, Decimal("19.80")),
+        # No line total to decide by: the per-unit reading real accounts send.
+        ({"total": None}, Decimal("19.80")),
+        # A total that fits neither reading: still per unit (the order check reports it).
+        ({"total": _eur("99.99")}, Decimal("19.80")),
+        # The collected tax inside the line total does not change the reading.
+        (
+            {
+                "total": _eur("125.07"),
+                "ebayCollectAndRemitTaxes": [{"taxType": "VAT", "amount": _eur("4.00")}],
+            },
+            Decimal("19.80"),
+        ),
+        # Without discountedLineItemCost the item promotions are taken off lineItemCost.
+        ({"discountedLineItemCost": None}, Decimal("19.80")),
+        # A total in another currency is no evidence; it is not stored either.
+        ({"total": {"value": "101.27", "currency": "CHF"}}, Decimal("19.80")),
+        # Free shipping stays zero whatever the quantity.
+        ({"deliveryCost": {"shippingCost": _eur("0.0")}, "total": _eur("116.12")}, Decimal("0.0")),
+    ],
+)
+def test_line_shipping_reading(change: dict[str, Any], shipping: Decimal) -> None:
+    record = ebay_de_order()
+    item = record["lineItems"][0]
+    for key, value in change.items():
+        if value is None:
+            del item[key]
+        else:
+            item[key] = value
+    out = ebay.normalize_orders([loads(dumps_payload(record))])
+    assert out.rejects == []
+    assert out.lines[0].shipping_price == shipping
+    assert out.dropped_components == []
 
 
 def test_cancelled_and_refunded_order(result) -> None:
@@ -173,21 +240,31 @@ money_cents = st.integers(min_value=0, max_value=10_000_000)
 
 
 def _amount(cents: int) -> dict[str, str]:
-    return {"value": f"{cents // 100}.{cents % 100:02d}", "currency": "EUR"}
+    sign = "-" if cents < 0 else ""
+    return {"value": f"{sign}{abs(cents) // 100}.{abs(cents) % 100:02d}", "currency": "EUR"}
 
 
 @settings(max_examples=60, deadline=None)
 @given(
     st.lists(
-        st.tuples(st.integers(min_value=1, max_value=50), money_cents, money_cents, money_cents),
+        st.tuples(
+            st.integers(min_value=1, max_value=50),
+            money_cents,
+            money_cents,
+            money_cents,
+            st.booleans(),
+        ),
         min_size=1,
         max_size=8,
     )
 )
-def test_generated_orders_sum_exactly(lines: list[tuple[int, int, int, int]]) -> None:
-    """Order totals built from random line amounts come back exactly, never via float."""
+def test_generated_orders_sum_exactly(lines: list[tuple[int, int, int, int, bool]]) -> None:
+    """Order totals built from random line amounts come back exactly, never via float, with
+    each line's shipping per unit or for the whole line as its total says, and reconcile."""
     items = []
-    for index, (quantity, price, shipping, promo) in enumerate(lines):
+    line_shipping = []
+    for index, (quantity, price, shipping, promo, per_unit) in enumerate(lines):
+        line_shipping.append(shipping * quantity if per_unit else shipping)
         items.append(
             {
                 "lineItemId": f"L{index}",
@@ -195,12 +272,13 @@ def test_generated_orders_sum_exactly(lines: list[tuple[int, int, int, int]]) ->
                 "lineItemCost": _amount(price),
                 "deliveryCost": {"shippingCost": _amount(shipping)},
                 "appliedPromotions": [{"discountAmount": _amount(promo)}],
+                "total": _amount(price - promo + line_shipping[-1]),
                 "lineItemFulfillmentStatus": "NOT_STARTED",
             }
         )
-    subtotal = sum(p for _, p, _, _ in lines)
-    delivery = sum(s for _, _, s, _ in lines)
-    discount = sum(d for _, _, _, d in lines)
+    subtotal = sum(p for _, p, _, _, _ in lines)
+    delivery = sum(line_shipping)
+    discount = sum(d for _, _, _, d, _ in lines)
     total = subtotal + delivery - discount
     record = {
         "orderId": "GEN-1",
@@ -209,14 +287,8 @@ def test_generated_orders_sum_exactly(lines: list[tuple[int, int, int, int]]) ->
         "pricingSummary": {
             "priceSubtotal": _amount(subtotal),
             "deliveryCost": _amount(delivery),
-            "priceDiscount": {
-                "value": f"-{discount // 100}.{discount % 100:02d}",
-                "currency": "EUR",
-            },
-            "total": {
-                "value": f"{'-' if total < 0 else ''}{abs(total) // 100}.{abs(total) % 100:02d}",
-                "currency": "EUR",
-            },
+            "priceDiscount": _amount(-discount),
+            "total": _amount(total),
         },
         "lineItems": items,
     }
@@ -228,7 +300,10 @@ def test_generated_orders_sum_exactly(lines: list[tuple[int, int, int, int]]) ->
     assert order.promotion_total == sum(line.promotion_discount for line in out.lines)
     assert order.order_total == Decimal(total) / 100
     assert order.items_subtotal + order.shipping_total - order.promotion_total == order.order_total
-    for line, (quantity, price, _, _) in zip(out.lines, lines, strict=True):
+    for line, (quantity, price, _, _, _), shipping in zip(out.lines, lines, line_shipping, strict=True):
         # Inexact divisions keep 4 places: the error is at most half a unit there, per unit.
         assert abs(line.unit_price * quantity - line.item_price) <= Decimal("0.00005") * quantity
         assert line.item_price == Decimal(price) / 100
+        assert line.shipping_price == Decimal(shipping) / 100
+    frames = to_frame(out.orders, Order), to_frame(out.lines, OrderLine)
+    assert order_reconciliation_mismatches(*frames) == []

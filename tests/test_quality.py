@@ -7,7 +7,7 @@ import pytest
 
 from illuma_pipelines.quality import (
     SUITES,
-    line_totals_mismatches,
+    order_reconciliation_mismatches,
     plaintext_pii_findings,
     validate_frame,
 )
@@ -83,16 +83,65 @@ def test_a_suite_on_a_table_missing_a_column_says_which():
         validate_frame("orders", _orders().drop(columns=["status"]))
 
 
-def test_line_totals_must_match_the_order_subtotal():
-    orders = _orders()
-    lines = pd.DataFrame(
+def _reconciled_frames(amount):
+    """One eBay order of two lines as a partition read back from the warehouse; `amount` makes
+    the cells (float64 with NaN for NULL as DuckDB returns them, Decimal/None as PostgreSQL)."""
+    none = float("nan") if amount is float else None
+    orders = pd.DataFrame(
         {
-            "channel": ["amazon", "amazon", "ebay"],
-            "marketplace_order_id": ["111-1", "111-1", "22-2"],
-            "item_price": [Decimal("4.00"), Decimal("6.00"), Decimal("5.00")],
+            "channel": ["ebay"],
+            "marketplace_order_id": ["22-2"],
+            "currency": ["EUR"],
+            "order_total": [amount("121.07")],
+            "items_subtotal": [amount("129.00")],
+            "shipping_total": [amount("19.80")],
+            "promotion_total": [amount("27.73")],
+            "tax_total": [none],
         }
     )
-    assert line_totals_mismatches(orders, lines) == [("ebay", "22-2")]
+    lines = pd.DataFrame(
+        {
+            "channel": ["ebay", "ebay"],
+            "marketplace_order_id": ["22-2", "22-2"],
+            "currency": ["EUR", "EUR"],
+            "item_price": [amount("96.75"), amount("32.25")],
+            "item_tax": [none, none],
+            "shipping_price": [amount("14.85"), amount("4.95")],
+            "shipping_tax": [none, none],
+            "promotion_discount": [amount("27.73"), none],
+            "gift_wrap_price": [none, none],
+            "gift_wrap_tax": [none, none],
+        }
+    )
+    return orders, lines
+
+
+@pytest.mark.parametrize("amount", [float, Decimal], ids=["duckdb-floats", "postgres-decimals"])
+def test_orders_reconcile_with_their_lines_as_either_engine_returns_them(amount):
+    orders, lines = _reconciled_frames(amount)
+    assert order_reconciliation_mismatches(orders, lines) == []
+    # A cent of rounding is tolerated; more is not.
+    lines.loc[1, "shipping_price"] = amount("4.96")
+    assert order_reconciliation_mismatches(orders, lines) == []
+    lines.loc[1, "shipping_price"] = amount("0.00")
+    (found,) = order_reconciliation_mismatches(orders, lines)
+    assert (found.channel, found.marketplace_order_id, found.part) == ("ebay", "22-2", "shipping")
+    assert found.describe() == "ebay 22-2: shipping 19.80 on the order, 14.85 from its lines"
+
+
+def test_order_total_must_be_made_of_its_parts():
+    orders, lines = _reconciled_frames(Decimal)
+    orders.loc[0, "order_total"] = Decimal("140.87")
+    (found,) = order_reconciliation_mismatches(orders, lines)
+    assert found.part == "total"
+    assert found.describe() == "ebay 22-2: total 140.87 on the order, 121.07 from its parts"
+
+
+def test_reconciliation_needs_the_money_columns():
+    orders, lines = _reconciled_frames(Decimal)
+    with pytest.raises(KeyError, match="shipping_price"):
+        order_reconciliation_mismatches(orders, lines.drop(columns=["shipping_price"]))
+    assert order_reconciliation_mismatches(orders.iloc[0:0], lines) == []
 
 
 def test_plaintext_scan_finds_emails_phones_names_and_clear_pii_columns():

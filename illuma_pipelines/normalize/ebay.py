@@ -8,10 +8,16 @@ seller's currency (``convertedFrom*`` holds the buyer's). Decisions and quirks:
   ``appliedPromotions[].discountAmount`` and ``deliveryCost.discountAmount`` positive; the
   model stores every promotion as the positive amount taken off.
 * ``lineItemCost`` is unit price x quantity (eBay's definition), so ``unit_price`` divides it.
-* ``deliveryCost.shippingCost`` is taken as the line's shipping for all units: eBay's
-  Fulfillment API reference defines it as "the total cost of shipping all units of the line
-  item". (The team's fixture notes call line shipping per unit; that is true of the legacy
-  Trading API's ShippingServiceCost, not of this field.)
+* ``shipping_price`` is the line's shipping for all its units. eBay's Fulfillment API
+  reference calls ``deliveryCost.shippingCost`` "the total cost of shipping all units of the
+  line item", but real orders send it per unit (issue 13: an EBAY_DE line of 4 with
+  ``shippingCost`` 4.95 has ``total`` 121.07 = ``discountedLineItemCost`` 116.12 + 4 x 4.95 -
+  ``deliveryCost.discountAmount`` 14.85, and the order's ``pricingSummary.deliveryCost`` is
+  19.8). The line's own ``total`` (items after promotions + shipping - shipping discount, with
+  or without the collected tax) says which reading a line uses; a line whose ``total`` does
+  not decide it takes the per-unit reading seen on real accounts. The shipping discount
+  (``deliveryCost.discountAmount``) is always for the whole line. The blocking order check
+  (``quality.order_reconciliation_mismatches``) then holds the lines to ``pricingSummary``.
 * Order status combines three eBay fields: a completed cancellation wins, then refunds
   (``orderPaymentStatus``), then unpaid, then ``orderFulfillmentStatus``; ``channel_status``
   keeps all three as ``fulfillment|payment|cancelState``.
@@ -297,22 +303,32 @@ def _line(
         item_price = guard.require(_money(item.get("lineItemCost"), "lineItemCost"), "lineItemCost")
         delivery = item.get("deliveryCost") or {}
         shipping = guard.take(_money(delivery.get("shippingCost"), "shippingCost"), "shippingCost")
-        promotion = guard.take(
+        shipping_discount = guard.take(
             _money(delivery.get("discountAmount"), "delivery discountAmount"), "delivery discount"
         )
+        if shipping_discount is not None:
+            shipping_discount = abs(shipping_discount)
+        item_discount = None
         for applied in item.get("appliedPromotions") or ():
             discount = guard.take(
                 _money(applied.get("discountAmount"), "discountAmount"), "appliedPromotion"
             )
-            promotion = add(promotion, None if discount is None else abs(discount))
+            item_discount = add(item_discount, None if discount is None else abs(discount))
         tax = None
         for entry in list(item.get("taxes") or ()) + list(
             item.get("ebayCollectAndRemitTaxes") or ()
         ):
             tax = add(tax, guard.take(_money(entry.get("amount"), "tax amount"), "tax"))
+        discounted = _same_currency(
+            _money(item.get("discountedLineItemCost"), "discountedLineItemCost"), guard
+        )
+        line_total = _same_currency(_money(item.get("total"), "line total"), guard)
         refunds = [_refund(order_id, line_id, r, guard) for r in item.get("refunds") or ()]
     finally:
         guard.key = saved_key
+    if discounted is None and item_price is not None:
+        discounted = item_price - (item_discount or 0)
+    shipping = _line_shipping(quantity, shipping, line_total, discounted, shipping_discount, tax)
     line = OrderLine(
         channel=CHANNEL,
         marketplace_order_id=order_id,
@@ -327,7 +343,7 @@ def _line(
         item_tax=tax,
         shipping_price=shipping,
         shipping_tax=None,
-        promotion_discount=promotion,
+        promotion_discount=add(shipping_discount, item_discount),
         gift_wrap_price=None,
         gift_wrap_tax=None,
         currency=None,
@@ -335,6 +351,38 @@ def _line(
         channel_line_status=raw_status,
     )
     return line, refunds
+
+
+def _same_currency(money: tuple[Decimal, str] | None, guard: CurrencyGuard) -> Decimal | None:
+    """An amount read only as evidence (never stored): used when in the order's currency."""
+    if money is None or (guard.currency is not None and money[1] != guard.currency):
+        return None
+    return money[0]
+
+
+def _line_shipping(
+    quantity: int,
+    shipping: Decimal | None,
+    line_total: Decimal | None,
+    discounted: Decimal | None,
+    shipping_discount: Decimal | None,
+    tax: Decimal | None,
+) -> Decimal | None:
+    """The line's shipping for all its units from ``deliveryCost.shippingCost``.
+
+    Per unit (x quantity) unless the line's ``total`` only adds up with the value as the
+    whole line's shipping, as eBay's reference describes it; see the module docstring.
+    """
+    if shipping is None or quantity <= 1 or not shipping:
+        return shipping
+    per_unit = shipping * quantity
+    if line_total is not None and discounted is not None:
+        before_shipping = discounted - (shipping_discount or 0)
+        for candidate in (per_unit, shipping):
+            with_shipping = before_shipping + candidate
+            if line_total in (with_shipping, with_shipping + (tax or 0)):
+                return candidate
+    return per_unit
 
 
 # --- Finances getTransactions ----------------------------------------------------------------
