@@ -19,6 +19,7 @@ from assets.concurrency import MERCHANT_STEP_TAGS, WAREHOUSE_POOL
 from assets.partitions import merchant_daily_partitions, partition_parts
 from illuma_pipelines.marketplaces import marketplace
 from illuma_pipelines.merchant_ids import merchant_schema
+from illuma_pipelines.normalize.amazon_settlement import settlement_format_problem
 from illuma_pipelines.purge import merchant_policy
 from illuma_pipelines.raw_records import (
     QUARANTINE,
@@ -239,23 +240,36 @@ def _amazon_inventory_problem(record: dict) -> str | None:
     return None
 
 
+def _amazon_settlement_problem(record: dict) -> str | None:
+    # The parser's own reason for a document it cannot read (the old V1 layout, an error page):
+    # settlementId is not required up front, as its absence would hide that reason.
+    if record.get("document") is None:
+        return "required field 'document' is missing"
+    problem = settlement_format_problem(record["document"])
+    if problem is None and not record.get("settlementId"):
+        problem = "settlementId is missing though the document reads as a V2 settlement file"
+    return problem
+
+
 # ------------------------------------------------------------------------------------ Amazon
 def _amazon_pricing(client: Any, creds: ChannelCredentials, window: Window, stats: RequestStats, ectx: ExtractContext):
     skus = sorted({p["sellerSku"] for p in ectx.upstream_payloads("amazon", "inventory") if p.get("sellerSku")})
-    return client.competitive_pricing(creds, skus, stats=stats) if skus else []
+    if not skus:
+        return []
+    return client.competitive_pricing(creds, skus, marketplace_ids=ectx.marketplace_ids, stats=stats)
 
 
 AMAZON_EXTRACTS = (
     ExtractSpec(
         "amazon", "orders", "searchOrders",
-        lambda c, creds, w, stats, e: c.search_orders(creds, w[0], w[1], stats=stats),
+        lambda c, creds, w, stats, e: c.search_orders(creds, w[0], w[1], marketplace_ids=e.marketplace_ids, stats=stats),
         RecordRule(key_fields=("orderId",), required=("orderId", "lastUpdatedTime"), check=_amazon_order_problem),
         "Amazon orders (Orders API v2026-01-01 searchOrders, items and buyer inside) last updated "
         "during the day, verbatim.",
     ),
     ExtractSpec(
         "amazon", "financial_transactions", "listTransactions",
-        lambda c, creds, w, stats, e: c.list_transactions(creds, w[0], w[1], stats=stats),
+        lambda c, creds, w, stats, e: c.list_transactions(creds, w[0], w[1], marketplace_ids=e.marketplace_ids, stats=stats),
         RecordRule(key_fields=("transactionId",), required=("postedDate",), check=_amazon_transaction_problem),
         "Amazon financial transactions (Finances API 2024-06-19 listTransactions) posted during the "
         "day, verbatim.",
@@ -263,13 +277,13 @@ AMAZON_EXTRACTS = (
     ExtractSpec(
         "amazon", "settlement_reports", "getReports",
         lambda c, creds, w, stats, e: c.settlement_reports(creds, w[0], w[1], stats=stats),
-        RecordRule(key_fields=("settlementId",), required=("settlementId", "document")),
+        RecordRule(key_fields=("settlementId", "report.reportId"), check=_amazon_settlement_problem),
         "Amazon V2 settlement flat files (GET_V2_SETTLEMENT_REPORT_DATA_FLAT_FILE_V2) created during "
         "the day, one row per settlement with its report metadata and document text.",
     ),
     ExtractSpec(
         "amazon", "inventory", "getInventorySummaries",
-        lambda c, creds, w, stats, e: c.inventory_summaries(creds, stats=stats),
+        lambda c, creds, w, stats, e: c.inventory_summaries(creds, marketplace_ids=e.marketplace_ids, stats=stats),
         RecordRule(key_fields=("sellerSku",), required=("sellerSku",), check=_amazon_inventory_problem),
         "Amazon FBA inventory summaries (FBA Inventory API v1, details=true) as of extraction.",
         windowed=False,
@@ -288,26 +302,26 @@ AMAZON_EXTRACTS = (
 EBAY_EXTRACTS = (
     ExtractSpec(
         "ebay", "orders", "getOrders",
-        lambda c, creds, w, stats, e: c.orders(creds, w[0], w[1], stats=stats),
+        lambda c, creds, w, stats, e: c.orders(creds, w[0], w[1], marketplace_ids=e.marketplace_ids, stats=stats),
         RecordRule(key_fields=("orderId",), required=("orderId", "lastModifiedDate")),
         "eBay orders (Sell Fulfillment API getOrders, line items inside) last modified during the "
         "day, verbatim.",
     ),
     ExtractSpec(
         "ebay", "financial_transactions", "getTransactions",
-        lambda c, creds, w, stats, e: c.transactions(creds, w[0], w[1], stats=stats),
+        lambda c, creds, w, stats, e: c.transactions(creds, w[0], w[1], marketplace_ids=e.marketplace_ids, stats=stats),
         RecordRule(key_fields=("transactionId",), required=("transactionId", "bookingEntry")),
         "eBay financial transactions (Sell Finances API getTransactions) dated during the day, verbatim.",
     ),
     ExtractSpec(
         "ebay", "payouts", "getPayouts",
-        lambda c, creds, w, stats, e: c.payouts(creds, w[0], w[1], stats=stats),
+        lambda c, creds, w, stats, e: c.payouts(creds, w[0], w[1], marketplace_ids=e.marketplace_ids, stats=stats),
         RecordRule(key_fields=("payoutId",), required=("payoutId",)),
         "eBay payouts (Sell Finances API getPayouts) dated during the day, verbatim.",
     ),
     ExtractSpec(
         "ebay", "inventory", "getInventoryItems",
-        lambda c, creds, w, stats, e: c.inventory_items(creds, stats=stats),
+        lambda c, creds, w, stats, e: c.inventory_items(creds, marketplace_ids=e.marketplace_ids, stats=stats),
         RecordRule(key_fields=("sku",), required=("sku",)),
         "eBay inventory items (Sell Inventory API getInventoryItems) as of extraction.",
         windowed=False,
@@ -318,14 +332,16 @@ EBAY_EXTRACTS = (
 WALMART_EXTRACTS = (
     ExtractSpec(
         "walmart", "orders", "getAllOrders",
-        lambda c, creds, w, stats, e: c.orders(creds, w[0], w[1], clamp_start=True, stats=stats),
+        lambda c, creds, w, stats, e: c.orders(
+            creds, w[0], w[1], clamp_start=True, marketplace_ids=e.marketplace_ids, stats=stats
+        ),
         RecordRule(key_fields=("purchaseOrderId",), required=("purchaseOrderId", "orderDate")),
         "Walmart orders (Marketplace /v3/orders, seller- and WFS-fulfilled) last modified during "
         "the day, verbatim.",
     ),
     ExtractSpec(
         "walmart", "inventory", "getInventories",
-        lambda c, creds, w, stats, e: c.inventory(creds, stats=stats),
+        lambda c, creds, w, stats, e: c.inventory(creds, marketplace_ids=e.marketplace_ids, stats=stats),
         RecordRule(key_fields=("sku",), required=("sku",)),
         "Walmart inventory by ship node (Marketplace /v3/inventories) as of extraction.",
         windowed=False,
@@ -333,7 +349,11 @@ WALMART_EXTRACTS = (
     ExtractSpec(
         "walmart", "settlement_reports", "getReconReport",
         lambda c, creds, w, stats, e: c.recon_reports(
-            creds, date.fromisoformat(e.partition_date), date.fromisoformat(e.partition_date), stats=stats
+            creds,
+            date.fromisoformat(e.partition_date),
+            date.fromisoformat(e.partition_date),
+            marketplace_ids=e.marketplace_ids,
+            stats=stats,
         ),
         RecordRule(key_fields=("reportDate",), required=("reportDate", "rows")),
         "Walmart reconciliation (settlement) reports dated the day, one row per report with its rows.",

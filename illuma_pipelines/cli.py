@@ -249,14 +249,85 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(days=args.days)
 
 
+def _sandbox_config(args: argparse.Namespace):
+    """The `SandboxConfig` the serve flags describe (fault rates, quotas, token lifetime)."""
+    from illuma_pipelines.sandbox.faults import FAULT_KINDS, FaultConfig
+    from illuma_pipelines.sandbox.server import SandboxConfig
+
+    timing = {
+        "seed": args.fault_seed,
+        "timeout_seconds": args.fault_timeout_seconds,
+        "retry_after_seconds": args.retry_after_seconds,
+    }
+    rates = {kind: getattr(args, f"fault_{kind}") for kind in FAULT_KINDS}
+    if args.faults is not None:
+        chosen = {kind: rate for kind, rate in rates.items() if rate is not None}
+        if chosen:
+            raise SandboxFlagError(
+                f"--faults spreads one rate over every kind; drop it or the per-kind flags "
+                f"({', '.join('--fault-' + k.replace('_', '-') for k in chosen)})"
+            )
+        faults = FaultConfig.mixed(args.faults, **timing)
+    else:
+        faults = FaultConfig(**{k: r or 0.0 for k, r in rates.items()}, **timing)
+    return SandboxConfig(
+        seed=args.seed,
+        faults=faults,
+        enforce_quotas=args.enforce_quotas,
+        quota_speedup=args.quota_speedup,
+        access_token_lifetime=args.token_lifetime,
+    )
+
+
+class SandboxFlagError(ValueError):
+    """`illuma sandbox serve` flags that contradict each other or are out of range."""
+
+
 def _cmd_sandbox_serve(args: argparse.Namespace) -> int:
     import logging
 
-    from illuma_pipelines.sandbox.server import SandboxConfig, serve
+    from illuma_pipelines.sandbox.server import serve
 
+    try:
+        config = _sandbox_config(args)
+    except ValueError as exc:
+        print(f"illuma: error: {exc}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    serve(host=args.host, port=args.port, config=SandboxConfig(seed=args.seed))
+    serve(host=args.host, port=args.port, config=config)
     return 0
+
+
+def _rate(text: str) -> float:
+    """A probability per request, 0 to 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not a rate between 0 and 1")
+    return value
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} must be greater than 0")
+    return value
+
+
+_FAULT_HELP = {
+    "throttle": "429 with Retry-After, then 0-2 more 429s for that caller and operation",
+    "server_error": "500 or 503 with the marketplace's error body",
+    "timeout": "answer held --fault-timeout-seconds, longer than a client's read timeout",
+    "connection_reset": "headers sent, then the connection dropped",
+    "truncated_body": "body cut short (short Content-Length or cut JSON)",
+    "malformed_record": "one broken copy of a record added to list pages",
+    "expired_token": "a valid access token answered as expired (and revoked)",
+}
 
 
 def _cmd_instance_home(args: argparse.Namespace) -> int:
@@ -368,6 +439,40 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="bind address (loopback by default)")
     serve.add_argument("--port", type=int, default=8765)
     serve.add_argument("--seed", type=int, default=7, help="world seed: same seed, same data")
+    faults = serve.add_argument_group(
+        "faults", "probability per request of each fault (0 to 1; their sum at most 1; default none)"
+    )
+    faults.add_argument(
+        "--faults", type=_rate, metavar="RATE", help="RATE of faults, spread evenly over every kind"
+    )
+    for kind, what in _FAULT_HELP.items():
+        faults.add_argument(f"--fault-{kind.replace('_', '-')}", type=_rate, metavar="RATE", help=what)
+    faults.add_argument(
+        "--fault-seed", type=int, default=0, help="seed of the fault draws (same seed and request order, same faults)"
+    )
+    faults.add_argument(
+        "--fault-timeout-seconds", type=_positive, default=2.0, metavar="S", help="how long a timeout fault holds (2)"
+    )
+    faults.add_argument(
+        "--retry-after-seconds", type=_positive, default=1.0, metavar="S", help="Retry-After of a throttle fault (1)"
+    )
+    quotas = serve.add_argument_group("quotas")
+    quotas.add_argument(
+        "--enforce-quotas",
+        action="store_true",
+        help="answer 429 when a caller exceeds an operation's documented rate and burst",
+    )
+    quotas.add_argument(
+        "--quota-speedup",
+        type=_positive,
+        default=1.0,
+        metavar="X",
+        help="multiply every documented rate by X (1000: quotas in seconds, not hours; rate-limit "
+        "headers report the sped-up rate, so clients need the same rate_speedup)",
+    )
+    quotas.add_argument(
+        "--token-lifetime", type=_positive, default=3600.0, metavar="S", help="access token lifetime in seconds (3600)"
+    )
     serve.set_defaults(func=_cmd_sandbox_serve)
     wh = sub.add_parser("warehouse", help="the merchant warehouse").add_subparsers(dest="action", required=True)
     provision = wh.add_parser(

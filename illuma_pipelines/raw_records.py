@@ -8,6 +8,7 @@ on another extract) reads them through `raw_payloads`, `raw_payload_batches` and
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import re
 import secrets
@@ -128,8 +129,64 @@ def as_utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
+Reject = tuple[int | str, str]  # (record position or id, reason), as the normalizers report them
+
+
+def locate_rejects(
+    rejects: Sequence[Reject], texts: Sequence[str], rejected_alone: Callable[[str], Sequence[Reject]]
+) -> list[tuple[int, str]]:
+    """Each normalizer reject as (position of its record in `texts`, reason).
+
+    A normalizer keys a reject by the record's position, or by its id when it has one. An id does
+    not say which record: two records can carry it (a mangled copy next to the good order, an id
+    repeated in the partition), and it need not be the raw row's key. The normalizers judge each
+    record alone and report rejects in record order, so the record an id names is the first one
+    after the previous reject that `rejected_alone(text)` (the normalizer run on that text alone)
+    rejects with the same id and reason; records whose text holds the id are tried first.
+    """
+    located: list[tuple[int, str]] = []
+    taken: set[int] = set()
+    after = -1
+    for ref, reason in rejects:
+        if isinstance(ref, int) and not isinstance(ref, bool):
+            if not 0 <= ref < len(texts):
+                raise ValueError(f"a reject names record {ref} of a batch of {len(texts)}: {reason}")
+            position = ref
+        else:
+            position = _position_of(str(ref), reason, texts, after, taken, rejected_alone)
+        located.append((position, reason))
+        taken.add(position)
+        after = position
+    return located
+
+
+def _position_of(
+    ref: str,
+    reason: str,
+    texts: Sequence[str],
+    after: int,
+    taken: set[int],
+    rejected_alone: Callable[[str], Sequence[Reject]],
+) -> int:
+    # Record order first (the normalizers' order), then the rest, in case a normalizer does not
+    # keep it; texts that spell the id out (plainly or JSON-escaped) first, then any text.
+    spellings = {ref, json.dumps(ref)[1:-1], json.dumps(ref, ensure_ascii=False)[1:-1]}
+
+    def order() -> Iterator[int]:
+        return (i for i in itertools.chain(range(after + 1, len(texts)), range(after + 1)) if i not in taken)
+
+    spelled = (i for i in order() if any(s in texts[i] for s in spellings))
+    for i in itertools.chain(spelled, order()):
+        if (ref, reason) in rejected_alone(texts[i]):
+            return i
+    raise ValueError(
+        f"a normalizer rejected record {ref!r} ({reason}) but none of the {len(texts)} records of "
+        "its batch is rejected so when normalized alone: the normalizer must judge each record alone"
+    )
+
+
 def quarantine_frame(
-    rejects: Sequence[tuple[int | str, str]],
+    rejects: Sequence[Reject],
     rows: Sequence[RawRow],
     *,
     dataset: str,
@@ -137,27 +194,34 @@ def quarantine_frame(
     partition_date: str,
     run_id: str,
     first_position: int = 0,
+    rejected_alone: Callable[[str], Sequence[Reject]] | None = None,
 ) -> pd.DataFrame:
-    """raw_quarantine rows for normalizer rejects, keyed by position or record id; `rows` are the
-    partition's raw rows from position `first_position` on."""
-    position_of = {key: i for i, (key, _, _) in enumerate(rows)}
-    out = []
-    for ref, reason in rejects:
-        index = ref if isinstance(ref, int) else position_of.get(ref, -1)
-        payload = rows[index][1] if 0 <= index < len(rows) else None
-        position = first_position + index if payload is not None else -1
-        out.append(
-            {
-                "partition_date": partition_date,
-                "dataset": dataset,
-                "source": source,
-                "position": position,
-                "reason": reason,
-                "payload": payload,
-                "extracted_at": as_utc(rows[index][2]) if payload is not None else datetime.now(UTC),
-                "run_id": run_id,
-            }
+    """raw_quarantine rows for normalizer rejects of `rows`, the partition's raw rows from
+    position `first_position` on: each with the exact payload of its record and its position.
+
+    Rejects keyed by position need nothing more; a reject keyed by record id is located with
+    `rejected_alone` (see `locate_rejects`), never by matching the id to a raw row's key.
+    """
+    refs_by_id = [ref for ref, _ in rejects if not isinstance(ref, int) or isinstance(ref, bool)]
+    if refs_by_id and rejected_alone is None:
+        raise ValueError(
+            f"rejects keyed by record id ({', '.join(map(repr, refs_by_id[:3]))}) cannot be placed "
+            "without `rejected_alone`: an id may repeat in the partition or differ from the raw key"
         )
+    located = locate_rejects(rejects, [row[1] for row in rows], rejected_alone or (lambda _: ()))
+    out = [
+        {
+            "partition_date": partition_date,
+            "dataset": dataset,
+            "source": source,
+            "position": first_position + index,
+            "reason": reason,
+            "payload": rows[index][1],
+            "extracted_at": as_utc(rows[index][2]),
+            "run_id": run_id,
+        }
+        for index, reason in located
+    ]
     return pd.DataFrame(out, columns=[c.name for c in QUARANTINE.columns])
 
 

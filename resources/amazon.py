@@ -9,7 +9,10 @@ they expire, and again whenever Amazon answers 403 "expired".
 Every operation returns Amazon's records verbatim (dicts; JSON numbers with a fraction become
 `Decimal`, money strings stay strings) and accepts an optional `RequestStats`. A record that lacks
 its identifier (e.g. an order without `orderId`) is still yielded, so the extract can quarantine
-it; it is counted in `stats.operation(...).malformed`.
+it; it is counted in `stats.operation(...).malformed`. Each response's envelope is checked first
+(`ResponseShape`): an Orders v0 body answering searchOrders, say, fails naming the operation and
+the missing member instead of reading as an empty page. Paging is bounded by `max_pages` and
+stops with an error on a token already followed.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from resources.http import (
     ApiRequestError,
     ChannelCredentials,
     RequestStats,
+    ResponseShape,
 )
 
 # Default usage plans (rate per second, burst) from the operation descriptions in
@@ -90,8 +94,15 @@ class AmazonSellingPartner(dg.ConfigurableResource):
 
     marketplace_ids: list[str] = Field(
         default_factory=lambda: ["ATVPDKIKX0DER"],
-        description="Marketplaces to read (the first is the inventory granularity).",
+        description="Marketplaces read when a call names none (the first is the inventory and "
+        "pricing marketplace). The extracts pass each merchant's own, from its channel connection.",
     )
+
+    def _marketplaces(self, marketplace_ids: Sequence[str] | None) -> list[str]:
+        """The marketplaces a call reads: the merchant's (`marketplace_ids`, from its channel
+        connection), else this resource's default; in order, without repeats."""
+        chosen = [m for m in (marketplace_ids or ()) if m] or list(self.marketplace_ids)
+        return list(dict.fromkeys(chosen))
 
     @abstractmethod
     def search_orders(
@@ -100,9 +111,11 @@ class AmazonSellingPartner(dg.ConfigurableResource):
         last_updated_after: datetime,
         last_updated_before: datetime | None = None,
         *,
+        marketplace_ids: Sequence[str] | None = None,
         stats: RequestStats | None = None,
     ) -> Iterator[dict[str, Any]]:
-        """Orders v2026-01-01 searchOrders by last update in [after, before), every page, deduped by orderId."""
+        """Orders v2026-01-01 searchOrders by last update in [after, before) in every one of the
+        merchant's marketplaces, every page, deduped by orderId."""
 
     @abstractmethod
     def get_order(
@@ -112,9 +125,14 @@ class AmazonSellingPartner(dg.ConfigurableResource):
 
     @abstractmethod
     def inventory_summaries(
-        self, creds: ChannelCredentials, *, stats: RequestStats | None = None
+        self,
+        creds: ChannelCredentials,
+        *,
+        marketplace_ids: Sequence[str] | None = None,
+        stats: RequestStats | None = None,
     ) -> Iterator[dict[str, Any]]:
-        """FBA Inventory getInventorySummaries (details=true) for the first marketplace, every page."""
+        """FBA Inventory getInventorySummaries (details=true) for the merchant's first
+        marketplace, every page."""
 
     @abstractmethod
     def list_transactions(
@@ -123,9 +141,11 @@ class AmazonSellingPartner(dg.ConfigurableResource):
         posted_after: datetime,
         posted_before: datetime | None = None,
         *,
+        marketplace_ids: Sequence[str] | None = None,
         stats: RequestStats | None = None,
     ) -> Iterator[dict[str, Any]]:
-        """Finances 2024-06-19 listTransactions posted in [after, before), deduped by transactionId."""
+        """Finances 2024-06-19 listTransactions posted in [after, before), one marketplace after
+        the other (the operation takes one), deduped by transactionId."""
 
     @abstractmethod
     def settlement_reports(
@@ -148,9 +168,11 @@ class AmazonSellingPartner(dg.ConfigurableResource):
         data_start: datetime | None = None,
         data_end: datetime | None = None,
         report_options: dict[str, str] | None = None,
+        marketplace_ids: Sequence[str] | None = None,
         stats: RequestStats | None = None,
     ) -> dict[str, Any]:
-        """createReport, poll getReport until done, download; {"report": metadata, "document": text}."""
+        """createReport for the merchant's marketplaces, poll getReport until done, download;
+        {"report": metadata, "document": text}."""
 
     @abstractmethod
     def competitive_pricing(
@@ -159,9 +181,11 @@ class AmazonSellingPartner(dg.ConfigurableResource):
         skus: Sequence[str] = (),
         *,
         asins: Sequence[str] = (),
+        marketplace_ids: Sequence[str] | None = None,
         stats: RequestStats | None = None,
     ) -> Iterator[dict[str, Any]]:
-        """Product Pricing v0 getCompetitivePricing, 20 items per request; one payload entry per item."""
+        """Product Pricing v0 getCompetitivePricing in the merchant's first marketplace, 20 items
+        per request; one payload entry per item."""
 
     @abstractmethod
     def listing_offers(
@@ -170,9 +194,11 @@ class AmazonSellingPartner(dg.ConfigurableResource):
         sku: str,
         *,
         item_condition: str = "New",
+        marketplace_ids: Sequence[str] | None = None,
         stats: RequestStats | None = None,
     ) -> dict[str, Any]:
-        """Product Pricing v0 getListingOffers for one of the merchant's SKUs; returns `payload`."""
+        """Product Pricing v0 getListingOffers for one of the merchant's SKUs in its first
+        marketplace; returns `payload`."""
 
 
 class AmazonSellingPartnerHttp(AmazonSellingPartner, MarketplaceHttpClient):
@@ -272,6 +298,7 @@ class AmazonSellingPartnerHttp(AmazonSellingPartner, MarketplaceHttpClient):
         last_updated_after: datetime,
         last_updated_before: datetime | None = None,
         *,
+        marketplace_ids: Sequence[str] | None = None,
         stats: RequestStats | None = None,
     ) -> Iterator[dict[str, Any]]:
         stats = stats if stats is not None else RequestStats()
@@ -281,13 +308,15 @@ class AmazonSellingPartnerHttp(AmazonSellingPartner, MarketplaceHttpClient):
         base = {
             "lastUpdatedAfter": _iso(last_updated_after),
             "lastUpdatedBefore": _iso(end),
-            "marketplaceIds": ",".join(self.marketplace_ids),
+            "marketplaceIds": ",".join(self._marketplaces(marketplace_ids)),
             "includedData": ",".join(DEFAULT_ORDER_DATASETS),
             "maxResultsPerPage": self.page_size,
         }
         seen: set[str] = set()
         token = None
+        pages = self._pager("searchOrders", what="nextToken")
         while True:
+            pages.page()
             params = dict(base, paginationToken=token) if token else base
             body = self._call(
                 creds,
@@ -297,7 +326,14 @@ class AmazonSellingPartnerHttp(AmazonSellingPartner, MarketplaceHttpClient):
                 params=params,
                 stats=stats,
             )
-            for order in body.get("orders") or []:
+            shape = ResponseShape(
+                "searchOrders",
+                body,
+                "Orders API v2026-01-01: {orders: [...], pagination?: {nextToken}}",
+            )
+            orders = shape.records("orders")
+            next_token = shape.get("pagination.nextToken", str, required=False)
+            for order in orders:
                 order_id = order.get("orderId") if isinstance(order, dict) else None
                 if not isinstance(order_id, str):
                     stats.add("searchOrders", malformed=1)
@@ -309,9 +345,9 @@ class AmazonSellingPartnerHttp(AmazonSellingPartner, MarketplaceHttpClient):
                 seen.add(order_id)
                 stats.add("searchOrders", records=1)
                 yield order
-            token = (body.get("pagination") or {}).get("nextToken")
-            if not token:
+            if not next_token:
                 return
+            token = pages.follow(next_token)
 
     def get_order(
         self, creds: ChannelCredentials, order_id: str, *, stats: RequestStats | None = None
@@ -325,28 +361,34 @@ class AmazonSellingPartnerHttp(AmazonSellingPartner, MarketplaceHttpClient):
             params={"includedData": ",".join(DEFAULT_ORDER_DATASETS)},
             stats=stats,
         )
-        order = body.get("order")
-        if not isinstance(order, dict):
-            raise ApiRequestError(
-                "getOrder", "the response has no 'order' object; expected Orders API v2026-01-01"
-            )
+        order = ResponseShape(
+            "getOrder", body, "Orders API v2026-01-01: {order: {orderId, ...}}"
+        ).get("order", dict)
         stats.add("getOrder", records=1)
         return order
 
     # -- inventory ---------------------------------------------------------------------------
     def inventory_summaries(
-        self, creds: ChannelCredentials, *, stats: RequestStats | None = None
+        self,
+        creds: ChannelCredentials,
+        *,
+        marketplace_ids: Sequence[str] | None = None,
+        stats: RequestStats | None = None,
     ) -> Iterator[dict[str, Any]]:
         stats = stats if stats is not None else RequestStats()
+        # One marketplace: the extract keys stock by SKU, and a marketplace's stock is its own.
+        marketplace = self._marketplaces(marketplace_ids)[0]
         base = {
             "details": "true",
             "granularityType": "Marketplace",
-            "granularityId": self.marketplace_ids[0],
-            "marketplaceIds": self.marketplace_ids[0],
+            "granularityId": marketplace,
+            "marketplaceIds": marketplace,
         }
         seen: set[tuple[str, str]] = set()
         token = None
+        pages = self._pager("getInventorySummaries", what="nextToken")
         while True:
+            pages.page()
             # The inventory API wants every parameter resent with nextToken.
             params = dict(base, nextToken=token) if token else base
             body = self._call(
@@ -357,7 +399,15 @@ class AmazonSellingPartnerHttp(AmazonSellingPartner, MarketplaceHttpClient):
                 params=params,
                 stats=stats,
             )
-            for summary in (body.get("payload") or {}).get("inventorySummaries") or []:
+            shape = ResponseShape(
+                "getInventorySummaries",
+                body,
+                "FBA Inventory v1: {payload: {inventorySummaries: [...]}, pagination?: {nextToken}}",
+            )
+            summaries = shape.records("payload.inventorySummaries")
+            # nextToken is outside `payload` in this API.
+            next_token = shape.get("pagination.nextToken", str, required=False)
+            for summary in summaries:
                 sku = summary.get("sellerSku") if isinstance(summary, dict) else None
                 if not isinstance(sku, str):
                     stats.add("getInventorySummaries", malformed=1)
@@ -369,10 +419,9 @@ class AmazonSellingPartnerHttp(AmazonSellingPartner, MarketplaceHttpClient):
                 seen.add(key)
                 stats.add("getInventorySummaries", records=1)
                 yield summary
-            # nextToken is outside `payload` in this API.
-            token = (body.get("pagination") or {}).get("nextToken")
-            if not token:
+            if not next_token:
                 return
+            token = pages.follow(next_token)
 
     # -- finances ----------------------------------------------------------------------------
     def list_transactions(
@@ -381,21 +430,30 @@ class AmazonSellingPartnerHttp(AmazonSellingPartner, MarketplaceHttpClient):
         posted_after: datetime,
         posted_before: datetime | None = None,
         *,
+        marketplace_ids: Sequence[str] | None = None,
         stats: RequestStats | None = None,
     ) -> Iterator[dict[str, Any]]:
         stats = stats if stats is not None else RequestStats()
         end = self._end(posted_before)
         seen: set[str] = set()
-        start = posted_after
-        while start < end:
-            chunk_end = min(end, start + FINANCES_MAX_RANGE)
+        ranges: list[tuple[datetime, datetime]] = []
+        cursor = posted_after
+        while cursor < end:
+            ranges.append((cursor, min(end, cursor + FINANCES_MAX_RANGE)))
+            cursor = ranges[-1][1]
+        # listTransactions takes one marketplace: read each of the merchant's in turn.
+        for marketplace, (start, chunk_end) in (
+            (m, r) for m in self._marketplaces(marketplace_ids) for r in ranges
+        ):
             base = {
                 "postedAfter": _iso(start),
                 "postedBefore": _iso(chunk_end),
-                "marketplaceId": self.marketplace_ids[0],
+                "marketplaceId": marketplace,
             }
             token = None
+            pages = self._pager("listTransactions", what="nextToken")
             while True:
+                pages.page()
                 # Finances 2024-06-19 wants the same arguments resent with nextToken, and may
                 # return empty pages that still carry a token.
                 params = dict(base, nextToken=token) if token else base
@@ -407,8 +465,19 @@ class AmazonSellingPartnerHttp(AmazonSellingPartner, MarketplaceHttpClient):
                     params=params,
                     stats=stats,
                 )
-                payload = body.get("payload") or {}
-                for transaction in payload.get("transactions") or []:
+                shape = ResponseShape(
+                    "listTransactions",
+                    body,
+                    "Finances 2024-06-19: {payload: {transactions: [...], nextToken?}}",
+                )
+                payload = shape.get("payload", dict)
+                # An empty page may leave the list out; a payload holding anything else (the v0
+                # FinancialEvents, say) is another API's answer.
+                transactions = shape.records(
+                    "payload.transactions", may_be_absent=set(payload) <= {"nextToken"}
+                )
+                next_token = shape.get("payload.nextToken", str, required=False)
+                for transaction in transactions:
                     tid = (
                         transaction.get("transactionId") if isinstance(transaction, dict) else None
                     )
@@ -423,10 +492,9 @@ class AmazonSellingPartnerHttp(AmazonSellingPartner, MarketplaceHttpClient):
                     seen.add(tid)
                     stats.add("listTransactions", records=1)
                     yield transaction
-                token = payload.get("nextToken")
-                if not token:
+                if not next_token:
                     break
-            start = chunk_end
+                token = pages.follow(next_token)
 
     # -- reports -----------------------------------------------------------------------------
     def _download(self, creds: ChannelCredentials, document_id: str, stats: RequestStats) -> str:
@@ -437,12 +505,15 @@ class AmazonSellingPartnerHttp(AmazonSellingPartner, MarketplaceHttpClient):
             f"/reports/2021-06-30/documents/{quote(document_id, safe='')}",
             stats=stats,
         )
-        url = meta.get("url")
-        if not isinstance(url, str) or not url:
-            raise ApiRequestError(
-                "getReportDocument", f"document {document_id} came without a download url"
-            )
-        algorithm = meta.get("compressionAlgorithm")
+        shape = ResponseShape(
+            "getReportDocument",
+            meta,
+            f"Reports 2021-06-30: document {document_id} as {{reportDocumentId, url, compressionAlgorithm?}}",
+        )
+        url = shape.get("url", str)
+        if not url:
+            raise shape.error(f"document {document_id} came with an empty download url")
+        algorithm = shape.get("compressionAlgorithm", str, required=False)
         api = self._api()
         attempts = 0
         while True:
@@ -476,6 +547,27 @@ class AmazonSellingPartnerHttp(AmazonSellingPartner, MarketplaceHttpClient):
             # Some marketplaces publish flat files in a Windows code page.
             return raw.decode("cp1252", errors="replace")
 
+    def _get_report(
+        self, creds: ChannelCredentials, report_id: str, stats: RequestStats
+    ) -> dict[str, Any]:
+        """getReport, checked to be a report: a `reportId` and a `processingStatus`."""
+        report = self._call(
+            creds,
+            "getReport",
+            "GET",
+            f"/reports/2021-06-30/reports/{quote(report_id, safe='')}",
+            stats=stats,
+        )
+        shape = ResponseShape(
+            "getReport",
+            report,
+            f"Reports 2021-06-30: report {report_id} as {{reportId, processingStatus, reportDocumentId?}}",
+        )
+        shape.get("reportId", str)
+        shape.get("processingStatus", str)
+        shape.get("reportDocumentId", str, required=False)
+        return report
+
     def settlement_reports(
         self,
         creds: ChannelCredentials,
@@ -499,7 +591,9 @@ class AmazonSellingPartnerHttp(AmazonSellingPartner, MarketplaceHttpClient):
             "pageSize": 100,
         }
         listed: list[dict[str, Any]] = []
+        pages = self._pager("getReports", what="nextToken")
         while params is not None:
+            pages.page()
             body = self._call(
                 creds,
                 "getReports",
@@ -508,14 +602,17 @@ class AmazonSellingPartnerHttp(AmazonSellingPartner, MarketplaceHttpClient):
                 params=params,
                 stats=stats,
             )
-            for report in body.get("reports") or []:
+            shape = ResponseShape(
+                "getReports", body, "Reports 2021-06-30: {reports: [...], nextToken?}"
+            )
+            for report in shape.records("reports"):
                 if not isinstance(report, dict) or not isinstance(report.get("reportId"), str):
                     stats.add("getReports", malformed=1)
                     continue
                 listed.append(report)
-            token = body.get("nextToken")
+            token = shape.get("nextToken", str, required=False)
             # Reports wants nextToken as the only parameter.
-            params = {"nextToken": token} if token else None
+            params = {"nextToken": pages.follow(token)} if token else None
         seen: set[str] = set()
         for report in sorted(listed, key=lambda r: (str(r.get("createdTime", "")), r["reportId"])):
             if (
@@ -526,13 +623,7 @@ class AmazonSellingPartnerHttp(AmazonSellingPartner, MarketplaceHttpClient):
             document_id = report.get("reportDocumentId")
             if not isinstance(document_id, str):
                 # A DONE entry without a document id in a listing: ask for the report itself.
-                report = self._call(
-                    creds,
-                    "getReport",
-                    "GET",
-                    f"/reports/2021-06-30/reports/{quote(report['reportId'], safe='')}",
-                    stats=stats,
-                )
+                report = self._get_report(creds, report["reportId"], stats)
                 document_id = report.get("reportDocumentId")
                 if not isinstance(document_id, str):
                     continue
@@ -554,6 +645,7 @@ class AmazonSellingPartnerHttp(AmazonSellingPartner, MarketplaceHttpClient):
         data_start: datetime | None = None,
         data_end: datetime | None = None,
         report_options: dict[str, str] | None = None,
+        marketplace_ids: Sequence[str] | None = None,
         stats: RequestStats | None = None,
     ) -> dict[str, Any]:
         stats = stats if stats is not None else RequestStats()
@@ -563,7 +655,7 @@ class AmazonSellingPartnerHttp(AmazonSellingPartner, MarketplaceHttpClient):
             )
         body: dict[str, Any] = {
             "reportType": report_type,
-            "marketplaceIds": list(self.marketplace_ids),
+            "marketplaceIds": self._marketplaces(marketplace_ids),
         }
         if data_start is not None:
             body["dataStartTime"] = _iso(data_start)
@@ -579,21 +671,13 @@ class AmazonSellingPartnerHttp(AmazonSellingPartner, MarketplaceHttpClient):
             json_body=body,
             stats=stats,
         )
-        report_id = created.get("reportId")
-        if not isinstance(report_id, str):
-            raise ApiRequestError(
-                "createReport", f"no reportId in the createReport response for {report_type}"
-            )
+        report_id = ResponseShape(
+            "createReport", created, f"Reports 2021-06-30: {{reportId}} for {report_type}"
+        ).get("reportId", str)
         deadline = time.monotonic() + self.report_timeout_seconds
         while True:
-            report = self._call(
-                creds,
-                "getReport",
-                "GET",
-                f"/reports/2021-06-30/reports/{quote(report_id, safe='')}",
-                stats=stats,
-            )
-            status = report.get("processingStatus")
+            report = self._get_report(creds, report_id, stats)
+            status = report["processingStatus"]
             if status == "DONE":
                 break
             if status in ("FATAL", "CANCELLED"):
@@ -626,9 +710,11 @@ class AmazonSellingPartnerHttp(AmazonSellingPartner, MarketplaceHttpClient):
         skus: Sequence[str] = (),
         *,
         asins: Sequence[str] = (),
+        marketplace_ids: Sequence[str] | None = None,
         stats: RequestStats | None = None,
     ) -> Iterator[dict[str, Any]]:
         stats = stats if stats is not None else RequestStats()
+        marketplace = self._marketplaces(marketplace_ids)[0]
         if skus and asins:
             raise ValueError(
                 "pass skus or asins, not both: getCompetitivePricing takes one ItemType per request"
@@ -639,7 +725,7 @@ class AmazonSellingPartnerHttp(AmazonSellingPartner, MarketplaceHttpClient):
         for start in range(0, len(ids), 20):
             chunk = ids[start : start + 20]
             params = {
-                "MarketplaceId": self.marketplace_ids[0],
+                "MarketplaceId": marketplace,
                 "ItemType": item_type,
                 key: ",".join(chunk),
             }
@@ -651,7 +737,12 @@ class AmazonSellingPartnerHttp(AmazonSellingPartner, MarketplaceHttpClient):
                 params=params,
                 stats=stats,
             )
-            for entry in body.get("payload") or []:
+            entries = ResponseShape(
+                "getCompetitivePricing",
+                body,
+                "Product Pricing v0: {payload: [one entry per item]}",
+            ).records("payload")
+            for entry in entries:
                 stats.add("getCompetitivePricing", records=1)
                 yield entry
 
@@ -661,10 +752,14 @@ class AmazonSellingPartnerHttp(AmazonSellingPartner, MarketplaceHttpClient):
         sku: str,
         *,
         item_condition: str = "New",
+        marketplace_ids: Sequence[str] | None = None,
         stats: RequestStats | None = None,
     ) -> dict[str, Any]:
         stats = stats if stats is not None else RequestStats()
-        params = {"MarketplaceId": self.marketplace_ids[0], "ItemCondition": item_condition}
+        params = {
+            "MarketplaceId": self._marketplaces(marketplace_ids)[0],
+            "ItemCondition": item_condition,
+        }
         body = self._call(
             creds,
             "getListingOffers",
@@ -673,9 +768,9 @@ class AmazonSellingPartnerHttp(AmazonSellingPartner, MarketplaceHttpClient):
             params=params,
             stats=stats,
         )
-        payload = body.get("payload")
-        if not isinstance(payload, dict):
-            raise ApiRequestError("getListingOffers", "the response has no 'payload' object")
+        payload = ResponseShape(
+            "getListingOffers", body, "Product Pricing v0: {payload: {SKU, Offers, ...}}"
+        ).get("payload", dict)
         stats.add("getListingOffers", records=1)
         return payload
 

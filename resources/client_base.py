@@ -1,5 +1,5 @@
-"""What every marketplace HTTP client shares: retry and pacing settings, one paced session, and a
-per-merchant access-token cache refreshed before expiry."""
+"""What every marketplace HTTP client shares: retry and pacing settings, one paced session, a
+per-merchant access-token cache refreshed before expiry, and the bound on paginated loops."""
 
 import hashlib
 import threading
@@ -10,7 +10,14 @@ from typing import Any, ClassVar
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
-from resources.http import ApiRequestError, ApiResponse, ApiSession, ChannelCredentials, RetryPolicy
+from resources.http import (
+    ApiRequestError,
+    ApiResponse,
+    ApiSession,
+    ChannelCredentials,
+    PageGuard,
+    RetryPolicy,
+)
 
 
 class MarketplaceHttpClient(dg.ConfigurableResource):
@@ -27,6 +34,10 @@ class MarketplaceHttpClient(dg.ConfigurableResource):
         default=1.0, description="Multiply the documented rates (only against a sped-up sandbox)."
     )
     token_refresh_margin_seconds: float = 60.0
+    max_pages: int = Field(
+        default=10_000,
+        description="Most pages one paginated call follows before it fails (never loop forever).",
+    )
 
     _session: ApiSession | None = PrivateAttr(default=None)
     _tokens: dict[tuple[str, str], tuple[str, float]] = PrivateAttr(default_factory=dict)
@@ -47,6 +58,10 @@ class MarketplaceHttpClient(dg.ConfigurableResource):
                     ),
                 )
             return self._session
+
+    def _pager(self, operation: str, *, what: str = "cursor") -> PageGuard:
+        """A guard for one paginated loop of `operation`: `max_pages` pages, no cursor twice."""
+        return PageGuard(operation, self.max_pages, what=what)
 
     def _cached_token(
         self,

@@ -10,14 +10,17 @@ they expire, and again whenever eBay answers 401.
 Operations page with eBay's `limit`/`offset` until no `next` is returned, and yield eBay's records
 verbatim (dicts; money stays `{value, currency}` strings). A record repeated on two pages (offset
 paging over data that moves) is yielded once. A record lacking its identifier is still yielded
-so the extract can quarantine it; it is counted in `stats.operation(...).malformed`.
+so the extract can quarantine it; it is counted in `stats.operation(...).malformed`. Each page's
+envelope is checked first (`ResponseShape`): a page without its list (unless its `total` is 0), or
+with `total`, `limit` or `next` of another type, fails the call naming the operation. Paging is
+bounded by `max_pages`.
 """
 
 from __future__ import annotations
 
 import base64
 from abc import abstractmethod
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -30,6 +33,7 @@ from resources.http import (
     ApiRequestError,
     ChannelCredentials,
     RequestStats,
+    ResponseShape,
 )
 
 # eBay publishes daily call limits per application and sends no rate-limit headers: Fulfillment
@@ -71,6 +75,7 @@ class EbaySell(dg.ConfigurableResource):
         modified_after: datetime,
         modified_before: datetime | None = None,
         *,
+        marketplace_ids: Sequence[str] | None = None,
         stats: RequestStats | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Fulfillment getOrders by lastModifiedDate in [after, before), every page, deduped by orderId."""
@@ -82,6 +87,7 @@ class EbaySell(dg.ConfigurableResource):
         after: datetime,
         before: datetime | None = None,
         *,
+        marketplace_ids: Sequence[str] | None = None,
         stats: RequestStats | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Finances getTransactions by transactionDate in [after, before), deduped by (type, id)."""
@@ -93,15 +99,24 @@ class EbaySell(dg.ConfigurableResource):
         after: datetime,
         before: datetime | None = None,
         *,
+        marketplace_ids: Sequence[str] | None = None,
         stats: RequestStats | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Finances getPayouts by payoutDate in [after, before), deduped by payoutId."""
 
     @abstractmethod
     def inventory_items(
-        self, creds: ChannelCredentials, *, stats: RequestStats | None = None
+        self,
+        creds: ChannelCredentials,
+        *,
+        marketplace_ids: Sequence[str] | None = None,
+        stats: RequestStats | None = None,
     ) -> Iterator[dict[str, Any]]:
-        """Inventory getInventoryItems, every page, deduped by sku."""
+        """Inventory getInventoryItems, every page, deduped by sku.
+
+        Every operation sends the merchant's eBay site (`marketplace_ids`, from its channel
+        connection: the first, the site the seller registered on) as X-EBAY-C-MARKETPLACE-ID;
+        without one, the resource's `marketplace_id`."""
 
 
 class EbaySellHttp(EbaySell, MarketplaceHttpClient):
@@ -127,7 +142,11 @@ class EbaySellHttp(EbaySell, MarketplaceHttpClient):
     client_secret: str = Field(
         description="Client secret (Cert ID) of our eBay application (use dg.EnvVar)."
     )
-    marketplace_id: str = "EBAY_US"
+    marketplace_id: str = Field(
+        default="EBAY_US",
+        description="The site sent as X-EBAY-C-MARKETPLACE-ID when a call names none; the "
+        "extracts pass each merchant's own, from its channel connection.",
+    )
     page_size: int = Field(
         default=200,
         description="getOrders/getPayouts/getInventoryItems take at most 200; getTransactions 1000.",
@@ -164,6 +183,7 @@ class EbaySellHttp(EbaySell, MarketplaceHttpClient):
         url: str,
         params: dict[str, Any],
         stats: RequestStats,
+        site: str,
     ) -> dict[str, Any]:
         refreshes = 0
 
@@ -173,7 +193,7 @@ class EbaySellHttp(EbaySell, MarketplaceHttpClient):
                 refreshes += 1
             return {
                 "Authorization": f"Bearer {self._access_token(creds, force)}",
-                "X-EBAY-C-MARKETPLACE-ID": self.marketplace_id,
+                "X-EBAY-C-MARKETPLACE-ID": site,
                 "Accept": "application/json",
             }
 
@@ -209,14 +229,25 @@ class EbaySellHttp(EbaySell, MarketplaceHttpClient):
         identity: Callable[[dict[str, Any]], Any],
         stats: RequestStats,
         page_size: int,
+        site: str,
     ) -> Iterator[dict[str, Any]]:
         seen: set[Any] = set()
         offset = 0
+        pages = self._pager(operation, what="offset")
+        pages.follow(offset)
         while True:
+            pages.page()
             body = self._get(
-                creds, operation, url, dict(params, limit=page_size, offset=offset), stats
+                creds, operation, url, dict(params, limit=page_size, offset=offset), stats, site
             )
-            records = body.get(key) or []
+            shape = ResponseShape(
+                operation, body, f"an eBay {operation} page: {{total, limit, next?, {key}: [...]}}"
+            )
+            total = shape.get("total", int, required=False)
+            # eBay may leave the list out of an empty result, never out of a non-empty one.
+            records = shape.records(key, may_be_absent=total == 0)
+            applied = shape.get("limit", int, required=False)
+            has_next = shape.get("next", str, required=False)
             for record in records:
                 ident = identity(record) if isinstance(record, dict) else None
                 if ident is None:
@@ -228,14 +259,17 @@ class EbaySellHttp(EbaySell, MarketplaceHttpClient):
                 seen.add(ident)
                 stats.add(operation, records=1)
                 yield record
-            if not body.get("next") or not records:
+            if not has_next or not records:
                 return
             # Advance by the page size eBay applied (it may cap the requested limit).
-            applied = body.get("limit")
-            offset += int(applied) if isinstance(applied, int) and applied > 0 else page_size
-            total = body.get("total")
-            if isinstance(total, int) and offset >= total:
+            offset += applied if applied is not None and applied > 0 else page_size
+            if total is not None and offset >= total:
                 return
+            pages.follow(offset)
+
+    def _site(self, marketplace_ids: Sequence[str] | None) -> str:
+        """The merchant's eBay site: the first of its connection's, else `marketplace_id`."""
+        return next((m for m in marketplace_ids or () if m), self.marketplace_id)
 
     @staticmethod
     def _window(after: datetime, before: datetime | None) -> tuple[datetime, datetime] | None:
@@ -244,7 +278,7 @@ class EbaySellHttp(EbaySell, MarketplaceHttpClient):
         return (after, end) if after < end else None
 
     # -- operations --------------------------------------------------------------------------
-    def orders(self, creds, modified_after, modified_before=None, *, stats=None):
+    def orders(self, creds, modified_after, modified_before=None, *, marketplace_ids=None, stats=None):
         stats = stats if stats is not None else RequestStats()
         window = self._window(modified_after, modified_before)
         if window is None:
@@ -259,9 +293,10 @@ class EbaySellHttp(EbaySell, MarketplaceHttpClient):
             lambda o: o.get("orderId") if isinstance(o.get("orderId"), str) else None,
             stats,
             min(self.page_size, 200),
+            self._site(marketplace_ids),
         )
 
-    def transactions(self, creds, after, before=None, *, stats=None):
+    def transactions(self, creds, after, before=None, *, marketplace_ids=None, stats=None):
         stats = stats if stats is not None else RequestStats()
         window = self._window(after, before)
         if window is None:
@@ -282,9 +317,10 @@ class EbaySellHttp(EbaySell, MarketplaceHttpClient):
             identity,
             stats,
             min(self.page_size, 1000),
+            self._site(marketplace_ids),
         )
 
-    def payouts(self, creds, after, before=None, *, stats=None):
+    def payouts(self, creds, after, before=None, *, marketplace_ids=None, stats=None):
         stats = stats if stats is not None else RequestStats()
         window = self._window(after, before)
         if window is None:
@@ -299,9 +335,10 @@ class EbaySellHttp(EbaySell, MarketplaceHttpClient):
             lambda p: p.get("payoutId") if isinstance(p.get("payoutId"), str) else None,
             stats,
             min(self.page_size, 200),
+            self._site(marketplace_ids),
         )
 
-    def inventory_items(self, creds, *, stats=None):
+    def inventory_items(self, creds, *, marketplace_ids=None, stats=None):
         stats = stats if stats is not None else RequestStats()
         yield from self._paged(
             creds,
@@ -312,4 +349,5 @@ class EbaySellHttp(EbaySell, MarketplaceHttpClient):
             lambda i: i.get("sku") if isinstance(i.get("sku"), str) else None,
             stats,
             min(self.page_size, 200),
+            self._site(marketplace_ids),
         )

@@ -15,6 +15,13 @@ What it gives a client:
   with capped exponential backoff and full jitter. When retries run out it raises `ApiRequestError`
   naming the operation and what happened, never a token, a secret, a header or a body.
 
+- `ResponseShape(operation, body, expected)`: the envelope a 200 body must have before a page is
+  read (`get(path, kind)`, `records(path)`), so an answer of another shape (another API version,
+  another operation, a proxy) fails the run naming the operation and what was missing, instead of
+  reading as an empty page.
+- `PageGuard(operation, max_pages)`: bounds every paginated loop and refuses a cursor already
+  followed, so a marketplace that answers the same page and cursor again cannot loop a client.
+
 A client marks an authentication failure it can cure (an expired access token) by passing
 `auth_expired=` (a predicate on the response); the session then calls `auth(force_refresh=True)` for
 fresh headers and retries, counting the attempt against the same retry cap.
@@ -42,7 +49,9 @@ __all__ = [
     "ApiSession",
     "ChannelCredentials",
     "OperationStats",
+    "PageGuard",
     "RequestStats",
+    "ResponseShape",
     "RetryPolicy",
     "TokenBucket",
     "request_with_retries",
@@ -244,6 +253,158 @@ class ApiResponse:
     headers: Mapping[str, str]
     content: bytes
     data: Any = None
+
+
+_KIND_NAMES: tuple[tuple[type, str], ...] = (
+    (bool, "boolean"),
+    (dict, "object"),
+    (list, "list"),
+    (str, "string"),
+    (int, "integer"),
+    (Decimal, "number"),
+    (float, "number"),
+)
+
+
+def _kind_of(value: Any) -> str:
+    if value is None:
+        return "null"
+    return next((name for t, name in _KIND_NAMES if isinstance(value, t)), type(value).__name__)
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    names = [next((name for t, name in _KIND_NAMES if t is k), k.__name__) for k in kinds]
+    return " or ".join(dict.fromkeys(names))
+
+
+def _a(noun: str) -> str:
+    return ("an " if noun[:1] in "aeiou" else "a ") + noun
+
+
+def _is_kind(value: Any, kind: type | tuple[type, ...]) -> bool:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    # JSON true/false are not integers, whatever Python thinks.
+    if isinstance(value, bool) and bool not in kinds:
+        return False
+    return isinstance(value, kinds)
+
+
+class ResponseShape:
+    """The envelope one operation's 200 body must have, checked before any record is read.
+
+    A 200 answer of another shape (an older API version, another operation's body, a proxy's
+    page) would otherwise read as an empty page and a successful run. A failed check raises
+    `ApiRequestError` naming the operation, the member that was missing or of the wrong type (a
+    dotted path), the names of the members that did arrive (names only, never values) and
+    `expected`, a short description of the documented shape.
+    """
+
+    MAX_NAMES = 12
+
+    def __init__(self, operation: str, body: Any, expected: str) -> None:
+        self.operation = operation
+        self.body = body
+        self.expected = expected
+
+    def error(self, problem: str) -> ApiRequestError:
+        return ApiRequestError(
+            self.operation,
+            f"{problem} ({self._arrived()}); expected {self.expected}. The marketplace changed "
+            "the response's shape or answered for another operation, so nothing was read from "
+            "it: check the API version the client calls before running it again",
+        )
+
+    def _arrived(self) -> str:
+        if not isinstance(self.body, dict):
+            return f"the body is a JSON {_kind_of(self.body)}"
+        names = sorted(str(name)[:40] for name in self.body)
+        if not names:
+            return "the body is an empty object"
+        more = len(names) - self.MAX_NAMES
+        return (
+            "the body has "
+            + ", ".join(names[: self.MAX_NAMES])
+            + (f" and {more} more" if more > 0 else "")
+        )
+
+    def get(self, path: str, kind: type | tuple[type, ...], *, required: bool = True) -> Any:
+        """The member at the dotted `path` ("" is the body itself), checked to be a `kind`.
+
+        An absent or null member fails when `required` and is None otherwise; a member of
+        another type always fails, as does a step of the path that is not an object.
+        """
+        value = self.body
+        walked: list[str] = []
+        for name in path.split(".") if path else ():
+            if not isinstance(value, dict):
+                where = f"'{'.'.join(walked)}'" if walked else "the body"
+                raise self.error(f"{where} is {_a(_kind_of(value))}, not an object")
+            walked.append(name)
+            value = value.get(name)
+            if value is None:
+                break
+        if value is None:
+            if required:
+                raise self.error(f"the response has no '{path}' {_kind_name(kind)}")
+            return None
+        if not _is_kind(value, kind):
+            where = f"'{path}'" if path else "the body"
+            raise self.error(f"{where} is {_a(_kind_of(value))}, not {_a(_kind_name(kind))}")
+        return value
+
+    def records(self, path: str, *, may_be_absent: bool = False) -> list[Any]:
+        """The list of records at `path`; [] for an absent list only when `may_be_absent` (the
+        envelope itself says the result is empty, e.g. a total of 0)."""
+        found = self.get(path, list, required=not may_be_absent)
+        return [] if found is None else found
+
+
+def _clip(value: Any, limit: int = 300) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "...'"
+
+
+class PageGuard:
+    """Bounds one paginated loop: at most `max_pages` requests, and never the same cursor twice.
+
+    Call `page()` before each request and `follow(cursor)` with each next cursor (a token, a
+    query string, an offset) before using it. A marketplace that answers a cursor with the same
+    page and the same cursor (Walmart does when a cursor is sent wrongly) is stopped at once
+    instead of being asked until it fails; one that keeps answering new cursors is stopped at
+    the bound.
+    """
+
+    def __init__(self, operation: str, max_pages: int, *, what: str = "cursor") -> None:
+        if max_pages < 1:
+            raise ValueError(f"{operation}: max_pages must be at least 1, got {max_pages}")
+        self.operation = operation
+        self.max_pages = max_pages
+        self.what = what
+        self.pages = 0
+        self._seen: set[Any] = set()
+
+    def page(self) -> None:
+        if self.pages >= self.max_pages:
+            raise ApiRequestError(
+                self.operation,
+                f"still not on the last page after {self.max_pages} pages, the client's bound "
+                "(max_pages); the marketplace kept answering a next page. Narrow the window, or "
+                "raise max_pages if the account really holds that much",
+            )
+        self.pages += 1
+
+    def follow(self, cursor: Any) -> Any:
+        """`cursor`, once: a cursor already followed in this loop raises."""
+        if cursor in self._seen:
+            raise ApiRequestError(
+                self.operation,
+                f"the marketplace answered the {self.what} {_clip(cursor)} again after "
+                f"{self.pages} pages, so it is repeating a page: paging stopped instead of "
+                "looping. Run it again later; if it repeats, the cursor is being sent wrongly",
+            )
+        self._seen.add(cursor)
+        return cursor
 
 
 def _error_code(body: bytes) -> str | None:

@@ -17,8 +17,13 @@ extract to quarantine and counted in `stats.operation(...).malformed`.
   ready query string) to the end, deduped by purchaseOrderId. Walmart serves 180 days back: an older
   start raises `WalmartLookbackError` (or is clamped with `clamp_start=True`).
 - `inventory`: GET /v3/inventories, following `meta.nextCursor`, deduped by sku.
-- `recon_reports`: the available report dates in [since, until], then each report's JSON; one
-  record per report: {"reportDate": "MMDDYYYY", "reportVersion": "v1", "rows": [...]}.
+- `recon_reports`: the available report dates in [since, until], then each report's JSON, paged
+  with `offset`/`noOfRecords` and followed while `nextOffset` is not -1; one record per report:
+  {"reportDate": "MMDDYYYY", "reportVersion": "v1", "rows": [every page's rows, in order]}.
+
+Every response's envelope is checked (`ResponseShape`) before a page is read: a 200 answer of
+another shape fails naming the operation and what was missing. Every paginated loop is bounded
+(`max_pages`) and stops with an error on a cursor or offset already followed (`PageGuard`).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import base64
 import logging
 import uuid
 from abc import abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, ClassVar
 
@@ -40,6 +45,7 @@ from resources.http import (
     ApiRequestError,
     ChannelCredentials,
     RequestStats,
+    ResponseShape,
 )
 
 logger = logging.getLogger(__name__)
@@ -57,6 +63,9 @@ ORDERS_LOOKBACK = timedelta(days=180)
 LOOKBACK_MARGIN = timedelta(minutes=10)
 SHIP_NODE_TYPES = ("SellerFulfilled", "WFSFulfilled")
 SERVICE_NAME = "Walmart Marketplace"
+# Walmart's markets, named in the WM_MARKET header of the Global Marketplace APIs (same host;
+# without the header Walmart serves the US).
+WALMART_MARKETS = ("us", "ca", "mx", "cl")
 MAX_TOKEN_REFRESHES_PER_CALL = 3
 
 
@@ -94,13 +103,18 @@ class WalmartMarketplace(dg.ConfigurableResource):
         modified_before: datetime | None = None,
         *,
         clamp_start: bool = False,
+        marketplace_ids: Sequence[str] | None = None,
         stats: RequestStats | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Orders last modified in [after, before), seller- and WFS-fulfilled, deduped by purchaseOrderId."""
 
     @abstractmethod
     def inventory(
-        self, creds: ChannelCredentials, *, stats: RequestStats | None = None
+        self,
+        creds: ChannelCredentials,
+        *,
+        marketplace_ids: Sequence[str] | None = None,
+        stats: RequestStats | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Multi-node inventory, every page, deduped by sku."""
 
@@ -111,9 +125,13 @@ class WalmartMarketplace(dg.ConfigurableResource):
         since: date,
         until: date | None = None,
         *,
+        marketplace_ids: Sequence[str] | None = None,
         stats: RequestStats | None = None,
     ) -> Iterator[dict[str, Any]]:
-        """Reconciliation reports dated in [since, until]: {"reportDate", "reportVersion", "rows"}."""
+        """Reconciliation reports dated in [since, until]: {"reportDate", "reportVersion", "rows"}.
+
+        Every operation names the merchant's market (`marketplace_ids` from its channel
+        connection: US, CA, MX or CL) in the WM_MARKET header; without one, no header (the US)."""
 
 
 class WalmartMarketplaceHttp(WalmartMarketplace, MarketplaceHttpClient):
@@ -131,6 +149,22 @@ class WalmartMarketplaceHttp(WalmartMarketplace, MarketplaceHttpClient):
         default=50, description="GET /v3/inventories takes at most 50."
     )
     report_version: str = "v1"
+    recon_page_size: int = Field(
+        default=1000, description="Rows per reconFileJson page (noOfRecords); Walmart pages 1,000."
+    )
+
+    @staticmethod
+    def _market(marketplace_ids: Sequence[str] | None) -> str | None:
+        """The WM_MARKET value of the merchant's first market, or None (the US by default)."""
+        first = next((m for m in marketplace_ids or () if m), None)
+        if first is None:
+            return None
+        if first.lower() not in WALMART_MARKETS:
+            raise ValueError(
+                f"Walmart market {first!r} is not one of {', '.join(m.upper() for m in WALMART_MARKETS)}; "
+                "fix the merchant's walmart connection (illuma merchants add ... --channel walmart=REF@CA)"
+            )
+        return first.lower()
 
     def _base_headers(self) -> dict[str, str]:
         return {
@@ -170,14 +204,20 @@ class WalmartMarketplaceHttp(WalmartMarketplace, MarketplaceHttpClient):
         url: str,
         params: dict[str, Any] | None,
         stats: RequestStats,
+        market: str | None = None,
     ) -> Any:
         refreshes = 0
+        market_header = {"WM_MARKET": market} if market else {}
 
         def auth(force: bool) -> dict[str, str]:
             nonlocal refreshes
             if force:
                 refreshes += 1
-            return {**self._base_headers(), "WM_SEC.ACCESS_TOKEN": self._access_token(creds, force)}
+            return {
+                **self._base_headers(),
+                **market_header,
+                "WM_SEC.ACCESS_TOKEN": self._access_token(creds, force),
+            }
 
         def expired(response: requests.Response) -> bool:
             # Walmart answers 401 UNAUTHORIZED.GMP_GATEWAY_API for an expired token: refresh it.
@@ -200,8 +240,11 @@ class WalmartMarketplaceHttp(WalmartMarketplace, MarketplaceHttpClient):
         return self.endpoint.rstrip("/") + path
 
     # -- orders ------------------------------------------------------------------------------
-    def orders(self, creds, modified_after, modified_before=None, *, clamp_start=False, stats=None):
+    def orders(
+        self, creds, modified_after, modified_before=None, *, clamp_start=False, marketplace_ids=None, stats=None
+    ):
         stats = stats if stats is not None else RequestStats()
+        market = self._market(marketplace_ids)
         now = _utcnow()
         floor = now - ORDERS_LOOKBACK + LOOKBACK_MARGIN
         start = modified_after
@@ -231,15 +274,19 @@ class WalmartMarketplaceHttp(WalmartMarketplace, MarketplaceHttpClient):
                 "productInfo": "false",
             }
             url = self._url("/v3/orders")
+            pages = self._pager("getAllOrders", what="nextCursor")
             while True:
-                body = self._get(creds, "getAllOrders", url, params, stats)
-                listing = body.get("list") if isinstance(body, dict) else None
-                if not isinstance(listing, dict):
-                    raise ApiRequestError(
-                        "getAllOrders",
-                        "the response has no 'list' object; expected GET /v3/orders v3",
-                    )
-                for order in ((listing.get("elements") or {}).get("order")) or []:
+                pages.page()
+                body = self._get(creds, "getAllOrders", url, params, stats, market)
+                shape = ResponseShape(
+                    "getAllOrders",
+                    body,
+                    "GET /v3/orders: {list: {meta: {totalCount, nextCursor?}, elements: {order: [...]}}}",
+                )
+                total = shape.get("list.meta.totalCount", int, required=False)
+                orders = shape.records("list.elements.order", may_be_absent=total == 0)
+                cursor = shape.get("list.meta.nextCursor", str, required=False)
+                for order in orders:
                     po = order.get("purchaseOrderId") if isinstance(order, dict) else None
                     if not isinstance(po, str) or not po:
                         stats.add("getAllOrders", malformed=1)
@@ -250,31 +297,38 @@ class WalmartMarketplaceHttp(WalmartMarketplace, MarketplaceHttpClient):
                     seen.add(po)
                     stats.add("getAllOrders", records=1)
                     yield order
-                cursor = (listing.get("meta") or {}).get("nextCursor")
-                if not isinstance(cursor, str) or not cursor.strip():
+                if cursor is None or not cursor.strip():
                     break
+                # The same cursor again is the same page again: Walmart would answer it forever.
+                pages.follow(cursor)
                 # nextCursor is the next page's whole query string, to append as is.
                 url = self._url("/v3/orders") + (cursor if cursor.startswith("?") else "?" + cursor)
                 params = None
 
     # -- inventory ---------------------------------------------------------------------------
-    def inventory(self, creds, *, stats=None):
+    def inventory(self, creds, *, marketplace_ids=None, stats=None):
         stats = stats if stats is not None else RequestStats()
+        market = self._market(marketplace_ids)
         seen: set[str] = set()
         cursor: str | None = None
+        pages = self._pager("getMultiNodeInventory", what="nextCursor")
         while True:
+            pages.page()
             params: dict[str, Any] = {"limit": min(self.inventory_page_size, 50)}
             if cursor:
                 params["nextCursor"] = cursor
             body = self._get(
-                creds, "getMultiNodeInventory", self._url("/v3/inventories"), params, stats
+                creds, "getMultiNodeInventory", self._url("/v3/inventories"), params, stats, market
             )
-            if not isinstance(body, dict):
-                raise ApiRequestError(
-                    "getMultiNodeInventory",
-                    "the response was not a JSON object; expected GET /v3/inventories",
-                )
-            for row in ((body.get("elements") or {}).get("inventories")) or []:
+            shape = ResponseShape(
+                "getMultiNodeInventory",
+                body,
+                "GET /v3/inventories: {meta: {totalCount, nextCursor?}, elements: {inventories: [...]}}",
+            )
+            total = shape.get("meta.totalCount", int, required=False)
+            rows = shape.records("elements.inventories", may_be_absent=total == 0)
+            next_cursor = shape.get("meta.nextCursor", str, required=False)
+            for row in rows:
                 sku = row.get("sku") if isinstance(row, dict) else None
                 if not isinstance(sku, str) or not sku:
                     stats.add("getMultiNodeInventory", malformed=1)
@@ -285,13 +339,14 @@ class WalmartMarketplaceHttp(WalmartMarketplace, MarketplaceHttpClient):
                 seen.add(sku)
                 stats.add("getMultiNodeInventory", records=1)
                 yield row
-            cursor = (body.get("meta") or {}).get("nextCursor")
-            if not isinstance(cursor, str) or not cursor:
+            if not next_cursor:
                 return
+            cursor = pages.follow(next_cursor)
 
     # -- reconciliation ----------------------------------------------------------------------
-    def recon_reports(self, creds, since, until=None, *, stats=None):
+    def recon_reports(self, creds, since, until=None, *, marketplace_ids=None, stats=None):
         stats = stats if stats is not None else RequestStats()
+        market = self._market(marketplace_ids)
         until = until or _utcnow().date()
         body = self._get(
             creds,
@@ -299,12 +354,13 @@ class WalmartMarketplaceHttp(WalmartMarketplace, MarketplaceHttpClient):
             self._url("/v3/report/reconreport/availableReconFiles"),
             {"reportVersion": self.report_version},
             stats,
+            market,
         )
-        listed = body.get("availableApReportDates") if isinstance(body, dict) else None
-        if not isinstance(listed, list):
-            raise ApiRequestError(
-                "getAvailableReconReportDates", "the response has no 'availableApReportDates' list"
-            )
+        listed = ResponseShape(
+            "getAvailableReconReportDates",
+            body,
+            "GET /v3/report/reconreport/availableReconFiles: {availableApReportDates: [MMDDYYYY]}",
+        ).records("availableApReportDates")
         dates: dict[date, str] = {}
         for raw in listed:
             try:
@@ -319,20 +375,7 @@ class WalmartMarketplaceHttp(WalmartMarketplace, MarketplaceHttpClient):
             dates[parsed] = str(raw)
         for day in sorted(d for d in dates if since <= d <= until):
             report_date = dates[day]
-            data = self._get(
-                creds,
-                "getReconReportJson",
-                self._url("/v3/report/reconreport/reconFileJson"),
-                {"reportDate": report_date, "reportVersion": self.report_version},
-                stats,
-            )
-            # The documented body is {"reportData": [...]}; some published examples are the bare list.
-            rows = data.get("reportData") if isinstance(data, dict) else data
-            if not isinstance(rows, list):
-                raise ApiRequestError(
-                    "getReconReportJson",
-                    f"report {report_date} has no reportData list; Walmart changed the shape or a proxy answered instead",
-                )
+            rows = self._recon_rows(creds, report_date, stats, market)
             for row in rows:
                 # Every detail row has a Transaction Key; only the PaymentSummary row lacks one.
                 if not isinstance(row, dict) or (
@@ -342,3 +385,54 @@ class WalmartMarketplaceHttp(WalmartMarketplace, MarketplaceHttpClient):
                     stats.add("getReconReportJson", malformed=1)
             stats.add("getReconReportJson", records=1)
             yield {"reportDate": report_date, "reportVersion": self.report_version, "rows": rows}
+
+    def _recon_rows(
+        self, creds: ChannelCredentials, report_date: str, stats: RequestStats, market: str | None
+    ) -> list[Any]:
+        """Every row of one report: pages of `recon_page_size` rows from offset 0, following
+        `nextOffset` until it is -1 (or absent: an unpaged report is one body)."""
+        rows: list[Any] = []
+        offset = 0
+        pages = self._pager("getReconReportJson", what="nextOffset")
+        pages.follow(offset)
+        while True:
+            pages.page()
+            data = self._get(
+                creds,
+                "getReconReportJson",
+                self._url("/v3/report/reconreport/reconFileJson"),
+                {
+                    "reportDate": report_date,
+                    "reportVersion": self.report_version,
+                    "offset": offset,
+                    "noOfRecords": self.recon_page_size,
+                },
+                stats,
+                market,
+            )
+            # The documented body is {"reportData": [...], "nextOffset": n}; some published
+            # examples are the bare list of rows.
+            if isinstance(data, list):
+                rows.extend(data)
+                return rows
+            shape = ResponseShape(
+                "getReconReportJson",
+                data,
+                f"report {report_date} as {{reportData: [...], nextOffset?}}",
+            )
+            rows.extend(shape.records("reportData"))
+            raw_next = shape.get("nextOffset", (int, str), required=False)
+            try:
+                next_offset = -1 if raw_next is None else int(raw_next)
+            except ValueError:
+                raise shape.error(f"'nextOffset' is {raw_next!r}, not a whole number") from None
+            if next_offset < 0:
+                return rows
+            pages.follow(next_offset)
+            if next_offset < offset:
+                raise ApiRequestError(
+                    "getReconReportJson",
+                    f"report {report_date}: nextOffset {next_offset} goes back from offset "
+                    f"{offset}; the pages would overlap, so the report was not read",
+                )
+            offset = next_offset

@@ -53,7 +53,10 @@ def test_search_orders_examples_page_through_and_dedupe(sandbox, client):
         "amazon_v2026_searchOrders_sandbox_1.json",
         "amazon_v2026_searchOrders_sandbox_2.json",
     ]
-    queue(sandbox, "searchOrders", *pages)
+    # Amazon's two examples carry the same placeholder token; a real token is never answered
+    # twice (the client refuses a token it has followed), so the second page gets its own.
+    second = dict(load(pages[1]), pagination={"nextToken": "c2FuZGJveCBwYWdlIHR3bw=="})
+    queue(sandbox, "searchOrders", pages[0], second, pages[2])
     got = list(client.search_orders(creds(MERCHANT), *window(sandbox)))
     assert got == [order for page in pages for order in load(page)["orders"]]
     # JPY amounts without decimals and the UK order's strings stay strings.
@@ -62,8 +65,10 @@ def test_search_orders_examples_page_through_and_dedupe(sandbox, client):
         == load(pages[1])["orders"][0]["proceeds"]["grandTotal"]["amount"]
     )
 
-    # The same order on two pages comes out once.
-    queue(sandbox, "searchOrders", pages[0], pages[0], "amazon_v2026_searchOrders_sandbox_3.json")
+    # The same order on two pages comes out once. Each page carries its own token: a token
+    # answered twice is the same page again, which the client refuses (test_client_envelopes).
+    again = dict(load(pages[0]), pagination={"nextToken": "c2Vjb25kIHBhZ2Ugb2YgdGhlIHNlYXJjaA=="})
+    queue(sandbox, "searchOrders", pages[0], again, "amazon_v2026_searchOrders_sandbox_3.json")
     got = list(client.search_orders(creds(MERCHANT), *window(sandbox)))
     assert [o["orderId"] for o in got] == ["123-4567890-1234567", "171-2345678-9012345"]
 
@@ -180,6 +185,27 @@ def test_pricing_examples(sandbox, client):
         )
         == "10.00"
     )
+
+
+def test_listing_offers_old_and_current_marketplace_names(sandbox, client):
+    """The published example (`MarketplaceID`, the name before February 2026) and the sandbox's
+    own answer (`marketplaceId`, the current model) both go through the client and normalize to
+    the marketplace they name."""
+    from illuma_pipelines.normalize import amazon as normalizer
+
+    queue(sandbox, "getListingOffers", "amazon_getListingOffers_sandbox_2_business.json")
+    legacy = client.listing_offers(creds(MERCHANT), "NABetaASINB00V5DG6IQ")
+    assert legacy["MarketplaceID"] == "ATVPDKIKX0DER" and "marketplaceId" not in legacy
+    sku = sandbox.state.world(MERCHANT).catalog[0].sku
+    current = client.listing_offers(creds(MERCHANT), sku, marketplace_ids=["A1PA6795UKMFR9"])
+    assert current["marketplaceId"] == "A1PA6795UKMFR9" and "MarketplaceID" not in current
+    for payload, marketplace, currency in (
+        (legacy, "ATVPDKIKX0DER", "USD"),
+        (current, "A1PA6795UKMFR9", "EUR"),
+    ):
+        result = normalizer.normalize_pricing({"payload": payload})
+        assert not result.rejects and result.prices
+        assert {(p.marketplace_id, p.currency) for p in result.prices} == {(marketplace, currency)}
 
 
 def test_reports_examples(sandbox, client):

@@ -402,7 +402,12 @@ def test_normalizer_rejects_are_quarantined_and_the_rest_lands(warehouse, wareho
     from pathlib import Path
 
     from assets.core import core_orders
-    from illuma_pipelines.raw_records import RecordRule, raw_table, split_records
+    from illuma_pipelines.raw_records import (
+        RecordRule,
+        raw_payload_batches,
+        raw_table,
+        split_records,
+    )
 
     mid = merchant_id("rej")
     schema = merchant_schema(mid)
@@ -430,8 +435,12 @@ def test_normalizer_rejects_are_quarantined_and_the_rest_lands(warehouse, wareho
     mats = {m.asset_key.path[-1]: m for m in result.asset_materializations_for_node("core_orders")}
     assert mats["orders"].metadata["rejected"].value == 1
     assert mats["orders"].metadata["orders_written"].value == len(records)
-    quarantined = _rows(warehouse, mid, f"SELECT dataset, source, reason, position FROM {schema}.raw_quarantine")
+    quarantined = _rows(warehouse, mid, f"SELECT dataset, source, reason, position, payload FROM {schema}.raw_quarantine")
     assert len(quarantined) == 1
-    dataset, source, reason, position = quarantined[0]
+    dataset, source, reason, position, payload = quarantined[0]
     assert (dataset, source) == ("core_orders", "ebay.normalize_orders") and "TELEPORTED" in reason
+    # The row names the broken record itself: its payload, at its place in the partition's stream.
+    with warehouse.merchant_scope(mid) as conn:
+        stream = [row for rows in raw_payload_batches(conn, mid, "ebay", "orders", day, 100) for row in rows]
+    assert stream[position][0] == "99-00000-00000" and payload == stream[position][1]
     assert _rows(warehouse, mid, f"SELECT count(*) FROM {schema}.{ORDERS.name}")[0][0] == len(records)

@@ -1,9 +1,15 @@
 """Extract assets through the real sandbox server and clients, into a real warehouse."""
 
+import gzip
 import json
 import tempfile
-from datetime import timedelta
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import dagster as dg
 import pytest
@@ -11,6 +17,8 @@ import pytest
 from assets.extracts import day_window, extract_assets
 from assets.partitions import MERCHANTS, merchant_date_key
 from illuma_pipelines.merchant_ids import merchant_schema
+from illuma_pipelines.normalize import parse_settlement_report
+from illuma_pipelines.normalize.amazon_settlement import settlement_format_problem
 from illuma_pipelines.registry import ChannelConnection, add_merchant
 from illuma_pipelines.sandbox.amazon import (
     amazon_orders_updated_between,
@@ -21,7 +29,8 @@ from resources import sandbox_clients
 from resources.amazon import AmazonSellingPartnerHttp
 from resources.vault import VaultResource
 from resources.warehouse import WarehouseResource
-from tests.sandbox_helpers import amazon_sandbox, sandbox_now
+from tests.sandbox_helpers import FIXTURES, amazon_sandbox, sandbox_now
+from tests.test_normalize_settlement import V1_SETTLEMENT_UK
 
 AMAZON_CORE = [a for a in extract_assets if a.key.path[-1] in ("amazon_orders", "amazon_financial_transactions")]
 
@@ -170,3 +179,151 @@ def test_day_window_has_the_lookback(day):
     start, end = day_window(day, 2)
     assert start.isoformat() == "2026-10-31T22:00:00+00:00"
     assert end.isoformat() == "2026-11-02T00:00:00+00:00"
+
+
+# ------------------------------------------------------------------- settlement documents' format
+SETTLEMENT_EXTRACT = next(a for a in extract_assets if a.key.path[-1] == "amazon_settlement_reports")
+STUB_TOKEN = "Atza|IwEBIStubAccessTokenForSettlements"
+
+
+@contextmanager
+def settlement_reports_server(reports: list[tuple[dict, bytes]]) -> Iterator[tuple[str, list[str]]]:
+    """A stand-in for the SP-API token, Reports 2021-06-30 and document download endpoints,
+    serving the given (report metadata, document bytes) over two pages of getReports: the
+    sandbox only ever writes V2 files. Yields its base URL and the paths it was asked for."""
+    asked: list[str] = []
+    half = (len(reports) + 1) // 2
+    next_token = "eyJwYWdlIjoyfQ=="
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:  # keep test output quiet
+            pass
+
+        def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _json(self, status: int, body: dict) -> None:
+            self._send(status, json.dumps(body).encode())
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            asked.append(self.path)
+            if self.path != "/amazon/auth/o2/token":
+                return self._json(404, {"error": "not_found"})
+            self._json(200, {"access_token": STUB_TOKEN, "token_type": "bearer", "expires_in": 3600})
+
+        def do_GET(self) -> None:
+            url = urlsplit(self.path)
+            query = parse_qs(url.query)
+            asked.append(url.path)
+            documents = {meta["reportDocumentId"]: body for meta, body in reports}
+            if url.path.startswith("/s3/"):  # pre-signed: no token
+                body = documents[url.path.removeprefix("/s3/")]
+                return self._send(200, body, "text/plain; charset=UTF-8")
+            if self.headers.get("x-amz-access-token") != STUB_TOKEN:
+                return self._json(403, {"errors": [{"code": "Unauthorized", "message": "Access to requested resource is denied."}]})
+            if url.path == "/amazon/reports/2021-06-30/reports":
+                if query.get("nextToken") == [next_token]:
+                    return self._json(200, {"reports": [meta for meta, _ in reports[half:]]})
+                if query.get("reportTypes") != ["GET_V2_SETTLEMENT_REPORT_DATA_FLAT_FILE_V2"]:
+                    return self._json(400, {"errors": [{"code": "InvalidInput", "message": "reportTypes"}]})
+                return self._json(200, {"reports": [meta for meta, _ in reports[:half]], "nextToken": next_token})
+            prefix = "/amazon/reports/2021-06-30/documents/"
+            if url.path.startswith(prefix) and url.path.removeprefix(prefix) in documents:
+                document_id = url.path.removeprefix(prefix)
+                gzipped = documents[document_id][:2] == b"\x1f\x8b"
+                meta = {"reportDocumentId": document_id, "url": f"{base}/s3/{document_id}"}
+                return self._json(200, {**meta, "compressionAlgorithm": "GZIP"} if gzipped else meta)
+            self._json(404, {"errors": [{"code": "NotFound", "message": url.path}]})
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield base, asked
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def _settlement_report(report_id: str, created: datetime, marketplace: str, document_id: str) -> dict:
+    stamp = created.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    return {
+        "reportType": "GET_V2_SETTLEMENT_REPORT_DATA_FLAT_FILE_V2",
+        "processingEndTime": stamp,
+        "processingStatus": "DONE",
+        "marketplaceIds": [marketplace],
+        "reportDocumentId": document_id,
+        "reportId": report_id,
+        "dataEndTime": (created - timedelta(hours=3)).strftime("%Y-%m-%dT%H:%M:%S+00:00"),
+        "createdTime": stamp,
+        "processingStartTime": stamp,
+        "dataStartTime": (created - timedelta(days=14, hours=3)).strftime("%Y-%m-%dT%H:%M:%S+00:00"),
+    }
+
+
+def test_unreadable_settlement_documents_are_quarantined_and_the_rest_lands(
+    warehouse, warehouse_url, merchant_id, instance, vault_resource
+):
+    mid = merchant_id("stl")
+    schema = merchant_schema(mid)
+    add_merchant(warehouse, mid, channels={"amazon": ChannelConnection("amazon", f"sandbox:{mid}")})
+    instance.add_dynamic_partitions(MERCHANTS, [mid])
+    day = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
+    start = datetime.fromisoformat(day).replace(tzinfo=UTC)
+    us = (FIXTURES / "amazon_settlement_v2_flat_sample.txt").read_text(encoding="utf-8")
+    de = (FIXTURES / "amazon_settlement_v2_flat_de_sample.txt").read_text(encoding="utf-8")
+    outage = "<!DOCTYPE html><html><head><title>503 Service Unavailable</title></head><body></body></html>"
+    uk_problem = settlement_format_problem(V1_SETTLEMENT_UK)
+    reports = [
+        (_settlement_report("54214019540", start + timedelta(hours=2), "ATVPDKIKX0DER", "amzn1.spdoc.1.4.na.7f0c2a9e-1b3d-4c5e-9f60-1a2b3c4d5e6f"), us.encode()),
+        # The old V1 layout of a UK account: the client finds its settlement-id, the parser refuses it.
+        (_settlement_report("54214019541", start + timedelta(hours=5), "A1F83G8C2ARO7P", "amzn1.spdoc.1.4.eu.0d6e1f2a-3b4c-4d5e-8f70-2b3c4d5e6f70"), gzip.compress(V1_SETTLEMENT_UK.encode())),
+        (_settlement_report("54214019542", start + timedelta(hours=9), "A1PA6795UKMFR9", "amzn1.spdoc.1.4.eu.1e7f2a3b-4c5d-4e6f-9a81-3c4d5e6f7081"), gzip.compress(de.encode("utf-8"))),
+        # A proxy's error page stored as the document: no settlement id at all.
+        (_settlement_report("54214019543", start + timedelta(hours=13), "A1PA6795UKMFR9", "amzn1.spdoc.1.4.eu.2f8a3b4c-5d6e-4f70-8b92-4d5e6f708192"), outage.encode()),
+    ]
+    with settlement_reports_server(reports) as (base_url, asked):
+        for _ in range(2):  # a re-run replaces the partition's rows and quarantine
+            result = dg.materialize(
+                [SETTLEMENT_EXTRACT],
+                partition_key=merchant_date_key(mid, day),
+                resources={"warehouse": WarehouseResource(url=warehouse_url), "amazon": _fast_amazon(base_url), "vault": vault_resource},
+                instance=instance,
+            )
+            assert result.success
+            (mat,) = result.asset_materializations_for_node(SETTLEMENT_EXTRACT.op.name)
+            assert mat.metadata["records"].value == 2 and mat.metadata["quarantined"].value == 2
+            assert _raw_keys(warehouse, mid, "raw_amazon_settlement_reports", day) == ["11223344556", "99887766554"]
+            with warehouse.merchant_scope(mid) as conn:
+                quarantined = conn.fetchall(
+                    f"SELECT dataset, source, position, reason, payload FROM {schema}.raw_quarantine "
+                    "WHERE partition_date = ? ORDER BY position",
+                    [day],
+                )
+                landed = conn.fetchall(
+                    f"SELECT CAST(payload AS TEXT) FROM {schema}.raw_amazon_settlement_reports WHERE partition_date = ?",
+                    [day],
+                )
+            assert [q[:3] for q in quarantined] == [
+                ("amazon_settlement_reports", "amazon.getReports", 1),
+                ("amazon_settlement_reports", "amazon.getReports", 3),
+            ]
+            (_, _, _, v1_reason, v1_payload), (_, _, _, page_reason, page_payload) = quarantined
+            assert v1_reason == uk_problem
+            assert v1_reason.startswith("settlement report header lacks amount-type, amount-description, amount;")
+            v1_record = json.loads(v1_payload)
+            assert v1_record["settlementId"] == "23456789012" and v1_record["document"] == V1_SETTLEMENT_UK
+            assert v1_record["report"]["reportId"] == "54214019541"
+            assert page_reason == settlement_format_problem(outage) and "settlement-id" in page_reason
+            assert json.loads(page_payload)["document"] == outage and json.loads(page_payload)["settlementId"] is None
+            documents = sorted(json.loads(p)["document"] for (p,) in landed)
+            assert documents == sorted([us, de])
+            assert all(parse_settlement_report(d).lines for d in documents)
+    assert asked.count("/amazon/reports/2021-06-30/reports") == 4  # two pages, two runs

@@ -25,7 +25,9 @@ from resources.http import (
     ApiRequestError,
     ApiSession,
     ChannelCredentials,
+    PageGuard,
     RequestStats,
+    ResponseShape,
     RetryPolicy,
     TokenBucket,
 )
@@ -278,3 +280,87 @@ def test_paces_to_the_header_rate_against_the_sandbox():
             and sb.state.throttled["searchOrders"] == 0
         )
         assert stats.operation("searchOrders").waited > 1.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Response envelopes and page guards
+
+
+def test_response_shape_names_the_member_and_what_arrived_never_values():
+    v0_orders = json.dumps(
+        {
+            "payload": {
+                "Orders": [
+                    {
+                        "AmazonOrderId": "305-1927364-5521908",
+                        "OrderTotal": {"CurrencyCode": "GBP", "Amount": "64.98"},
+                        "BuyerInfo": {"BuyerEmail": "x7r2q@marketplace.amazon.co.uk"},
+                        "NumberOfItemsShipped": 2,
+                    }
+                ],
+                "NextToken": "MRgZW55IGNhcm5hbCBwbGVhc3VyZS4",
+            }
+        }
+    )
+    wide = json.dumps({f"field{i:02d}": i for i in range(15)} | {"total": True, "orders": "none"})
+    script = {"/v0": [(200, {}, v0_orders, None)], "/wide": [(200, {}, wide, None)]}
+    with scripted_server(script) as base:
+        api = session()
+        body = api.request("searchOrders", "GET", base + "/v0", bucket_key="m").data
+        wide_body = api.request("getOrders", "GET", base + "/wide", bucket_key="m").data
+    shape = ResponseShape("searchOrders", body, "Orders API v2026-01-01: {orders: [...]}")
+    with pytest.raises(ApiRequestError) as info:
+        shape.records("orders")
+    message = str(info.value)
+    assert message.startswith(
+        "searchOrders: the response has no 'orders' list (the body has payload)"
+    )
+    assert "expected Orders API v2026-01-01" in message and info.value.operation == "searchOrders"
+    assert not [v for v in ("305-1927364", "64.98", "x7r2q", "MRgZW55") if v in message]
+    # What is there reads normally; optional members may be absent; steps must be objects.
+    assert shape.get("payload.Orders", list)[0]["OrderTotal"]["Amount"] == "64.98"
+    assert shape.get("pagination.nextToken", str, required=False) is None
+    with pytest.raises(ApiRequestError, match="'payload.NextToken' is a string, not an object"):
+        shape.get("payload.NextToken.value", str)
+    with pytest.raises(ApiRequestError, match="the body is an object, not a list"):
+        shape.get("", list)
+
+    wide_shape = ResponseShape("getOrders", wide_body, "an eBay getOrders page")
+    # JSON true is not a count, and a string is not a list.
+    with pytest.raises(ApiRequestError, match="'total' is a boolean, not an integer"):
+        wide_shape.get("total", int)
+    with pytest.raises(ApiRequestError, match="'orders' is a string, not a list") as wide_info:
+        wide_shape.records("orders", may_be_absent=True)
+    assert "and 5 more" in str(wide_info.value) and "field14" not in str(wide_info.value)
+    assert ResponseShape("getOrders", {"total": 0}, "").records("orders", may_be_absent=True) == []
+    with pytest.raises(ApiRequestError, match="the body is a JSON list"):
+        ResponseShape("getOrders", [1, 2], "").records("orders")
+
+
+def test_page_guard_refuses_a_cursor_twice_and_stops_at_its_bound():
+    guard = PageGuard("getAllOrders", 3, what="nextCursor")
+    cursor = "?limit=200&hasMoreElements=true&soIndex=200&poIndex=1796277083022&sellerId=101732"
+    guard.page()
+    assert guard.follow(cursor) == cursor
+    guard.page()
+    with pytest.raises(ApiRequestError) as info:
+        guard.follow(cursor)
+    assert str(info.value).startswith(
+        "getAllOrders: the marketplace answered the nextCursor '?limit"
+    )
+    assert cursor in str(info.value) and "after 2 pages" in str(info.value)
+    guard.follow("?soIndex=400")
+    guard.page()
+    with pytest.raises(
+        ApiRequestError, match=r"getAllOrders: still not on the last page after 3 pages"
+    ):
+        guard.page()
+    # A long cursor is clipped, never dumped whole.
+    long_guard = PageGuard("searchOrders", 5, what="nextToken")
+    token = "A" * 5000
+    long_guard.follow(token)
+    with pytest.raises(ApiRequestError) as clipped:
+        long_guard.follow(token)
+    assert len(str(clipped.value)) < 600
+    with pytest.raises(ValueError, match="max_pages must be at least 1"):
+        PageGuard("getOrders", 0)

@@ -411,3 +411,114 @@ def test_finances_breakdowns_flatten_to_leaves() -> None:
     )
     assert sum(amount for _, amount in tx.breakdown) == tx.amount
     assert result.rejects[0][0] == "T-2" and "XXY" in result.rejects[0][1]
+
+
+# --- Product Pricing v0: getListingOffers before and after the February 2026 rename ---------
+
+
+def _uk_listing_offers(top_level: dict[str, str]) -> dict[str, Any]:
+    """A getListingOffers payload as Amazon.co.uk answers it: three offers in GBP, one of them
+    ours and fulfilled by Amazon, a business price on another, no marketplace in Identifier."""
+
+    def gbp(amount: str) -> dict[str, Any]:
+        return {"CurrencyCode": "GBP", "Amount": Decimal(amount)}
+
+    return {
+        "SKU": "UKPA-BRI-591334",
+        "status": "Success",
+        "ItemCondition": "New",
+        "Identifier": {"ItemCondition": "New", "SellerSKU": "UKPA-BRI-591334"},
+        "Summary": {
+            "LowestPrices": [
+                {
+                    "condition": "new",
+                    "fulfillmentChannel": "Amazon",
+                    "LandedPrice": gbp("18.49"),
+                    "ListingPrice": gbp("18.49"),
+                    "Shipping": gbp("0.00"),
+                },
+                {
+                    "condition": "new",
+                    "fulfillmentChannel": "Merchant",
+                    "LandedPrice": gbp("19.98"),
+                    "ListingPrice": gbp("16.99"),
+                    "Shipping": gbp("2.99"),
+                },
+            ],
+            "BuyBoxPrices": [
+                {
+                    "condition": "new",
+                    "LandedPrice": gbp("18.49"),
+                    "ListingPrice": gbp("18.49"),
+                    "Shipping": gbp("0.00"),
+                    "sellerId": "A2UKPARTS0SELLER",
+                }
+            ],
+            "TotalOfferCount": 3,
+        },
+        "Offers": [
+            {
+                "Shipping": gbp("0.00"),
+                "ListingPrice": gbp("18.49"),
+                "SubCondition": "new",
+                "SellerId": "A2UKPARTS0SELLER",
+                "MyOffer": True,
+                "IsFulfilledByAmazon": True,
+                "IsBuyBoxWinner": True,
+                "PrimeInformation": {"IsPrime": True, "IsNationalPrime": True},
+            },
+            {
+                "Shipping": gbp("2.99"),
+                "ListingPrice": gbp("16.99"),
+                "SubCondition": "new",
+                "SellerId": "A3COMPETITOR01",
+                "MyOffer": False,
+                "IsFulfilledByAmazon": False,
+                "quantityDiscountPrices": [
+                    {"quantityTier": 3, "quantityDiscountType": "QUANTITY_DISCOUNT", "listingPrice": gbp("15.49")}
+                ],
+            },
+            {
+                "Shipping": gbp("4.50"),
+                "ListingPrice": gbp("21.00"),
+                "SubCondition": "new",
+                "SellerId": "A3COMPETITOR02",
+                "IsFulfilledByAmazon": False,
+            },
+        ],
+        **top_level,
+    }
+
+
+def test_listing_offers_current_shape_names_the_marketplace_marketplaceId() -> None:
+    result = amazon.normalize_pricing({"payload": _uk_listing_offers({"marketplaceId": "A1F83G8C2ARO7P"})})
+    assert not result.rejects
+    assert {(p.marketplace_id, p.currency) for p in result.prices} == {("A1F83G8C2ARO7P", "GBP")}
+    kinds = sorted(p.kind for p in result.prices)
+    assert kinds == ["buybox", "item_offer", "item_offer", "item_offer", "lowest", "lowest"]
+    mine = [p for p in result.prices if p.kind == "item_offer" and p.is_mine]
+    assert len(mine) == 1 and mine[0].listing_price == Decimal("18.49")
+    merchant_low = next(p for p in result.prices if p.kind == "lowest" and p.fulfillment_channel == "Merchant")
+    assert merchant_low.landed_price == merchant_low.listing_price + merchant_low.shipping_price
+
+
+def test_listing_offers_legacy_shape_names_the_marketplace_MarketplaceID() -> None:
+    legacy = load("amazon_getListingOffers_sandbox_1.json")
+    assert "MarketplaceID" in legacy["payload"] and "marketplaceId" not in legacy["payload"]
+    # Only the top-level name can say the marketplace here.
+    legacy["payload"]["Identifier"].pop("MarketplaceId")
+    result = amazon.normalize_pricing(legacy)
+    assert not result.rejects and result.prices
+    assert {p.marketplace_id for p in result.prices} == {"ATVPDKIKX0DER"}
+    uk = amazon.normalize_pricing({"payload": _uk_listing_offers({"MarketplaceID": "A1F83G8C2ARO7P"})})
+    assert {p.marketplace_id for p in uk.prices} == {"A1F83G8C2ARO7P"}
+
+
+def test_listing_offers_naming_two_marketplaces_is_rejected() -> None:
+    both = _uk_listing_offers({"marketplaceId": "A1F83G8C2ARO7P", "MarketplaceID": "A1PA6795UKMFR9"})
+    result = amazon.normalize_pricing({"payload": both})
+    assert not result.prices
+    ((key, reason),) = result.rejects
+    assert key == "UKPA-BRI-591334" and "A1F83G8C2ARO7P" in reason and "A1PA6795UKMFR9" in reason
+    same = _uk_listing_offers({"marketplaceId": "A1F83G8C2ARO7P", "MarketplaceID": "A1F83G8C2ARO7P"})
+    assert not amazon.normalize_pricing({"payload": same}).rejects

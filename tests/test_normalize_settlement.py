@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from illuma_pipelines.normalize import SettlementFormatError, parse_settlement_report, to_frame
+from illuma_pipelines.normalize.amazon_settlement import settlement_format_problem
 
 FIXTURES = Path(__file__).parent / "fixtures" / "amazon"
 
@@ -104,3 +105,103 @@ def test_settlement_frame() -> None:
     assert str(frame["amount"].dtype) == "decimal128(18, 4)[pyarrow]"
     assert str(frame["posted_date"].dtype) == "date32[day][pyarrow]"
     assert frame["amount"].sum() == Decimal("45.39")
+
+
+# The old V1 layout (GET_FLAT_FILE_PAYMENT_SETTLEMENT_DATA) still arrives from some UK accounts:
+# amounts sit in per-kind columns (price-amount, item-related-fee-amount, ...), with no
+# amount-type / amount-description / amount columns.
+V1_COLUMNS = (
+    "settlement-id", "settlement-start-date", "settlement-end-date", "deposit-date", "total-amount",
+    "currency", "transaction-type", "order-id", "merchant-order-id", "adjustment-id", "shipment-id",
+    "marketplace-name", "shipment-fee-type", "shipment-fee-amount", "order-fee-type",
+    "order-fee-amount", "fulfillment-id", "posted-date", "order-item-code", "merchant-order-item-id",
+    "merchant-adjustment-item-id", "sku", "quantity-purchased", "price-type", "price-amount",
+    "item-related-fee-type", "item-related-fee-amount", "misc-fee-amount", "other-fee-amount",
+    "other-fee-reason-description", "promotion-id", "promotion-type", "promotion-amount",
+    "direct-payment-type", "direct-payment-amount", "other-amount",
+)
+
+
+def _v1_row(**cells: str) -> str:
+    return "\t".join(cells.get(c.replace("-", "_"), "") for c in V1_COLUMNS)
+
+
+V1_SETTLEMENT_UK = "\r\n".join(
+    [
+        "\t".join(V1_COLUMNS),
+        _v1_row(
+            settlement_id="23456789012", settlement_start_date="01.02.2026 00:09:13 UTC",
+            settlement_end_date="15.02.2026 00:09:13 UTC", deposit_date="17.02.2026 00:09:13 UTC",
+            total_amount="41.17", currency="GBP",
+        ),
+        _v1_row(
+            settlement_id="23456789012", transaction_type="Order", order_id="026-1234567-7654321",
+            shipment_id="DkL9mQ2Zp", marketplace_name="Amazon.co.uk", fulfillment_id="AFN",
+            posted_date="03.02.2026", order_item_code="61234567890123", sku="WIPER-600-UK",
+            quantity_purchased="3", price_type="Principal", price_amount="56.97",
+        ),
+        _v1_row(
+            settlement_id="23456789012", transaction_type="Order", order_id="026-1234567-7654321",
+            marketplace_name="Amazon.co.uk", fulfillment_id="AFN", posted_date="03.02.2026",
+            order_item_code="61234567890123", sku="WIPER-600-UK", item_related_fee_type="Commission",
+            item_related_fee_amount="-7.69",
+        ),
+        _v1_row(
+            settlement_id="23456789012", transaction_type="Order", order_id="026-1234567-7654321",
+            marketplace_name="Amazon.co.uk", fulfillment_id="AFN", posted_date="03.02.2026",
+            order_item_code="61234567890123", sku="WIPER-600-UK", promotion_id="UK-WIPER-3FOR2",
+            promotion_type="Principal", promotion_amount="-8.11",
+        ),
+    ]
+) + "\r\n"
+
+
+def test_v1_layout_is_refused_with_the_same_reason_by_the_parser_and_the_format_check() -> None:
+    reason = settlement_format_problem(V1_SETTLEMENT_UK)
+    assert reason is not None
+    assert reason.startswith("settlement report header lacks amount-type, amount-description, amount;")
+    with pytest.raises(SettlementFormatError) as raised:
+        parse_settlement_report(V1_SETTLEMENT_UK)
+    assert str(raised.value) == reason
+
+
+REQUIRED_V2_HEADER = (
+    "settlement-id", "settlement-start-date", "settlement-end-date", "deposit-date", "total-amount",
+    "currency", "transaction-type", "amount-type", "amount-description", "amount",
+)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "\ufeff\r\n\r\n",
+        "<!DOCTYPE html><html><body><h1>503 Service Unavailable</h1></body></html>",
+        "\t".join(REQUIRED_V2_HEADER) + "\n",
+        "\t".join(REQUIRED_V2_HEADER + ("currency",)) + "\n",
+        "\t".join(REQUIRED_V2_HEADER) + "\n\t01.03.2026\t15.03.2026\t17.03.2026\t\tEUR\t\t\t\t\n",
+        "\t".join(REQUIRED_V2_HEADER) + "\n99\t01.03.2026\t15.03.2026\t17.03.2026\t20,78\tEURO\t\t\t\t\n",
+    ],
+)
+def test_unreadable_documents_get_the_parser_reason(text: str) -> None:
+    reason = settlement_format_problem(text)
+    assert reason
+    with pytest.raises(SettlementFormatError) as raised:
+        parse_settlement_report(text)
+    assert str(raised.value) == reason
+
+
+def test_readable_documents_pass_the_format_check() -> None:
+    us = read("amazon_settlement_v2_flat_sample.txt")
+    de = read("amazon_settlement_v2_flat_de_sample.txt")
+    assert settlement_format_problem(us) is None and settlement_format_problem(de) is None
+    # A byte-order mark, blank lines before the header and a first row too wide for the header
+    # (rejected as a row, the summary is the next one): readable, as the parser reads it.
+    lines = de.splitlines()
+    odd = "\ufeff\r\n" + "\r\n".join([lines[0], lines[1] + "\textra\tcells", *lines[1:]])
+    assert settlement_format_problem(odd) is None
+    report = parse_settlement_report(odd)
+    assert report.settlement_id == "99887766554" and [n for n, _ in report.rejects] == [2]
+    assert settlement_format_problem(de.encode("cp1252")) == (
+        "settlement document is a bytes, expected the flat file's text"
+    )

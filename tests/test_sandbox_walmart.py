@@ -19,6 +19,7 @@ from illuma_pipelines.sandbox.faults import FAULT_KINDS, FaultConfig
 from illuma_pipelines.sandbox.server import SandboxClock, SandboxConfig, SandboxServer
 from illuma_pipelines.sandbox.walmart import (
     RATE_LIMITS,
+    RECON_MAX_RECORDS,
     walmart_inventory,
     walmart_orders_modified_between,
     walmart_recon_report,
@@ -33,6 +34,7 @@ MERCHANT = "acme_parts"
 CLIENT_SECRET = "wm-secret-Qz81x0-sandbox"  # a value tests look for in logs
 FIXTURES = Path(__file__).parent / "fixtures" / "walmart"
 HEADERS = {"WM_SVC.NAME": "Walmart Marketplace", "WM_QOS.CORRELATION_ID": "test-correlation"}
+RECON_TEST_PAGE = 40
 
 
 def creds(merchant_id: str) -> ChannelCredentials:
@@ -63,6 +65,9 @@ def _client(server: SandboxServer, **overrides: Any) -> WalmartMarketplaceHttp:
         "backoff_base": 0.01,
         "backoff_cap": 0.05,
         "rate_speedup": 1000.0,
+        # Far below Walmart's 1,000 rows, so every recon report the tests read comes in several
+        # pages: a page the client failed to follow shows up as missing rows.
+        "recon_page_size": RECON_TEST_PAGE,
     }
     settings.update(overrides)
     return WalmartMarketplaceHttp(**settings)
@@ -443,8 +448,11 @@ def test_quotas_are_enforced_and_429s_are_retried():
         results: dict[int, list] = {}
 
         def run(i: int) -> None:
+            # One request per report: the quota arithmetic below counts reports.
             results[i] = list(
-                _client(sb, rate_speedup=speed).recon_reports(creds(MERCHANT), since, today)
+                _client(sb, rate_speedup=speed, recon_page_size=RECON_MAX_RECORDS).recon_reports(
+                    creds(MERCHANT), since, today
+                )
             )
 
         # Two independent clients share one seller's quota: beyond the burst the server answers
@@ -465,6 +473,152 @@ def test_quotas_are_enforced_and_429s_are_retried():
         assert all(
             i + 1 <= burst + rate * speed * (t - times[0]) + 1e-3 for i, t in enumerate(times)
         )
+
+
+def test_recon_reports_are_paged_and_read_in_full():
+    with _sandbox() as sb:
+        today = sb.state.now().date()
+        since = today - timedelta(days=60)
+        stats = RequestStats()
+        reports = list(
+            _client(sb, recon_page_size=9).recon_reports(creds(MERCHANT), since, today, stats=stats)
+        )
+        want = walmart_settlements_between(sb.state, MERCHANT, since, today)
+        assert [r["reportDate"] for r in reports] == [
+            s.report_date.strftime("%m%d%Y") for s in want
+        ] and len(reports) >= 3
+        pages = 0
+        for report in reports:
+            rows = walmart_recon_report(sb.state, MERCHANT, report["reportDate"])
+            assert rows is not None and len(rows) > 2 * 9
+            # Every page, in order: the PaymentSummary first, then each detail row once.
+            assert report["rows"] == rows
+            pages += -(-len(rows) // 9)
+        assert stats.operation("getReconReportJson").pages == pages
+        assert stats.operation("getReconReportJson").records == len(reports)
+
+        # Over HTTP: pages of noOfRecords rows from offset, nextOffset -1 on the last one.
+        date_key = reports[0]["reportDate"]
+        rows = walmart_recon_report(sb.state, MERCHANT, date_key)
+        assert rows is not None
+        url = sb.base_url + "/walmart/v3/report/reconreport/reconFileJson"
+        headers = {**HEADERS, "WM_SEC.ACCESS_TOKEN": _token(sb).json()["access_token"]}
+
+        def page(**params: Any) -> requests.Response:
+            return requests.get(
+                url,
+                params={"reportDate": date_key, "reportVersion": "v1", **params},
+                headers=headers,
+                timeout=5,
+            )
+
+        first = page(offset=0, noOfRecords=9).json()
+        assert first == {"reportData": rows[:9], "nextOffset": 9}
+        last_offset = (len(rows) - 1) // 9 * 9
+        assert page(offset=last_offset, noOfRecords=9).json() == {
+            "reportData": rows[last_offset:],
+            "nextOffset": -1,
+        }
+        # Without paging parameters: Walmart's 1,000-row page (this report fits in one).
+        assert len(rows) <= RECON_MAX_RECORDS
+        assert page().json() == {"reportData": rows, "nextOffset": -1}
+        for bad in ({"noOfRecords": RECON_MAX_RECORDS + 1}, {"noOfRecords": 0}, {"offset": -5}):
+            refused = page(**bad)
+            assert refused.status_code == 400, bad
+            assert refused.json()["errors"][0]["field"] == next(iter(bad))
+
+
+def _recon_rows(n: int) -> list[dict[str, str]]:
+    """A long report of real-world shape: a summary, then sales of several units with tax,
+    commission and refunds, in USD, with Walmart's literal "" blanks."""
+    rows: list[dict[str, str]] = [
+        {
+            "Period Start Date": "11/11/2026",
+            "Period End Date": "11/24/2026",
+            "Currency": "USD",
+            "Transaction Type": "PaymentSummary",
+            "Total Payable": "48211.07",
+            "Transaction Description": "Deposited in account",
+            "Transaction Posted Timestamp": "11/27/2026",
+        }
+    ]
+    kinds = [
+        ("Sale", "Product Price", "59.97"),
+        ("Sale", "Product tax", "4.95"),
+        ("Sale", "Product tax withheld", "-4.95"),
+        ("Sale", "Commission on Product", "-7.20"),
+        ("Refund", "Product Price", "-19.99"),
+    ]
+    for i in range(1, n):
+        kind, amount_type, amount = kinds[i % len(kinds)]
+        rows.append(
+            {
+                "Period Start Date": '""',
+                "Transaction Key": f"2026_11_25_{i // len(kinds) + 1}",
+                "Transaction Type": kind,
+                "Amount Type": amount_type,
+                "Amount": amount,
+                "Ship Qty": "3" if kind == "Sale" else '""',
+                "Purchase Order #": f"{1796277083022 + i // len(kinds)}",
+                "Purchase Order line #": "1",
+                "Partner GTIN": "00887961123457",
+                "Currency": "USD",
+            }
+        )
+    return rows
+
+
+def test_a_report_of_several_thousand_rows_is_followed_page_by_page():
+    rows = _recon_rows(2140)
+    with _sandbox() as sb:
+        sb.state.queue_fixture(
+            "walmart",
+            MERCHANT,
+            "getAvailableReconReportDates",
+            {"availableApReportDates": ["11252026"]},
+        )
+        # Walmart's 1,000-row pages; one proxy sends nextOffset as a string.
+        for start, next_offset in ((0, 1000), (1000, "2000"), (2000, -1)):
+            sb.state.queue_fixture(
+                "walmart",
+                MERCHANT,
+                "getReconReportJson",
+                {"reportData": rows[start : start + 1000], "nextOffset": next_offset},
+            )
+        stats = RequestStats()
+        reports = list(
+            _client(sb, recon_page_size=1000).recon_reports(
+                creds(MERCHANT),
+                datetime(2026, 11, 1).date(),
+                datetime(2026, 12, 1).date(),
+                stats=stats,
+            )
+        )
+        assert [r["rows"] for r in reports] == [rows]
+        assert stats.operation("getReconReportJson").pages == 3
+        assert stats.operation("getReconReportJson").malformed == 0
+
+        # A nextOffset that repeats would read the same rows forever: it stops, naming it.
+        sb.state.queue_fixture(
+            "walmart",
+            MERCHANT,
+            "getAvailableReconReportDates",
+            {"availableApReportDates": ["11252026"]},
+        )
+        for body in (
+            {"reportData": rows[:1000], "nextOffset": 1000},
+            {"reportData": rows[1000:2000], "nextOffset": 1000},
+            {"reportData": rows[1000:2000], "nextOffset": 1000},
+        ):
+            sb.state.queue_fixture("walmart", MERCHANT, "getReconReportJson", body)
+        with pytest.raises(ApiRequestError) as info:
+            list(
+                _client(sb, recon_page_size=1000).recon_reports(
+                    creds(MERCHANT), datetime(2026, 11, 1).date(), datetime(2026, 12, 1).date()
+                )
+            )
+        assert str(info.value).startswith("getReconReportJson: ")
+        assert "nextOffset 1000 again after 2 pages" in str(info.value)
 
 
 def test_inventory_pages_to_the_end():

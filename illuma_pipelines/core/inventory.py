@@ -155,6 +155,9 @@ def load_inventory_partition(wh: Warehouse, merchant_id: str, day: str, run_id: 
                     quarantine_frame(
                         part.rejects, rows, dataset=INVENTORY_QUARANTINE_DATASET,
                         source=f"{channel}.normalize_inventory", partition_date=day, run_id=run_id,
+                        rejected_alone=lambda text, c=channel, t=as_of: normalizer(c).normalize_inventory(
+                            [normalize.loads(text)], as_of=t
+                        ).rejects,
                     )
                 )
         sold = units_sold_last_30_days(conn, schema, day)

@@ -5,8 +5,8 @@ vault-encrypted buyer PII).
 Orders are current-state tables keyed by (channel, marketplace_order_id): a partition replaces an
 order (and its lines, adjustments and PII) only with a version at least as recent as the stored
 one, so re-runs and out-of-order backfills never duplicate or regress an order. Records the
-normalizers reject go to `raw_quarantine` with the reason; the rest lands. ADR 0005 says how the
-day is cut into batches and why.
+normalizers reject go to `raw_quarantine` with the reason, each with its own raw payload and
+position; the rest lands. ADR 0005 says how the day is cut into batches and why.
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import contextlib
+import functools
 import multiprocessing
 import os
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -42,6 +43,7 @@ from illuma_pipelines.raw_records import (
     RawRow,
     empty_quarantine,
     ensure_pii_key_column,
+    locate_rejects,
     quarantine_frame,
     raw_payload_batches,
     raw_row_count,
@@ -180,6 +182,24 @@ class _InlineExecutor(concurrent.futures.Executor):
         return future
 
 
+def normalize_orders_at_positions(channel: str, texts: Sequence[str]) -> normalize.OrderBatch:
+    """`normalize.normalize_order_batch` of a batch of raw order texts, each reject keyed by the
+    position of its record in `texts`. The normalizers key a reject by order id when the record has
+    one, and an id can name several records of a partition (a mangled copy next to the good order)
+    or differ from the raw row's key: `locate_rejects` finds the very record, so its quarantine row
+    carries that record's payload and position."""
+    batch = normalize.normalize_order_batch(channel, texts)
+    if batch.rejects:
+        batch.rejects = list(
+            locate_rejects(batch.rejects, texts, functools.partial(_order_rejects_alone, channel))
+        )
+    return batch
+
+
+def _order_rejects_alone(channel: str, text: str) -> list[tuple[int | str, str]]:
+    return normalize.normalize_order_payloads(channel, [text]).rejects
+
+
 def load_orders_partition(
     wh: Warehouse,
     vault: Any,
@@ -193,14 +213,15 @@ def load_orders_partition(
     """Normalize one merchant-day's raw order records of every channel into the core order tables.
 
     The raw records stream in `batch_records` at a time, so memory stays flat however big the
-    day. Each batch is normalized into frames (`normalize.normalize_order_batch`), in `workers`
+    day. Each batch is normalized into frames (`normalize_orders_at_positions`), in `workers`
     spawned processes while this one writes the previous batch (default: one per core, at most
     4, when the day spans several batches; 0 normalizes in this process). This process then
     encrypts the batch's PII and replaces its orders in a transaction of its own; an order
     replaces the stored one only with a version at least as recent (`is_newer_or_same`). So a run stopped midway
     leaves whole batches, a re-run completes it without duplicating or regressing an order or
     its status history, and an order seen in two batches ends as the later version. The
-    partition's rejected records replace its quarantine rows at the end.
+    partition's rejected records replace its quarantine rows at the end, each with its own raw
+    payload (as stored, PII sealed) and its position in the partition's stream.
     """
     schema, pdate = merchant_schema(merchant_id), date.fromisoformat(day)
     loaded_at = datetime.now(UTC)
@@ -255,7 +276,7 @@ def load_orders_partition(
                             [(r[0], r[1]) for r in rows], actor=f"pipeline:core/orders:{run_id}",
                             purpose=UNSEAL_PURPOSE,
                         )
-                        future = executor.submit(normalize.normalize_order_batch, channel, texts)
+                        future = executor.submit(normalize_orders_at_positions, channel, texts)
                         del texts
                         pending.append((channel, position, rows, future))
                         position += len(rows)

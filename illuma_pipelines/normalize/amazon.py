@@ -926,10 +926,25 @@ def _product_prices(entry: Mapping[str, Any], observed_at: datetime | None) -> l
     return rows
 
 
+def _offers_marketplace(entry: Mapping[str, Any]) -> str | None:
+    """The top-level marketplace of a getItemOffers / getListingOffers payload.
+
+    The model of February 2026 names it `marketplaceId`; earlier answers (and the published
+    examples) spell it `MarketplaceID`. Either is read; both present and different is refused.
+    """
+    current, legacy = text(entry.get("marketplaceId")), text(entry.get("MarketplaceID"))
+    if current and legacy and current != legacy:
+        raise RecordError(
+            f"offers payload names two marketplaces: marketplaceId {current!r} and "
+            f"MarketplaceID {legacy!r}"
+        )
+    return current or legacy
+
+
 def _offers_prices(entry: Mapping[str, Any], observed_at: datetime | None) -> list[Any]:
     identifier = entry.get("Identifier") or {}
-    # getItemOffers spells it MarketplaceID (capital D) at the top level.
-    marketplace = text(identifier.get("MarketplaceId")) or text(entry.get("MarketplaceID"))
+    top_level = _offers_marketplace(entry)
+    marketplace = text(identifier.get("MarketplaceId")) or top_level
     asin = text(entry.get("ASIN")) or text(identifier.get("ASIN"))
     sku = text(entry.get("SKU")) or text(identifier.get("SellerSKU"))
     common = dict(marketplace_id=marketplace, asin=asin, sku=sku, observed_at=observed_at)

@@ -14,15 +14,17 @@ Format facts this parser relies on:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from ._common import RECORD_ERRORS, RecordError, describe, optional_int
 from .model import SettlementLine, SettlementReport
 from .money import MoneyError, check_currency, parse_amount
 from .timeparse import parse_settlement_time
 
-__all__ = ["SettlementFormatError", "parse_settlement_report"]
+__all__ = ["SettlementFormatError", "parse_settlement_report", "settlement_format_problem"]
 
 REQUIRED_COLUMNS = (
     "settlement-id",
@@ -63,60 +65,23 @@ def _settlement_amount(raw: str, what: str) -> Decimal:
 def parse_settlement_report(text: str) -> SettlementReport:
     """Parse a V2 settlement flat file's text.
 
-    Raises SettlementFormatError when the header or the summary row is unusable; a bad data row
-    goes to ``rejects`` as ``(line number, reason)`` (1-based, header is line 1) and the others
-    are still returned.
+    Raises SettlementFormatError when the header or the summary row is unusable (the reason
+    `settlement_format_problem` gives); a bad data row goes to ``rejects`` as
+    ``(line number, reason)`` (1-based, header is line 1) and the others are still returned.
     """
-    lines = text.lstrip("\ufeff").splitlines()
-    while lines and not lines[0].strip():
-        lines.pop(0)
-    if not lines:
-        raise SettlementFormatError("settlement report is empty")
-    header = [h.strip().lower() for h in lines[0].split("\t")]
-    missing = [c for c in REQUIRED_COLUMNS if c not in header]
-    if missing:
-        raise SettlementFormatError(
-            f"settlement report header lacks {', '.join(missing)}; got {', '.join(header)}"
-        )
-    if len(set(header)) != len(header):
-        raise SettlementFormatError("settlement report header repeats a column name")
-    width = len(header)
-
+    lines, header = _layout(text)
     rows: list[tuple[int, dict[str, str]]] = []
     rejects: list[tuple[int | str, str]] = []
-    for number, raw in enumerate(lines[1:], start=2):
-        if not raw.strip():
-            continue
-        cells = raw.split("\t")
-        if len(cells) > width:
-            rejects.append((number, f"{len(cells)} cells for {width} header columns"))
-            continue
-        cells.extend([""] * (width - len(cells)))
-        rows.append((number, dict(zip(header, (c.strip() for c in cells), strict=True))))
+    for number, row in _data_rows(lines, header):
+        if isinstance(row, str):
+            rejects.append((number, row))
+        else:
+            rows.append((number, row))
     if not rows:
-        raise SettlementFormatError("settlement report has a header but no summary row")
-
+        raise SettlementFormatError(_NO_SUMMARY)
     first_number, summary = rows[0]
-    try:
-        settlement_id = summary["settlement-id"]
-        if not settlement_id:
-            raise RecordError("summary row has no settlement-id")
-        if not summary["total-amount"]:
-            raise RecordError("summary row has no total-amount")
-        report = SettlementReport(
-            settlement_id=settlement_id,
-            settlement_start=parse_settlement_time(
-                summary["settlement-start-date"], "settlement-start-date"
-            ),
-            settlement_end=parse_settlement_time(
-                summary["settlement-end-date"], "settlement-end-date"
-            ),
-            deposit_date=parse_settlement_time(summary["deposit-date"], "deposit-date"),
-            total_amount=_settlement_amount(summary["total-amount"], "total-amount"),
-            currency=check_currency(summary["currency"], "currency"),
-        )
-    except RECORD_ERRORS as exc:
-        raise SettlementFormatError(f"line {first_number}: {describe(exc)}") from None
+    report = _summary_report(first_number, summary)
+    settlement_id = report.settlement_id
     report.rejects.extend(rejects)
 
     filled = {name: summary[name] for name in _FILLED}
@@ -143,6 +108,83 @@ def parse_settlement_report(text: str) -> SettlementReport:
         except RECORD_ERRORS as exc:
             report.rejects.append((number, describe(exc)))
     return report
+
+
+_NO_SUMMARY = "settlement report has a header but no summary row"
+
+
+def settlement_format_problem(text: Any) -> str | None:
+    """Why `text` is not a readable V2 settlement flat file, or None if it is: the reason
+    `parse_settlement_report` raises SettlementFormatError with (an old V1 layout lacks the
+    amount columns), found from the header and the summary row alone."""
+    if not isinstance(text, str):
+        return f"settlement document is a {type(text).__name__}, expected the flat file's text"
+    try:
+        lines, header = _layout(text)
+        first = next(((n, row) for n, row in _data_rows(lines, header) if not isinstance(row, str)), None)
+        if first is None:
+            raise SettlementFormatError(_NO_SUMMARY)
+        _summary_report(*first)
+    except SettlementFormatError as exc:
+        return str(exc)
+    return None
+
+
+def _layout(text: str) -> tuple[list[str], list[str]]:
+    """The file's lines from the header on, and its header (lowercase column names)."""
+    lines = text.lstrip("\ufeff").splitlines()
+    while lines and not lines[0].strip():
+        lines.pop(0)
+    if not lines:
+        raise SettlementFormatError("settlement report is empty")
+    header = [h.strip().lower() for h in lines[0].split("\t")]
+    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    if missing:
+        raise SettlementFormatError(
+            f"settlement report header lacks {', '.join(missing)}; got {', '.join(header)}"
+        )
+    if len(set(header)) != len(header):
+        raise SettlementFormatError("settlement report header repeats a column name")
+    return lines, header
+
+
+def _data_rows(lines: list[str], header: list[str]) -> Iterator[tuple[int, dict[str, str] | str]]:
+    """(line number, cells by column name) of each data row, or (line number, reason) for a row
+    too wide for the header; blank lines skipped."""
+    width = len(header)
+    for number, raw in enumerate(lines[1:], start=2):
+        if not raw.strip():
+            continue
+        cells = raw.split("\t")
+        if len(cells) > width:
+            yield number, f"{len(cells)} cells for {width} header columns"
+            continue
+        cells.extend([""] * (width - len(cells)))
+        yield number, dict(zip(header, (c.strip() for c in cells), strict=True))
+
+
+def _summary_report(number: int, summary: dict[str, str]) -> SettlementReport:
+    """The report of a summary row (the first data row), without lines yet."""
+    try:
+        settlement_id = summary["settlement-id"]
+        if not settlement_id:
+            raise RecordError("summary row has no settlement-id")
+        if not summary["total-amount"]:
+            raise RecordError("summary row has no total-amount")
+        return SettlementReport(
+            settlement_id=settlement_id,
+            settlement_start=parse_settlement_time(
+                summary["settlement-start-date"], "settlement-start-date"
+            ),
+            settlement_end=parse_settlement_time(
+                summary["settlement-end-date"], "settlement-end-date"
+            ),
+            deposit_date=parse_settlement_time(summary["deposit-date"], "deposit-date"),
+            total_amount=_settlement_amount(summary["total-amount"], "total-amount"),
+            currency=check_currency(summary["currency"], "currency"),
+        )
+    except RECORD_ERRORS as exc:
+        raise SettlementFormatError(f"line {number}: {describe(exc)}") from None
 
 
 # The forward-filled header times repeat on every row of a file; parse each distinct text once.

@@ -35,6 +35,12 @@ without a server); the renderers turn plans into JSON:
   transactions posted in its period, so settlement rows, finance transactions and orders agree to
   the penny.
 - FBA inventory (`inventory_rows`) and competing offers (`competing_offers`) are daily snapshots.
+- Marketplaces (`AMAZON_MARKETPLACES`: US, CA, MX, UK, DE, FR, IT, ES): every operation that names
+  a marketplace (`marketplaceIds`, `marketplaceId`, `MarketplaceId`, `granularityId`) is checked
+  against them (an unknown id is a 400) and served from that marketplace's own orders,
+  transactions, stock and prices, in its currency (EUR on Amazon.de, GBP on Amazon.co.uk, ...);
+  searchOrders merges every marketplace it is given. Without a marketplace the US is served.
+  Settlement reports are the US marketplace's only.
 
 Queued fixtures (`state.queue_fixture("amazon", merchant_id, operation, body, status)`) are served
 verbatim, in order, before generated data, so the official examples go through the real client.
@@ -77,6 +83,7 @@ from illuma_pipelines.sandbox.world import (
     Buyer,
     MerchantWorld,
     Part,
+    currency_of,
     fake_buyer,
     money,
     order_seconds,
@@ -93,6 +100,19 @@ from illuma_pipelines.sandbox.world import (
 CHANNEL = "amazon"
 AMAZON_US_MARKETPLACE_ID = "ATVPDKIKX0DER"
 AMAZON_US_MARKETPLACE_NAME = "Amazon.com"
+# The marketplaces the sandbox sells on: id -> (country, name, first digits of its order ids).
+# Each has its own orders, finances and stock (on its own random stream) in its country's
+# currency; a request naming another id is refused, as Amazon refuses an unknown marketplace.
+AMAZON_MARKETPLACES: dict[str, tuple[str, str, int]] = {
+    AMAZON_US_MARKETPLACE_ID: ("US", AMAZON_US_MARKETPLACE_NAME, 111),
+    "A2EUQ1WTGCTBG2": ("CA", "Amazon.ca", 701),
+    "A1AM78C64UM0Y8": ("MX", "Amazon.com.mx", 705),
+    "A1F83G8C2ARO7P": ("GB", "Amazon.co.uk", 202),
+    "A1PA6795UKMFR9": ("DE", "Amazon.de", 302),
+    "A13V1IB3VIYZZH": ("FR", "Amazon.fr", 402),
+    "APJ6JRA9NG5V4": ("IT", "Amazon.it", 406),
+    "A1RKKUPIHCS9HS": ("ES", "Amazon.es", 410),
+}
 
 # Default usage plans (rate per second, burst) from the operation descriptions in
 # amzn/selling-partner-api-models: orders_2026-01-01.json (searchOrders 0.0056/20, getOrder
@@ -191,6 +211,11 @@ class AmazonOrderPlan:
     carrier: str
     tracking_number: str
     shipment_id: str
+    marketplace_id: str = AMAZON_US_MARKETPLACE_ID
+
+    @property
+    def currency(self) -> str:
+        return marketplace_currency(self.marketplace_id)
 
     def events(self) -> list[tuple[datetime, str]]:
         out = [(self.created, "PENDING"), (self.pending_until, "UNSHIPPED")]
@@ -243,6 +268,7 @@ class AmazonFinanceTransaction:
     posted: datetime
     order: AmazonOrderPlan | None
     rows: tuple[tuple[str, str, Decimal, AmazonLine | None], ...]
+    marketplace_id: str = AMAZON_US_MARKETPLACE_ID
 
     @property
     def total(self) -> Decimal:
@@ -278,6 +304,19 @@ def part_by_asin(world: MerchantWorld, asin: str) -> Part | None:
     return next((p for p in world.catalog if p.asin == asin), None)
 
 
+def marketplace_currency(marketplace_id: str) -> str:
+    return currency_of(AMAZON_MARKETPLACES[marketplace_id][0])
+
+
+def marketplace_of_order(order_id: str) -> str | None:
+    """The marketplace whose order ids start with the order's first three digits."""
+    head = order_id[:3]
+    for marketplace_id, (_, _, base) in AMAZON_MARKETPLACES.items():
+        if head.isdigit() and base <= int(head) <= base + 3:
+            return marketplace_id
+    return None
+
+
 def _fba_fee_per_unit(weight_lb: Decimal) -> Decimal:
     # A simplified FBA standard-size fee table (2025-like), by shipping weight.
     if weight_lb <= 1:
@@ -289,31 +328,38 @@ def _fba_fee_per_unit(weight_lb: Decimal) -> Decimal:
     return money(Decimal("6.10") + (weight_lb - 3) * Decimal("0.38"))
 
 
-def orders_created_on(world: MerchantWorld, day: date) -> tuple[AmazonOrderPlan, ...]:
-    """The orders created on `day` (UTC); empty before history_start. Cached per (seed, merchant,
-    history start, day): a day's plans never change."""
-    return _orders_created_on(world.seed, world.merchant_id, world.history_start, day)
+def orders_created_on(
+    world: MerchantWorld, day: date, marketplace_id: str = AMAZON_US_MARKETPLACE_ID
+) -> tuple[AmazonOrderPlan, ...]:
+    """The orders created on `day` (UTC) in a marketplace; empty before history_start. Cached per
+    (seed, merchant, history start, day, marketplace): a day's plans never change."""
+    return _orders_created_on(
+        world.seed, world.merchant_id, world.history_start, day, marketplace_id
+    )
 
 
 @functools.lru_cache(maxsize=4096)
 def _orders_created_on(
-    seed: int, merchant_id: str, history_start: date, day: date
+    seed: int, merchant_id: str, history_start: date, day: date, marketplace_id: str
 ) -> tuple[AmazonOrderPlan, ...]:
     if day < history_start:
         return ()
+    country, _, id_base = AMAZON_MARKETPLACES[marketplace_id]
+    # The US keeps the streams it had before marketplaces existed, so its data never moves.
+    stream = "amazon" if country == "US" else f"amazon-{marketplace_id}"
     catalog = parts_catalog(seed, merchant_id)
-    rng, midnight, seconds = order_seconds(seed, merchant_id, "amazon", day, (3, 7), 2)
+    rng, midnight, seconds = order_seconds(seed, merchant_id, stream, day, (3, 7), 2)
     fba_parts = [p for p in catalog if p.amazon_fba]
     mfn_parts = [p for p in catalog if not p.amazon_fba]
     plans = []
     for index, second in enumerate(seconds):
-        orng = stable_rng(seed, merchant_id, "amazon-order", day.isoformat(), index)
+        orng = stable_rng(seed, merchant_id, f"{stream}-order", day.isoformat(), index)
         created = midnight + timedelta(seconds=second)
         fulfilled_by = "AMAZON" if orng.random() < 0.6 and fba_parts else "MERCHANT"
         pool = fba_parts if fulfilled_by == "AMAZON" else (mfn_parts or fba_parts)
-        buyer = fake_buyer(orng, email_domain="marketplace.amazon.com")
+        buyer = fake_buyer(orng, email_domain="marketplace.amazon.com", country=country)
         n_lines = min(len(pool), orng.choices([1, 2, 3, 4], weights=[62, 24, 10, 4])[0])
-        order_id = f"{111 + orng.randint(0, 3)}-{orng.randint(0, 9999999):07d}-{orng.randint(0, 9999999):07d}"
+        order_id = f"{id_base + orng.randint(0, 3)}-{orng.randint(0, 9999999):07d}-{orng.randint(0, 9999999):07d}"
         lines = []
         for line_no, part in enumerate(orng.sample(pool, n_lines)):
             quantity = orng.choices([1, 2, 3, 4], weights=[75, 16, 6, 3])[0]
@@ -376,21 +422,28 @@ def _orders_created_on(
                 carrier=carrier,
                 tracking_number=tracking,
                 shipment_id=f"D{orng.randint(0, 10**9):09d}",
+                marketplace_id=marketplace_id,
             )
         )
     return tuple(plans)
 
 
-def _plans_on(world: MerchantWorld) -> Callable[[date], Iterable[AmazonOrderPlan]]:
-    return lambda day: orders_created_on(world, day)
+def _plans_on(
+    world: MerchantWorld, marketplace_id: str = AMAZON_US_MARKETPLACE_ID
+) -> Callable[[date], Iterable[AmazonOrderPlan]]:
+    return lambda day: orders_created_on(world, day, marketplace_id)
 
 
 def order_plan(world: MerchantWorld, order_id: str, now: datetime) -> AmazonOrderPlan | None:
-    """Find an order by id among orders that exist at `now` (ids encode nothing: scan)."""
+    """Find an order by id among orders that exist at `now` (the id's first digits name the
+    marketplace; the rest encodes nothing: scan)."""
+    marketplace_id = marketplace_of_order(order_id)
+    if marketplace_id is None:
+        return None
     start = datetime.combine(world.history_start, datetime.min.time(), tzinfo=UTC)
     day = now.date()
     while day >= start.date():
-        for plan in orders_created_on(world, day):
+        for plan in orders_created_on(world, day, marketplace_id):
             if plan.order_id == order_id and plan.created <= now:
                 return plan
         day -= timedelta(days=1)
@@ -398,19 +451,27 @@ def order_plan(world: MerchantWorld, order_id: str, now: datetime) -> AmazonOrde
 
 
 def order_plans_created_between(
-    world: MerchantWorld, a: datetime, b: datetime, now: datetime
+    world: MerchantWorld,
+    a: datetime,
+    b: datetime,
+    now: datetime,
+    marketplace_id: str = AMAZON_US_MARKETPLACE_ID,
 ) -> list[AmazonOrderPlan]:
     """Orders created in [a, b) that exist at `now`, by creation time."""
-    return plans_created_by(_plans_on(world), a, b, now)
+    return plans_created_by(_plans_on(world, marketplace_id), a, b, now)
 
 
 def order_plans_updated_between(
-    world: MerchantWorld, a: datetime, b: datetime, now: datetime
+    world: MerchantWorld,
+    a: datetime,
+    b: datetime,
+    now: datetime,
+    marketplace_id: str = AMAZON_US_MARKETPLACE_ID,
 ) -> list[AmazonOrderPlan]:
     """Orders whose last update as of `now` falls in [a, b), by (last update, order id): what
     searchOrders serves for lastUpdatedAfter/Before."""
     return plans_modified_between(
-        _plans_on(world), a, b, now, MAX_ORDER_LIFETIME, lambda p: p.order_id
+        _plans_on(world, marketplace_id), a, b, now, MAX_ORDER_LIFETIME, lambda p: p.order_id
     )
 
 
@@ -455,7 +516,7 @@ def _transactions_for_order(plan: AmazonOrderPlan) -> list[AmazonFinanceTransact
                 rows.append(("ItemFees", "FBAPerUnitFulfillmentFee", -line.fba_fee, line))
         out.append(
             AmazonFinanceTransaction(
-                f"{plan.order_id}-S", "Shipment", plan.ship_at, plan, tuple(rows)
+                f"{plan.order_id}-S", "Shipment", plan.ship_at, plan, tuple(rows), plan.marketplace_id
             )
         )
     if plan.refund_at is not None:
@@ -473,19 +534,24 @@ def _transactions_for_order(plan: AmazonOrderPlan) -> list[AmazonFinanceTransact
             rows.append(("ItemFees", "RefundCommission", -line.refund_commission, line))
         out.append(
             AmazonFinanceTransaction(
-                f"{plan.order_id}-R", "Refund", plan.refund_at, plan, tuple(rows)
+                f"{plan.order_id}-R", "Refund", plan.refund_at, plan, tuple(rows), plan.marketplace_id
             )
         )
     return out
 
 
 def transactions_posted_between(
-    world: MerchantWorld, a: datetime, b: datetime
+    world: MerchantWorld,
+    a: datetime,
+    b: datetime,
+    marketplace_id: str = AMAZON_US_MARKETPLACE_ID,
 ) -> list[AmazonFinanceTransaction]:
-    """Finance transactions posted in [a, b), by (posted, transaction id): what listTransactions
-    serves. Ignores "now": the caller clips `b` to what has happened."""
+    """Finance transactions posted in [a, b) in a marketplace, by (posted, transaction id): what
+    listTransactions serves. Ignores "now": the caller clips `b` to what has happened."""
     found: list[AmazonFinanceTransaction] = []
-    for plan in plans_created_between(_plans_on(world), a - MAX_ORDER_LIFETIME, b):
+    country = AMAZON_MARKETPLACES[marketplace_id][0]
+    fee_id = world.merchant_id if country == "US" else f"{world.merchant_id}-{country}"
+    for plan in plans_created_between(_plans_on(world, marketplace_id), a - MAX_ORDER_LIFETIME, b):
         found.extend(t for t in _transactions_for_order(plan) if a <= t.posted < b)
     first = settlement_index(world, a)
     last = settlement_index(world, b)
@@ -495,11 +561,12 @@ def transactions_posted_between(
         if a <= posted < b and posted.date() >= world.history_start:
             found.append(
                 AmazonFinanceTransaction(
-                    f"SUB-{world.merchant_id}-{index}",
+                    f"SUB-{fee_id}-{index}",
                     "ServiceFee",
                     posted,
                     None,
                     (("other-transaction", "Subscription Fee", -SUBSCRIPTION_FEE, None),),
+                    marketplace_id,
                 )
             )
     found.sort(key=lambda t: (t.posted, t.transaction_id))
@@ -563,16 +630,22 @@ def settlements_reported_between(
 # Inventory and offers are snapshots: they move day by day, like real stock.
 
 
-def inventory_rows(world: MerchantWorld, now: datetime) -> list[dict[str, Any]]:
-    """FBA stock per FBA part as of `now`'s day: quantities for the inventory summaries."""
+def inventory_rows(
+    world: MerchantWorld, now: datetime, marketplace_id: str = AMAZON_US_MARKETPLACE_ID
+) -> list[dict[str, Any]]:
+    """FBA stock per FBA part in a marketplace as of `now`'s day: quantities for the inventory
+    summaries."""
     day = now.date()
+    stream = (
+        "amazon-inventory"
+        if marketplace_id == AMAZON_US_MARKETPLACE_ID
+        else f"amazon-inventory-{marketplace_id}"
+    )
     out = []
     for part in world.catalog:
         if not part.amazon_fba:
             continue
-        rng = stable_rng(
-            world.seed, world.merchant_id, "amazon-inventory", part.sku, day.isoformat()
-        )
+        rng = stable_rng(world.seed, world.merchant_id, stream, part.sku, day.isoformat())
         fulfillable = rng.choice([0, 0] + list(range(1, 120)))
         updated = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(
             seconds=rng.randint(0, 3600 * 6)
@@ -654,19 +727,33 @@ def iso(ts: datetime) -> str:
     return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _m(amount: Decimal) -> dict[str, str]:
+def _m(amount: Decimal, currency: str = USD) -> dict[str, str]:
     """Orders v2026 money: strings."""
-    return {"amount": f"{amount:.2f}", "currencyCode": USD}
+    return {"amount": f"{amount:.2f}", "currencyCode": currency}
 
 
-def _n(amount: Decimal) -> dict[str, Any]:
+def _n(amount: Decimal, currency: str = USD) -> dict[str, Any]:
     """Finances 2024-06-19 money: JSON numbers (exact, via Decimal)."""
-    return {"currencyAmount": amount, "currencyCode": USD}
+    return {"currencyAmount": amount, "currencyCode": currency}
 
 
-def _p(amount: Decimal) -> dict[str, Any]:
+def _p(amount: Decimal, currency: str = USD) -> dict[str, Any]:
     """Pricing v0 money: JSON numbers, PascalCase keys."""
-    return {"CurrencyCode": USD, "Amount": amount}
+    return {"CurrencyCode": currency, "Amount": amount}
+
+
+def _marketplaces_param(request: Request, name: str, code: str = "InvalidInput") -> list[str]:
+    """The marketplace ids a request names in `name`, each checked against the sandbox's
+    marketplaces (400, as Amazon answers an id it does not know)."""
+    ids = _list_param(request, name)
+    unknown = [m for m in ids if m not in AMAZON_MARKETPLACES]
+    if unknown:
+        raise BadRequest(
+            f"Invalid {name}: {', '.join(unknown)} is not a marketplace this seller sells on "
+            f"(the sandbox knows {', '.join(AMAZON_MARKETPLACES)})",
+            code,
+        )
+    return ids
 
 
 def _parse_time(value: str | None, name: str, code: str = "InvalidInput") -> datetime | None:
@@ -725,6 +812,11 @@ def render_order(
 ) -> dict[str, Any]:
     """An Orders v2026-01-01 `Order` as of `now`, with the requested `includedData` datasets."""
     status, updated = _order_status(plan, now)
+    currency = plan.currency
+
+    def m(amount: Decimal) -> dict[str, str]:
+        return _m(amount, currency)
+
     pending = status == "PENDING"
     shipped = status in ("SHIPPED", "DELIVERED")
     order: dict[str, Any] = {
@@ -734,8 +826,8 @@ def render_order(
         "programs": ["PRIME"] if plan.fulfilled_by == "AMAZON" else [],
         "salesChannel": {
             "channelName": "AMAZON",
-            "marketplaceId": AMAZON_US_MARKETPLACE_ID,
-            "marketplaceName": AMAZON_US_MARKETPLACE_NAME,
+            "marketplaceId": plan.marketplace_id,
+            "marketplaceName": AMAZON_MARKETPLACES[plan.marketplace_id][1],
         },
     }
     # Amazon withholds buyer details until payment clears.
@@ -757,14 +849,14 @@ def render_order(
             }
         }
     if "PROCEEDS" in datasets and not pending:
-        breakdowns = [{"type": "ITEM", "subtotal": _m(plan.item_total)}]
+        breakdowns = [{"type": "ITEM", "subtotal": m(plan.item_total)}]
         shipping = sum((line.shipping for line in plan.lines), Decimal("0"))
         tax = sum((line.tax for line in plan.lines), Decimal("0"))
         if shipping:
-            breakdowns.append({"type": "SHIPPING", "subtotal": _m(shipping)})
+            breakdowns.append({"type": "SHIPPING", "subtotal": m(shipping)})
         if tax:
-            breakdowns.append({"type": "TAX", "subtotal": _m(tax)})
-        order["proceeds"] = {"grandTotal": _m(plan.grand_total), "breakdowns": breakdowns}
+            breakdowns.append({"type": "TAX", "subtotal": m(tax)})
+        order["proceeds"] = {"grandTotal": m(plan.grand_total), "breakdowns": breakdowns}
     if "FULFILLMENT" in datasets:
         ship_by = plan.created + timedelta(days=2)
         fulfillment: dict[str, Any] = {
@@ -787,7 +879,7 @@ def render_order(
             "condition": {"conditionType": "NEW", "conditionSubtype": "NEW"},
         }
         if not pending:
-            product["price"] = {"unitPrice": _m(line.unit_price)}
+            product["price"] = {"unitPrice": m(line.unit_price)}
         item: dict[str, Any] = {
             "orderItemId": line.order_item_id,
             "quantityOrdered": line.quantity,
@@ -795,19 +887,19 @@ def render_order(
             "product": product,
         }
         if "PROCEEDS" in datasets and not pending:
-            item_breakdowns = [{"type": "ITEM", "subtotal": _m(line.item_subtotal)}]
+            item_breakdowns = [{"type": "ITEM", "subtotal": m(line.item_subtotal)}]
             if line.shipping:
-                item_breakdowns.append({"type": "SHIPPING", "subtotal": _m(line.shipping)})
+                item_breakdowns.append({"type": "SHIPPING", "subtotal": m(line.shipping)})
             if line.tax:
                 item_breakdowns.append(
                     {
                         "type": "TAX",
-                        "subtotal": _m(line.tax),
-                        "detailedBreakdowns": [{"subtype": "ITEM", "value": _m(line.tax)}],
+                        "subtotal": m(line.tax),
+                        "detailedBreakdowns": [{"subtype": "ITEM", "value": m(line.tax)}],
                     }
                 )
             item["proceeds"] = {
-                "proceedsTotal": _m(line.item_subtotal + line.shipping + line.tax),
+                "proceedsTotal": m(line.item_subtotal + line.shipping + line.tax),
                 "breakdowns": item_breakdowns,
             }
         if "CANCELLATION" in datasets and status == "CANCELLED":
@@ -863,7 +955,7 @@ _TRANSACTION_DESCRIPTION = {
 }
 
 
-def _breakdowns(rows: list[tuple[str, str, Decimal]]) -> list[dict[str, Any]]:
+def _breakdowns(rows: list[tuple[str, str, Decimal]], currency: str) -> list[dict[str, Any]]:
     groups: dict[str, list[tuple[str, Decimal]]] = {}
     for amount_type, description, amount in rows:
         groups.setdefault(_BREAKDOWN_GROUP[amount_type], []).append((description, amount))
@@ -875,9 +967,10 @@ def _breakdowns(rows: list[tuple[str, str, Decimal]]) -> list[dict[str, Any]]:
         out.append(
             {
                 "breakdownType": group,
-                "breakdownAmount": _n(sum(merged.values(), Decimal("0"))),
+                "breakdownAmount": _n(sum(merged.values(), Decimal("0")), currency),
                 "breakdowns": [
-                    {"breakdownType": d, "breakdownAmount": _n(a)} for d, a in merged.items()
+                    {"breakdownType": d, "breakdownAmount": _n(a, currency)}
+                    for d, a in merged.items()
                 ],
             }
         )
@@ -886,6 +979,7 @@ def _breakdowns(rows: list[tuple[str, str, Decimal]]) -> list[dict[str, Any]]:
 
 def render_transaction(world: MerchantWorld, t: AmazonFinanceTransaction) -> dict[str, Any]:
     """A Finances 2024-06-19 `Transaction` (amounts are exact JSON numbers)."""
+    currency = marketplace_currency(t.marketplace_id)
     index = settlement_index(world, t.posted)
     group_id = base64.urlsafe_b64encode(
         hashlib.sha256(settlement_id(world, index).encode()).digest()[:24]
@@ -897,7 +991,7 @@ def render_transaction(world: MerchantWorld, t: AmazonFinanceTransaction) -> dic
         "sellingPartnerMetadata": {
             "sellingPartnerId": seller_id(world),
             "accountType": "Standard Orders",
-            "marketplaceId": AMAZON_US_MARKETPLACE_ID,
+            "marketplaceId": t.marketplace_id,
         },
         "relatedIdentifiers": related,
         "transactionType": t.transaction_type,
@@ -905,12 +999,12 @@ def render_transaction(world: MerchantWorld, t: AmazonFinanceTransaction) -> dic
         "transactionStatus": "RELEASED",
         "description": _TRANSACTION_DESCRIPTION[t.transaction_type],
         "postedDate": iso(t.posted),
-        "totalAmount": _n(t.total),
+        "totalAmount": _n(t.total, currency),
         "marketplaceDetails": {
-            "marketplaceId": AMAZON_US_MARKETPLACE_ID,
-            "marketplaceName": AMAZON_US_MARKETPLACE_NAME,
+            "marketplaceId": t.marketplace_id,
+            "marketplaceName": AMAZON_MARKETPLACES[t.marketplace_id][1],
         },
-        "breakdowns": _breakdowns([(a, d, v) for a, d, v, _ in t.rows]),
+        "breakdowns": _breakdowns([(a, d, v) for a, d, v, _ in t.rows], currency),
     }
     if t.order is not None:
         related.append(
@@ -929,14 +1023,14 @@ def render_transaction(world: MerchantWorld, t: AmazonFinanceTransaction) -> dic
             items.append(
                 {
                     "description": line.part.title,
-                    "totalAmount": _n(sum((v for _, _, v in rows), Decimal("0"))),
+                    "totalAmount": _n(sum((v for _, _, v in rows), Decimal("0")), currency),
                     "relatedIdentifiers": [
                         {
                             "itemRelatedIdentifierName": "ORDER_ADJUSTMENT_ITEM_ID",
                             "itemRelatedIdentifierValue": line.order_item_id,
                         }
                     ],
-                    "breakdowns": _breakdowns(rows),
+                    "breakdowns": _breakdowns(rows, currency),
                     "contexts": [
                         {
                             "contextType": "ProductContext",
@@ -1124,23 +1218,37 @@ def render_listings_report(world: MerchantWorld) -> str:
 
 
 def amazon_orders_updated_between(
-    state: SandboxState, merchant_id: str, a: datetime, b: datetime
+    state: SandboxState,
+    merchant_id: str,
+    a: datetime,
+    b: datetime,
+    *,
+    marketplace_id: str = AMAZON_US_MARKETPLACE_ID,
 ) -> list[dict[str, Any]]:
-    """The orders searchOrders would return for [a, b) now, rendered with every dataset."""
+    """The orders searchOrders would return for [a, b) now in a marketplace, rendered with every
+    dataset."""
     now = state.now()
     return [
         render_order(p, now, ALL_ORDER_DATASETS)
-        for p in order_plans_updated_between(state.world(merchant_id), a, b, now)
+        for p in order_plans_updated_between(state.world(merchant_id), a, b, now, marketplace_id)
     ]
 
 
 def amazon_transactions_posted_between(
-    state: SandboxState, merchant_id: str, a: datetime, b: datetime
+    state: SandboxState,
+    merchant_id: str,
+    a: datetime,
+    b: datetime,
+    *,
+    marketplace_id: str = AMAZON_US_MARKETPLACE_ID,
 ) -> list[dict[str, Any]]:
-    """The transactions listTransactions would return for [a, b) now."""
+    """The transactions listTransactions would return for [a, b) now in a marketplace."""
     world = state.world(merchant_id)
     b = min(b, state.now())
-    return [render_transaction(world, t) for t in transactions_posted_between(world, a, b)]
+    return [
+        render_transaction(world, t)
+        for t in transactions_posted_between(world, a, b, marketplace_id)
+    ]
 
 
 def amazon_settlements_between(
@@ -1197,14 +1305,20 @@ def _orders_search(
         raise BadRequest(
             f"{before_name} must be later than {'createdAfter' if created_after else 'lastUpdatedAfter'}"
         )
-    marketplaces = _list_param(request, "marketplaceIds")
+    # No marketplaceIds: the seller's home marketplace (Amazon.com).
+    marketplaces = _marketplaces_param(request, "marketplaceIds") or [AMAZON_US_MARKETPLACE_ID]
     world = state.world(merchant)
-    if marketplaces and AMAZON_US_MARKETPLACE_ID not in marketplaces:
-        plans: list[AmazonOrderPlan] = []
-    elif created_after:
-        plans = order_plans_created_between(world, after, before, now)
-    else:
-        plans = order_plans_updated_between(world, after, before, now)
+    plans: list[AmazonOrderPlan] = []
+    for marketplace_id in dict.fromkeys(marketplaces):
+        if created_after:
+            plans.extend(order_plans_created_between(world, after, before, now, marketplace_id))
+        else:
+            plans.extend(order_plans_updated_between(world, after, before, now, marketplace_id))
+    if len(marketplaces) > 1:
+        # One list across marketplaces, in the order a single marketplace uses.
+        plans.sort(
+            key=lambda p: (p.created if created_after else p.modified_at(now), p.order_id)
+        )
     statuses = {s.upper() for s in _list_param(request, "fulfillmentStatuses")}
     if statuses:
         plans = [
@@ -1247,8 +1361,11 @@ def _inventory_summaries(
         raise BadRequest("granularityType must be Marketplace")
     if not q.get("granularityId"):
         raise BadRequest("granularityId is required")
-    if not _list_param(request, "marketplaceIds"):
+    marketplaces = _marketplaces_param(request, "marketplaceIds")
+    if not marketplaces:
         raise BadRequest("marketplaceIds is required")
+    if q["granularityId"] not in marketplaces:
+        raise BadRequest("granularityId must be one of the marketplaceIds")
     details = q.get("details", "false").lower() == "true"
     offset = 0
     key = _query_key(request, {"nextToken"})
@@ -1260,13 +1377,11 @@ def _inventory_summaries(
         now = datetime.fromisoformat(payload["n"])
     start = _parse_time(q.get("startDateTime"), "startDateTime")
     skus = set(_list_param(request, "sellerSkus"))
-    rows = inventory_rows(state.world(merchant), now)
+    rows = inventory_rows(state.world(merchant), now, q["granularityId"])
     if start is not None:
         rows = [r for r in rows if r["last_updated"] >= start]
     if skus:
         rows = [r for r in rows if r["part"].sku in skus]
-    if AMAZON_US_MARKETPLACE_ID not in _list_param(request, "marketplaceIds"):
-        rows = []
     size = state.config.inventory_page_size
     summaries = []
     for r in rows[offset : offset + size]:
@@ -1353,13 +1468,9 @@ def _finance_transactions(
         raise BadRequest(
             "postedAfter must be earlier than postedBefore and more than two minutes before the request"
         )
-    marketplace = q.get("marketplaceId")
+    marketplace = (_marketplaces_param(request, "marketplaceId") or [AMAZON_US_MARKETPLACE_ID])[0]
     world = state.world(merchant)
-    transactions = (
-        []
-        if (marketplace and marketplace != AMAZON_US_MARKETPLACE_ID)
-        else transactions_posted_between(world, after, before)
-    )
+    transactions = transactions_posted_between(world, after, before, marketplace)
     if before - after > timedelta(days=180):
         # Amazon returns nothing when the range exceeds 180 days.
         transactions = []
@@ -1526,6 +1637,9 @@ def _report_create(
     marketplaces = body.get("marketplaceIds")
     if not isinstance(marketplaces, list) or not marketplaces:
         raise BadRequest("Invalid input: marketplaceIds is required", "400")
+    unknown = [str(m) for m in marketplaces if m not in AMAZON_MARKETPLACES]
+    if unknown:
+        raise BadRequest(f"Invalid input: unknown marketplaceIds {', '.join(unknown)}", "400")
     reports = _reports(state)
     report_id = (
         f"{50000000000 + stable_int(merchant, report_type, len(reports), now.isoformat()) % 10**10}"
@@ -1598,8 +1712,11 @@ def _competitive_pricing(
     state: SandboxState, request: Request, merchant: str, now: datetime
 ) -> tuple[int, Any]:
     q = request.query_params
-    if not q.get("MarketplaceId"):
-        raise BadRequest("MarketplaceId is required")
+    marketplaces = _marketplaces_param(request, "MarketplaceId")
+    if len(marketplaces) != 1:
+        raise BadRequest("MarketplaceId is required, one marketplace per request")
+    marketplace_id = marketplaces[0]
+    currency = marketplace_currency(marketplace_id)
     item_type = q.get("ItemType")
     if item_type not in ("Asin", "Sku"):
         raise BadRequest("ItemType must be Asin or Sku")
@@ -1626,11 +1743,11 @@ def _competitive_pricing(
         offers = competing_offers(world, part, now)
         best = min(offers, key=lambda o: o["price"] + o["shipping"])
         identifiers: dict[str, Any] = {
-            "MarketplaceASIN": {"MarketplaceId": AMAZON_US_MARKETPLACE_ID, "ASIN": part.asin}
+            "MarketplaceASIN": {"MarketplaceId": marketplace_id, "ASIN": part.asin}
         }
         if item_type == "Sku":
             identifiers["SKUIdentifier"] = {
-                "MarketplaceId": AMAZON_US_MARKETPLACE_ID,
+                "MarketplaceId": marketplace_id,
                 "SellerId": seller_id(world),
                 "SellerSKU": part.sku,
             }
@@ -1645,9 +1762,9 @@ def _competitive_pricing(
                             {
                                 "CompetitivePriceId": "1",
                                 "Price": {
-                                    "LandedPrice": _p(best["price"] + best["shipping"]),
-                                    "ListingPrice": _p(best["price"]),
-                                    "Shipping": _p(best["shipping"]),
+                                    "LandedPrice": _p(best["price"] + best["shipping"], currency),
+                                    "ListingPrice": _p(best["price"], currency),
+                                    "Shipping": _p(best["shipping"], currency),
                                 },
                                 "condition": "New",
                                 "subcondition": "New",
@@ -1673,8 +1790,14 @@ def _listing_offers(
 ) -> tuple[int, Any]:
     q = request.query_params
     sku = request.path_params["SellerSKU"]
-    if not q.get("MarketplaceId") or not q.get("ItemCondition"):
-        raise BadRequest("MarketplaceId and ItemCondition are required")
+    marketplaces = _marketplaces_param(request, "MarketplaceId")
+    if len(marketplaces) != 1 or not q.get("ItemCondition"):
+        raise BadRequest("MarketplaceId (one marketplace) and ItemCondition are required")
+    currency = marketplace_currency(marketplaces[0])
+
+    def p(amount: Decimal) -> dict[str, Any]:
+        return _p(amount, currency)
+
     world = state.world(merchant)
     part = world.part_by_sku(sku)
     if part is None:
@@ -1709,18 +1832,18 @@ def _listing_offers(
                 {
                     "condition": "new",
                     "fulfillmentChannel": ch,
-                    "LandedPrice": _p(o["price"] + o["shipping"]),
-                    "ListingPrice": _p(o["price"]),
-                    "Shipping": _p(o["shipping"]),
+                    "LandedPrice": p(o["price"] + o["shipping"]),
+                    "ListingPrice": p(o["price"]),
+                    "Shipping": p(o["shipping"]),
                 }
                 for ch, o in sorted(lowest.items())
             ],
             "BuyBoxPrices": [
                 {
                     "condition": "new",
-                    "LandedPrice": _p(best["price"] + best["shipping"]),
-                    "ListingPrice": _p(best["price"]),
-                    "Shipping": _p(best["shipping"]),
+                    "LandedPrice": p(best["price"] + best["shipping"]),
+                    "ListingPrice": p(best["price"]),
+                    "Shipping": p(best["shipping"]),
                 }
             ],
             "NumberOfOffers": [
@@ -1735,8 +1858,8 @@ def _listing_offers(
         },
         "Offers": [
             {
-                "Shipping": _p(o["shipping"]),
-                "ListingPrice": _p(o["price"]),
+                "Shipping": p(o["shipping"]),
+                "ListingPrice": p(o["price"]),
                 "ShippingTime": {"maximumHours": 48, "minimumHours": 24, "availabilityType": "NOW"},
                 "SellerFeedbackRating": {
                     "FeedbackCount": o["feedback"],
@@ -1751,7 +1874,8 @@ def _listing_offers(
             }
             for o in offers
         ],
-        "MarketplaceID": q["MarketplaceId"],
+        # The Product Pricing model of February 2026 renamed `MarketplaceID` to `marketplaceId`.
+        "marketplaceId": q["MarketplaceId"],
     }
     return 200, {"payload": payload}
 

@@ -31,6 +31,11 @@ Data (deterministic in seed + merchant id, from the world's catalog and buyer ge
   reference defines `deliveryCost.shippingCost` for the whole line while older notes read it per
   unit, and on single-unit lines both readings agree.
 
+Sites: every call's `X-EBAY-C-MARKETPLACE-ID` (EBAY_US when absent, as eBay defaults) is checked
+against `EBAY_MARKETPLACES` (another value is a 400) and the seller is served as registered on that
+site: the site's own orders and buyers, and every amount in its currency (EUR on EBAY_DE, GBP on
+EBAY_GB, ...). The introspection functions take the site as `marketplace_id`.
+
 Date ranges in filters are applied as [start, end) so consecutive windows never share a record.
 
 Python-side introspection for tests: `ebay_orders_modified_between`, `ebay_transactions_between`,
@@ -42,7 +47,9 @@ from __future__ import annotations
 import base64
 import functools
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -63,6 +70,7 @@ from illuma_pipelines.sandbox.server import (
 from illuma_pipelines.sandbox.world import (
     Buyer,
     Part,
+    currency_of,
     fake_buyer,
     money,
     order_seconds,
@@ -78,6 +86,39 @@ from illuma_pipelines.sandbox.world import (
 CHANNEL = "ebay"
 MARKETPLACE_ID = "EBAY_US"
 USD = "USD"
+MARKETPLACE_HEADER = "X-EBAY-C-MARKETPLACE-ID"
+# The eBay sites the sandbox sells on (X-EBAY-C-MARKETPLACE-ID -> country); another value is a 400.
+EBAY_MARKETPLACES: dict[str, str] = {
+    MARKETPLACE_ID: "US",
+    "EBAY_CA": "CA",
+    "EBAY_GB": "GB",
+    "EBAY_DE": "DE",
+    "EBAY_FR": "FR",
+    "EBAY_IT": "IT",
+    "EBAY_ES": "ES",
+}
+# The site of the request being served, from its X-EBAY-C-MARKETPLACE-ID (eBay's default when
+# absent: EBAY_US). The sandbox seller is registered on whichever site a request names: the site
+# picks the order stream, the buyers' country and the currency of every amount rendered.
+_SERVING: ContextVar[str] = ContextVar("ebay_sandbox_marketplace", default=MARKETPLACE_ID)
+
+
+@contextmanager
+def serving_marketplace(marketplace_id: str) -> Iterator[None]:
+    """Plan and render as the seller on eBay site `marketplace_id` (e.g. EBAY_DE) meanwhile."""
+    if marketplace_id not in EBAY_MARKETPLACES:
+        raise ValueError(
+            f"unknown eBay marketplace {marketplace_id!r}; the sandbox knows {', '.join(EBAY_MARKETPLACES)}"
+        )
+    token = _SERVING.set(marketplace_id)
+    try:
+        yield
+    finally:
+        _SERVING.reset(token)
+
+
+def _site_country() -> str:
+    return EBAY_MARKETPLACES[_SERVING.get()]
 REFRESH_PREFIX = "sandbox-refresh-"
 # eBay user access tokens live two hours.
 ACCESS_TOKEN_SECONDS = 7200
@@ -110,8 +151,8 @@ ZERO = Decimal("0.00")
 
 
 def _amount(value: Decimal) -> dict[str, str]:
-    """eBay Amount: a decimal string and a currency."""
-    return {"value": f"{value:.2f}", "currency": USD}
+    """eBay Amount: a decimal string and the currency of the site being served."""
+    return {"value": f"{value:.2f}", "currency": currency_of(_site_country())}
 
 
 def _ts(ts: datetime) -> str:
@@ -246,17 +287,20 @@ def _username(rng, buyer: Buyer) -> str:
 
 @functools.lru_cache(maxsize=4096)
 def _orders_created_on(
-    seed: int, merchant_id: str, history_start: date, day: date
+    seed: int, merchant_id: str, history_start: date, day: date, marketplace_id: str
 ) -> tuple[EbayOrderPlan, ...]:
     if day < history_start:
         return ()
+    country = EBAY_MARKETPLACES[marketplace_id]
+    # EBAY_US keeps the streams it had before sites existed, so its data never moves.
+    stream = "ebay" if country == "US" else f"ebay-{marketplace_id}"
     catalog = parts_catalog(seed, merchant_id)
-    rng, midnight, seconds = order_seconds(seed, merchant_id, "ebay", day, (2, 5), 1)
+    rng, midnight, seconds = order_seconds(seed, merchant_id, stream, day, (2, 5), 1)
     plans = []
     for index, second in enumerate(seconds):
-        orng = stable_rng(seed, merchant_id, "ebay-order", day.isoformat(), index)
+        orng = stable_rng(seed, merchant_id, f"{stream}-order", day.isoformat(), index)
         created = midnight + timedelta(seconds=second)
-        buyer = fake_buyer(orng, email_domain="members.ebay.com")
+        buyer = fake_buyer(orng, email_domain="members.ebay.com", country=country)
         order_id = _order_id(orng)
         n_lines = orng.choices([1, 2, 3], weights=[70, 22, 8])[0]
         promoted_order = orng.random() < 0.2
@@ -342,7 +386,11 @@ def _history(state: SandboxState) -> date:
 
 
 def _plans_on(state: SandboxState, merchant_id: str) -> Callable[[date], Iterable[EbayOrderPlan]]:
-    return lambda day: _orders_created_on(state.config.seed, merchant_id, _history(state), day)
+    """The merchant's orders per day on the site being served (`serving_marketplace`)."""
+    site = _SERVING.get()
+    return lambda day: _orders_created_on(
+        state.config.seed, merchant_id, _history(state), day, site
+    )
 
 
 def _orders_created_between(
@@ -628,8 +676,8 @@ def render_order(plan: EbayOrderPlan, now: datetime) -> dict[str, Any]:
             "lineItemCost": _amount(line.cost),
             "quantity": line.quantity,
             "soldFormat": "FIXED_PRICE",
-            "listingMarketplaceId": MARKETPLACE_ID,
-            "purchaseMarketplaceId": MARKETPLACE_ID,
+            "listingMarketplaceId": _SERVING.get(),
+            "purchaseMarketplaceId": _SERVING.get(),
             "lineItemFulfillmentStatus": "FULFILLED" if shipped else "NOT_STARTED",
             "total": _amount(line.total),
             "deliveryCost": {"shippingCost": _amount(line.shipping)},
@@ -651,7 +699,8 @@ def render_order(plan: EbayOrderPlan, now: datetime) -> dict[str, Any]:
                 "shipByDate": _ts(plan.created + timedelta(days=2)),
                 "guaranteedDelivery": False,
             },
-            "itemLocation": {"location": "Warehouse", "countryCode": "US", "postalCode": "43215"},
+            "itemLocation": {"location": "Warehouse", "countryCode": _site_country()}
+            | ({"postalCode": "43215"} if _site_country() == "US" else {}),
         }
         if line.discount:
             item["discountedLineItemCost"] = _amount(line.discounted)
@@ -685,7 +734,7 @@ def render_order(plan: EbayOrderPlan, now: datetime) -> dict[str, Any]:
             "taxAddress": {
                 "stateOrProvince": plan.buyer.address.state,
                 "postalCode": plan.buyer.address.postal_code,
-                "countryCode": "US",
+                "countryCode": plan.buyer.address.country_code,
             },
             "buyerRegistrationAddress": {
                 "fullName": plan.buyer.name,
@@ -868,26 +917,38 @@ def inventory_rows(state: SandboxState, merchant_id: str, now: datetime) -> list
 
 
 def ebay_orders_modified_between(
-    state: SandboxState, merchant_id: str, a: datetime, b: datetime
+    state: SandboxState,
+    merchant_id: str,
+    a: datetime,
+    b: datetime,
+    *,
+    marketplace_id: str = MARKETPLACE_ID,
 ) -> list[dict[str, Any]]:
-    """The orders getOrders would return for lastmodifieddate in [a, b) now."""
+    """The orders getOrders would return for lastmodifieddate in [a, b) now, on that site."""
     now = state.now()
-    return [
-        render_order(p, now)
-        for p in order_plans_modified_between(
-            state, merchant_id, a, min(b, now + timedelta(seconds=1)), now
-        )
-    ]
+    with serving_marketplace(marketplace_id):
+        return [
+            render_order(p, now)
+            for p in order_plans_modified_between(
+                state, merchant_id, a, min(b, now + timedelta(seconds=1)), now
+            )
+        ]
 
 
 def ebay_transactions_between(
-    state: SandboxState, merchant_id: str, a: datetime, b: datetime
+    state: SandboxState,
+    merchant_id: str,
+    a: datetime,
+    b: datetime,
+    *,
+    marketplace_id: str = MARKETPLACE_ID,
 ) -> list[dict[str, Any]]:
     now = state.now()
-    return [
-        render_transaction(state, merchant_id, t, now)
-        for t in transactions_between(state, merchant_id, a, min(b, now))
-    ]
+    with serving_marketplace(marketplace_id):
+        return [
+            render_transaction(state, merchant_id, t, now)
+            for t in transactions_between(state, merchant_id, a, min(b, now))
+        ]
 
 
 def ebay_payouts_between(
@@ -1229,11 +1290,20 @@ def _endpoint(
             state.count(operation, throttled=True, status=429, caller=merchant)
             return _throttled(state, None)
         now = state.now()
+        site = request.headers.get(MARKETPLACE_HEADER) or MARKETPLACE_ID
         fixture = state.pop_fixture(CHANNEL, merchant, operation)
         try:
-            status, body = (
-                fixture if fixture is not None else handler(state, request, merchant, now)
-            )
+            if site not in EBAY_MARKETPLACES:
+                raise BadRequest(
+                    35001,
+                    f"Invalid value for header {MARKETPLACE_HEADER}: the sandbox sells on "
+                    f"{', '.join(EBAY_MARKETPLACES)}",
+                    MARKETPLACE_HEADER,
+                )
+            with serving_marketplace(site):
+                status, body = (
+                    fixture if fixture is not None else handler(state, request, merchant, now)
+                )
         except BadRequest as exc:
             status, body = 400, _error_body(exc.error_id, exc.message, parameter=exc.parameter)
         if (

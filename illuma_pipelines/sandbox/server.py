@@ -64,7 +64,7 @@ from starlette.routing import Mount, Route
 
 from illuma_pipelines.marketplaces import MARKETPLACES
 from illuma_pipelines.merchant_ids import MERCHANT_ID_PATTERN
-from illuma_pipelines.sandbox.faults import FaultConfig, FaultInjector, QuotaBucket
+from illuma_pipelines.sandbox.faults import FAULT_KINDS, FaultConfig, FaultInjector, QuotaBucket
 from illuma_pipelines.sandbox.world import MerchantWorld
 
 logger = logging.getLogger(__name__)
@@ -488,9 +488,26 @@ class SandboxServer:
         self.stop()
 
 
+def describe(config: SandboxConfig) -> str:
+    """One line on what a sandbox injects and enforces, for its log."""
+    rates = [
+        f"{kind} {getattr(config.faults, kind):g}"
+        for kind in FAULT_KINDS
+        if getattr(config.faults, kind) > 0
+    ]
+    faults = f"faults: {', '.join(rates)} (seed {config.faults.seed})" if rates else "faults: none"
+    quotas = (
+        f"quotas: enforced at {config.quota_speedup:g}x the documented rates"
+        if config.enforce_quotas
+        else "quotas: not enforced"
+    )
+    return f"seed {config.seed}; {faults}; {quotas}; tokens live {config.access_token_lifetime:g} s"
+
+
 def serve(host: str = "127.0.0.1", port: int = 8765, config: SandboxConfig | None = None) -> None:
     """Run the sandbox in the foreground until interrupted (for `illuma sandbox serve`)."""
     config = config or SandboxConfig()
     app = build_app(config)
     logger.info("sandbox serving %s on http://%s:%d", ", ".join(app.state.channels), host, port)
+    logger.info("sandbox %s", describe(config))
     uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)

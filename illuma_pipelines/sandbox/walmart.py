@@ -10,7 +10,10 @@ payloads in tests/fixtures/walmart:
                                                      ready query string for the next page)
 - GET  /v3/inventories                               Multi-node inventory (limit, nextCursor)
 - GET  /v3/report/reconreport/availableReconFiles    report dates (MMDDYYYY)
-- GET  /v3/report/reconreport/reconFileJson          one reconciliation report (reportDate)
+- GET  /v3/report/reconreport/reconFileJson          one reconciliation report (reportDate), in
+                                                     pages of `noOfRecords` rows (at most 1,000,
+                                                     the default) from `offset`; `nextOffset` is
+                                                     the next page's offset, -1 on the last
 
 Authentication: the Basic-auth client id `sandbox-client-<merchant_id>` identifies the merchant
 (any non-empty client secret is accepted). API calls carry `WM_SEC.ACCESS_TOKEN`, `WM_SVC.NAME` and
@@ -105,6 +108,8 @@ COMMISSION_RATE = Decimal("0.12")
 REPORT_DELAY = timedelta(hours=6)
 ZERO = Decimal("0.00")
 BLANK = '""'  # how Walmart writes an empty reconciliation cell
+# reconFileJson answers a report in pages of at most this many rows (Walmart's 1,000-row pages).
+RECON_MAX_RECORDS = 1000
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1019,15 +1024,36 @@ def _recon_file(
             "reportVersion",
             "reportVersion must be v1",
         )
+    offset = _recon_int(request, "offset", 0, 0, None)
+    size = _recon_int(request, "noOfRecords", RECON_MAX_RECORDS, 1, RECON_MAX_RECORDS)
     found = _settlement_for_report(state, merchant, report_date, now)
     if found is not None:
-        return 200, {"reportData": render_report(found)}
+        rows = render_report(found)
+        next_offset = offset + size if offset + size < len(rows) else -1
+        return 200, {"reportData": rows[offset : offset + size], "nextOffset": next_offset}
     raise WalmartError(
         404,
         "CONTENT_NOT_FOUND.GMP_PAYMENT_API",
         "reportDate",
         f"No reconciliation report for {report_date}",
     )
+
+
+def _recon_int(request: Request, name: str, default: int, low: int, high: int | None) -> int:
+    raw = request.query_params.get(name)
+    try:
+        value = default if raw is None else int(raw)
+    except ValueError:
+        value = low - 1
+    if value < low or (high is not None and value > high):
+        bounds = f"from {low} to {high}" if high is not None else f"{low} or more"
+        raise WalmartError(
+            400,
+            "INVALID_REQUEST_PARAM.GMP_PAYMENT_API",
+            name,
+            f"{name} must be a whole number {bounds}",
+        )
+    return value
 
 
 # Malformed-record faults: one broken extra record; the real records stay intact.

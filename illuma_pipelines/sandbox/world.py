@@ -18,8 +18,10 @@ in its API's shapes:
   same stream as the rest of the part: moving them out would change every catalog.
 - `MerchantWorld(seed, merchant_id, history_start)`: one merchant's handle (what
   `SandboxState.world(merchant_id)` returns): its catalog and first day of history.
-- `fake_buyer(rng, email_domain=...) -> Buyer`: a realistic but fake buyer (name, email, phone and a
-  US `Address` with the sales tax rate of its city). Phone numbers use the reserved 555-01xx range.
+- `fake_buyer(rng, email_domain=..., country="US") -> Buyer`: a realistic but fake buyer (name,
+  email, phone and an `Address`; in the US with the sales tax rate of its city, elsewhere with
+  none, as VAT is in the price). Phone numbers use the reserved 555-01xx range.
+- `currency_of(country)`: the currency a marketplace of that country sells in (`CURRENCIES`).
 - `money(value)`: round a Decimal to cents, half up (how marketplaces round fees and tax);
   `whole_seconds(ts)`: drop microseconds (marketplaces timestamp to the second).
 - `plans_created_between`, `plans_modified_between`, `plans_created_by`: a channel's order plans
@@ -439,8 +441,45 @@ class Buyer:
     address: Address
 
 
-def fake_buyer(rng: random.Random, *, email_domain: str) -> Buyer:
-    """A fake but realistic US buyer drawn from `rng` (pass a namespaced `stable_rng`)."""
+# The currency each selling country settles in (a marketplace's currency is its country's).
+CURRENCIES: dict[str, str] = {
+    "US": "USD",
+    "CA": "CAD",
+    "MX": "MXN",
+    "GB": "GBP",
+    "DE": "EUR",
+    "FR": "EUR",
+    "IT": "EUR",
+    "ES": "EUR",
+}
+# Buyers outside the US: (city, region, postcode prefix, dialling prefix). Prices there include
+# VAT/GST, so no tax is added on top (tax rate 0), unlike US marketplace-facilitator sales tax.
+_FOREIGN_CITIES: dict[str, tuple[tuple[str, str, str, str], ...]] = {
+    "CA": (("Calgary", "AB", "T2P", "+1 403"), ("Halifax", "NS", "B3H", "+1 902")),
+    "MX": (("Monterrey", "NL", "640", "+52 81"), ("Puebla", "PUE", "720", "+52 222")),
+    "GB": (("Leeds", "", "LS1", "+44 113"), ("Bristol", "", "BS1", "+44 117"), ("York", "", "YO1", "+44 1904")),
+    "DE": (("Köln", "NW", "506", "+49 221"), ("Leipzig", "SN", "041", "+49 341"), ("Kassel", "HE", "341", "+49 561")),
+    "FR": (("Lyon", "", "690", "+33 4"), ("Nantes", "", "440", "+33 2")),
+    "IT": (("Torino", "TO", "101", "+39 011"), ("Bologna", "BO", "401", "+39 051")),
+    "ES": (("Valencia", "V", "460", "+34 96"), ("Zaragoza", "Z", "500", "+34 976")),
+}
+
+
+def currency_of(country_code: str) -> str:
+    """The currency of a selling country (ValueError for one the sandbox does not model)."""
+    try:
+        return CURRENCIES[country_code]
+    except KeyError:
+        raise ValueError(
+            f"the sandbox models no marketplace in country {country_code!r}; known: {', '.join(CURRENCIES)}"
+        ) from None
+
+
+def fake_buyer(rng: random.Random, *, email_domain: str, country: str = "US") -> Buyer:
+    """A fake but realistic buyer in `country` drawn from `rng` (pass a namespaced `stable_rng`).
+    US buyers are drawn exactly as before countries existed, so US data never moves."""
+    if country != "US":
+        return _foreign_buyer(rng, email_domain, country)
     first, last = rng.choice(_FIRST), rng.choice(_LAST)
     name = f"{first} {last}"
     city, state, zip_prefix, tax = rng.choice(_CITIES)
@@ -459,6 +498,33 @@ def fake_buyer(rng: random.Random, *, email_domain: str) -> Buyer:
     )
     # Marketplaces show sellers an anonymised relay address, never the buyer's own: each channel
     # passes its relay domain.
+    local = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(14))
+    return Buyer(name=name, email=f"{local}@{email_domain}", phone=phone, address=address)
+
+
+def _foreign_buyer(rng: random.Random, email_domain: str, country: str) -> Buyer:
+    currency_of(country)
+    first, last = rng.choice(_FIRST), rng.choice(_LAST)
+    name = f"{first} {last}"
+    city, region, postal_prefix, dialling = rng.choice(_FOREIGN_CITIES[country])
+    if country in ("GB", "CA"):
+        letters = "ABDEFGHJLNPQRSTUWXYZ"
+        postal = f"{postal_prefix} {rng.randint(1, 9)}{rng.choice(letters)}{rng.choice(letters)}"
+    else:
+        postal = f"{postal_prefix}{rng.randint(0, 99):02d}"
+    phone = f"{dialling} 555 01{rng.randint(0, 99):02d}"
+    address = Address(
+        name=name,
+        line1=f"{rng.choice(_STREETS)}weg {rng.randint(1, 180)}" if country == "DE"
+        else f"{rng.randint(1, 180)} {rng.choice(_STREETS)} Road",
+        line2="",
+        city=city,
+        state=region,
+        postal_code=postal,
+        country_code=country,
+        phone=phone,
+        tax_rate=Decimal("0"),
+    )
     local = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(14))
     return Buyer(name=name, email=f"{local}@{email_domain}", phone=phone, address=address)
 
