@@ -49,6 +49,42 @@ INSTANCE_YAML = """\
 # Project-local Dagster instance (SQLite storage) for the demo and `make ui`.
 # Each merchant's DuckDB data is a file of its own (ADR 0001): one run per merchant at a time (the
 # `illuma/merchant` tag) and, inside a run, one step at a time that opens it (the executor's
+# `illuma/warehouse` limit, assets/concurrency.py); different merchants run side by side, three at
+# once (1.79x three sequential runs on 2 cores, bench/isolation.py). As many `warehouse` pool
+# slots as runs: a run never waits inside for a slot, where Dagster's executor busy-waits.
+concurrency:
+  runs:
+    max_concurrent_runs: 3
+    tag_concurrency_limits:
+      - key: "illuma/merchant"
+        value:
+          applyLimitPerUniqueValue: true
+        limit: 1
+  pools:
+    default_limit: 3
+# A run whose process died must not keep the `warehouse` pool. With `make ui` the daemon fails
+# runs that do not start or cancel within 3 minutes and runs still going after an hour (the
+# default run launcher cannot see whether a run's process is alive: that limit is what ends a run
+# whose process was killed), and frees the pool slots of runs that ended 30 s ago. Resuming is
+# off: the default run launcher cannot resume a run, and a merchant-day run is simply re-run.
+# `make demo` and `make ui` first fail the runs whose process is gone (`illuma runs recover`).
+run_monitoring:
+  enabled: true
+  start_timeout_seconds: 180
+  cancel_timeout_seconds: 180
+  max_runtime_seconds: 3600
+  max_resume_run_attempts: 0
+  poll_interval_seconds: 30
+  free_slots_after_run_end_seconds: 30
+telemetry:
+  enabled: false
+"""
+# dagster.yaml files written by earlier versions of this module: replaced by INSTANCE_YAML.
+_EARLIER_INSTANCE_YAMLS = (
+    """\
+# Project-local Dagster instance (SQLite storage) for the demo and `make ui`.
+# Each merchant's DuckDB data is a file of its own (ADR 0001): one run per merchant at a time (the
+# `illuma/merchant` tag) and, inside a run, one step at a time that opens it (the executor's
 # `illuma/warehouse` limit, assets/concurrency.py); different merchants run side by side, two at
 # once on this 2-core default (the `warehouse` pool and the run limit).
 concurrency:
@@ -77,9 +113,7 @@ run_monitoring:
   free_slots_after_run_end_seconds: 30
 telemetry:
   enabled: false
-"""
-# dagster.yaml files written by earlier versions of this module: replaced by INSTANCE_YAML.
-_EARLIER_INSTANCE_YAMLS = (
+""",
     """\
 # Project-local Dagster instance (SQLite storage) for the demo and `make ui`.
 # DuckDB allows one writer process per file: every warehouse writer shares the `warehouse` pool.

@@ -388,9 +388,9 @@ def test_an_instance_home_written_before_gets_run_monitoring(tmp_path, monkeypat
         assert instance.run_monitoring_enabled
         assert instance.run_monitoring_max_resume_run_attempts == 0
         assert instance.run_monitoring_settings["free_slots_after_run_end_seconds"] > 0
-        # Two warehouse steps at once, one run per merchant (ADR 0001: a DuckDB file per merchant).
+        # Three runs and as many warehouse slots, one run per merchant (ADR 0001: a file per merchant).
         config = instance.get_concurrency_config()
-        assert config.pool_config.default_pool_limit == 2
+        assert config.pool_config.default_pool_limit == config.run_queue_config.max_concurrent_runs == 3
         assert [(lim["key"], lim["limit"]) for lim in config.run_queue_config.tag_concurrency_limits] == [
             ("illuma/merchant", 1)
         ]
@@ -416,3 +416,13 @@ def test_the_production_instance_monitors_runs_and_frees_their_slots():
     assert 0 < settings["max_runtime_seconds"] <= 24 * 3600
     assert settings["free_slots_after_run_end_seconds"] > 0
     assert settings["start_timeout_seconds"] > 0 and settings["cancel_timeout_seconds"] > 0
+
+
+@pytest.mark.parametrize("name", ["local", "production"])
+def test_no_admitted_run_waits_for_a_warehouse_slot(name):
+    """As many `warehouse` pool slots as runs at once (a run holds at most one): a run whose step
+    waits for a slot makes Dagster's multiprocess executor busy-wait, a core per waiting run."""
+    text = INSTANCE_YAML if name == "local" else (PROJECT_ROOT / "deploy" / "dagster.yaml").read_text()
+    concurrency = yaml.safe_load(text)["concurrency"]
+    assert concurrency["runs"]["max_concurrent_runs"] <= concurrency["pools"]["default_limit"]
+
