@@ -27,8 +27,8 @@
    cost the step processes: every unit of work on the platform file and on the merchants' files,
    with the time spent opening them (waiting for another process's lock included) and holding
    them, noted by `instrument_duckdb_opens`, which `merchant_daily_job` installs in each process
-   that rebuilds the job (timing only). The load average is printed first: the benchmark is only
-   meaningful on an otherwise idle machine. About 10 minutes on 2 cores (9 runs of 20 steps).
+   that rebuilds the job (timing only). How busy the CPUs were in the 3 s before the start is
+   printed first: the benchmark is only meaningful on an otherwise idle machine. About 10 minutes on 2 cores (9 runs of 20 steps).
 
 2. PostgreSQL: the cost of per-merchant logins. A throwaway database (made with the superuser
    ILLUMA_BENCH_PG_URL, provisioned with `PostgresWarehouse(url, admin_url).provision()`, the
@@ -594,9 +594,14 @@ def main() -> int:
     try:
         with sandbox_process(tmp / "sandbox.log") as sandbox_url:
             os.environ["ILLUMA_SANDBOX_URL"] = sandbox_url
-            load = os.getloadavg()[0]
-            busy = "" if load < 0.5 else "; the machine is busy with other work: the figures will be off"
-            print(f"{os.cpu_count()} CPUs, load average {load:.1f}{busy}; throwaway state in {tmp}", flush=True)
+            cpu = CpuBusy().start()
+            time.sleep(3)
+            idle_busy = cpu.stop()
+            warning = "" if idle_busy < 0.2 else ": the machine is busy with other work, the figures will be off"
+            print(
+                f"{os.cpu_count()} CPUs, {idle_busy:.0%} busy before the start{warning}; throwaway state in {tmp}",
+                flush=True,
+            )
             if not args.skip_duckdb:
                 duckdb_figure(log, DEMO_MERCHANTS)
             if not args.skip_postgres:
