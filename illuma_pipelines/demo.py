@@ -79,10 +79,8 @@ run_monitoring:
 telemetry:
   enabled: false
 """
-# dagster.yaml files written by earlier versions of this module: replaced by INSTANCE_YAML.
-_EARLIER_INSTANCE_YAMLS = (
-    """\
-# Project-local Dagster instance (SQLite storage) for the demo and `make ui`.
+_CONCURRENCY = INSTANCE_YAML[INSTANCE_YAML.index("# Each merchant") : INSTANCE_YAML.index("# A run whose process died")]
+_CONCURRENCY_2 = """\
 # Each merchant's DuckDB data is a file of its own (ADR 0001): one run per merchant at a time (the
 # `illuma/merchant` tag) and, inside a run, one step at a time that opens it (the executor's
 # `illuma/warehouse` limit, assets/concurrency.py); different merchants run side by side, two at
@@ -97,23 +95,11 @@ concurrency:
         limit: 1
   pools:
     default_limit: 2
-# A run whose process died must not keep the `warehouse` pool. With `make ui` the daemon fails
-# runs that do not start or cancel within 3 minutes and runs still going after an hour (the
-# default run launcher cannot see whether a run's process is alive: that limit is what ends a run
-# whose process was killed), and frees the pool slots of runs that ended 30 s ago. Resuming is
-# off: the default run launcher cannot resume a run, and a merchant-day run is simply re-run.
-# `make demo` and `make ui` first fail the runs whose process is gone (`illuma runs recover`).
-run_monitoring:
-  enabled: true
-  start_timeout_seconds: 180
-  cancel_timeout_seconds: 180
-  max_runtime_seconds: 3600
-  max_resume_run_attempts: 0
-  poll_interval_seconds: 30
-  free_slots_after_run_end_seconds: 30
-telemetry:
-  enabled: false
-""",
+"""
+# dagster.yaml files written by earlier versions of this module: replaced by INSTANCE_YAML.
+_EARLIER_INSTANCE_YAMLS = (
+    # The one before the pool slots were tied to the runs: 2 of each.
+    INSTANCE_YAML.replace(_CONCURRENCY, _CONCURRENCY_2),
     """\
 # Project-local Dagster instance (SQLite storage) for the demo and `make ui`.
 # DuckDB allows one writer process per file: every warehouse writer shares the `warehouse` pool.

@@ -278,14 +278,10 @@ class WalmartMarketplaceHttp(WalmartMarketplace, MarketplaceHttpClient):
             while True:
                 pages.page()
                 body = self._get(creds, "getAllOrders", url, params, stats, market)
-                shape = ResponseShape(
-                    "getAllOrders",
-                    body,
+                orders, cursor = _cursor_page(
+                    "getAllOrders", body, "list.meta", "list.elements.order",
                     "GET /v3/orders: {list: {meta: {totalCount, nextCursor?}, elements: {order: [...]}}}",
                 )
-                total = shape.get("list.meta.totalCount", int, required=False)
-                orders = shape.records("list.elements.order", may_be_absent=total == 0)
-                cursor = shape.get("list.meta.nextCursor", str, required=False)
                 for order in orders:
                     po = order.get("purchaseOrderId") if isinstance(order, dict) else None
                     if not isinstance(po, str) or not po:
@@ -320,14 +316,10 @@ class WalmartMarketplaceHttp(WalmartMarketplace, MarketplaceHttpClient):
             body = self._get(
                 creds, "getMultiNodeInventory", self._url("/v3/inventories"), params, stats, market
             )
-            shape = ResponseShape(
-                "getMultiNodeInventory",
-                body,
+            rows, next_cursor = _cursor_page(
+                "getMultiNodeInventory", body, "meta", "elements.inventories",
                 "GET /v3/inventories: {meta: {totalCount, nextCursor?}, elements: {inventories: [...]}}",
             )
-            total = shape.get("meta.totalCount", int, required=False)
-            rows = shape.records("elements.inventories", may_be_absent=total == 0)
-            next_cursor = shape.get("meta.nextCursor", str, required=False)
             for row in rows:
                 sku = row.get("sku") if isinstance(row, dict) else None
                 if not isinstance(sku, str) or not sku:
@@ -436,3 +428,14 @@ class WalmartMarketplaceHttp(WalmartMarketplace, MarketplaceHttpClient):
                     f"{offset}; the pages would overlap, so the report was not read",
                 )
             offset = next_offset
+
+
+def _cursor_page(operation: str, body: object, meta: str, records: str, expected: str) -> tuple[list, str | None]:
+    """One page of a cursor-paged listing: its records (absent only when `totalCount` says 0) and
+    the next cursor, the envelope checked (ResponseShape)."""
+    shape = ResponseShape(operation, body, expected)
+    total = shape.get(f"{meta}.totalCount", int, required=False)
+    return (
+        shape.records(records, may_be_absent=total == 0),
+        shape.get(f"{meta}.nextCursor", str, required=False),
+    )
