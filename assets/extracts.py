@@ -276,7 +276,7 @@ AMAZON_EXTRACTS = (
     ),
     ExtractSpec(
         "amazon", "settlement_reports", "getReports",
-        lambda c, creds, w, stats, e: c.settlement_reports(creds, w[0], w[1], stats=stats),
+        lambda c, creds, w, stats, e: c.settlement_reports(creds, w[0], w[1], marketplace_ids=e.marketplace_ids, stats=stats),
         RecordRule(key_fields=("settlementId", "report.reportId"), check=_amazon_settlement_problem),
         "Amazon V2 settlement flat files (GET_V2_SETTLEMENT_REPORT_DATA_FLAT_FILE_V2) created during "
         "the day, one row per settlement with its report metadata and document text.",
@@ -355,8 +355,9 @@ WALMART_EXTRACTS = (
             marketplace_ids=e.marketplace_ids,
             stats=stats,
         ),
-        RecordRule(key_fields=("reportDate",), required=("reportDate", "rows")),
-        "Walmart reconciliation (settlement) reports dated the day, one row per report with its rows.",
+        RecordRule(key_fields=("reportKey", "reportDate"), required=("reportDate", "rows")),
+        "Walmart reconciliation (settlement) reports dated the day, one row per market and report "
+        "with its rows.",
     ),
 )
 

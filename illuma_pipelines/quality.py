@@ -199,10 +199,10 @@ RECONCILED_PARTS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("promotions", "promotion_total", ("promotion_discount",)),
     ("tax", "tax_total", ("item_tax", "shipping_tax", "gift_wrap_tax")),
 )
-_ORDER_COLUMNS = ("channel", "marketplace_order_id", "currency", "order_total") + tuple(
+_ORDER_COLUMNS = ("channel", "marketplace_order_id", "currency", "order_total", "other_charges_total") + tuple(
     column for _, column, _ in RECONCILED_PARTS
 )
-_LINE_COLUMNS = ("channel", "marketplace_order_id", "currency", "gift_wrap_price") + tuple(
+_LINE_COLUMNS = ("channel", "marketplace_order_id", "currency", "gift_wrap_price", "other_charges") + tuple(
     column for _, _, columns in RECONCILED_PARTS for column in columns
 )
 
@@ -211,7 +211,9 @@ _LINE_COLUMNS = ("channel", "marketplace_order_id", "currency", "gift_wrap_price
 class TotalRule:
     """How one channel's order total is made of the order's parts.
 
-    The parts are items + shipping + gift wrap - promotions; ``tax`` is ``"added"`` when the
+    The parts are items + shipping + gift wrap - promotions + the order's other charges (fees,
+    adjustments); the lines' other charges (handling, import charges) are accepted either inside
+    the order's shipping or on top of it, as the channel states neither; ``tax`` is ``"added"`` when the
     total always adds the tax, ``"optional"`` when the channel's total holds it in some cases
     and not in others (both sums are accepted). ``open_ended``: the total may also hold charges
     the model does not carry, so only a total below the parts is a mismatch.
@@ -234,8 +236,8 @@ TOTAL_RULES: dict[str, TotalRule] = {
         tax="optional",
         open_ended=False,
         why="pricingSummary.total = priceSubtotal + priceDiscount + deliveryCost + "
-        "deliveryDiscount, plus the collect-and-remit tax only when the order was read with "
-        "fieldGroups=TAX_BREAKDOWN",
+        "deliveryDiscount + fee + adjustment, plus the collect-and-remit tax only when the order "
+        "was read with fieldGroups=TAX_BREAKDOWN",
     ),
     "walmart": TotalRule(
         tax="added",
@@ -336,12 +338,17 @@ def order_reconciliation_mismatches(
             found.append(Mismatch(*key, "currency", currency, ", ".join(other)))
         parts = {part: _amount(getattr(row, column)) for part, column, _ in RECONCILED_PARTS}
         acc = sums.get(key)
+        line_charges = (acc or {}).get("other_charges", Decimal(0))
+        shipping_in_lines = False
         if acc is not None:
             for part, _, columns in RECONCILED_PARTS:
                 stated = parts[part]
                 if stated is None:
                     continue
                 added = sum((acc.get(c, Decimal(0)) for c in columns), Decimal(0))
+                if part == "shipping" and line_charges and abs(added + line_charges - stated) <= RECONCILIATION_TOLERANCE:
+                    shipping_in_lines = True  # the order's shipping holds the lines' handling
+                    continue
                 if abs(added - stated) > RECONCILIATION_TOLERANCE:
                     found.append(Mismatch(*key, part, stated, added))
         total = _amount(row.order_total)
@@ -352,6 +359,8 @@ def order_reconciliation_mismatches(
             + (parts["shipping"] or 0)
             + (acc or {}).get("gift_wrap_price", Decimal(0))
             - (parts["promotions"] or 0)
+            + (_amount(row.other_charges_total) or 0)
+            + (0 if shipping_in_lines else line_charges)
         )
         with_tax = before_tax + (parts["tax"] or 0)
         candidates = [with_tax] if rule.tax == "added" else [before_tax, with_tax]

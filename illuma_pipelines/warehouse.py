@@ -105,15 +105,20 @@ class TableSpec:
         return [c.name for c in self.columns]
 
     def ddl(self, schema: str, dialect: str) -> str:
-        idx = 0 if dialect == "duckdb" else 1
-        cols = [
-            f"{_ident(c.name)} {_TYPES[c.type][idx]}{_DUCKDB_COMPRESSION.get(c.type, '') if idx == 0 else ''}"
-            f"{'' if c.nullable else ' NOT NULL'}"
-            for c in self.columns
-        ]
+        cols = [self.column_ddl(c, dialect) for c in self.columns]
         if self.primary_key:
             cols.append(f"PRIMARY KEY ({', '.join(_ident(k) for k in self.primary_key)})")
         return f"CREATE TABLE IF NOT EXISTS {_ident(schema)}.{_ident(self.name)} ({', '.join(cols)})"
+
+
+    @staticmethod
+    def column_ddl(column: Column, dialect: str) -> str:
+        idx = 0 if dialect == "duckdb" else 1
+        return (
+            f"{_ident(column.name)} {_TYPES[column.type][idx]}"
+            f"{_DUCKDB_COMPRESSION.get(column.type, '') if idx == 0 else ''}"
+            f"{'' if column.nullable else ' NOT NULL'}"
+        )
 
 
 def any_of(dialect: str, column: str) -> str:
@@ -282,7 +287,27 @@ class Connection(ABC):
         return rows[0] if rows else None
 
     def create_table(self, schema: str, spec: TableSpec) -> None:
+        """Create the table if it is missing, and add the nullable columns a newer `spec` has
+        that an existing table lacks (additive evolution: rows already there read NULL)."""
         self.execute(spec.ddl(schema, self.dialect))
+        present = {
+            r[0]
+            for r in self.fetchall(
+                f"SELECT column_name FROM information_schema.columns WHERE table_name = ? AND {IN_SCHEMA}",
+                [spec.name, schema, schema],
+            )
+        }
+        for column in spec.columns:
+            if not present or column.name in present:
+                continue
+            if not column.nullable:
+                raise WarehouseError(
+                    f"{schema}.{spec.name} lacks the NOT NULL column {column.name}: it cannot be added "
+                    "to rows already there; migrate the table (or rebuild it) first"
+                )
+            self.execute(
+                f"ALTER TABLE {_ident(schema)}.{_ident(spec.name)} ADD COLUMN {spec.column_ddl(column, self.dialect)}"
+            )
 
     def replace_rows(
         self, schema: str, table: str, where: Mapping[str, Any], frame: pd.DataFrame

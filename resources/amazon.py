@@ -154,10 +154,13 @@ class AmazonSellingPartner(dg.ConfigurableResource):
         created_since: datetime,
         created_until: datetime | None = None,
         *,
+        marketplace_ids: Sequence[str] | None = None,
         stats: RequestStats | None = None,
     ) -> Iterator[dict[str, Any]]:
-        """Settlement flat files (V2) listed in the window (at most 90 days back), one record per
-        settlement: {"report": getReport metadata, "settlementId": ..., "document": text}."""
+        """Settlement flat files (V2) listed in the window (at most 90 days back) for every one of
+        the merchant's marketplaces (Amazon settles each apart; getReports filtered by
+        `marketplaceIds`), one record per settlement: {"report": getReport metadata,
+        "settlementId": ..., "document": text}."""
 
     @abstractmethod
     def request_report(
@@ -574,6 +577,7 @@ class AmazonSellingPartnerHttp(AmazonSellingPartner, MarketplaceHttpClient):
         created_since: datetime,
         created_until: datetime | None = None,
         *,
+        marketplace_ids: Sequence[str] | None = None,
         stats: RequestStats | None = None,
     ) -> Iterator[dict[str, Any]]:
         stats = stats if stats is not None else RequestStats()
@@ -586,6 +590,8 @@ class AmazonSellingPartnerHttp(AmazonSellingPartner, MarketplaceHttpClient):
             return
         params: dict[str, Any] | None = {
             "reportTypes": SETTLEMENT_REPORT_TYPE,
+            # Reports of at least one of the merchant's marketplaces: Amazon settles each apart.
+            "marketplaceIds": ",".join(self._marketplaces(marketplace_ids)),
             "createdSince": _iso(since),
             "createdUntil": _iso(until),
             "pageSize": 100,

@@ -78,7 +78,8 @@ class EbaySell(dg.ConfigurableResource):
         marketplace_ids: Sequence[str] | None = None,
         stats: RequestStats | None = None,
     ) -> Iterator[dict[str, Any]]:
-        """Fulfillment getOrders by lastModifiedDate in [after, before), every page, deduped by orderId."""
+        """Fulfillment getOrders by lastModifiedDate in [after, before), every page, on every site
+        of the merchant's connection, deduped by orderId."""
 
     @abstractmethod
     def transactions(
@@ -90,7 +91,8 @@ class EbaySell(dg.ConfigurableResource):
         marketplace_ids: Sequence[str] | None = None,
         stats: RequestStats | None = None,
     ) -> Iterator[dict[str, Any]]:
-        """Finances getTransactions by transactionDate in [after, before), deduped by (type, id)."""
+        """Finances getTransactions by transactionDate in [after, before), on every site of the
+        merchant's connection (Finances answers per site), deduped by (type, id)."""
 
     @abstractmethod
     def payouts(
@@ -102,7 +104,8 @@ class EbaySell(dg.ConfigurableResource):
         marketplace_ids: Sequence[str] | None = None,
         stats: RequestStats | None = None,
     ) -> Iterator[dict[str, Any]]:
-        """Finances getPayouts by payoutDate in [after, before), deduped by payoutId."""
+        """Finances getPayouts by payoutDate in [after, before), on every site of the merchant's
+        connection, deduped by payoutId."""
 
     @abstractmethod
     def inventory_items(
@@ -115,8 +118,9 @@ class EbaySell(dg.ConfigurableResource):
         """Inventory getInventoryItems, every page, deduped by sku.
 
         Every operation sends the merchant's eBay site (`marketplace_ids`, from its channel
-        connection: the first, the site the seller registered on) as X-EBAY-C-MARKETPLACE-ID;
-        without one, the resource's `marketplace_id`."""
+        connection) as X-EBAY-C-MARKETPLACE-ID: inventory items are the seller's on every site
+        and are read once, with the first (the site the seller registered on); orders and the
+        Finances operations are read on each site. Without one, the resource's `marketplace_id`."""
 
 
 class EbaySellHttp(EbaySell, MarketplaceHttpClient):
@@ -230,8 +234,11 @@ class EbaySellHttp(EbaySell, MarketplaceHttpClient):
         stats: RequestStats,
         page_size: int,
         site: str,
+        seen: set[Any] | None = None,
     ) -> Iterator[dict[str, Any]]:
-        seen: set[Any] = set()
+        """Every page of one operation on one site; `seen` (shared across sites by the caller)
+        drops a record already yielded."""
+        seen = set() if seen is None else seen
         offset = 0
         pages = self._pager(operation, what="offset")
         pages.follow(offset)
@@ -269,7 +276,11 @@ class EbaySellHttp(EbaySell, MarketplaceHttpClient):
 
     def _site(self, marketplace_ids: Sequence[str] | None) -> str:
         """The merchant's eBay site: the first of its connection's, else `marketplace_id`."""
-        return next((m for m in marketplace_ids or () if m), self.marketplace_id)
+        return self._sites(marketplace_ids)[0]
+
+    def _sites(self, marketplace_ids: Sequence[str] | None) -> list[str]:
+        """Every eBay site of the merchant's connection, in its order, else `marketplace_id`."""
+        return list(dict.fromkeys(m for m in marketplace_ids or () if m)) or [self.marketplace_id]
 
     @staticmethod
     def _window(after: datetime, before: datetime | None) -> tuple[datetime, datetime] | None:
@@ -284,17 +295,22 @@ class EbaySellHttp(EbaySell, MarketplaceHttpClient):
         if window is None:
             return
         params = {"filter": f"lastmodifieddate:[{_ts(window[0])}..{_ts(window[1])}]"}
-        yield from self._paged(
-            creds,
-            "getOrders",
-            self.endpoint.rstrip("/") + "/sell/fulfillment/v1/order",
-            params,
-            "orders",
-            lambda o: o.get("orderId") if isinstance(o.get("orderId"), str) else None,
-            stats,
-            min(self.page_size, 200),
-            self._site(marketplace_ids),
-        )
+        # Read on every site of the connection: where eBay answers with the seller's orders of
+        # all sites the repeats are dropped, where it answers per site none is missed.
+        seen: set[Any] = set()
+        for site in self._sites(marketplace_ids):
+            yield from self._paged(
+                creds,
+                "getOrders",
+                self.endpoint.rstrip("/") + "/sell/fulfillment/v1/order",
+                params,
+                "orders",
+                lambda o: o.get("orderId") if isinstance(o.get("orderId"), str) else None,
+                stats,
+                min(self.page_size, 200),
+                site,
+                seen,
+            )
 
     def transactions(self, creds, after, before=None, *, marketplace_ids=None, stats=None):
         stats = stats if stats is not None else RequestStats()
@@ -308,17 +324,22 @@ class EbaySellHttp(EbaySell, MarketplaceHttpClient):
             tid, kind = t.get("transactionId"), t.get("transactionType")
             return (kind, tid) if isinstance(tid, str) and isinstance(kind, str) else None
 
-        yield from self._paged(
-            creds,
-            "getTransactions",
-            self.finances_endpoint.rstrip("/") + "/sell/finances/v1/transaction",
-            params,
-            "transactions",
-            identity,
-            stats,
-            min(self.page_size, 1000),
-            self._site(marketplace_ids),
-        )
+        # Finances answers for the site in X-EBAY-C-MARKETPLACE-ID only: a seller on several
+        # sites is read site after site (a transaction is yielded once).
+        seen: set[Any] = set()
+        for site in self._sites(marketplace_ids):
+            yield from self._paged(
+                creds,
+                "getTransactions",
+                self.finances_endpoint.rstrip("/") + "/sell/finances/v1/transaction",
+                params,
+                "transactions",
+                identity,
+                stats,
+                min(self.page_size, 1000),
+                site,
+                seen,
+            )
 
     def payouts(self, creds, after, before=None, *, marketplace_ids=None, stats=None):
         stats = stats if stats is not None else RequestStats()
@@ -326,17 +347,20 @@ class EbaySellHttp(EbaySell, MarketplaceHttpClient):
         if window is None:
             return
         params = {"filter": f"payoutDate:[{_ts(window[0])}..{_ts(window[1])}]"}
-        yield from self._paged(
-            creds,
-            "getPayouts",
-            self.finances_endpoint.rstrip("/") + "/sell/finances/v1/payout",
-            params,
-            "payouts",
-            lambda p: p.get("payoutId") if isinstance(p.get("payoutId"), str) else None,
-            stats,
-            min(self.page_size, 200),
-            self._site(marketplace_ids),
-        )
+        seen: set[Any] = set()
+        for site in self._sites(marketplace_ids):  # per site, as transactions
+            yield from self._paged(
+                creds,
+                "getPayouts",
+                self.finances_endpoint.rstrip("/") + "/sell/finances/v1/payout",
+                params,
+                "payouts",
+                lambda p: p.get("payoutId") if isinstance(p.get("payoutId"), str) else None,
+                stats,
+                min(self.page_size, 200),
+                site,
+                seen,
+            )
 
     def inventory_items(self, creds, *, marketplace_ids=None, stats=None):
         stats = stats if stats is not None else RequestStats()

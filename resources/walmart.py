@@ -153,18 +153,27 @@ class WalmartMarketplaceHttp(WalmartMarketplace, MarketplaceHttpClient):
         default=1000, description="Rows per reconFileJson page (noOfRecords); Walmart pages 1,000."
     )
 
-    @staticmethod
-    def _market(marketplace_ids: Sequence[str] | None) -> str | None:
+    @classmethod
+    def _market(cls, marketplace_ids: Sequence[str] | None) -> str | None:
         """The WM_MARKET value of the merchant's first market, or None (the US by default)."""
-        first = next((m for m in marketplace_ids or () if m), None)
-        if first is None:
-            return None
-        if first.lower() not in WALMART_MARKETS:
-            raise ValueError(
-                f"Walmart market {first!r} is not one of {', '.join(m.upper() for m in WALMART_MARKETS)}; "
-                "fix the merchant's walmart connection (illuma merchants add ... --channel walmart=REF@CA)"
-            )
-        return first.lower()
+        return cls._markets(marketplace_ids)[0]
+
+    @staticmethod
+    def _markets(marketplace_ids: Sequence[str] | None) -> list[str | None]:
+        """The WM_MARKET value of each market of the merchant's connection, in its order, or
+        [None] (the US, Walmart's default, sent without the header)."""
+        markets: list[str | None] = []
+        for market in marketplace_ids or ():
+            if not market:
+                continue
+            if market.lower() not in WALMART_MARKETS:
+                raise ValueError(
+                    f"Walmart market {market!r} is not one of {', '.join(m.upper() for m in WALMART_MARKETS)}; "
+                    "fix the merchant's walmart connection (illuma merchants add ... --channel walmart=REF@CA)"
+                )
+            if market.lower() not in markets:
+                markets.append(market.lower())
+        return markets or [None]
 
     def _base_headers(self) -> dict[str, str]:
         return {
@@ -244,7 +253,7 @@ class WalmartMarketplaceHttp(WalmartMarketplace, MarketplaceHttpClient):
         self, creds, modified_after, modified_before=None, *, clamp_start=False, marketplace_ids=None, stats=None
     ):
         stats = stats if stats is not None else RequestStats()
-        market = self._market(marketplace_ids)
+        self._markets(marketplace_ids)  # a bad market fails before any request
         now = _utcnow()
         floor = now - ORDERS_LOOKBACK + LOOKBACK_MARGIN
         start = modified_after
@@ -265,7 +274,7 @@ class WalmartMarketplaceHttp(WalmartMarketplace, MarketplaceHttpClient):
         if start >= end:
             return
         seen: set[str] = set()
-        for node_type in SHIP_NODE_TYPES:
+        for market, node_type in ((m, n) for m in self._markets(marketplace_ids) for n in SHIP_NODE_TYPES):
             params: dict[str, Any] | None = {
                 "lastModifiedStartDate": _iso(start),
                 "lastModifiedEndDate": _iso(end),
@@ -338,8 +347,16 @@ class WalmartMarketplaceHttp(WalmartMarketplace, MarketplaceHttpClient):
     # -- reconciliation ----------------------------------------------------------------------
     def recon_reports(self, creds, since, until=None, *, marketplace_ids=None, stats=None):
         stats = stats if stats is not None else RequestStats()
-        market = self._market(marketplace_ids)
+        markets = self._markets(marketplace_ids)
         until = until or _utcnow().date()
+        for market in markets:
+            yield from self._recon_reports_in(creds, since, until, market, stats)
+
+    def _recon_reports_in(
+        self, creds: ChannelCredentials, since: date, until: date, market: str | None, stats: RequestStats
+    ) -> Iterator[dict[str, Any]]:
+        """The reports of one market (each market settles apart, in its own currency); every
+        record names its market (US when sent without WM_MARKET)."""
         body = self._get(
             creds,
             "getAvailableReconReportDates",
@@ -376,7 +393,14 @@ class WalmartMarketplaceHttp(WalmartMarketplace, MarketplaceHttpClient):
                 ):
                     stats.add("getReconReportJson", malformed=1)
             stats.add("getReconReportJson", records=1)
-            yield {"reportDate": report_date, "reportVersion": self.report_version, "rows": rows}
+            label = (market or "us").upper()
+            yield {
+                "reportKey": f"{label}:{report_date}",  # one report per market and date
+                "reportDate": report_date,
+                "reportVersion": self.report_version,
+                "market": label,
+                "rows": rows,
+            }
 
     def _recon_rows(
         self, creds: ChannelCredentials, report_date: str, stats: RequestStats, market: str | None

@@ -97,6 +97,7 @@ def _reconciled_frames(amount):
             "shipping_total": [amount("19.80")],
             "promotion_total": [amount("27.73")],
             "tax_total": [none],
+            "other_charges_total": [none],
         }
     )
     lines = pd.DataFrame(
@@ -111,6 +112,7 @@ def _reconciled_frames(amount):
             "promotion_discount": [amount("27.73"), none],
             "gift_wrap_price": [none, none],
             "gift_wrap_tax": [none, none],
+            "other_charges": [none, none],
         }
     )
     return orders, lines
@@ -135,6 +137,25 @@ def test_order_total_must_be_made_of_its_parts():
     (found,) = order_reconciliation_mismatches(orders, lines)
     assert found.part == "total"
     assert found.describe() == "ebay 22-2: total 140.87 on the order, 121.07 from its parts"
+
+
+@pytest.mark.parametrize("amount", [float, Decimal], ids=["duckdb-floats", "postgres-decimals"])
+def test_fees_adjustments_and_handling_are_parts_of_the_total(amount):
+    """A parts order with a tire recycling fee, a price adjustment and line handling: eBay's
+    total holds them; leaving any out is a mismatch."""
+    orders, lines = _reconciled_frames(amount)
+    # fee 7.00 (tire recycling) + adjustment -2.00 on the order; 3.50 handling on a line.
+    orders.loc[0, "other_charges_total"] = amount("5.00")
+    lines.loc[0, "other_charges"] = amount("3.50")
+    orders.loc[0, "order_total"] = amount("129.57")
+    assert order_reconciliation_mismatches(orders, lines) == []
+    # The same handling held inside the order's deliveryCost instead of on top of it.
+    orders.loc[0, "shipping_total"] = amount("23.30")
+    assert order_reconciliation_mismatches(orders, lines) == []
+    orders.loc[0, "shipping_total"] = amount("19.80")
+    orders.loc[0, "other_charges_total"] = float("nan") if amount is float else None
+    (found,) = order_reconciliation_mismatches(orders, lines)
+    assert found.describe() == "ebay 22-2: total 129.57 on the order, 124.57 from its parts"
 
 
 def test_reconciliation_needs_the_money_columns():

@@ -468,6 +468,58 @@ def test_ebay_line_without_a_total_takes_per_unit_shipping():
     assert line.shipping_price == Decimal("19.80")
 
 
+def ebay_us_tire_order() -> dict[str, Any]:
+    """A real-shaped EBAY_US order of two tires (quantity 2): a state tire recycling fee on the
+    order (pricingSummary.fee), a seller adjustment after checkout, $12.50 handling on the line,
+    sales tax collected by eBay and read with fieldGroups=TAX_BREAKDOWN.
+
+    total 426.15 = items 2 x 189.99 + shipping 0 + handling 12.50 + fee 5.00 (2 x 2.50)
+    - adjustment 10.00 + tax 38.67.
+    """
+    usd = lambda v: {"value": v, "currency": "USD"}  # noqa: E731
+    record = ebay_de_order("27-11874-90211")
+    record["pricingSummary"] = {
+        "priceSubtotal": usd("379.98"),
+        "deliveryCost": usd("0.0"),
+        "fee": usd("5.0"),
+        "adjustment": usd("-10.00"),
+        "tax": usd("38.67"),
+        "total": usd("426.15"),
+    }
+    item = record["lineItems"][0]
+    item.update(
+        sku="TIRE-235-75R15-AT",
+        title="2x All-Terrain Tire 235/75R15 109T",
+        quantity=2,
+        lineItemCost=usd("379.98"),
+        discountedLineItemCost=usd("379.98"),
+        listingMarketplaceId="EBAY_US",
+        purchaseMarketplaceId="EBAY_US",
+        total=usd("431.15"),
+        deliveryCost={"shippingCost": usd("0.0"), "handlingCost": usd("12.50")},
+        appliedPromotions=[],
+        ebayCollectAndRemitTaxes=[
+            {"taxType": "STATE_SALES_TAX", "amount": usd("38.67"), "collectionMethod": "NET"}
+        ],
+    )
+    record["totalMarketplaceFee"] = usd("50.12")
+    return record
+
+
+def test_ebay_fees_adjustments_and_handling_are_stored_and_reconcile():
+    result = ebay.normalize_orders([as_received(ebay_us_tire_order())])
+    (order,) = result.orders
+    (line,) = result.lines
+    assert order.other_charges_total == Decimal("-5.00")  # fee 5.00 + adjustment -10.00
+    assert line.other_charges == Decimal("12.50") and line.shipping_price == Decimal("0.0")
+    assert mismatches(result) == []
+    # Without the stored charges the order would not add up: the check would block it.
+    orders, lines = frames(result)
+    orders["other_charges_total"] = None
+    (found,) = order_reconciliation_mismatches(orders, lines)
+    assert found.part == "total" and found.on_order == Decimal("426.15")
+
+
 def test_ebay_documented_orders_reconcile():
     body = loads((FIXTURES / "ebay" / "ebay_getOrders_doc_shape.json").read_text())
     result = ebay.normalize_orders(ebay.orders_from_response(body))

@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from illuma_pipelines.marketplaces import CHANNELS
+from illuma_pipelines.normalize.amazon_settlement import parse_settlement_report
 from illuma_pipelines.sandbox.amazon import (
     RATE_LIMITS,
     SETTLEMENT_REPORT_TYPE,
@@ -32,6 +33,7 @@ from illuma_pipelines.sandbox.amazon import (
     render_settlement,
     set_report_outcome,
     settlement_by_index,
+    settlement_from_report_id,
     settlement_index,
 )
 from illuma_pipelines.sandbox.faults import FAULT_KINDS, FaultConfig
@@ -359,6 +361,111 @@ def test_finances_and_settlements_reconcile_to_the_penny():
             for order_id, amount in list(principal.items())[:10]:
                 plan = order_plan(world, order_id, now)
                 assert plan is not None and plan.item_total == amount
+
+
+AMAZON_DE = "A1PA6795UKMFR9"
+AMAZON_UK = "A1F83G8C2ARO7P"
+AMAZON_US = "ATVPDKIKX0DER"
+
+
+def _transaction_key(t: dict) -> tuple[str, str]:
+    """(settlement transaction-type, order id) of a Finances transaction, as its rows say it."""
+    related = {r["relatedIdentifierName"]: r["relatedIdentifierValue"] for r in t["relatedIdentifiers"]}
+    kind = {"Shipment": "Order", "Refund": "Refund"}.get(t["transactionType"], "other-transaction")
+    return kind, related.get("ORDER_ID", "")
+
+
+def test_a_de_uk_merchant_gets_each_marketplaces_settlements_in_its_currency():
+    """Issue 13, defect 5: Amazon settles each marketplace apart; a DE+UK seller's settlements
+    are the DE ones in EUR and the UK ones in GBP, each holding exactly its marketplace's
+    transactions, and none of Amazon.com's."""
+    wanted = {AMAZON_DE: ("EUR", "Amazon.de"), AMAZON_UK: ("GBP", "Amazon.co.uk")}
+    with amazon_sandbox() as sb:
+        client = amazon_client(sb)
+        now = sb.state.now()
+        since = now - timedelta(days=60)
+        settlements = list(
+            client.settlement_reports(creds(MERCHANT), since, marketplace_ids=[AMAZON_DE, AMAZON_UK])
+        )
+        expected = {
+            m: amazon_settlements_between(
+                sb.state, MERCHANT, since, now + timedelta(seconds=1), marketplace_id=m
+            )
+            for m in (AMAZON_DE, AMAZON_UK, AMAZON_US)
+        }
+        by_marketplace: dict[str, list[dict]] = {}
+        for record in settlements:
+            (marketplace,) = record["report"]["marketplaceIds"]
+            by_marketplace.setdefault(marketplace, []).append(record)
+        assert set(by_marketplace) == set(wanted)
+        for marketplace in wanted:
+            assert len(expected[marketplace]) >= 3
+            assert sorted(r["settlementId"] for r in by_marketplace[marketplace]) == sorted(
+                s.settlement_id for s in expected[marketplace]
+            )
+        us_ids = {s.settlement_id for s in expected[AMAZON_US]}
+        assert us_ids and not us_ids & {r["settlementId"] for r in settlements}
+        assert len({r["report"]["reportId"] for r in settlements}) == len(settlements)
+
+        headers = {"x-amz-access-token": _token(sb)}
+        world = sb.state.world(MERCHANT)
+        for record in settlements:
+            (marketplace,) = record["report"]["marketplaceIds"]
+            currency, name = wanted[marketplace]
+            report_id = record["report"]["reportId"]
+            # getReport resolves the report from its id alone, with its marketplace.
+            assert settlement_from_report_id(world, report_id)[0] == marketplace
+            got = requests.get(
+                f"{sb.base_url}/amazon/reports/2021-06-30/reports/{report_id}",
+                headers=headers,
+                timeout=5,
+            ).json()
+            assert got["marketplaceIds"] == [marketplace]
+            assert got["reportDocumentId"] == record["report"]["reportDocumentId"]
+
+            totals, rows = _settlement_rows(record["document"])
+            assert totals["currency"] == currency
+            assert {r["marketplace-name"] for r in rows if r["order-id"]} == {name}
+            start = datetime.fromisoformat(record["report"]["dataStartTime"].replace("Z", "+00:00"))
+            end = datetime.fromisoformat(record["report"]["dataEndTime"].replace("Z", "+00:00"))
+            transactions = list(
+                client.list_transactions(creds(MERCHANT), start, end, marketplace_ids=[marketplace])
+            )
+            assert transactions
+            assert {t["totalAmount"]["currencyCode"] for t in transactions} == {currency}
+            # Row by row to the cent: each transaction's amount is its rows' amount, and no row
+            # belongs to a transaction of another marketplace or period.
+            from_rows: Counter = Counter()
+            for r in rows:
+                from_rows[(r["transaction-type"], r["order-id"])] += Decimal(r["amount"])
+            from_transactions: Counter = Counter()
+            for t in transactions:
+                from_transactions[_transaction_key(t)] += Decimal(t["totalAmount"]["currencyAmount"])
+            assert from_rows == from_transactions
+            assert Decimal(totals["total-amount"]) == sum(from_transactions.values(), Decimal("0"))
+
+            # The settlement parser reads it: its currency on every line, nothing rejected.
+            report = parse_settlement_report(record["document"])
+            assert not report.rejects
+            assert report.settlement_id == record["settlementId"]
+            assert report.currency == currency and {ln.currency for ln in report.lines} == {currency}
+            assert sum((ln.amount for ln in report.lines), Decimal("0")) == report.total_amount
+            assert report.total_amount == Decimal(totals["total-amount"])
+            assert {ln.marketplace_name for ln in report.lines if ln.order_id} == {name}
+
+        # Without marketplaces the client asks for the resource's default, the US, as before.
+        us = list(client.settlement_reports(creds(MERCHANT), since))
+        assert {r["settlementId"] for r in us} == us_ids
+        assert all(r["report"]["marketplaceIds"] == [AMAZON_US] for r in us)
+        assert {totals["currency"] for totals, _ in map(_settlement_rows, (r["document"] for r in us))} == {"USD"}
+        # An id the sandbox does not know is refused, as Amazon refuses an unknown marketplace.
+        unknown = requests.get(
+            sb.base_url + "/amazon/reports/2021-06-30/reports",
+            params={"reportTypes": SETTLEMENT_REPORT_TYPE, "marketplaceIds": "A1VC38T7YXB528"},
+            headers=headers,
+            timeout=5,
+        )
+        assert unknown.status_code == 400
 
 
 def test_report_listing_rules():

@@ -474,3 +474,34 @@ def test_no_secret_or_pii_in_logs_or_errors(caplog):
         ]
     haystack = caplog.text + "\n".join(errors)
     assert not [v for v in secrets + pii if v in haystack]
+
+
+def test_a_seller_on_two_sites_gets_the_orders_and_money_of_both():
+    """eBay Finances answers for the site in X-EBAY-C-MARKETPLACE-ID only: a seller on EBAY_DE and
+    EBAY_GB must be read on both (issue 13, defect 5)."""
+    with _sandbox() as sb:
+        client = _client(sb)
+        now = sb.state.now()
+        a = now - timedelta(days=4)
+        sites = ("EBAY_DE", "EBAY_GB")
+        want_orders = {
+            site: {o["orderId"] for o in ebay_orders_modified_between(sb.state, MERCHANT, a, now, marketplace_id=site)}
+            for site in sites
+        }
+        want_money = {
+            site: {t["transactionId"] for t in ebay_transactions_between(sb.state, MERCHANT, a, now, marketplace_id=site)}
+            for site in sites
+        }
+        assert all(want_orders.values()) and all(want_money.values())
+        stats = RequestStats()
+        orders = list(client.orders(creds(MERCHANT), a, now, marketplace_ids=list(sites), stats=stats))
+        assert sorted(o["orderId"] for o in orders) == sorted(want_orders["EBAY_DE"] | want_orders["EBAY_GB"])
+        currency = {o["orderId"]: o["pricingSummary"]["total"]["currency"] for o in orders}
+        assert {currency[i] for i in want_orders["EBAY_DE"]} == {"EUR"}
+        assert {currency[i] for i in want_orders["EBAY_GB"]} == {"GBP"}
+        money = list(client.transactions(creds(MERCHANT), a, now, marketplace_ids=list(sites)))
+        assert {t["transactionId"] for t in money} == want_money["EBAY_DE"] | want_money["EBAY_GB"]
+        assert {t["amount"]["currency"] for t in money} == {"EUR", "GBP"}
+        # Payouts are read on both sites too, and each is yielded once.
+        payouts = list(client.payouts(creds(MERCHANT), now - timedelta(days=30), now, marketplace_ids=list(sites)))
+        assert payouts and len({p["payoutId"] for p in payouts}) == len(payouts)

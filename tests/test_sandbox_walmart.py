@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import requests
 
+from illuma_pipelines.normalize import walmart as walmart_normalizer
 from illuma_pipelines.sandbox.faults import FAULT_KINDS, FaultConfig
 from illuma_pipelines.sandbox.server import SandboxClock, SandboxConfig, SandboxServer
 from illuma_pipelines.sandbox.walmart import (
@@ -682,7 +683,9 @@ def test_shared_fixtures_are_served_and_accepted():
                 stats=stats,
             )
         )
-        assert reports == [{"reportDate": "12192020", "reportVersion": "v1", "rows": recon_doc}]
+        assert reports == [
+            {"reportKey": "US:12192020", "reportDate": "12192020", "reportVersion": "v1", "market": "US", "rows": recon_doc}
+        ]
         assert stats.operation("getReconReportJson").malformed == 0
 
 
@@ -814,3 +817,76 @@ def test_no_secret_or_pii_in_logs_or_errors(caplog):
         ]
     haystack = caplog.text + "\n".join(errors)
     assert not [v for v in [CLIENT_SECRET, *tokens, *pii] if v in haystack]
+
+
+# ---------------------------------------------------------------------------------------------
+# Markets (issue 13, defect 5)
+
+
+def _currencies(obj: Any) -> set[str]:
+    if isinstance(obj, dict):
+        found = {obj["currency"]} if isinstance(obj.get("currency"), str) else set()
+        found |= {obj["Currency"]} if isinstance(obj.get("Currency"), str) else set()
+        return found.union(*(_currencies(v) for v in obj.values()))
+    if isinstance(obj, list):
+        return set().union(*(_currencies(v) for v in obj))
+    return set()
+
+
+def test_a_merchant_in_two_markets_gets_both_in_their_currencies():
+    with _sandbox() as sb:
+        client = _client(sb)
+        now = sb.state.now()
+        a = now - timedelta(days=3)
+        orders = list(client.orders(creds(MERCHANT), a, now, marketplace_ids=["CA", "US"]))
+        expected = {
+            market: {
+                o["purchaseOrderId"]
+                for o in walmart_orders_modified_between(sb.state, MERCHANT, a, now, market=market)
+            }
+            for market in ("ca", "us", "mx")
+        }
+        assert expected["ca"] and expected["us"] and not expected["ca"] & expected["us"]
+        assert {o["purchaseOrderId"] for o in orders} == expected["ca"] | expected["us"]
+        assert not expected["mx"] & {o["purchaseOrderId"] for o in orders}
+        for order in orders:
+            ca = order["purchaseOrderId"] in expected["ca"]
+            assert _currencies(order) == ({"CAD"} if ca else {"USD"})
+            assert order["shippingInfo"]["postalAddress"]["country"] == ("CAN" if ca else "USA")
+        normalized = walmart_normalizer.normalize_orders(orders)
+        assert not normalized.rejects
+        assert {(o.marketplace_order_id in expected["ca"], o.marketplace_id, o.currency, o.country_code) for o in normalized.orders} == {
+            (True, "WALMART_CA", "CAD", "CA"), (False, "WALMART_US", "USD", "US")
+        }
+
+        # Each market settles apart, in its own currency, and says which market it is.
+        today = now.date()
+        reports = list(
+            client.recon_reports(creds(MERCHANT), today - timedelta(days=60), today, marketplace_ids=["US", "CA"])
+        )
+        by_market = Counter(r["market"] for r in reports)
+        assert by_market["US"] == by_market["CA"] >= 3 and set(by_market) == {"US", "CA"}
+        assert len({r["reportKey"] for r in reports}) == len(reports)
+        for report in reports:
+            want = "CAD" if report["market"] == "CA" else "USD"
+            assert _currencies(report["rows"]) == {want}
+            assert report["rows"] == walmart_recon_report(
+                sb.state, MERCHANT, report["reportDate"], market=report["market"].lower()
+            )
+
+        # Stock is the first market's: the extract keys it by SKU.
+        mx_stock = {r["sku"]: r for r in client.inventory(creds(MERCHANT), marketplace_ids=["MX", "US"])}
+        assert mx_stock == {r["sku"]: r for r in walmart_inventory(sb.state, MERCHANT, market="mx")}
+        assert mx_stock != {r["sku"]: r for r in walmart_inventory(sb.state, MERCHANT)}
+
+
+def test_the_sandbox_refuses_a_market_it_does_not_sell_in():
+    with _sandbox() as sb:
+        token = _token(sb).json()["access_token"]
+        response = requests.get(
+            sb.base_url + "/walmart/v3/inventories",
+            headers={**HEADERS, "WM_SEC.ACCESS_TOKEN": token, "WM_MARKET": "jp"},
+            timeout=5,
+        )
+        assert response.status_code == 400
+        assert response.json()["errors"][0]["field"] == "WM_MARKET"

@@ -113,6 +113,33 @@ def test_replace_rows_is_idempotent_and_exact(warehouse, merchant_id):
     assert Decimal(total) == sum(Decimal(f"{i}.{i % 100:02d}") for i in range(1000))
 
 
+def test_a_newer_spec_adds_its_nullable_columns_to_an_existing_table(warehouse, merchant_id):
+    """Tables made by an earlier release gain the columns a release adds (e.g. core_orders'
+    other_charges_total); their rows keep their values and read NULL in the new column."""
+    mid = merchant_id()
+    add_merchant(warehouse, mid)
+    warehouse.ensure_merchant_table(mid, ORDERS)
+    schema = merchant_schema(mid)
+    with warehouse.merchant_scope(mid) as conn:
+        conn.replace_rows(schema, "orders", {"day": "2026-11-01"}, _frame(3))
+    newer = TableSpec("orders", ORDERS.columns + cols("fees money", "note text"))
+    for _ in range(2):  # a second call finds nothing to add
+        with warehouse.merchant_scope(mid) as conn:
+            conn.create_table(schema, newer)
+    with warehouse.merchant_scope(mid) as conn:
+        rows = conn.fetchall(f"SELECT order_id, total, fees, note FROM {schema}.orders ORDER BY order_id")
+        assert [(r[0], Decimal(r[1]), r[2], r[3]) for r in rows] == [
+            ("o0", Decimal("0.00"), None, None), ("o1", Decimal("1.01"), None, None), ("o2", Decimal("2.02"), None, None)
+        ]
+        frame = _frame(1, "2026-11-02").assign(fees=[Decimal("2.50")], note=["core charge"])
+        conn.replace_rows(schema, "orders", {"day": "2026-11-02"}, frame)
+        assert conn.fetchone(f"SELECT fees, note FROM {schema}.orders WHERE day = '2026-11-02'")[1] == "core charge"
+    stricter = TableSpec("orders", newer.columns + cols("required_now text!"))
+    with pytest.raises(WarehouseError, match="NOT NULL column required_now"):
+        with warehouse.merchant_scope(mid) as conn:
+            conn.create_table(schema, stricter)
+
+
 def test_a_failed_replace_keeps_the_previous_rows(warehouse, merchant_id):
     mid = merchant_id()
     add_merchant(warehouse, mid)

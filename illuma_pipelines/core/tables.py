@@ -15,7 +15,8 @@ ORDERS = TableSpec(
         "delivered_at timestamptz", "status text!", "channel_status text!",
         "fulfillment_channel text!", "currency text", "order_total money", "items_subtotal money",
         "tax_total money", "shipping_total money", "promotion_total money",
-        "marketplace_fee_total money", "is_business boolean", "country_code text", *_PROVENANCE,
+        "marketplace_fee_total money", "is_business boolean", "country_code text",
+        "other_charges_total money", *_PROVENANCE,
     ),
     primary_key=("channel", "marketplace_order_id"),
 )
@@ -27,7 +28,7 @@ ORDER_LINES = TableSpec(
         "unit_price money", "item_price money", "item_tax money", "shipping_price money",
         "shipping_tax money", "promotion_discount money", "gift_wrap_price money",
         "gift_wrap_tax money", "currency text", "line_status text!", "channel_line_status text",
-        *_PROVENANCE,
+        "other_charges money", *_PROVENANCE,
     ),
     primary_key=("channel", "marketplace_order_id", "line_id"),
 )

@@ -18,6 +18,11 @@ seller's currency (``convertedFrom*`` holds the buyer's). Decisions and quirks:
   not decide it takes the per-unit reading seen on real accounts. The shipping discount
   (``deliveryCost.discountAmount``) is always for the whole line. The blocking order check
   (``quality.order_reconciliation_mismatches``) then holds the lines to ``pricingSummary``.
+* Charges beyond items, shipping and tax are stored, so the order still adds up: the order's
+  ``pricingSummary.fee`` (special fees such as a tire recycling fee) plus ``adjustment``
+  (signed, as eBay gives it) are ``other_charges_total``; a line's ``deliveryCost``
+  ``handlingCost``, ``importCharges`` and ``shippingIntermediationFee`` are its
+  ``other_charges``.
 * Order status combines three eBay fields: a completed cancellation wins, then refunds
   (``orderPaymentStatus``), then unpaid, then ``orderFulfillmentStatus``; ``channel_status``
   keeps all three as ``fulfillment|payment|cancelState``.
@@ -242,6 +247,7 @@ def _build_order(rec: Mapping[str, Any]) -> OrderBundle:
         marketplace_fee_total=guard.take(fee, "totalMarketplaceFee"),
         is_business=None,
         country_code=country,
+        other_charges_total=add(summary("fee"), summary("adjustment")),
     )
     pii = None
     if ship_to or registration:
@@ -308,6 +314,9 @@ def _line(
         )
         if shipping_discount is not None:
             shipping_discount = abs(shipping_discount)
+        other_charges = None
+        for name in ("handlingCost", "importCharges", "shippingIntermediationFee"):
+            other_charges = add(other_charges, guard.take(_money(delivery.get(name), name), name))
         item_discount = None
         for applied in item.get("appliedPromotions") or ():
             discount = guard.take(
@@ -328,7 +337,9 @@ def _line(
         guard.key = saved_key
     if discounted is None and item_price is not None:
         discounted = item_price - (item_discount or 0)
-    shipping = _line_shipping(quantity, shipping, line_total, discounted, shipping_discount, tax)
+    shipping = _line_shipping(
+        quantity, shipping, line_total, discounted, shipping_discount, tax, other_charges
+    )
     line = OrderLine(
         channel=CHANNEL,
         marketplace_order_id=order_id,
@@ -349,6 +360,7 @@ def _line(
         currency=None,
         line_status=line_status,
         channel_line_status=raw_status,
+        other_charges=other_charges,
     )
     return line, refunds
 
@@ -367,6 +379,7 @@ def _line_shipping(
     discounted: Decimal | None,
     shipping_discount: Decimal | None,
     tax: Decimal | None,
+    other_charges: Decimal | None = None,
 ) -> Decimal | None:
     """The line's shipping for all its units from ``deliveryCost.shippingCost``.
 
@@ -377,7 +390,7 @@ def _line_shipping(
         return shipping
     per_unit = shipping * quantity
     if line_total is not None and discounted is not None:
-        before_shipping = discounted - (shipping_discount or 0)
+        before_shipping = discounted - (shipping_discount or 0) + (other_charges or 0)
         for candidate in (per_unit, shipping):
             with_shipping = before_shipping + candidate
             if line_total in (with_shipping, with_shipping + (tax or 0)):

@@ -43,6 +43,8 @@ class Order:
     ``status`` is the cross-channel vocabulary (``vocab.OrderStatus``); ``channel_status`` is
     the channel's own value(s), kept verbatim for audit. ``marketplace_fee_total`` is only set
     where the order payload reports fees (eBay); elsewhere fees come from finance transactions.
+    ``other_charges_total`` is what the buyer paid beyond items, shipping and tax, as the order
+    states it (eBay: special fees such as a tire recycling fee, plus price adjustments, signed).
     """
 
     channel: str
@@ -64,12 +66,15 @@ class Order:
     marketplace_fee_total: Decimal | None
     is_business: bool | None
     country_code: str | None
+    other_charges_total: Decimal | None = None
 
 
 @dataclass(slots=True)
 class OrderLine:
     """One order line. ``item_price`` is the line's price for all units (unit price x quantity)
-    before promotions; ``shipping_price`` is the line's shipping for all units."""
+    before promotions; ``shipping_price`` is the line's shipping for all units; ``other_charges``
+    the line's other delivery charges to the buyer (eBay handling, import charges, shipping
+    intermediation fee)."""
 
     channel: str
     marketplace_order_id: str
@@ -90,6 +95,7 @@ class OrderLine:
     currency: str | None
     line_status: OrderStatus
     channel_line_status: str | None
+    other_charges: Decimal | None = None
 
 
 @dataclass(slots=True)

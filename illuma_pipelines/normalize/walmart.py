@@ -15,7 +15,9 @@ Decisions:
 * An order without ``shipNode`` is merchant-fulfilled: WFS orders carry
   ``shipNode.type = WFSFulfilled``, and older payloads (such as the published sample) predate
   the field.
-* Walmart's API is per country; ``marketplace_id`` is the caller's (default ``WALMART_US``).
+* Walmart's API is per market (the ``WM_MARKET`` header), and an order names none: its
+  ``marketplace_id`` is the caller's when given, else the market of the order's currency
+  (USD ``WALMART_US``, CAD ``WALMART_CA``, MXN ``WALMART_MX``, CLP ``WALMART_CL``).
 """
 
 from __future__ import annotations
@@ -131,8 +133,12 @@ def _record_id(record: Mapping[str, Any]) -> Any:
     return record.get("purchaseOrderId")
 
 
+# Each Walmart market sells in one currency.
+MARKET_OF_CURRENCY = {"USD": "WALMART_US", "CAD": "WALMART_CA", "MXN": "WALMART_MX", "CLP": "WALMART_CL"}
+
+
 def normalize_orders(
-    records: Iterable[Mapping[str, Any]], marketplace_id: str = "WALMART_US"
+    records: Iterable[Mapping[str, Any]], marketplace_id: str | None = None
 ) -> NormalizeResult:
     """Normalize Walmart order records (``orders_from_response`` items)."""
     return collect_orders(records, lambda r: _build_order(r, marketplace_id), _record_id)
@@ -158,7 +164,7 @@ def _country(value: Any) -> str | None:
     return _ALPHA3_TO_ALPHA2.get(raw.upper())
 
 
-def _build_order(rec: Mapping[str, Any], marketplace_id: str) -> OrderBundle:
+def _build_order(rec: Mapping[str, Any], marketplace_id: str | None) -> OrderBundle:
     order_id = required_text(rec.get("purchaseOrderId"), "purchaseOrderId")
     dropped: list[tuple[str, str]] = []
     guard = CurrencyGuard(None, order_id, dropped)
@@ -222,7 +228,7 @@ def _build_order(rec: Mapping[str, Any], marketplace_id: str) -> OrderBundle:
     order = Order(
         channel=CHANNEL,
         marketplace_order_id=order_id,
-        marketplace_id=marketplace_id,
+        marketplace_id=marketplace_id or MARKET_OF_CURRENCY.get(guard.currency or "USD"),
         purchased_at=_walmart_time(rec.get("orderDate"), f"order {order_id}: orderDate"),
         last_updated_at=max(status_dates) if status_dates else None,
         shipped_at=min(ship_times) if ship_times else None,

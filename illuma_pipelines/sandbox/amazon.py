@@ -40,7 +40,13 @@ without a server); the renderers turn plans into JSON:
   against them (an unknown id is a 400) and served from that marketplace's own orders,
   transactions, stock and prices, in its currency (EUR on Amazon.de, GBP on Amazon.co.uk, ...);
   searchOrders merges every marketplace it is given. Without a marketplace the US is served.
-  Settlement reports are the US marketplace's only.
+- Settlements are per marketplace, as Amazon settles each marketplace apart: every marketplace
+  settles on the merchant's 14-day grid, a settlement holds exactly that marketplace's finance
+  transactions of its period, and its document is in that marketplace's currency and name.
+  Settlement and report ids differ per marketplace (a report id carries its marketplace, so
+  getReport and getReportDocument resolve it alone; the US ids are those of a US-only sandbox).
+  getReports lists the settlements of the marketplaces in `marketplaceIds` (the US without it),
+  each report's `marketplaceIds` naming its one marketplace.
 
 Queued fixtures (`state.queue_fixture("amazon", merchant_id, operation, body, status)`) are served
 verbatim, in order, before generated data, so the official examples go through the real client.
@@ -48,7 +54,7 @@ Use `set_report_outcome(state, report_type, "FATAL")` to make requested reports 
 
 Python-side introspection for tests: `amazon_orders_updated_between`,
 `amazon_transactions_posted_between`, `amazon_settlements_between` (each takes the state and a
-merchant id, and answers as of the sandbox clock).
+merchant id, and a `marketplace_id=` defaulting to the US, and answers as of the sandbox clock).
 """
 
 from __future__ import annotations
@@ -286,6 +292,11 @@ class AmazonSettlement:
     report_id: str
     document_id: str
     transactions: tuple[AmazonFinanceTransaction, ...]
+    marketplace_id: str = AMAZON_US_MARKETPLACE_ID
+
+    @property
+    def currency(self) -> str:
+        return marketplace_currency(self.marketplace_id)
 
     @property
     def total(self) -> Decimal:
@@ -573,27 +584,68 @@ def transactions_posted_between(
     return found
 
 
-def settlement_id(world: MerchantWorld, index: int) -> str:
-    return f"{stable_int(world.seed, world.merchant_id, 'settlement', index) % 10**11:011d}"
+def settlement_id(
+    world: MerchantWorld, index: int, marketplace_id: str = AMAZON_US_MARKETPLACE_ID
+) -> str:
+    """The settlement number of a marketplace's settlement period `index`."""
+    if marketplace_id == AMAZON_US_MARKETPLACE_ID:
+        key: tuple[Any, ...] = (world.seed, world.merchant_id, "settlement", index)
+    else:
+        key = (world.seed, world.merchant_id, "settlement", index, marketplace_id)
+    return f"{stable_int(*key) % 10**11:011d}"
 
 
-def settlement_report_id(world: MerchantWorld, index: int) -> str:
-    # Six hash digits then the (offset) index, so getReport can find the settlement from the id
-    # alone, and ids from another merchant or seed do not resolve.
-    return f"{stable_int(world.seed, world.merchant_id, 'settlement-report', index) % 10**6:06d}{index + 50000:06d}"
+# A settlement report id is six hash digits then six index digits: the marketplace's position in
+# AMAZON_MARKETPLACES times 100000 plus the period index offset by 50000. The US (position 0)
+# keeps the ids it had before marketplaces settled apart.
+_REPORT_INDEX_OFFSET = 50000
+_REPORT_INDEX_SPAN = 100000
+_MARKETPLACE_ORDER = tuple(AMAZON_MARKETPLACES)
 
 
-def settlement_index_from_report_id(world: MerchantWorld, report_id: str) -> int | None:
+def _document_region(marketplace_id: str) -> str:
+    # Amazon's document ids name the selling region: North America or Europe for ours.
+    return "na" if AMAZON_MARKETPLACES[marketplace_id][0] in ("US", "CA", "MX") else "eu"
+
+
+def settlement_report_id(
+    world: MerchantWorld, index: int, marketplace_id: str = AMAZON_US_MARKETPLACE_ID
+) -> str:
+    # The hash digits make ids from another merchant, seed or marketplace fail to resolve; the
+    # index digits let getReport find the settlement (marketplace and period) from the id alone.
+    if not 0 <= index + _REPORT_INDEX_OFFSET < _REPORT_INDEX_SPAN:
+        raise ValueError(f"settlement period {index} is outside the report id range")
+    if marketplace_id == AMAZON_US_MARKETPLACE_ID:
+        key: tuple[Any, ...] = (world.seed, world.merchant_id, "settlement-report", index)
+    else:
+        key = (world.seed, world.merchant_id, "settlement-report", index, marketplace_id)
+    position = _MARKETPLACE_ORDER.index(marketplace_id)
+    tail = position * _REPORT_INDEX_SPAN + index + _REPORT_INDEX_OFFSET
+    return f"{stable_int(*key) % 10**6:06d}{tail:06d}"
+
+
+def settlement_from_report_id(world: MerchantWorld, report_id: str) -> tuple[str, int] | None:
+    """(marketplace id, period index) of one of the merchant's settlement report ids, or None."""
     if len(report_id) != 12 or not report_id.isdigit():
         return None
-    index = int(report_id[6:]) - 50000
-    return index if settlement_report_id(world, index) == report_id else None
+    position, rest = divmod(int(report_id[6:]), _REPORT_INDEX_SPAN)
+    if position >= len(_MARKETPLACE_ORDER):
+        return None
+    marketplace_id = _MARKETPLACE_ORDER[position]
+    index = rest - _REPORT_INDEX_OFFSET
+    if settlement_report_id(world, index, marketplace_id) != report_id:
+        return None
+    return marketplace_id, index
 
 
-def settlement_by_index(world: MerchantWorld, index: int) -> AmazonSettlement:
+def settlement_by_index(
+    world: MerchantWorld, index: int, marketplace_id: str = AMAZON_US_MARKETPLACE_ID
+) -> AmazonSettlement:
+    """A marketplace's settlement of period `index`: exactly that marketplace's transactions
+    posted in the period."""
     start, end = settlement_window(world, index)
-    number = settlement_id(world, index)
-    report_id = settlement_report_id(world, index)
+    number = settlement_id(world, index, marketplace_id)
+    report_id = settlement_report_id(world, index, marketplace_id)
     return AmazonSettlement(
         merchant_id=world.merchant_id,
         settlement_id=number,
@@ -603,15 +655,21 @@ def settlement_by_index(world: MerchantWorld, index: int) -> AmazonSettlement:
         # Amazon publishes the report some hours after the period closes.
         report_created=end + timedelta(hours=3, minutes=stable_int(number) % 180),
         report_id=report_id,
-        document_id=f"amzn1.spdoc.1.4.na.{report_id}",
-        transactions=tuple(transactions_posted_between(world, start, end)),
+        document_id=f"amzn1.spdoc.1.4.{_document_region(marketplace_id)}.{report_id}",
+        transactions=tuple(transactions_posted_between(world, start, end, marketplace_id)),
+        marketplace_id=marketplace_id,
     )
 
 
 def settlements_reported_between(
-    world: MerchantWorld, a: datetime, b: datetime, now: datetime
+    world: MerchantWorld,
+    a: datetime,
+    b: datetime,
+    now: datetime,
+    marketplace_id: str = AMAZON_US_MARKETPLACE_ID,
 ) -> list[AmazonSettlement]:
-    """Settlements whose report was created in [a, b) and by `now`, oldest first."""
+    """A marketplace's settlements whose report was created in [a, b) and by `now`, oldest
+    first."""
     history = datetime.combine(world.history_start, datetime.min.time(), tzinfo=UTC)
     out = []
     index = settlement_index(world, max(a, history) - SETTLEMENT_PERIOD - timedelta(days=1))
@@ -620,7 +678,7 @@ def settlements_reported_between(
         if start > min(b, now):
             break
         if end > history:
-            meta = settlement_by_index(world, index)
+            meta = settlement_by_index(world, index, marketplace_id)
             if a <= meta.report_created < b and meta.report_created <= now:
                 out.append(meta)
         index += 1
@@ -982,7 +1040,7 @@ def render_transaction(world: MerchantWorld, t: AmazonFinanceTransaction) -> dic
     currency = marketplace_currency(t.marketplace_id)
     index = settlement_index(world, t.posted)
     group_id = base64.urlsafe_b64encode(
-        hashlib.sha256(settlement_id(world, index).encode()).digest()[:24]
+        hashlib.sha256(settlement_id(world, index, t.marketplace_id).encode()).digest()[:24]
     ).decode()
     related = [
         {"relatedIdentifierName": "FINANCIAL_EVENT_GROUP_ID", "relatedIdentifierValue": group_id}
@@ -1092,7 +1150,7 @@ def render_settlement(s: AmazonSettlement) -> str:
             "settlement-end-date": _flat_time(s.end),
             "deposit-date": _flat_time(s.deposit_date),
             "total-amount": f"{s.total:.2f}",
-            "currency": USD,
+            "currency": s.currency,
         }
     )
     lines.append("\t".join(totals[c] for c in SETTLEMENT_COLUMNS))
@@ -1116,7 +1174,7 @@ def render_settlement(s: AmazonSettlement) -> str:
                     if t.transaction_type == "Refund"
                     else ""
                 )
-                row["marketplace-name"] = AMAZON_US_MARKETPLACE_NAME
+                row["marketplace-name"] = AMAZON_MARKETPLACES[s.marketplace_id][1]
                 row["fulfillment-id"] = "AFN" if t.order.fulfilled_by == "AMAZON" else "MFN"
                 if line is not None:
                     row["order-item-code"] = line.order_item_id
@@ -1252,10 +1310,18 @@ def amazon_transactions_posted_between(
 
 
 def amazon_settlements_between(
-    state: SandboxState, merchant_id: str, a: datetime, b: datetime
+    state: SandboxState,
+    merchant_id: str,
+    a: datetime,
+    b: datetime,
+    *,
+    marketplace_id: str = AMAZON_US_MARKETPLACE_ID,
 ) -> list[AmazonSettlement]:
-    """Settlements whose report was created in [a, b) and by now (`AmazonSettlement` objects)."""
-    return settlements_reported_between(state.world(merchant_id), a, b, state.now())
+    """A marketplace's settlements whose report was created in [a, b) and by now
+    (`AmazonSettlement` objects)."""
+    return settlements_reported_between(
+        state.world(merchant_id), a, b, state.now(), marketplace_id
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1525,6 +1591,7 @@ def _settlement_record(s: AmazonSettlement) -> dict[str, Any]:
     return {
         "reportId": s.report_id,
         "reportType": SETTLEMENT_REPORT_TYPE,
+        "marketplaceIds": [s.marketplace_id],
         "dataStartTime": iso(s.start),
         "dataEndTime": iso(s.end),
         "createdTime": iso(s.report_created),
@@ -1559,8 +1626,19 @@ def _reports_list(
         offset = int(params["o"])
     else:
         params = {k: v for k, v in q.multi_items()}
+        if "marketplaceIds" in q:
+            # Comma-separated or repeated; carried in the nextToken as one comma-separated list.
+            params["marketplaceIds"] = ",".join(_list_param(request, "marketplaceIds"))
         offset = 0
     types = [t for t in str(params.get("reportTypes", "")).split(",") if t]
+    asked = [m for m in str(params.get("marketplaceIds", "")).split(",") if m]
+    unknown = [m for m in asked if m not in AMAZON_MARKETPLACES]
+    if unknown:
+        raise BadRequest(
+            f"Invalid marketplaceIds: {', '.join(unknown)} is not a marketplace this seller sells "
+            f"on (the sandbox knows {', '.join(AMAZON_MARKETPLACES)})",
+            "400",
+        )
     if not types:
         raise BadRequest("reportTypes is required unless nextToken is given", "400")
     try:
@@ -1578,17 +1656,20 @@ def _reports_list(
     statuses = {s for s in str(params.get("processingStatuses", "")).split(",") if s}
     records = []
     if SETTLEMENT_REPORT_TYPE in types:
-        records.extend(
-            _settlement_record(s)
-            for s in settlements_reported_between(
-                state.world(merchant), since, until + timedelta(seconds=1), now
+        # Reports matching at least one of the marketplaces asked for; the US when none is.
+        for marketplace_id in dict.fromkeys(asked or [AMAZON_US_MARKETPLACE_ID]):
+            records.extend(
+                _settlement_record(s)
+                for s in settlements_reported_between(
+                    state.world(merchant), since, until + timedelta(seconds=1), now, marketplace_id
+                )
             )
-        )
     for report in _reports(state).values():
         if (
             report["merchant"] == merchant
             and report["reportType"] in types
             and since <= report["created"] <= until
+            and (not asked or set(asked) & set(report["marketplaceIds"]))
         ):
             records.append(_report_record(state, report))
     if statuses:
@@ -1608,9 +1689,9 @@ def _report_get(
 ) -> tuple[int, Any]:
     report_id = request.path_params["reportId"]
     world = state.world(merchant)
-    index = settlement_index_from_report_id(world, report_id)
-    if index is not None:
-        settlement = settlement_by_index(world, index)
+    found = settlement_from_report_id(world, report_id)
+    if found is not None:
+        settlement = settlement_by_index(world, found[1], found[0])
         if settlement.report_created <= now:
             return 200, _settlement_record(settlement)
     report = _reports(state).get(report_id)
@@ -1660,15 +1741,18 @@ def _report_create(
     return 202, {"reportId": report_id}
 
 
+_DOCUMENT_ID_RE = re.compile(r"amzn1\.spdoc\.1\.4\.(?:na|eu)\.(.+)")
+
+
 def _find_document(
     state: SandboxState, merchant: str | None, document_id: str, now: datetime
 ) -> tuple[str, bytes] | None:
     """(owner merchant, gzip bytes) for a document id, or None."""
-    prefix = "amzn1.spdoc.1.4.na."
-    if not document_id.startswith(prefix):
+    matched = _DOCUMENT_ID_RE.fullmatch(document_id)
+    if matched is None:
         return None
-    report_id = document_id[len(prefix) :]
-    report = _reports(state).get(report_id)
+    report_id = matched.group(1)
+    report = _reports(state).get(report_id) if document_id.startswith("amzn1.spdoc.1.4.na.") else None
     if report is not None:
         world = state.world(report["merchant"])
         if report["reportType"] == "GET_FBA_MYI_UNSUPPRESSED_INVENTORY_DATA":
@@ -1683,10 +1767,10 @@ def _find_document(
     )
     for owner in candidates:
         world = state.world(owner)
-        index = settlement_index_from_report_id(world, report_id)
-        if index is not None:
-            settlement = settlement_by_index(world, index)
-            if settlement.report_created <= now:
+        found = settlement_from_report_id(world, report_id)
+        if found is not None:
+            settlement = settlement_by_index(world, found[1], found[0])
+            if settlement.document_id == document_id and settlement.report_created <= now:
                 return owner, gzip.compress(render_settlement(settlement).encode("utf-8"), mtime=0)
     return None
 

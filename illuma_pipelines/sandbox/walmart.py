@@ -35,15 +35,22 @@ Data (deterministic in seed + merchant id, from the world's catalog and buyer ge
   in the period, so its Total Payable equals the sum of its rows and every amount matches the
   order's charges to the cent. Blank cells are the literal `""`, as Walmart sends them.
 
+Markets: every call's `WM_MARKET` header (us, ca, mx; the US when absent, as Walmart defaults) is
+checked (another value is a 400) and picks the market the seller sells in: its own order stream,
+buyers in that country, amounts in its currency (USD, CAD, MXN) and its own stock and settlements.
+
 Python-side introspection for tests: `walmart_orders_modified_between`, `walmart_inventory`,
-`walmart_recon_report_dates`, `walmart_recon_report`, `walmart_settlements_between`.
+`walmart_recon_report_dates`, `walmart_recon_report`, `walmart_settlements_between`; each takes
+`market=`.
 """
 
 from __future__ import annotations
 
 import base64
 import functools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -64,6 +71,7 @@ from illuma_pipelines.sandbox.server import (
 from illuma_pipelines.sandbox.world import (
     Buyer,
     Part,
+    currency_of,
     fake_buyer,
     money,
     order_seconds,
@@ -77,7 +85,10 @@ from illuma_pipelines.sandbox.world import (
 )
 
 CHANNEL = "walmart"
-USD = "USD"
+# The markets the sandbox sells in (WM_MARKET -> country); Walmart's own default is the US.
+MARKET_HEADER = "WM_MARKET"
+MARKETS: dict[str, str] = {"us": "US", "ca": "CA", "mx": "MX"}
+DEFAULT_MARKET = "us"
 CLIENT_PREFIX = "sandbox-client-"
 # Walmart access tokens live 15 minutes.
 ACCESS_TOKEN_SECONDS = 900
@@ -110,6 +121,36 @@ ZERO = Decimal("0.00")
 BLANK = '""'  # how Walmart writes an empty reconciliation cell
 # reconFileJson answers a report in pages of at most this many rows (Walmart's 1,000-row pages).
 RECON_MAX_RECORDS = 1000
+
+
+# The market of the request being served, from its WM_MARKET header (the US when absent). The
+# sandbox seller sells in whichever market a request names: the market picks the order stream,
+# the buyers' country and the currency of every amount.
+_SERVING: ContextVar[str] = ContextVar("walmart_sandbox_market", default=DEFAULT_MARKET)
+
+
+@contextmanager
+def serving_market(market: str) -> Iterator[None]:
+    """Plan and render as the seller in Walmart market `market` (us, ca, mx) meanwhile."""
+    market = market.lower()
+    if market not in MARKETS:
+        raise ValueError(f"unknown Walmart market {market!r}; the sandbox sells in {', '.join(MARKETS)}")
+    token = _SERVING.set(market)
+    try:
+        yield
+    finally:
+        _SERVING.reset(token)
+
+
+def _currency() -> str:
+    return currency_of(MARKETS[_SERVING.get()])
+
+
+def _stream(name: str) -> str:
+    """A random stream's name in the market served: the US keeps the names it had before markets
+    existed, so its data never moves."""
+    market = _SERVING.get()
+    return name if market == DEFAULT_MARKET else f"{name}-{market}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -213,18 +254,23 @@ def _wfs_fee(part: Part) -> Decimal:
 
 @functools.lru_cache(maxsize=4096)
 def _orders_created_on(
-    seed: int, merchant_id: str, history_start: date, day: date
+    seed: int, merchant_id: str, history_start: date, day: date, market: str = DEFAULT_MARKET
 ) -> tuple[WalmartOrderPlan, ...]:
     if day < history_start:
         return ()
+    with serving_market(market):
+        return _plan_day(seed, merchant_id, day)
+
+
+def _plan_day(seed: int, merchant_id: str, day: date) -> tuple[WalmartOrderPlan, ...]:
     catalog = parts_catalog(seed, merchant_id)
-    rng, midnight, seconds = order_seconds(seed, merchant_id, "walmart", day, (2, 5), 1)
+    rng, midnight, seconds = order_seconds(seed, merchant_id, _stream("walmart"), day, (2, 5), 1)
     plans = []
     for index, second in enumerate(seconds):
-        orng = stable_rng(seed, merchant_id, "walmart-order", day.isoformat(), index)
+        orng = stable_rng(seed, merchant_id, _stream("walmart-order"), day.isoformat(), index)
         created = midnight + timedelta(seconds=second)
         wfs = orng.random() < 0.35
-        buyer = fake_buyer(orng, email_domain="relay.walmart.com")
+        buyer = fake_buyer(orng, email_domain="relay.walmart.com", country=MARKETS[_SERVING.get()])
         n_lines = orng.choices([1, 2, 3], weights=[72, 20, 8])[0]
         lines = []
         for line_no, part in enumerate(orng.sample(catalog, n_lines)):
@@ -260,7 +306,7 @@ def _orders_created_on(
                     else (orng.randrange(len(lines)),)
                 )
         carrier, prefix, digits = orng.choice(_CARRIERS)
-        po = f"{1800000000000 + stable_int(seed, merchant_id, 'walmart-po', day.isoformat(), index) % 10**12}"
+        po = f"{1800000000000 + stable_int(seed, merchant_id, _stream('walmart-po'), day.isoformat(), index) % 10**12}"
         plans.append(
             WalmartOrderPlan(
                 merchant_id=merchant_id,
@@ -288,7 +334,10 @@ def _orders_created_on(
 
 
 def _plans_on(state: SandboxState, merchant_id: str) -> Callable[[date], Iterable[WalmartOrderPlan]]:
-    return lambda day: _orders_created_on(state.config.seed, merchant_id, state.config.history_start, day)
+    market = _SERVING.get()
+    return lambda day: _orders_created_on(
+        state.config.seed, merchant_id, state.config.history_start, day, market
+    )
 
 
 def _orders_created_between(
@@ -322,11 +371,15 @@ def _ms(ts: datetime) -> int:
 
 def _money(amount: Decimal) -> dict[str, Any]:
     """Walmart money: the amount is a JSON number (exact, via Decimal)."""
-    return {"currency": USD, "amount": amount}
+    return {"currency": _currency(), "amount": amount}
 
 
 def _qty(n: int) -> dict[str, str]:
     return {"unitOfMeasurement": "EACH", "amount": str(n)}
+
+
+# Walmart writes countries in ISO 3166 alpha-3.
+_ALPHA3 = {"US": "USA", "CA": "CAN", "MX": "MEX"}
 
 
 def render_order(plan: WalmartOrderPlan, now: datetime) -> dict[str, Any]:
@@ -342,7 +395,7 @@ def render_order(plan: WalmartOrderPlan, now: datetime) -> dict[str, Any]:
             "city": a.city,
             "state": a.state,
             "postalCode": a.postal_code,
-            "country": "USA",
+            "country": _ALPHA3[a.country_code],
             "addressType": "RESIDENTIAL",
         }
     )
@@ -536,7 +589,7 @@ def _row(
         "Period Start Date": BLANK,
         "Period End Date": BLANK,
         "Total Payable": BLANK,
-        "Currency": USD,
+        "Currency": _currency(),
         "Transaction Key": "",  # numbered per report below
         "Transaction Posted Timestamp": _mdy(posted.date()),
         "Transaction Type": kind,
@@ -642,9 +695,10 @@ def _rows_for_plan(
 def settlement(state: SandboxState, merchant_id: str, index: int) -> WalmartSettlement:
     """The settlement `index` of the merchant's 14-day grid (cached: a closed period never changes)."""
     cache = state.channel_data(CHANNEL).setdefault("settlements", {})
-    cached = cache.get((merchant_id, index))
+    key = (merchant_id, index, _SERVING.get())
+    cached = cache.get(key)
     if cached is None:
-        cached = cache[(merchant_id, index)] = _build_settlement(state, merchant_id, index)
+        cached = cache[key] = _build_settlement(state, merchant_id, index)
     return cached
 
 
@@ -678,7 +732,7 @@ def render_report(s: WalmartSettlement) -> list[dict[str, str]]:
     summary = {
         "Period Start Date": _mdy(s.start.date()),
         "Period End Date": _mdy((s.end - timedelta(days=1)).date()),
-        "Currency": USD,
+        "Currency": _currency(),
         "Transaction Type": "PaymentSummary",
         "Total Payable": f"{s.total:.2f}",
         "Transaction Description": "Deposited in account",
@@ -732,7 +786,7 @@ def inventory_rows(state: SandboxState, merchant_id: str, now: datetime) -> list
     out = []
     for part in sorted(parts_catalog(state.config.seed, merchant_id), key=lambda p: p.sku):
         rng = stable_rng(
-            state.config.seed, merchant_id, "walmart-inventory", part.sku, now.date().isoformat()
+            state.config.seed, merchant_id, _stream("walmart-inventory"), part.sku, now.date().isoformat()
         )
         on_hand = rng.choice([0] + list(range(1, 90)))
         reserved = min(on_hand, rng.randint(0, 3))
@@ -753,9 +807,19 @@ def inventory_rows(state: SandboxState, merchant_id: str, now: datetime) -> list
 
 
 # ---------------------------------------------------------------------------------------------
-# Introspection for tests
+# Introspection for tests: each takes `market=` (us, ca, mx), the WM_MARKET a request would send.
 
 
+def _in_market(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, market: str = DEFAULT_MARKET, **kwargs: Any) -> Any:
+        with serving_market(market):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+@_in_market
 def walmart_orders_modified_between(
     state: SandboxState,
     merchant_id: str,
@@ -771,16 +835,19 @@ def walmart_orders_modified_between(
     return [render_order(p, now) for p in plans if p.ship_node_type in ship_node_types]
 
 
+@_in_market
 def walmart_inventory(state: SandboxState, merchant_id: str) -> list[dict[str, Any]]:
     return inventory_rows(state, merchant_id, state.now())
 
 
+@_in_market
 def walmart_recon_report_dates(state: SandboxState, merchant_id: str) -> list[str]:
     return [
         _report_key(s.report_date) for s in settlements_available(state, merchant_id, state.now())
     ]
 
 
+@_in_market
 def walmart_recon_report(
     state: SandboxState, merchant_id: str, report_date: str
 ) -> list[dict[str, str]] | None:
@@ -788,6 +855,7 @@ def walmart_recon_report(
     return render_report(found) if found is not None else None
 
 
+@_in_market
 def walmart_settlements_between(
     state: SandboxState, merchant_id: str, since: date, until: date
 ) -> list[WalmartSettlement]:
@@ -1182,10 +1250,17 @@ def _endpoint(
             return _throttled(None)
         now = state.now()
         fixture = state.pop_fixture(CHANNEL, merchant, operation)
+        market = (request.headers.get(MARKET_HEADER) or DEFAULT_MARKET).lower()
         try:
-            status, body = (
-                fixture if fixture is not None else handler(state, request, merchant, now)
-            )
+            if market not in MARKETS:
+                raise WalmartError(
+                    400, "INVALID_REQUEST_HEADER.GMP_GATEWAY_API", MARKET_HEADER,
+                    f"Invalid {MARKET_HEADER} {market!r}: the sandbox sells in {', '.join(MARKETS)}",
+                )
+            with serving_market(market):
+                status, body = (
+                    fixture if fixture is not None else handler(state, request, merchant, now)
+                )
         except WalmartError as exc:
             status, body = exc.status, _errors(exc.code, exc.field, exc.description)
         if (
