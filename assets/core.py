@@ -10,6 +10,7 @@ from collections.abc import Iterable
 import dagster as dg
 from pydantic import Field
 
+from assets.catalog import CATALOG_PARTS_KEY
 from assets.concurrency import MERCHANT_STEP_TAGS, WAREHOUSE_POOL
 from assets.extracts import extract_key
 from assets.partitions import merchant_daily_partitions, partition_parts
@@ -65,9 +66,9 @@ _ORDER_DATASETS = {channel: extract_key(channel, "orders") for channel in CHANNE
         ),
         dg.AssetSpec(
             ORDER_LINES_KEY,
-            deps=[ORDERS_KEY],
+            deps=[ORDERS_KEY, CATALOG_PARTS_KEY],
             description="The lines of each current order (SKU, quantities, prices, taxes, "
-            "promotions), replaced together with their order.",
+            "promotions, other charges, the master part sold), replaced together with their order.",
             group_name="core", kinds=KINDS, owners=OWNERS,
         ),
         dg.AssetSpec(
@@ -152,7 +153,7 @@ def core_orders(
 
 @dg.asset(
     key=INVENTORY_SNAPSHOTS_KEY,
-    deps=[*(extract_key(c, "inventory") for c in CHANNELS), ORDER_LINES_KEY, ORDERS_KEY],
+    deps=[*(extract_key(c, "inventory") for c in CHANNELS), ORDER_LINES_KEY, ORDERS_KEY, CATALOG_PARTS_KEY],
     partitions_def=merchant_daily_partitions,
     group_name="core",
     kinds=KINDS,
@@ -162,9 +163,9 @@ def core_orders(
 )
 def inventory_snapshots(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
     """One row per day, SKU and channel from the inventory extracts: FBA/WFS fulfillable, inbound,
-    reserved and unfulfillable, merchant-fulfilled (eBay, Walmart) stock, the master part (MPN and
-    brand from eBay's product data where listed, else the SKU itself), days of cover at the last 30
-    days' sales from core order lines, and a stock-out flag."""
+    reserved and unfulfillable, merchant-fulfilled (eBay, Walmart) stock, the master part (the
+    catalog's brand and MPN after supersession, else eBay's MPN, else the SKU; `part_match` says
+    which), days of cover at the last 30 days' sales from core order lines, and a stock-out flag."""
     merchant_id, day = partition_parts(context)
     done = load_inventory_partition(warehouse.get(), merchant_id, day, context.run.run_id)
     if done.rejected:

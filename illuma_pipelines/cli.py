@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from illuma_pipelines.demo import DemoError
 from illuma_pipelines.environment import EnvironmentConfigError, warehouse_url
@@ -184,6 +185,88 @@ def _cmd_merchants_purge_report(args: argparse.Namespace) -> int:
     print(f"{'purged at (UTC)':<17} {'rule':<26} {'rows':>8}  target")
     for r in rows:
         print(f"{r['purged_at']:%Y-%m-%d %H:%M} {r['rule_id']:<26} {r['rows_affected']:>8}  {r['target']}")
+    return 0
+
+
+def _cmd_merchants_catalog_import(args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from illuma_pipelines.catalog import CatalogFileError, import_catalog_file
+
+    effective = None
+    if args.effective_from:
+        try:
+            effective = datetime.fromisoformat(args.effective_from)
+        except ValueError:
+            effective = None
+        if effective is None or effective.tzinfo is None:
+            print(
+                f"illuma: error: --effective-from {args.effective_from!r} is not an ISO 8601 time with an "
+                "offset, e.g. 2026-03-01T00:00:00+00:00",
+                file=sys.stderr,
+            )
+            return 2
+    try:
+        summary = import_catalog_file(_warehouse(args), args.merchant_id, args.file, effective_at=effective)
+    except (CatalogFileError, OSError) as exc:
+        print(f"illuma: error: {exc}; nothing of {args.file} was loaded", file=sys.stderr)
+        return 2
+    print(summary.describe())
+    return 0
+
+
+def _cmd_merchants_pricing_rule(args: argparse.Namespace) -> int:
+    from illuma_pipelines.pricing import (
+        PricingRuleError,
+        delete_pricing_rule,
+        import_pricing_rules_file,
+        make_rule,
+        pricing_rules,
+        set_pricing_rule,
+    )
+
+    wh = _warehouse(args)
+    try:
+        if args.file:
+            rules = import_pricing_rules_file(wh, args.merchant_id, args.file, actor=_actor())
+            print(f"{args.merchant_id}: {len(rules)} pricing rule(s) applied from {args.file}")
+        elif args.delete:
+            removed = delete_pricing_rule(wh, args.merchant_id, sku=args.sku, part_type=args.part_type, actor=_actor())
+            print(f"{args.merchant_id}: {'rule removed' if removed else 'no such rule'}")
+        elif args.strategy:
+            if not (args.sku or args.part_type):
+                raise PricingRuleError("name the SKU (--sku) or part type (--part-type, `*` for every part) the rule is for")
+            rule = set_pricing_rule(
+                wh, args.merchant_id,
+                make_rule(
+                    sku=args.sku, part_type=args.part_type, strategy=args.strategy, beat_by=args.beat_by,
+                    min_margin_percent=args.min_margin, referral_fee_percent=args.referral_fee,
+                    fulfillment_fee=args.fulfillment_fee, currency=args.currency,
+                ),
+                actor=_actor(),
+            )
+            print(f"{args.merchant_id}: {rule.describe()} set")
+        elif any(v is not None for v in (args.sku, args.part_type, args.beat_by, args.min_margin, args.referral_fee, args.currency)):
+            raise PricingRuleError("--strategy is required to set a rule (or --delete to remove one)")
+    except (PricingRuleError, OSError) as exc:
+        print(f"illuma: error: {exc}", file=sys.stderr)
+        return 2
+    rules = pricing_rules(wh, args.merchant_id)
+    if not rules:
+        print(f"{args.merchant_id}: no pricing rules (no recommendation is made without one)")
+
+    def num(value):
+        return f"{value.normalize():f}"
+
+    for r in rules:
+        beat = num(r.beat_by_amount) if r.beat_by_amount is not None else (
+            f"{num(r.beat_by_percent)}%" if r.beat_by_percent is not None else "-"
+        )
+        print(
+            f"  {r.scope:<9} {r.target:<24} {r.strategy:<22} beat_by={beat} margin={num(r.min_margin_percent)}% "
+            f"referral={num(r.referral_fee_percent)}% fulfillment_fee={num(r.fulfillment_fee)}"
+            f"{' ' + r.currency if r.currency else ''} ({r.source}, {r.updated_by})"
+        )
     return 0
 
 
@@ -407,6 +490,40 @@ def build_parser() -> argparse.ArgumentParser:
     report = merchants.add_parser("purge-report", help="what the retention purges removed, rule by rule")
     report.add_argument("merchant_id")
     report.set_defaults(func=_cmd_merchants_purge_report)
+    catalog = merchants.add_parser(
+        "catalog", help="the merchant's parts catalog (costs, fitment, supersessions)"
+    ).add_subparsers(dest="catalog_action", required=True)
+    imp = catalog.add_parser(
+        "import",
+        help="load a catalog file (CSV or XLSX) now, as the catalog inbox sensor does for files "
+        "dropped in the inbox, and print what it loaded; the same file loads once",
+    )
+    imp.add_argument("merchant_id")
+    imp.add_argument("file", help="path of the CSV or XLSX file")
+    imp.add_argument(
+        "--effective-from",
+        metavar="TIME",
+        help="when the file's costs took effect (ISO 8601 with offset; default: now)",
+    )
+    imp.set_defaults(func=_cmd_merchants_catalog_import)
+    pricing = merchants.add_parser(
+        "pricing-rule",
+        help="set, delete or list a merchant's repricing rules (per SKU or part type; `*`: every part), "
+        "or apply a pricing_rules CSV file; with no rule options, list the rules",
+    )
+    pricing.add_argument("merchant_id")
+    target = pricing.add_mutually_exclusive_group()
+    target.add_argument("--sku", help="the rule applies to this SKU (wins over its part type's rule)")
+    target.add_argument("--part-type", help="the rule applies to every SKU of this catalog part_type (`*`: every part)")
+    target.add_argument("--file", type=Path, help="apply a pricing_rules CSV file (all rows or none)")
+    pricing.add_argument("--strategy", choices=["match_buy_box", "beat_lowest_by", "stay_at_max_when_alone"])
+    pricing.add_argument("--beat-by", help="beat_lowest_by: an amount (0.50) or a percent (2%%)")
+    pricing.add_argument("--min-margin", help="minimum margin over landed cost, percent (e.g. 15)")
+    pricing.add_argument("--referral-fee", help="marketplace referral fee, percent of the price (e.g. 15)")
+    pricing.add_argument("--fulfillment-fee", help="per-unit fulfillment fee (default 0)")
+    pricing.add_argument("--currency", help="currency of --beat-by and --fulfillment-fee amounts (default: the offer's)")
+    pricing.add_argument("--delete", action="store_true", help="remove the rule of --sku or --part-type")
+    pricing.set_defaults(func=_cmd_merchants_pricing_rule)
     sync = merchants.add_parser(
         "sync-partitions",
         help="apply the merchants sensor's plan to the Dagster instance now (the project-local "

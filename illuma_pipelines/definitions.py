@@ -11,15 +11,18 @@ from __future__ import annotations
 import dagster as dg
 
 from assets.analytics import analytics_dbt_models
+from assets.catalog import catalog_assets
 from assets.checks import quality_checks
 from assets.compliance import compliance_assets
 from assets.concurrency import EXECUTOR
 from assets.core import core_assets
 from assets.extracts import extract_assets
 from assets.platform import platform_assets
+from assets.pricing import pricing_assets
 from illuma_pipelines.environment import current_environment
 from resources import resources_for
 from sensors.audit import audit_log_sensor
+from sensors.catalog import catalog_import_job, catalog_inbox_sensor
 from sensors.compliance import (
     account_erasure_job,
     erasure_sensor,
@@ -38,11 +41,14 @@ def defs() -> dg.Definitions:
     # without ILLUMA_WAREHOUSE_URL), rather than at the first run.
     environment = current_environment()
     return dg.Definitions(
-        assets=[*platform_assets, *extract_assets, *core_assets, analytics_dbt_models, *compliance_assets],
+        assets=[
+            *platform_assets, *extract_assets, *core_assets, *catalog_assets, *pricing_assets,
+            analytics_dbt_models, *compliance_assets,
+        ],
         asset_checks=quality_checks,
-        jobs=[merchant_daily_job, key_rotation_job, pii_purge_job, account_erasure_job],
+        jobs=[merchant_daily_job, catalog_import_job, key_rotation_job, pii_purge_job, account_erasure_job],
         schedules=[merchant_daily_schedule, key_rotation_schedule, pii_purge_schedule],
-        sensors=[merchants_sensor, erasure_sensor, audit_log_sensor],
+        sensors=[merchants_sensor, erasure_sensor, audit_log_sensor, catalog_inbox_sensor],
         resources=resources_for(environment.name),
         executor=EXECUTOR,
     )

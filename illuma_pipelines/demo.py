@@ -16,6 +16,7 @@ it waits, saying so, while a live run of another process holds the `warehouse` p
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import select
 import signal
@@ -205,6 +206,42 @@ def instance_home() -> Path:
             "dagster.yaml (a copy of deploy/dagster.yaml); the project-local instance is for local use only"
         )
     return Path(home)
+
+
+def catalog_sensor_requests(instance: dg.DagsterInstance, definitions: dg.Definitions) -> list[dg.RunRequest]:
+    """One evaluation of the catalog inbox sensor, with the code location's resources: the run
+    requests it makes (none for a file it has seen or loaded). The cursor is kept on the instance,
+    as the daemon keeps it."""
+    import dagster as dg
+
+    from sensors.catalog import catalog_inbox_sensor
+
+    cursor_key = "illuma/demo/catalog_inbox_sensor_cursor"
+    quiet = logging.getLogger("dagster")
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)  # the sensor's own info lines: the demo prints one per run
+    try:
+        with dg.build_sensor_context(
+            instance=instance,
+            cursor=instance.run_storage.get_cursor_values({cursor_key}).get(cursor_key),
+            resources={"inbox": definitions.resources["inbox"]},
+        ) as context:
+            result = catalog_inbox_sensor(context)
+    finally:
+        quiet.setLevel(level)
+    if isinstance(result, dg.SkipReason):
+        return []
+    if result.cursor is not None:
+        instance.run_storage.set_cursor_values({cursor_key: result.cursor})
+    return list(result.run_requests or [])
+
+
+def _metadata_value(result: dg.ExecuteInProcessResult, key: str) -> object:
+    for event in result.get_asset_materialization_events():
+        entry = event.materialization.metadata.get(key)
+        if entry is not None:
+            return entry.value
+    return None
 
 
 def demo_days(days: int, today: date | None = None) -> list[str]:
@@ -405,8 +442,8 @@ def run_demo(days: int = 3) -> int:
                 print(check.line())
             if not any(c.cleaned for c in checks):
                 print("runs left behind by a dead process: none")
-            with local_sandbox():
-                return _run_demo(instance, home, days, stop)
+            with local_sandbox() as sandbox_url:
+                return _run_demo(instance, home, days, stop, sandbox_url)
         except DemoStopped as exc:
             during = f" during {stop.current}" if stop.current else ""
             print(
@@ -417,7 +454,49 @@ def run_demo(days: int = 3) -> int:
             return exc.exit_code
 
 
-def _run_demo(instance: dg.DagsterInstance, home: Path, days: int, stop: StopSignals) -> int:
+# The demo merchants' repricing rules, as a merchant writes its pricing_rules file: match the buy
+# box with a 10% margin over landed cost after Amazon's 12% Automotive referral fee; spark plugs
+# and filters, which sell on price, beat the lowest offer by 1%.
+DEMO_PRICING_RULES = (
+    "part_type,strategy,beat_by,min_margin_percent,referral_fee_percent,fulfillment_fee\r\n"
+    "*,match_buy_box,,10,12,0\r\n"
+    "Spark Plug,beat_lowest_by,1%,8,12,0\r\n"
+    "Oil Filter,beat_lowest_by,1%,8,12,0\r\n"
+)
+
+
+def drop_files_in_inbox(sandbox_url: str, merchant_ids: list[str], inbox_root: Path) -> list[Path]:
+    """Each merchant's catalog file, as its ERP exports it (served by the sandbox), dropped in its
+    catalog inbox folder, and its pricing rules in its pricing_rules folder: what a merchant does,
+    so the catalog inbox sensor and the recommendations asset find them there."""
+    import requests
+
+    from sensors.catalog import SETTLE_SECONDS
+
+    dropped = []
+    for merchant_id in merchant_ids:
+        rules = inbox_root / merchant_id / "pricing_rules"
+        rules.mkdir(parents=True, exist_ok=True)
+        (rules / "pricing_rules.csv").write_text(DEMO_PRICING_RULES)
+        response = requests.get(f"{sandbox_url}/files/{merchant_id}/catalog.csv", timeout=30)
+        if not response.ok:
+            raise DemoError(f"the sandbox served no catalog for {merchant_id}: HTTP {response.status_code}")
+        folder = inbox_root / merchant_id / "catalog"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{merchant_id}-catalog.csv"
+        partial = path.with_suffix(".part")  # not a catalog suffix: the sensor ignores it
+        partial.write_bytes(response.content)
+        # Complete when renamed into place: dated as settled, so this tick of the sensor takes it.
+        settled = time.time() - SETTLE_SECONDS - 1
+        os.utime(partial, (settled, settled))
+        partial.replace(path)
+        dropped.append(path)
+    return dropped
+
+
+def _run_demo(
+    instance: dg.DagsterInstance, home: Path, days: int, stop: StopSignals, sandbox_url: str
+) -> int:
     from assets.partitions import merchant_date_key
     from illuma_pipelines.definitions import defs
     from sensors.audit import audit_run_materializations
@@ -440,6 +519,9 @@ def _run_demo(instance: dg.DagsterInstance, home: Path, days: int, stop: StopSig
     print(f"merchants registered: {len(DEMO_MERCHANTS)}; new partitions: {', '.join(changes.to_add) or 'none'}")
 
     definitions = defs()
+    inbox = definitions.resources["inbox"]
+    dropped = drop_files_in_inbox(sandbox_url, list(DEMO_MERCHANTS), inbox.root_path())
+    print(f"catalog and pricing rule files dropped in the inbox: {inbox.root_path()}/<merchant>/ ({len(dropped)} catalogs)")
     # What the steps print (dbt's own log lines) goes to one file per merchant, as the UI's compute
     # logs keep it (and as an erasure deletes it): the console shows one line per run.
     log_dir = var_dir() / "logs" / "demo"
@@ -470,6 +552,28 @@ def _run_demo(instance: dg.DagsterInstance, home: Path, days: int, stop: StopSig
 
     try:
         started, failed = time.monotonic(), []
+        # No daemon runs the catalog inbox sensor here: evaluate it, and run what it requests.
+        for request in catalog_sensor_requests(instance, definitions):
+            merchant_id = request.partition_key
+            stop.check()
+            stop.current = f"catalog_import_job {merchant_id}"
+            with contextlib.redirect_stdout(step_output[merchant_id]):
+                result = definitions.resolve_job_def("catalog_import_job").execute_in_process(
+                    instance=instance,
+                    partition_key=merchant_id,
+                    tags={**request.tags, **tags},
+                    raise_on_error=False,
+                    # The line below says what was rejected: the console shows errors only.
+                    run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}, **request.run_config},
+                )
+            stop.current = ""
+            read, rejected = _metadata_value(result, "rows_read"), _metadata_value(result, "rows_rejected")
+            print(
+                f"  catalog {merchant_id:<20} {'ok' if result.success else 'FAILED'}  run {result.run_id[:8]}  "
+                f"rows read: {read}, rejected: {rejected} (reasons in catalog_rejects)"
+            )
+            if not result.success:
+                failed.append(("catalog", merchant_id, result.run_id))
         dates = demo_days(days)
         for day in dates:
             for merchant_id in DEMO_MERCHANTS:

@@ -16,6 +16,7 @@ from illuma_pipelines.environment import ENVIRONMENTS, LOCAL, PRODUCTION
 from illuma_pipelines.paths import DBT_PROJECT_DIR
 from resources.amazon import AmazonSellingPartnerHttp
 from resources.ebay import EbaySellHttp
+from resources.inbox import InboxResource
 from resources.vault import VaultResource
 from resources.walmart import WalmartMarketplaceHttp
 from resources.warehouse import WarehouseResource
@@ -85,6 +86,8 @@ def resources_for(env: str) -> dict[str, object]:
             "warehouse": WarehouseResource(),
             "vault": VaultResource(),
             "dbt": dbt,
+            # <var dir>/inbox/<merchant>/<kind>/: where `make demo` drops the catalogs.
+            "inbox": InboxResource(),
             **sandbox_clients(os.environ.get("ILLUMA_SANDBOX_URL", LOCAL_SANDBOX_URL)),
         },
         PRODUCTION: {
@@ -96,6 +99,8 @@ def resources_for(env: str) -> dict[str, object]:
                 generate_master_key=False,
             ),
             "dbt": dbt,
+            # The merchants' file drop: a mounted volume (or a bucket mounted as one).
+            "inbox": InboxResource(root=dg.EnvVar("ILLUMA_INBOX_ROOT")),
             **production_clients(),
         },
     }

@@ -326,9 +326,19 @@ def test_core_orders_are_current_idempotent_encrypted_and_rotate(warehouse, ware
     )
     assert set(per_channel) == set(CHANNELS)
     (mapped,) = _rows(
-        warehouse, mid, f"SELECT count(*) FROM {schema}.{INVENTORY_SNAPSHOTS.name} WHERE part_match = 'mpn' AND mpn IS NOT NULL"
+        warehouse, mid, f"SELECT count(*) FROM {schema}.{INVENTORY_SNAPSHOTS.name} WHERE part_match = 'ebay_mpn' AND mpn IS NOT NULL"
     )[0]
     assert mapped > 0
+    # Order lines name the part they sold by the same rule as the day's snapshots.
+    pairs = _rows(
+        warehouse, mid,
+        f"SELECT l.master_part, l.part_match, s.master_part, s.part_match FROM {schema}.core_order_lines l "
+        f"JOIN {schema}.{INVENTORY_SNAPSHOTS.name} s ON s.sku = l.sku AND s.channel = l.channel "
+        "AND s.snapshot_date = l.partition_date WHERE l.partition_date = ?",
+        [day],
+    )
+    assert pairs and all((a, b) == (c, d) for a, b, c, d in pairs), pairs
+    assert {b for _, b, _, _ in pairs} >= {"ebay_mpn"}
 
 
 def test_a_stored_order_is_replaced_only_by_a_version_at_least_as_recent():
@@ -356,7 +366,7 @@ def test_inventory_rows_sum_locations_map_parts_and_compute_cover():
     by_key = {(r["channel"], r["sku"]): r for r in rows}
     a, b = by_key[("walmart", "A")], by_key[("ebay", "B")]
     assert (a["available"], a["merchant_fulfilled"], a["fulfillable"]) == (6, 4, 2)
-    assert (a["mpn"], a["brand"], a["part_match"]) == ("17D828", "ACDelco", "mpn")
+    assert (a["mpn"], a["brand"], a["part_match"]) == ("17D828", "ACDelco", "ebay_mpn")
     assert a["days_of_cover"] == 15.0 and not a["stock_out"]
     assert (b["master_part"], b["part_match"], b["stock_out"], b["days_of_cover"]) == ("B", "sku", True, None)
 

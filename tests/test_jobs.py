@@ -30,12 +30,14 @@ CORE = {
     for name in ("buyer_pii", "inventory_snapshots", "order_adjustments", "order_lines", "order_status_history", "orders")
 }
 ANALYTICS = {"analytics/stg_channel_connections"}
+PRICING = {"core/competitive_prices", "pricing/recommendations"}
 
 # job -> (asset keys, asset checks "asset:check", ops of a job without assets)
 EXPECTED = {
     "merchant_daily_job": (
-        EXTRACTS | CORE | ANALYTICS,
+        EXTRACTS | CORE | PRICING | ANALYTICS,
         {
+            "pricing/recommendations:recommendations_within_bounds",
             "core/buyer_pii:no_plaintext_pii",
             "core/inventory_snapshots:inventory_quality",
             "core/order_adjustments:order_adjustments_quality",
@@ -48,6 +50,7 @@ EXPECTED = {
         },
         None,
     ),
+    "catalog_import_job": ({"catalog/parts"}, set(), None),
     "pii_purge_job": ({"compliance/pii_purge"}, set(), None),
     "account_erasure_job": ({"compliance/account_erasure"}, set(), None),
     "key_rotation_job": (set(), set(), {"rotated_pii_keys"}),

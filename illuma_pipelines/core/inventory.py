@@ -1,5 +1,11 @@
 """Daily inventory snapshots: one row per day, SKU and channel from the inventory extracts, mapped
-to the master part, with days of cover at the last 30 days' sales and a stock-out flag."""
+to the master part, with days of cover at the last 30 days' sales and a stock-out flag.
+
+The master part of a SKU comes from the merchant's catalog first (brand and MPN of its current part,
+after supersession, in the catalog version valid at the end of the day), then from eBay's product
+MPN (itself mapped through the catalog when the catalog knows that brand and MPN), then the SKU
+itself; `part_match` says which (PART_MATCHES). So one part sold under three SKUs on three
+channels is one master part."""
 
 from __future__ import annotations
 
@@ -12,6 +18,12 @@ from typing import Any
 import pandas as pd
 
 from illuma_pipelines import normalize
+from illuma_pipelines.catalog import (
+    catalog_day_end,
+    master_part_key,
+    master_parts,
+    master_parts_by_own_key,
+)
 from illuma_pipelines.core.tables import (
     INVENTORY_QUARANTINE_DATASET,
     INVENTORY_SNAPSHOTS,
@@ -30,6 +42,11 @@ from illuma_pipelines.raw_records import (
 from illuma_pipelines.warehouse import Connection, Warehouse
 
 SALES_WINDOW_DAYS = 30
+# `part_match`: where a snapshot row's master part came from.
+CATALOG_MATCH, EBAY_MPN_MATCH, SKU_MATCH = "catalog", "ebay_mpn", "sku"
+PART_MATCHES = (CATALOG_MATCH, EBAY_MPN_MATCH, SKU_MATCH)
+
+Part = tuple[str, str | None, str | None]  # (master part, brand, MPN)
 
 
 def _sum_known(values: Iterable[int | None]) -> int | None:
@@ -49,13 +66,59 @@ def master_parts_from_ebay(payloads: Iterable[dict]) -> dict[str, tuple[str, str
     return out
 
 
+def master_part_of(
+    sku: str,
+    catalog: dict[str, Part],
+    ebay: dict[str, tuple[str, str | None]],
+    catalog_by_key: dict[str, Part] | None = None,
+) -> tuple[Part, str]:
+    """((master part, brand, MPN), part_match) of a SKU: the catalog, then eBay's MPN (mapped to the
+    catalog's master part when the catalog lists that brand and MPN), then the SKU itself."""
+    if sku in catalog:
+        return catalog[sku], CATALOG_MATCH
+    if sku in ebay:
+        mpn, brand = ebay[sku]
+        key = master_part_key(brand, mpn, sku)
+        known = (catalog_by_key or {}).get(key)
+        return (known if known else (key, brand, mpn)), EBAY_MPN_MATCH
+    return (sku, None, None), SKU_MATCH
+
+
+def master_part_columns(
+    skus: Sequence[str | None],
+    catalog: dict[str, Part],
+    ebay: dict[str, tuple[str, str | None]] | None = None,
+    catalog_by_key: dict[str, Part] | None = None,
+) -> tuple[list[str | None], list[str | None]]:
+    """(master parts, part matches) for a column of SKUs (order lines, say): the rule of
+    `master_part_of`; a line without a SKU has neither."""
+    masters: list[str | None] = []
+    matches: list[str | None] = []
+    ebay = ebay or {}
+    for sku in skus:
+        if not sku:
+            masters.append(None)
+            matches.append(None)
+            continue
+        (master, _, _), match = master_part_of(sku, catalog, ebay, catalog_by_key)
+        masters.append(master)
+        matches.append(match)
+    return masters, matches
+
+
 def snapshot_rows(
     records: Sequence[normalize.InventoryRecord],
     parts: dict[str, tuple[str, str | None]],
     units_sold: dict[tuple[str, str], int],
     snapshot_date: str,
+    catalog: dict[str, Part] | None = None,
+    catalog_by_key: dict[str, Part] | None = None,
 ) -> list[dict[str, Any]]:
-    """One row per (channel, SKU): location rows summed, mapped to the master part, with cover."""
+    """One row per (channel, SKU): location rows summed, mapped to the master part, with cover.
+    `parts`: SKU -> (MPN, brand) from eBay; `catalog`: SKU -> (master part, brand, MPN) from the
+    catalog (`catalog.master_parts`); `catalog_by_key`: the catalog's parts by their own
+    `BRAND|MPN` (`catalog.master_parts_by_own_key`)."""
+    catalog = catalog or {}
     grouped: dict[tuple[str, str], list[normalize.InventoryRecord]] = defaultdict(list)
     for rec in records:
         grouped[(rec.channel, rec.sku)].append(rec)
@@ -67,17 +130,17 @@ def snapshot_rows(
         }
         available = (qty["fulfillable"] or 0) + (qty["merchant_fulfilled"] or 0)
         sold = units_sold.get((channel, sku), 0)
-        mpn, brand = parts.get(sku, (None, None))
+        (master, brand, mpn), match = master_part_of(sku, catalog, parts, catalog_by_key)
         stamps = [r.as_of for r in recs if r.as_of is not None]
         rows.append(
             {
                 "snapshot_date": snapshot_date,
                 "channel": channel,
                 "sku": sku,
-                "master_part": f"{brand or ''}|{mpn}" if mpn else sku,
+                "master_part": master,
                 "mpn": mpn,
                 "brand": brand,
-                "part_match": "mpn" if mpn else "sku",
+                "part_match": match,
                 "asin_or_item_id": next((r.asin_or_item_id for r in recs if r.asin_or_item_id), None),
                 **qty,
                 "available": available,
@@ -116,11 +179,13 @@ class InventoryLoaded:
     rejected: int
 
     def metadata(self) -> dict[str, int]:
-        mapped = sum(1 for r in self.rows if r["part_match"] == "mpn")
+        matched = {m: sum(1 for r in self.rows if r["part_match"] == m) for m in PART_MATCHES}
         return {
             "rows": len(self.rows),
-            "skus_mapped_to_mpn": mapped,
-            "skus_mapped_to_themselves": len(self.rows) - mapped,
+            "skus_mapped_by_catalog": matched[CATALOG_MATCH],
+            "skus_mapped_by_ebay_mpn": matched[EBAY_MPN_MATCH],
+            "skus_mapped_to_themselves": matched[SKU_MATCH],
+            "master_parts": len({r["master_part"] for r in self.rows}),
             "stock_outs": sum(1 for r in self.rows if r["stock_out"]),
             "rejected": self.rejected,
             **{f"rows_{c}": sum(1 for r in self.rows if r["channel"] == c) for c in CHANNELS},
@@ -161,7 +226,9 @@ def load_inventory_partition(wh: Warehouse, merchant_id: str, day: str, run_id: 
                     )
                 )
         sold = units_sold_last_30_days(conn, schema, day)
-    rows = snapshot_rows(records, master_parts_from_ebay(ebay_payloads), sold, day)
+        catalog = master_parts(conn, schema, catalog_day_end(day))
+        catalog_by_key = master_parts_by_own_key(conn, schema, catalog_day_end(day))
+    rows = snapshot_rows(records, master_parts_from_ebay(ebay_payloads), sold, day, catalog, catalog_by_key)
     frame = pd.DataFrame(rows, columns=[c.name for c in INVENTORY_SNAPSHOTS.columns if c.name not in ("loaded_at", "run_id")])
     for name in _QUANTITIES:
         frame[name] = frame[name].astype("Int64")

@@ -18,7 +18,7 @@ import functools
 import multiprocessing
 import os
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -26,6 +26,8 @@ from typing import Any
 import pandas as pd
 
 from illuma_pipelines import normalize
+from illuma_pipelines.catalog import catalog_day_end, master_parts, master_parts_by_own_key
+from illuma_pipelines.core.inventory import master_part_columns, master_parts_from_ebay
 from illuma_pipelines.core.tables import (
     BUYER_PII,
     ORDER_ADJUSTMENTS,
@@ -46,6 +48,7 @@ from illuma_pipelines.raw_records import (
     locate_rejects,
     quarantine_frame,
     raw_payload_batches,
+    raw_payloads,
     raw_row_count,
 )
 from illuma_pipelines.sealing import hold_label, unseal_payloads
@@ -233,6 +236,7 @@ def load_orders_partition(
         for spec in (ORDERS, ORDER_LINES, ORDER_ADJUSTMENTS, ORDER_STATUS_HISTORY, BUYER_PII, QUARANTINE):
             conn.create_table(schema, spec)
         ensure_pii_key_column(conn, schema, BUYER_PII.name)
+        with_master_parts = _master_part_assigner(conn, merchant_id, schema, day)
         if workers is None:
             records = sum(raw_row_count(conn, merchant_id, channel, "orders", day) for channel in CHANNELS)
             workers = default_normalize_workers(records, batch_records)
@@ -259,7 +263,9 @@ def load_orders_partition(
                 )
             )
         with wh.merchant_scope(merchant_id) as conn:
-            _write_orders(conn, schema, vault, merchant_id, batch, pdate, loaded_at, run_id, done, label)
+            _write_orders(
+                conn, schema, vault, merchant_id, batch, pdate, loaded_at, run_id, done, label, with_master_parts
+            )
 
     with executor, wh.merchant_scope(merchant_id) as reader:
         try:
@@ -299,6 +305,29 @@ def load_orders_partition(
     return done
 
 
+def _master_part_assigner(
+    conn: Connection, merchant_id: str, schema: str, day: str
+) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    """Order lines -> the same lines with their master part, by the rule of the inventory
+    snapshots: the catalog valid at the end of `day`, then eBay's MPN (the day's eBay inventory
+    extract), then the SKU."""
+    at = catalog_day_end(day)
+    catalog, by_key = master_parts(conn, schema, at), master_parts_by_own_key(conn, schema, at)
+    ebay = master_parts_from_ebay(
+        normalize.loads(row[1]) for row in raw_payloads(conn, merchant_id, "ebay", "inventory", day)
+    )
+
+    def assign(lines: pd.DataFrame) -> pd.DataFrame:
+        skus = [None if pd.isna(s) else s for s in lines["sku"].tolist()]
+        masters, matches = master_part_columns(skus, catalog, ebay, by_key)
+        return lines.assign(
+            master_part=pd.Series(masters, index=lines.index, dtype="string"),
+            part_match=pd.Series(matches, index=lines.index, dtype="string"),
+        )
+
+    return assign
+
+
 def _write_orders(
     conn: Connection,
     schema: str,
@@ -310,6 +339,7 @@ def _write_orders(
     run_id: str,
     done: OrdersLoaded,
     label: str | None = None,
+    with_master_parts: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
 ) -> None:
     """Replace the stored orders that `batch` has a version of, at least as recent, with it."""
     day = pdate.isoformat()
@@ -350,6 +380,8 @@ def _write_orders(
         return frame.loc[pd.Series(mask, index=frame.index, dtype=bool)]
 
     lines, adjustments, pii = keep(batch.lines), keep(batch.adjustments), keep(batch.pii)
+    if with_master_parts is not None:
+        lines = with_master_parts(lines)
     frames = {
         ORDERS.name: orders.loc[pd.Series(won_rows, index=orders.index, dtype=bool)],
         ORDER_LINES.name: lines,

@@ -28,7 +28,10 @@ ORDER_LINES = TableSpec(
         "unit_price money", "item_price money", "item_tax money", "shipping_price money",
         "shipping_tax money", "promotion_discount money", "gift_wrap_price money",
         "gift_wrap_tax money", "currency text", "line_status text!", "channel_line_status text",
-        "other_charges money", *_PROVENANCE,
+        "other_charges money",
+        # The part sold: the catalog's (brand + MPN after supersession), else eBay's MPN, else
+        # the SKU; `part_match` says which (as in core_inventory_snapshots).
+        "master_part text", "part_match text", *_PROVENANCE,
     ),
     primary_key=("channel", "marketplace_order_id", "line_id"),
 )

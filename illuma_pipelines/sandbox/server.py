@@ -390,7 +390,8 @@ def _health_route(state: SandboxState) -> Route:
 
 
 def build_app(config: SandboxConfig, state: SandboxState | None = None) -> Starlette:
-    """The Starlette app: `/health` plus every marketplace's plug-in mounted under `/<channel>`.
+    """The Starlette app: `/health`, every marketplace's plug-in mounted under `/<channel>` and
+    the merchants' catalog files under `/files` (`illuma_pipelines.sandbox.catalog`).
 
     A plug-in that does not import raises here, naming the channel, rather than leaving the
     channel silently unmounted."""
@@ -406,6 +407,9 @@ def build_app(config: SandboxConfig, state: SandboxState | None = None) -> Starl
             )
             raise
         routes.append(Mount(f"/{channel}", routes=module.routes(state)))
+    # The merchants' own files (their parts catalogs): not a marketplace; a plug-in as they are.
+    files = importlib.import_module("illuma_pipelines.sandbox.catalog")
+    routes.append(Mount("/files", routes=files.routes(state)))
     app = Starlette(routes=routes)
     app.state.sandbox = state
     app.state.channels = tuple(CHANNEL_MODULES)

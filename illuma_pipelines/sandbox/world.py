@@ -180,7 +180,8 @@ _MPN_STYLE = {
     "Dorman": lambda r: f"{r.randint(600, 926)}-{r.randint(100, 999)}",
     "ACDelco": lambda r: f"{r.choice(['41-', 'PF', '17D', 'D'])}{r.randint(100, 9999)}",
 }
-_FITS = (
+FITS = (  # the endings of part titles
+
     "for Lawn Mower",
     "for Riding Mower",
     "for Zero-Turn",
@@ -252,7 +253,7 @@ def parts_catalog(seed: int, merchant_id: str, size: int = 48) -> tuple[Part, ..
                 sku=sku,
                 mpn=mpn,
                 brand=brand,
-                title=f"{brand} {mpn} {family} {rng.choice(_FITS)}",
+                title=f"{brand} {mpn} {family} {rng.choice(FITS)}",
                 upc=_upc(rng),
                 asin=stable_code("B0", seed, merchant_id, sku, "asin")[:10],
                 fnsku=stable_code("X0", seed, merchant_id, sku, "fnsku")[:10],
