@@ -529,19 +529,25 @@ def _run_demo(
     step_output = {m: (log_dir / f"{m}.log").open("w") for m in DEMO_MERCHANTS}
     print(f"step output (dbt and the like): {log_dir}/<merchant>.log")
     tags = {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
-    run_config = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
-    def execute(job_name: str, merchant_id: str, day: str) -> dg.ExecuteInProcessResult:
+    def quiet(level: str) -> dict:
+        return {"loggers": {"console": {"config": {"log_level": level}}}}
+
+    def execute(
+        job_name: str, merchant_id: str, day: str | None, request: dg.RunRequest | None = None, console: str = "WARNING"
+    ) -> dg.ExecuteInProcessResult:
+        """Run a merchant-day partition of `job_name` (or, for a per-merchant job, what a sensor's
+        `request` asks) in this process, once the warehouse pool has a slot."""
         stop.check()
         wait_for_pool(instance, WAREHOUSE_POOL)
-        stop.current = f"{job_name} {day} {merchant_id}"
+        stop.current = f"{job_name} {day or ''} {merchant_id}"
         with contextlib.redirect_stdout(step_output[merchant_id]):
             result = definitions.resolve_job_def(job_name).execute_in_process(
                 instance=instance,
-                partition_key=merchant_date_key(merchant_id, day),
-                tags={MERCHANT_TAG: merchant_id, **tags},
+                partition_key=merchant_date_key(merchant_id, day) if day else merchant_id,
+                tags={MERCHANT_TAG: merchant_id, **(request.tags if request else {}), **tags},
                 raise_on_error=False,
-                run_config=run_config,
+                run_config={**quiet(console), **(request.run_config if request else {})},
             )
         stop.current += f" (run {result.run_id[:8]}, {result.dagster_run.status.value})"
         # No daemon runs the audit sensor here: audit each run as it ends.
@@ -555,18 +561,8 @@ def _run_demo(
         # No daemon runs the catalog inbox sensor here: evaluate it, and run what it requests.
         for request in catalog_sensor_requests(instance, definitions):
             merchant_id = request.partition_key
-            stop.check()
-            stop.current = f"catalog_import_job {merchant_id}"
-            with contextlib.redirect_stdout(step_output[merchant_id]):
-                result = definitions.resolve_job_def("catalog_import_job").execute_in_process(
-                    instance=instance,
-                    partition_key=merchant_id,
-                    tags={**request.tags, **tags},
-                    raise_on_error=False,
-                    # The line below says what was rejected: the console shows errors only.
-                    run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}, **request.run_config},
-                )
-            stop.current = ""
+            # The line below says what was rejected: the console shows the run's errors only.
+            result = execute("catalog_import_job", merchant_id, None, request, console="ERROR")
             read, rejected = _metadata_value(result, "rows_read"), _metadata_value(result, "rows_rejected")
             print(
                 f"  catalog {merchant_id:<20} {'ok' if result.success else 'FAILED'}  run {result.run_id[:8]}  "

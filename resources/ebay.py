@@ -233,12 +233,27 @@ class EbaySellHttp(EbaySell, MarketplaceHttpClient):
         identity: Callable[[dict[str, Any]], Any],
         stats: RequestStats,
         page_size: int,
-        site: str,
-        seen: set[Any] | None = None,
+        sites: Sequence[str],
     ) -> Iterator[dict[str, Any]]:
-        """Every page of one operation on one site; `seen` (shared across sites by the caller)
-        drops a record already yielded."""
-        seen = set() if seen is None else seen
+        """Every page of one operation on each of `sites` in turn; a record already yielded (on
+        this site or an earlier one) is dropped."""
+        seen: set[Any] = set()
+        for site in sites:
+            yield from self._pages_on(creds, operation, url, params, key, identity, stats, page_size, site, seen)
+
+    def _pages_on(
+        self,
+        creds: ChannelCredentials,
+        operation: str,
+        url: str,
+        params: dict[str, Any],
+        key: str,
+        identity: Callable[[dict[str, Any]], Any],
+        stats: RequestStats,
+        page_size: int,
+        site: str,
+        seen: set[Any],
+    ) -> Iterator[dict[str, Any]]:
         offset = 0
         pages = self._pager(operation, what="offset")
         pages.follow(offset)
@@ -297,20 +312,17 @@ class EbaySellHttp(EbaySell, MarketplaceHttpClient):
         params = {"filter": f"lastmodifieddate:[{_ts(window[0])}..{_ts(window[1])}]"}
         # Read on every site of the connection: where eBay answers with the seller's orders of
         # all sites the repeats are dropped, where it answers per site none is missed.
-        seen: set[Any] = set()
-        for site in self._sites(marketplace_ids):
-            yield from self._paged(
-                creds,
-                "getOrders",
-                self.endpoint.rstrip("/") + "/sell/fulfillment/v1/order",
-                params,
-                "orders",
-                lambda o: o.get("orderId") if isinstance(o.get("orderId"), str) else None,
-                stats,
-                min(self.page_size, 200),
-                site,
-                seen,
-            )
+        yield from self._paged(
+            creds,
+            "getOrders",
+            self.endpoint.rstrip("/") + "/sell/fulfillment/v1/order",
+            params,
+            "orders",
+            lambda o: o.get("orderId") if isinstance(o.get("orderId"), str) else None,
+            stats,
+            min(self.page_size, 200),
+            self._sites(marketplace_ids),
+        )
 
     def transactions(self, creds, after, before=None, *, marketplace_ids=None, stats=None):
         stats = stats if stats is not None else RequestStats()
@@ -326,20 +338,17 @@ class EbaySellHttp(EbaySell, MarketplaceHttpClient):
 
         # Finances answers for the site in X-EBAY-C-MARKETPLACE-ID only: a seller on several
         # sites is read site after site (a transaction is yielded once).
-        seen: set[Any] = set()
-        for site in self._sites(marketplace_ids):
-            yield from self._paged(
-                creds,
-                "getTransactions",
-                self.finances_endpoint.rstrip("/") + "/sell/finances/v1/transaction",
-                params,
-                "transactions",
-                identity,
-                stats,
-                min(self.page_size, 1000),
-                site,
-                seen,
-            )
+        yield from self._paged(
+            creds,
+            "getTransactions",
+            self.finances_endpoint.rstrip("/") + "/sell/finances/v1/transaction",
+            params,
+            "transactions",
+            identity,
+            stats,
+            min(self.page_size, 1000),
+            self._sites(marketplace_ids),
+        )
 
     def payouts(self, creds, after, before=None, *, marketplace_ids=None, stats=None):
         stats = stats if stats is not None else RequestStats()
@@ -347,20 +356,17 @@ class EbaySellHttp(EbaySell, MarketplaceHttpClient):
         if window is None:
             return
         params = {"filter": f"payoutDate:[{_ts(window[0])}..{_ts(window[1])}]"}
-        seen: set[Any] = set()
-        for site in self._sites(marketplace_ids):  # per site, as transactions
-            yield from self._paged(
-                creds,
-                "getPayouts",
-                self.finances_endpoint.rstrip("/") + "/sell/finances/v1/payout",
-                params,
-                "payouts",
-                lambda p: p.get("payoutId") if isinstance(p.get("payoutId"), str) else None,
-                stats,
-                min(self.page_size, 200),
-                site,
-                seen,
-            )
+        yield from self._paged(
+            creds,
+            "getPayouts",
+            self.finances_endpoint.rstrip("/") + "/sell/finances/v1/payout",
+            params,
+            "payouts",
+            lambda p: p.get("payoutId") if isinstance(p.get("payoutId"), str) else None,
+            stats,
+            min(self.page_size, 200),
+            self._sites(marketplace_ids),  # per site, as transactions
+        )
 
     def inventory_items(self, creds, *, marketplace_ids=None, stats=None):
         stats = stats if stats is not None else RequestStats()
@@ -373,5 +379,5 @@ class EbaySellHttp(EbaySell, MarketplaceHttpClient):
             lambda i: i.get("sku") if isinstance(i.get("sku"), str) else None,
             stats,
             min(self.page_size, 200),
-            self._site(marketplace_ids),
+            [self._site(marketplace_ids)],
         )

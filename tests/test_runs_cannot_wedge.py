@@ -320,7 +320,11 @@ def test_sigterm_during_a_run_stops_the_demo_and_leaves_no_run_going(local, tmp_
     )
     try:
         in_flight = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
-        run = _wait_for(lambda: instance.get_runs(dg.RunsFilter(statuses=in_flight)), 120, "the demo's first run", demo)[0]
+        # The daily run, not the quick catalog load before it: it is still going a second later.
+        run = _wait_for(
+            lambda: instance.get_runs(dg.RunsFilter(job_name="merchant_daily_job", statuses=in_flight)),
+            120, "the demo's first daily run", demo,
+        )[0]
         assert run.tags["illuma/pid"] == str(demo.pid)
         time.sleep(1.0)  # into its steps
         sent = time.monotonic()
