@@ -307,3 +307,59 @@ def test_generated_orders_sum_exactly(lines: list[tuple[int, int, int, int, bool
         assert line.shipping_price == Decimal(shipping) / 100
     frames = to_frame(out.orders, Order), to_frame(out.lines, OrderLine)
     assert order_reconciliation_mismatches(*frames) == []
+
+
+def _usd(value: str) -> dict[str, str]:
+    return {"value": value, "currency": "USD"}
+
+
+def test_a_refund_gives_its_fees_back_and_a_fee_row_names_its_order():
+    """Shapes of a real capture: eBay's amounts are unsigned; a refund (DEBIT) returns the final
+    value fees of its sale (+2.30 and +19.37 for the seller, not -); an ad fee (NON_SALE_CHARGE)
+    names its order only in references[]."""
+    refund = {
+        "transactionId": "5047718350",
+        "orderId": "12-10887-44120",
+        "transactionType": "REFUND",
+        "transactionStatus": "FUNDS_AVAILABLE_FOR_PAYOUT",
+        "transactionDate": "2026-11-18T16:02:11.000Z",
+        "bookingEntry": "DEBIT",
+        "amount": _usd("196.40"),
+        "totalFeeBasisAmount": _usd("218.07"),
+        "totalFeeAmount": _usd("21.67"),
+        "orderLineItems": [
+            {
+                "lineItemId": "10068822919012",
+                "feeBasisAmount": _usd("218.07"),
+                "marketplaceFees": [
+                    {"feeType": "FINAL_VALUE_FEE_FIXED_PER_ORDER", "amount": _usd("2.30")},
+                    {"feeType": "FINAL_VALUE_FEE", "amount": _usd("19.37")},
+                ],
+            }
+        ],
+    }
+    ad_fee = {
+        "transactionId": "FEE-7730012",
+        "transactionType": "NON_SALE_CHARGE",
+        "transactionStatus": "FUNDS_AVAILABLE_FOR_PAYOUT",
+        "transactionDate": "2026-11-19T03:00:00.000Z",
+        "bookingEntry": "DEBIT",
+        "amount": _usd("14.72"),
+        "feeType": "AD_FEE",
+        "transactionMemo": "Promoted Listings - General fee",
+        "references": [
+            {"referenceId": "235512399871", "referenceType": "ITEM_ID"},
+            {"referenceId": "12-10887-44120", "referenceType": "ORDER_ID"},
+        ],
+    }
+    sale = copy.deepcopy(refund) | {"transactionId": "12-10887-44120", "transactionType": "SALE", "bookingEntry": "CREDIT"}
+    out = ebay.normalize_transactions([loads(dumps_payload(r)) for r in (refund, ad_fee, sale)])
+    assert out.rejects == []
+    returned, fee, sold = out.transactions
+    assert returned.amount == Decimal("-196.40")
+    assert dict(returned.breakdown) == {
+        "fee:FINAL_VALUE_FEE_FIXED_PER_ORDER": Decimal("2.30"),
+        "fee:FINAL_VALUE_FEE": Decimal("19.37"),
+    }
+    assert dict(sold.breakdown)["fee:FINAL_VALUE_FEE"] == Decimal("-19.37") and sold.amount == Decimal("196.40")
+    assert (fee.order_id, fee.amount, fee.description) == ("12-10887-44120", Decimal("-14.72"), "Promoted Listings - General fee")

@@ -412,7 +412,10 @@ def normalize_transactions(records: Iterable[Mapping[str, Any]]) -> NormalizeRes
     """eBay Finances transactions -> FinancialTransaction rows.
 
     ``amount`` = ``bookingEntry`` sign x ``|amount.value|``. The breakdown lists each marketplace
-    fee as ``fee:<feeType>`` with a negative amount (fees are taken from the seller).
+    fee as ``fee:<feeType>``, signed for the seller against the transaction's direction: a sale's
+    (CREDIT) fees are taken (negative), a refund's (DEBIT) fees are given back (positive). A fee
+    row (NON_SALE_CHARGE) names its order only in ``references[]`` (``ORDER_ID``): ``order_id``
+    is ``orderId``, else that reference.
     """
     result = NormalizeResult()
     for index, rec in enumerate(records):
@@ -441,7 +444,7 @@ def _transaction(rec: Mapping[str, Any], dropped: list[tuple[str, str]]) -> Fina
             fee_type = required_text(fee.get("feeType"), f"transaction {tx_id}: feeType")
             value = guard.take(_money(fee.get("amount"), fee_type), f"fee:{fee_type}")
             if value is not None:
-                breakdown.append((f"fee:{fee_type}", -value))
+                breakdown.append((f"fee:{fee_type}", -sign * abs(value)))
     return FinancialTransaction(
         channel=CHANNEL,
         transaction_id=tx_id,
@@ -449,12 +452,21 @@ def _transaction(rec: Mapping[str, Any], dropped: list[tuple[str, str]]) -> Fina
         status=text(rec.get("transactionStatus")),
         posted_at=parse_iso(rec.get("transactionDate"), f"transaction {tx_id}: transactionDate"),
         marketplace_id=None,
-        order_id=text(rec.get("orderId")),
+        order_id=text(rec.get("orderId")) or _referenced_order(rec),
         amount=sign * abs(amount),
         currency=currency,
         description=text(rec.get("transactionMemo")) or text(rec.get("feeType")),
         breakdown=tuple(breakdown),
     )
+
+
+def _referenced_order(rec: Mapping[str, Any]) -> str | None:
+    for ref in rec.get("references") or ():
+        if isinstance(ref, Mapping) and ref.get("referenceType") == "ORDER_ID":
+            found = text(ref.get("referenceId"))
+            if found:
+                return found
+    return None
 
 
 # --- Inventory getInventoryItems -------------------------------------------------------------
