@@ -35,6 +35,7 @@ written with `load_frame` (DuckDB's Arrow scan, PostgreSQL's COPY) and a handful
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import csv
 import hashlib
@@ -126,6 +127,7 @@ CATALOG_SUFFIXES = (".csv", ".xlsx")
 # decimal places and 14 integer digits: the warehouse's money type, DECIMAL(18,4).
 _NUMBER_FULL = r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)$"
 _MONEY_INT_DIGITS, _MONEY_DECIMALS = 14, 4
+_MONEY_SIMPLE = rf"^\d{{1,{_MONEY_INT_DIGITS}}}(?:\.\d{{0,{_MONEY_DECIMALS}}})?$"
 _SUB_TEXT = r"\bSUB\s*="
 _SUB = re.compile(r"\s*\bSUB\s*=\s*", re.IGNORECASE)
 _YEARS = (1900, 2100)
@@ -149,6 +151,7 @@ class RawCatalog:
     rows: np.ndarray
     headers: dict[str, str]  # normalized name -> header as written
     rejects: list[tuple[int, str, str]] = field(default_factory=list)  # (row, sku, reason)
+    sep_free: bool | None = None  # known to hold no _SEP (None: not known)
 
 
 def normalize_header(name: object) -> str:
@@ -242,7 +245,7 @@ def _read_csv(path: Path, data: bytes, block_size: int) -> RawCatalog:
     def parse(newlines_in_values: bool) -> Any:
         irregular.clear()
         return pcsv.read_csv(
-            io.BytesIO(data),
+            pa.BufferReader(data),
             read_options=pcsv.ReadOptions(column_names=keys, skip_rows=1, encoding=encoding, block_size=block_size),
             parse_options=pcsv.ParseOptions(
                 newlines_in_values=newlines_in_values, ignore_empty_lines=False, invalid_row_handler=invalid
@@ -274,7 +277,9 @@ def _read_csv(path: Path, data: bytes, block_size: int) -> RawCatalog:
         return _rows_to_raw(path, names, _csv_records(data.decode(encoding).lstrip("\ufeff")))
     frame = table.to_pandas()
     frame.columns = names
-    return _finish(path, names, frame, np.arange(2, len(frame) + 2, dtype=np.int64), [])
+    raw = _finish(path, names, frame, np.arange(2, len(frame) + 2, dtype=np.int64), [])
+    raw.sep_free = _SEP.encode() not in data  # the same byte in UTF-8 and Windows-1252
+    return raw
 
 
 def _csv_records(text: str) -> Iterable[list[str]]:
@@ -346,14 +351,32 @@ _SPACES = (" ", "\t", "\r", "\n", "\v", "\f", "\xa0")
 
 
 def _needs_trim(values: pd.Series) -> bool:
-    """Whether any value starts or ends with white space (its first and last characters only)."""
+    """Whether any value starts or ends with white space (_SPACES), read from the first and last
+    bytes of each value in the UTF-8 buffer, without a copy of the strings."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     array = _arrow(values)
-    spaces = pa.array(_SPACES, type=pa.large_string())
-    ends = (pc.utf8_slice_codeunits(array, 0, 1), pc.utf8_slice_codeunits(array, -1, 2**31 - 1))
-    return any(pc.any(pc.is_in(end, value_set=spaces)).as_py() for end in ends)
+    chunks = array.chunks if isinstance(array, pa.ChunkedArray) else [array]
+    single = np.zeros(256, dtype=bool)  # ASCII white space, by byte
+    single[[ord(c) for c in _SPACES if ord(c) < 0x80]] = True
+    for chunk in chunks:
+        if not len(chunk) or chunk.buffers()[2] is None:
+            continue
+        data = np.frombuffer(chunk.buffers()[2], dtype=np.uint8)
+        offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int64)[chunk.offset : chunk.offset + len(chunk) + 1]
+        start, end = offsets[:-1], offsets[1:]
+        filled = end > start
+        start, end = start[filled], end[filled]
+        first, last = data[start], data[end - 1]
+        if single[first].any() or single[last].any():
+            return True
+        # U+00A0 (no-break space) is the two bytes C2 A0.
+        heads, tails = first == 0xC2, last == 0xA0
+        if heads.any() and (data[np.minimum(start[heads] + 1, len(data) - 1)] == 0xA0).any():
+            return True
+        if tails.any() and ((end[tails] - start[tails] >= 2) & (data[np.maximum(end[tails] - 2, 0)] == 0xC2)).any():
+            return True
+    return False
 
 
 def _finish(path: Path, names: list[str], frame: pd.DataFrame, rows: np.ndarray, rejects: list) -> RawCatalog:
@@ -361,10 +384,18 @@ def _finish(path: Path, names: list[str], frame: pd.DataFrame, rows: np.ndarray,
     frame = frame.loc[:, [bool(n) for n in names]]
     frame.columns = named
     for name in named:
-        values = frame[name].astype("str")
+        values = frame[name]
+        if values.dtype != "str":
+            values = frame[name] = values.astype("str")
         # Only columns with a value to trim get a trimmed copy (a catalog's columns rarely have one).
-        frame[name] = values.str.strip() if _needs_trim(values) else values
-    blank = (frame == "").all(axis=1).to_numpy()
+        if _needs_trim(values):
+            frame[name] = values.str.strip()
+    # Blank rows: every cell empty (the first column with a value in every row settles it).
+    blank = np.ones(len(frame), dtype=bool)
+    for name in named:
+        if not blank.any():
+            break
+        blank &= (frame[name] == "").to_numpy()
     if blank.any():
         frame, rows = frame.loc[~blank].reset_index(drop=True), rows[~blank]
     if not len(frame) and not rejects:
@@ -424,7 +455,9 @@ def _money(values: pd.Series, name: str, reasons: _Reasons) -> pd.Series:
         where = np.flatnonzero(bad[codes])
         for pos in where:
             reasons.by_row.setdefault(int(pos), []).extend(found.by_row[int(codes[pos])])
-    return pd.Series(canonical.to_numpy()[codes], dtype="str", index=values.index)
+    import pyarrow as pa
+
+    return pd.Series(pd.array(_arrow(canonical).take(pa.array(codes)), dtype="str"), index=values.index)
 
 
 def _money_distinct(values: pd.Series, name: str, reasons: _Reasons) -> pd.Series:
@@ -435,6 +468,13 @@ def _money_distinct(values: pd.Series, name: str, reasons: _Reasons) -> pd.Serie
     if not present.any():
         return values
     array = _arrow(values)
+    # The common case, every amount plain (digits, a point, at most 4 decimals, at most 14 integer
+    # digits): Arrow's exact decimal cast gives the canonical text in two kernels.
+    simple = _bools(pc.match_substring_regex(array, _MONEY_SIMPLE))
+    if (simple | ~present).all():
+        as_decimal = pc.cast(pc.if_else(present, array, "0"), pa.decimal128(_MONEY_INT_DIGITS + _MONEY_DECIMALS, _MONEY_DECIMALS))
+        text = pc.cast(as_decimal, pa.large_string())
+        return pd.Series(pd.array(pc.if_else(present, text, ""), dtype="str"), index=values.index)
     ok = _bools(pc.match_substring_regex(array, _NUMBER_FULL)) & present
     reasons.add(present & ~ok, lambda i: f"{name} {values.iat[i]!r} is not a number (write e.g. 12.50: digits and a decimal point)")
     negative = _bools(pc.starts_with(array, "-"))
@@ -545,7 +585,7 @@ def validate(raw: RawCatalog) -> _Validated:
     fit_extra_cols = [c for c in frame.columns if c.startswith("fitment_") and c not in FITMENT_COLUMNS]
     part_extra_cols = [c for c in frame.columns if c not in KNOWN_COLUMNS and c not in fit_extra_cols]
     in_file = ["sku", *(c for c in PART_COLUMNS if c in frame.columns), *part_extra_cols]
-    codes = _row_codes(frame, in_file)
+    codes = _row_codes(frame, in_file, raw.sep_free)
     _, first = np.unique(codes, return_index=True)  # codes number rows by first appearance
     distinct = frame.iloc[first].reset_index(drop=True)
     content, found, implied, present = _validate_parts(distinct, part_extra_cols)
@@ -577,10 +617,14 @@ def validate(raw: RawCatalog) -> _Validated:
     candidates = content.iloc[good_codes]
     rows_of_sku = pd.DataFrame({"sku": sku.iloc[good_rows].reset_index(drop=True), "_row": raw.rows[good_rows]})
     # A SKU with two different distinct rows (once amounts are canonical: 12.5 is 12.50) conflicts.
-    pairs = pd.DataFrame({"sku": pd.factorize(candidates["sku"])[0], "data": pd.factorize(candidates["_joined"])[0]})
-    pairs = pairs.drop_duplicates()
-    twice = pairs["sku"].duplicated(keep=False).to_numpy()
-    conflicted = candidates["sku"].iloc[pairs.index[twice]].unique().tolist() if twice.any() else []
+    # (Commonly each SKU has one distinct row: nothing to compare.)
+    unique_skus = candidates["sku"].is_unique
+    conflicted = []
+    if not unique_skus:
+        pairs = pd.DataFrame({"sku": pd.factorize(candidates["sku"])[0], "data": pd.factorize(candidates["_joined"])[0]})
+        pairs = pairs.drop_duplicates()
+        twice = pairs["sku"].duplicated(keep=False).to_numpy()
+        conflicted = candidates["sku"].iloc[pairs.index[twice]].unique().tolist() if twice.any() else []
     if conflicted:
         rows_of = _rows_of(rows_of_sku, conflicted)
         for sku_value in conflicted:
@@ -592,7 +636,7 @@ def validate(raw: RawCatalog) -> _Validated:
         candidates = candidates.loc[~_isin(candidates["sku"], conflicted)]
         keep = ~_isin(rows_of_sku["sku"], conflicted)
         rows_of_sku, good_rows = rows_of_sku.loc[keep], good_rows[keep]
-    parts = candidates.drop_duplicates("sku")
+    parts = candidates if unique_skus else candidates.drop_duplicates("sku")
 
     fit = pd.DataFrame({"sku": sku})
     for c, target in FITMENT_COLUMNS.items():
@@ -615,10 +659,36 @@ def validate(raw: RawCatalog) -> _Validated:
     )
 
 
-def _row_codes(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
-    """Equal codes for equal rows of `columns`, numbered by first appearance: column by column,
-    each pair (codes so far, column's code) renumbered, so the codes stay below the row count
-    (exact, and no joined copy of the rows in memory)."""
+def _row_codes(frame: pd.DataFrame, columns: list[str], sep_free: bool | None = None) -> np.ndarray:
+    """Equal codes for equal rows of `columns`, numbered by first appearance.
+
+    Each row's values joined by _SEP and hashed once (one Arrow kernel each), exact when no value
+    holds _SEP; else column by column, each pair (codes so far, column's code) renumbered, so the
+    codes stay below the row count."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    arrays = [_arrow(frame[c]) for c in columns]
+    if sep_free is None:
+        sep_free = not any(pc.any(pc.match_substring(a, _SEP)).as_py() for a in arrays)
+    if sep_free:
+        # A row equal to the one before it (a part's fitment rows, commonly) takes its code: only
+        # the others are joined and encoded.
+        n = len(frame)
+        same = np.ones(max(n - 1, 0), dtype=bool)
+        for a in arrays:
+            if n > 1 and same.any():
+                same &= _bools(pc.equal(a.slice(1), a.slice(0, n - 1)))
+        heads = np.flatnonzero(np.concatenate(([True], ~same))) if n else np.zeros(0, dtype=np.int64)
+        if len(heads) < n:
+            arrays = [a.take(pa.array(heads)) for a in arrays]
+        joined = pc.binary_join_element_wise(*arrays, pa.scalar(_SEP, pa.large_string())) if len(arrays) > 1 else arrays[0]
+        # Arrow numbers a dictionary's values by first appearance.
+        encoded = pc.dictionary_encode(joined)
+        if isinstance(encoded, pa.ChunkedArray):
+            encoded = encoded.combine_chunks()
+        codes = np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
+        return np.repeat(codes, np.diff(np.append(heads, n))) if len(heads) < n else codes
     codes = np.zeros(len(frame), dtype=np.int64)
     for c in columns:
         column, uniques = pd.factorize(frame[c])
@@ -639,8 +709,15 @@ def _validate_parts(frame: pd.DataFrame, extra_cols: list[str]) -> tuple[pd.Data
     implied: dict[str, str] = {}
     subbed = _matches(sku, _SUB_TEXT, ignore_case=True) | _matches(superseded, _SUB_TEXT, ignore_case=True)
     if subbed.any():
-        skus, targets = sku.tolist(), superseded.tolist()
-        for pos in np.flatnonzero(subbed):
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        # Only the rows with SUB= go through Python; the others keep their cells.
+        where = np.flatnonzero(subbed)
+        take = pa.array(where)
+        old_skus, old_targets = _arrow(sku).take(take).to_pylist(), _arrow(superseded).take(take).to_pylist()
+        skus, targets = dict(zip(where.tolist(), old_skus, strict=True)), dict(zip(where.tolist(), old_targets, strict=True))
+        for pos in where.tolist():
             chain = [p for p in split_supersession(skus[pos]) if p]
             named = [p for p in split_supersession(targets[pos]) if p]
             if len(chain) > 1 and named and named[0] != chain[1]:
@@ -654,7 +731,13 @@ def _validate_parts(frame: pd.DataFrame, extra_cols: list[str]) -> tuple[pd.Data
             targets[pos] = chain[1] if len(chain) > 1 else ""
             for a, b in zip(chain[1:], chain[2:], strict=False):
                 implied.setdefault(a, b)
-        sku, superseded = pd.Series(skus, dtype="str"), pd.Series(targets, dtype="str")
+        mask = pa.array(subbed)
+
+        def replaced(values: pd.Series, new: dict[int, str]) -> pd.Series:
+            array = pc.replace_with_mask(_arrow(values), mask, pa.array(list(new.values()), type=pa.large_string()))
+            return pd.Series(pd.array(array, dtype="str"))
+
+        sku, superseded = replaced(sku, skus), replaced(superseded, targets)
         present.add("superseded_by")
     reasons.add((sku == "").to_numpy(), "no SKU")
 
@@ -701,19 +784,36 @@ _NEEDS_ESCAPE = r'["\\\x00-\x1f]'
 
 def _json_objects(frame: pd.DataFrame, columns: list[str]) -> pd.Series:
     """Each row's non-empty cells of `columns` as a JSON object with sorted keys ('' when none),
-    built column-wise: only values that need escaping go through json.dumps."""
-    body = pd.Series([""] * len(frame), dtype="str", index=frame.index)
+    built column-wise by Arrow kernels: only values that need escaping go through json.dumps."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    def text(value: str) -> Any:
+        return pa.scalar(value, pa.large_string())
+
+    body = None
     for c in sorted(columns):
-        values = frame[c]
-        quoted = '"' + values + '"'
-        special = _matches(values, _NEEDS_ESCAPE)
+        values = _arrow(frame[c])
+        quoted = pc.binary_join_element_wise(text('"'), values, text('"'), text(""))
+        special = _bools(pc.match_substring_regex(values, _NEEDS_ESCAPE))
         if special.any():
-            escaped = values[special].map(lambda v: json.dumps(v, ensure_ascii=False))
-            quoted = quoted.where(~special, escaped.reindex(values.index, fill_value=""))
-        piece = (json.dumps(c) + ": " + quoted).where(values != "", "")
-        glue = pd.Series(np.where((body != "").to_numpy() & (piece != "").to_numpy(), ", ", ""), index=frame.index, dtype="str")
-        body = body + glue + piece
-    return ("{" + body + "}").where(body != "", "").astype("str")
+            positions = np.flatnonzero(special)
+            escaped = [json.dumps(v, ensure_ascii=False) for v in values.take(pa.array(positions)).to_pylist()]
+            quoted = quoted.to_pylist()
+            for pos, value in zip(positions.tolist(), escaped, strict=True):
+                quoted[pos] = value
+            quoted = pa.array(quoted, type=pa.large_string())
+        empty = pc.equal(values, text(""))
+        piece = pc.if_else(empty, text(""), pc.binary_join_element_wise(text(json.dumps(c) + ": "), quoted, text("")))
+        if body is None:
+            body = piece
+        else:
+            glue = pc.if_else(pc.and_(pc.not_equal(body, text("")), pc.invert(empty)), text(", "), text(""))
+            body = pc.binary_join_element_wise(body, glue, piece, text(""))
+    if body is None:
+        return pd.Series([""] * len(frame), dtype="str", index=frame.index)
+    out = pc.if_else(pc.equal(body, text("")), text(""), pc.binary_join_element_wise(text("{"), body, text("}"), text("")))
+    return pd.Series(pd.array(out, dtype="str"), index=frame.index)
 
 
 def _difference(rows: pd.DataFrame) -> str:
@@ -838,7 +938,8 @@ def ensure_catalog_tables(conn: Connection, schema: str) -> None:
         conn.create_table(schema, spec)
 
 
-_STORED = ("sku", *PART_COLUMNS, "extra", "current_sku", "master_part", "content_hash", "valid_from")
+# What the comparison reads of the stored current versions (plus the part columns a file lacks).
+_STORED = ("sku", "brand", "mpn", "superseded_by", "current_sku", "master_part", "content_hash")
 
 
 def _select(names: Sequence[str]) -> str:
@@ -846,14 +947,28 @@ def _select(names: Sequence[str]) -> str:
     return ", ".join(f"CAST({c} AS VARCHAR) AS {c}" if c in MONEY_COLUMNS else c for c in names)
 
 
-def _stored_current(conn: Connection, schema: str) -> pd.DataFrame:
-    frame = conn.fetch_df(f"SELECT {_select(_STORED)} FROM {schema}.{CATALOG_PARTS.name} WHERE valid_to IS NULL")
-    if frame.empty:
-        return pd.DataFrame({c: pd.Series(dtype="str") for c in _STORED})
-    for c in _STORED:
-        if c != "valid_from":
+def _stored_current(conn: Connection, schema: str, missing: Iterable[str] = ()) -> pd.DataFrame:
+    """The current version of every stored SKU: the _STORED columns and `missing` (part columns
+    the file does not have), as text ('' for NULL)."""
+    import pyarrow as pa
+
+    names = [*_STORED, *sorted(set(missing) - set(_STORED))]
+    sql = f"SELECT {_select(names)} FROM {schema}.{CATALOG_PARTS.name} WHERE valid_to IS NULL"
+    if conn.dialect == "duckdb":
+        frame = conn.fetch_df(sql)
+        if frame.empty:
+            return pd.DataFrame({c: pd.Series(dtype="str") for c in names})
+        for c in names:
             frame[c] = frame[c].astype("str").where(frame[c].notna(), "")
-    return frame
+        return frame
+    # PostgreSQL rows come as tuples: each column goes to Arrow in one call (a DataFrame built
+    # from the tuples would infer every value's type).
+    rows = conn.fetchall(sql)
+    columns = list(zip(*rows, strict=True)) if rows else [()] * len(names)
+    return pd.DataFrame({
+        c: pd.array(pa.array(values, type=pa.large_string()).fill_null(""), dtype="str")
+        for c, values in zip(names, columns, strict=True)
+    })
 
 
 def _content_hash(parts: pd.DataFrame) -> pd.Series:
@@ -861,8 +976,10 @@ def _content_hash(parts: pd.DataFrame) -> pd.Series:
     same text gives the same digest in every process)."""
     joined = _join(parts, ["sku", *PART_COLUMNS, "extra"])
     digest = pd.util.hash_pandas_object(joined, index=False, categorize=False).to_numpy()
-    text = digest.astype(">u8").tobytes().hex()
-    return pd.Series([text[i : i + 16] for i in range(0, len(text), 16)], index=parts.index, dtype="str")
+    import pyarrow as pa
+
+    hex16 = np.frombuffer(digest.astype(">u8").tobytes().hex().encode("ascii"), dtype="S16")
+    return pd.Series(pd.array(pa.array(hex16).cast(pa.large_string()), dtype="str"), index=parts.index)
 
 
 def import_catalog_file(
@@ -879,8 +996,17 @@ def import_catalog_file(
     effective = (effective_at or now).astimezone(UTC)
     summary = CatalogImport(merchant_id, path.name, sha, len(data), loaded_at=now)
     schema = merchant_schema(merchant_id)
-    # Parsed before the merchant's scope opens: its file (DuckDB) is not held while we read, and a
-    # file that is not a catalog never reaches it.
+    # A file loaded before is known by its digest alone: not parsed again (checked once more
+    # inside the load's transaction, for a load that raced this one).
+    with wh.merchant_scope(merchant_id) as conn:
+        done = conn.table_exists(schema, CATALOG_FILES.name) and conn.fetchone(
+            f"SELECT loaded_at FROM {schema}.{CATALOG_FILES.name} WHERE sha256 = ?", [sha]
+        )
+    if done:
+        summary.already_loaded, summary.loaded_at = True, done[0]
+        return summary
+    # Parsed before the merchant's scope opens again: its file (DuckDB) is not held while we read,
+    # and a file that is not a catalog never reaches it.
     raw = read_catalog(path, data)
     del data
     checked = validate(raw)
@@ -895,7 +1021,7 @@ def import_catalog_file(
         if done:
             summary.already_loaded, summary.loaded_at = True, done[0]
             return summary
-        stored = _stored_current(conn, schema)
+        stored = _stored_current(conn, schema, {*PART_COLUMNS, "extra"} - checked.present)
         _apply(conn, schema, checked, stored, summary, now=now, effective=effective)
     return summary
 
@@ -916,21 +1042,24 @@ def _apply(
 
     # Supersession across the whole catalog: the stored current edges, the file's, and those
     # named inside SUB= chains.
+    # (Few parts are superseded: only those rows go through Python.)
+    stored_edges = stored.loc[(stored["superseded_by"] != "").to_numpy(), ["sku", "superseded_by"]]
     while True:
-        next_of = {s: t for s, t in zip(stored["sku"].tolist(), stored["superseded_by"].tolist(), strict=True) if t}
+        next_of = dict(zip(stored_edges["sku"].tolist(), stored_edges["superseded_by"].tolist(), strict=True))
         for s, t in checked.implied.items():
             next_of.setdefault(s, t)
-        file_sku = parts["sku"].tolist()
-        for s in file_sku:
-            next_of.pop(s, None)
-        for s, t in zip(file_sku, parts["superseded_by"].tolist(), strict=True):
-            if t:
-                next_of[s] = t
+        if next_of:
+            keys = list(next_of)
+            for s, listed in zip(keys, _isin(pd.Series(keys, dtype="str"), parts["sku"]).tolist(), strict=True):
+                if listed:
+                    del next_of[s]
+        file_edges = parts.loc[(parts["superseded_by"] != "").to_numpy(), ["sku", "superseded_by"]]
+        next_of.update(zip(file_edges["sku"].tolist(), file_edges["superseded_by"].tolist(), strict=True))
         current, cycles = resolve_chains(next_of)
         if not cycles:
             break
         on_cycle = {s for cycle in cycles for s in cycle}
-        in_file = set(file_sku)
+        in_file = set(parts["sku"].tolist())
         refused = on_cycle & in_file
         if not refused:
             if not set(checked.implied) & on_cycle:
@@ -954,70 +1083,88 @@ def _apply(
         known = _isin(parts["sku"], stored.index)
         checked.fitment = checked.fitment.loc[~_isin(checked.fitment["sku"], refused)]
 
-    # Only superseded SKUs (those in `current`) point at another part; the others are their own.
-    targets = sorted({c for c in current.values() if c})
-    known_parts = pd.concat([parts[["sku", "brand", "mpn"]], stored.loc[~_isin(stored["sku"], parts["sku"]), ["sku", "brand", "mpn"]]])
-    picked = known_parts.loc[_isin(known_parts["sku"], targets)]
-    target_part = {s: (b, m) for s, b, m in zip(picked["sku"].tolist(), picked["brand"].tolist(), picked["mpn"].tolist(), strict=True)}
+    # The fitment goes first: its load runs on a thread of its own while this one compares the
+    # parts (the engine ingests while Python computes); nothing else uses the connection until
+    # that load is over.
+    fitment = _start_fitment(conn, schema, checked, parts, summary)
+    try:
+        # Only superseded SKUs (those in `current`) point at another part; the others are their own.
+        targets = sorted({c for c in current.values() if c})
+        # The brand and MPN of each target: the file's, else the stored current version's.
+        target_part: dict[str, tuple[str, str]] = {}
+        for source in (stored, parts):
+            picked = source.loc[_isin(source["sku"], targets), ["sku", "brand", "mpn"]]
+            target_part.update(zip(picked["sku"].tolist(), zip(picked["brand"].tolist(), picked["mpn"].tolist(), strict=True), strict=True))
 
-    def resolve(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
-        """(current SKU, master part) of each row of a frame of parts (sku, brand, mpn)."""
-        sku = frame["sku"]
-        mpn = frame["mpn"].str.strip().str.upper()
-        master = (frame["brand"].str.strip().str.upper() + "|" + mpn).where(mpn != "", sku)
-        cur = sku
-        moved = _isin(sku, current) if current else np.zeros(len(frame), dtype=bool)
-        if moved.any():
-            cur, master = sku.copy(), master.copy()
-            positions = np.flatnonzero(moved)
-            ends = [current[s] or s for s in sku.iloc[positions].tolist()]
-            cur.iloc[positions] = ends
-            master.iloc[positions] = [master_part_key(*target_part.get(e, (None, None)), e) for e in ends]
-        return cur.astype("str"), master.astype("str")
+        def resolve(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+            """(current SKU, master part) of each row of a frame of parts (sku, brand, mpn)."""
+            sku = frame["sku"]
+            mpn = frame["mpn"].str.strip().str.upper()
+            master = (frame["brand"].str.strip().str.upper() + "|" + mpn).where(mpn != "", sku)
+            cur = sku
+            moved = _isin(sku, current) if current else np.zeros(len(frame), dtype=bool)
+            if moved.any():
+                cur, master = sku.copy(), master.copy()
+                positions = np.flatnonzero(moved)
+                ends = [current[s] or s for s in sku.iloc[positions].tolist()]
+                cur.iloc[positions] = ends
+                master.iloc[positions] = [master_part_key(*target_part.get(e, (None, None)), e) for e in ends]
+            return cur.astype("str"), master.astype("str")
 
-    parts["current_sku"], parts["master_part"] = resolve(parts)
-    parts["content_hash"] = _content_hash(parts)
-    summary.parts_in_file = len(parts)
-    summary.superseded = int((parts["superseded_by"] != "").sum())
+        parts["current_sku"], parts["master_part"] = resolve(parts)
+        parts["content_hash"] = _content_hash(parts)
+        summary.parts_in_file = len(parts)
+        summary.superseded = int((parts["superseded_by"] != "").sum())
 
-    before = stored.reindex(parts["sku"])
-    same_content = (before["content_hash"].to_numpy() == parts["content_hash"].to_numpy()) & known
-    same_resolution = (
-        (before["current_sku"].to_numpy() == parts["current_sku"].to_numpy())
-        & (before["master_part"].to_numpy() == parts["master_part"].to_numpy())
-    )
-    unchanged = same_content & same_resolution
-    summary.parts_new = int((~known).sum())
-    summary.parts_changed = int((known & ~unchanged).sum())
-    summary.parts_unchanged = int(unchanged.sum())
-    changed_known = parts.loc[known & ~unchanged, "sku"].tolist()
+        before = stored.reindex(parts["sku"])
+        same_content = (before["content_hash"].to_numpy() == parts["content_hash"].to_numpy()) & known
+        same_resolution = (
+            (before["current_sku"].to_numpy() == parts["current_sku"].to_numpy())
+            & (before["master_part"].to_numpy() == parts["master_part"].to_numpy())
+        )
+        unchanged = same_content & same_resolution
+        summary.parts_new = int((~known).sum())
+        summary.parts_changed = int((known & ~unchanged).sum())
+        summary.parts_unchanged = int(unchanged.sum())
+        changed_known = parts.loc[known & ~unchanged, "sku"].tolist()
 
-    # Stored parts outside the file whose chain now ends elsewhere (the file superseded their
-    # current part, say): a new version with the same data and the new resolution.
-    others = stored.loc[~_isin(stored["sku"], parts["sku"])]
-    cur, master = resolve(others)
-    moved = (cur.to_numpy() != others["current_sku"].to_numpy()) | (master.to_numpy() != others["master_part"].to_numpy())
-    moved_skus = others["sku"].to_numpy()[moved].tolist()
-    summary.parts_reresolved = len(moved_skus)
-    if changed_known or moved_skus:
-        latest = pd.to_datetime(stored.loc[changed_known + moved_skus, "valid_from"], utc=True).max()
+        # Stored parts outside the file whose chain now ends elsewhere (the file superseded their
+        # current part, say): a new version with the same data and the new resolution.
+        others = stored.loc[~_isin(stored["sku"], parts["sku"])]
+        cur, master = resolve(others)
+        moved = (cur.to_numpy() != others["current_sku"].to_numpy()) | (master.to_numpy() != others["master_part"].to_numpy())
+        moved_skus = others["sku"].to_numpy()[moved].tolist()
+        summary.parts_reresolved = len(moved_skus)
+
+        new_versions = parts.loc[~unchanged].copy()
+        # A timestamp column built by numpy (both engines load it as such: DuckDB through Arrow,
+        # PostgreSQL as Arrow's CSV text).
+        later, first = (pd.Timestamp(t).tz_convert(None).as_unit("us").to_datetime64() for t in (effective, effective_at_first(effective)))
+        new_versions["valid_from"] = pd.Series(
+            np.where(known[~unchanged], later, first), index=new_versions.index
+        ).dt.tz_localize(UTC)
+        frames = [_part_rows(conn, new_versions, summary, now)]
+    finally:
+        concurrent.futures.wait([fitment])
+    summary.fitment_rows = fitment.result()
+
+    closing = changed_known + moved_skus
+    if closing:
+        row = conn.fetchone(
+            f"SELECT max(valid_from) FROM {schema}.{CATALOG_PARTS.name} WHERE valid_to IS NULL AND {any_of(conn.dialect, 'sku')}",
+            [closing],
+        )
+        latest = pd.Timestamp(row[0])
+        latest = latest.tz_localize(UTC) if latest.tzinfo is None else latest.tz_convert(UTC)
         if latest >= pd.Timestamp(effective):
             raise CatalogFileError(
                 f"{summary.file}: effective {effective:%Y-%m-%d %H:%M} UTC is not after the current version of "
                 f"some of its parts (valid from {latest:%Y-%m-%d %H:%M} UTC): load catalog files in date order"
             )
-
-    new_versions = parts.loc[~unchanged].copy()
-    new_versions["valid_from"] = np.where(
-        known[~unchanged], _stamp(conn, effective), _stamp(conn, effective_at_first(effective))
-    )
-    closing = changed_known + moved_skus
-    if closing:
         conn.execute(
             f"UPDATE {schema}.{CATALOG_PARTS.name} SET valid_to = ? WHERE valid_to IS NULL AND {any_of(conn.dialect, 'sku')}",
             [effective, closing],
         )
-    frames = [_part_rows(conn, new_versions, summary, now)]
     if moved_skus:
         other_skus = others["sku"].tolist()
         frames.append(_reresolved_rows(conn, schema, moved_skus, dict(zip(other_skus, cur.tolist(), strict=True)),
@@ -1025,25 +1172,6 @@ def _apply(
     for frame in frames:
         if len(frame):
             conn.load_frame(schema, CATALOG_PARTS.name, frame)
-
-    if checked.has_fitment and len(parts):
-        fit = checked.fitment.loc[_isin(checked.fitment["sku"], parts["sku"])].copy()
-        for c in ("make", "model", "engine", "equipment_model", "extra"):
-            fit[c] = fit[c].where(fit[c] != "", None)
-        fit["source_sha256"] = summary.sha256
-        table = f"{schema}.{CATALOG_FITMENT.name}"
-        if conn.fetchone(f"SELECT 1 FROM {table} LIMIT 1"):
-            # The file's SKUs get its fitment: their rows from other files go (in SQL, by the SKUs
-            # of the rows loaded below), and so do those of its SKUs that it lists without any.
-            bare = parts.loc[~_isin(parts["sku"], fit["sku"]), "sku"].tolist()
-            if bare:
-                conn.execute(f"DELETE FROM {table} WHERE {any_of(conn.dialect, 'sku')}", [bare])
-        summary.fitment_rows = conn.load_frame(schema, CATALOG_FITMENT.name, fit[CATALOG_FITMENT.column_names])
-        if summary.fitment_rows:
-            conn.execute(
-                f"DELETE FROM {table} WHERE source_sha256 <> ? AND sku IN (SELECT sku FROM {table} WHERE source_sha256 = ?)",
-                [summary.sha256, summary.sha256],
-            )
 
     summary.rows_read = checked.rows_read
     summary.rows_rejected = len(rejects)
@@ -1059,6 +1187,38 @@ def _apply(
         [summary.sha256, summary.file, summary.size_bytes, now, effective, summary.rows_read, summary.rows_rejected,
          summary.parts_new, summary.parts_changed, summary.parts_unchanged, summary.parts_reresolved, summary.fitment_rows],
     )
+
+
+def _start_fitment(
+    conn: Connection, schema: str, checked: _Validated, parts: pd.DataFrame, summary: CatalogImport
+) -> concurrent.futures.Future:
+    """Replace the fitment of the file's SKUs with its rows (when the file has fitment columns);
+    the number of rows loaded, as a future: the load runs on a thread of its own, and the caller
+    must not use the connection before the future is done."""
+    done: concurrent.futures.Future = concurrent.futures.Future()
+    if not (checked.has_fitment and len(parts)):
+        done.set_result(0)
+        return done
+    fit = checked.fitment.loc[_isin(checked.fitment["sku"], parts["sku"])].copy()
+    for c in ("make", "model", "engine", "equipment_model", "extra"):
+        fit[c] = fit[c].where(fit[c] != "", None)
+    fit["source_sha256"] = summary.sha256
+    table = f"{schema}.{CATALOG_FITMENT.name}"
+    if conn.fetchone(f"SELECT 1 FROM {table} LIMIT 1"):
+        # The file's SKUs get its fitment: their rows from other files go, those it lists
+        # without any fitment too (the file is new: no row of the table is from it).
+        conn.execute(f"DELETE FROM {table} WHERE {any_of(conn.dialect, 'sku')}", [parts["sku"].tolist()])
+    frame = fit[CATALOG_FITMENT.column_names]
+    if not len(frame):
+        done.set_result(0)
+        return done
+    # Both engines work without holding the GIL (PostgreSQL in its server process, DuckDB in its
+    # own threads), so the thread's load overlaps the Python work that follows.
+    pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="catalog-fitment")
+    try:
+        return pool.submit(conn.load_frame, schema, CATALOG_FITMENT.name, frame)
+    finally:
+        pool.shutdown(wait=False)
 
 
 def effective_at_first(effective: datetime) -> datetime:
@@ -1079,7 +1239,7 @@ def _part_rows(conn: Connection, parts: pd.DataFrame, summary: CatalogImport, no
     out["source_file"], out["source_sha256"] = summary.file, summary.sha256
     if conn.dialect == "duckdb":
         out["valid_to"] = pd.Series([pd.NaT] * len(out), dtype="datetime64[us, UTC]", index=out.index)
-        out["valid_from"] = pd.to_datetime(out["valid_from"], utc=True).astype("datetime64[us, UTC]")
+        out["valid_from"] = out["valid_from"].astype("datetime64[us, UTC]")
     else:
         out["valid_to"] = None
     out["loaded_at"] = _stamp(conn, now)

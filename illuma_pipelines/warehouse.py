@@ -711,17 +711,53 @@ class _PostgresConnection(Connection):
         if not len(frame):
             return 0
         names = ", ".join(_ident(c) for c in frame.columns)
-        copy_sql = (
-            f"COPY {_ident(schema)}.{_ident(table)} ({names}) FROM STDIN "
-            "(FORMAT csv, NULL '\\N')"
-        )
-        with self._con.cursor() as cur, cur.copy(copy_sql) as copy:
-            # CSV chunks through COPY: the fast path, without a Python call per row.
-            step = 100_000
-            for start in range(0, len(frame), step):
-                buf = io.StringIO()
-                frame.iloc[start : start + step].to_csv(buf, header=False, index=False, na_rep="\\N")
-                copy.write(buf.getvalue())
+        target = f"COPY {_ident(schema)}.{_ident(table)} ({names}) FROM STDIN"
+        step = 50_000  # rows per chunk written to COPY
+
+        # The fast path: Arrow's CSV writer (about 15 times pandas' speed), taken when every column
+        # has a type whose Arrow text PostgreSQL reads as the same value as pandas' text: text,
+        # integers, booleans, floats (NaN is NULL, as in pandas), exact decimals (Decimal objects),
+        # dates, naive or UTC timestamps. Not for binary, nested (dicts, lists), categorical,
+        # durations or other time zones (Arrow writes timestamps in UTC: loaded into a date, the
+        # UTC text could fall on another day than the local one).
+        arrow = None
+        if frame.columns.is_unique:
+            import pyarrow as pa
+
+            with contextlib.suppress(pa.ArrowException, TypeError, ValueError, OverflowError):
+                arrow = pa.Table.from_pandas(frame, preserve_index=False)
+            for column_type in arrow.schema.types if arrow is not None else ():
+                t = pa.types
+                if t.is_timestamp(column_type):
+                    fits = column_type.tz is None or column_type.tz in ("UTC", "Etc/UTC", "+00:00", "Z", "GMT")
+                else:
+                    fits = (
+                        t.is_string(column_type) or t.is_large_string(column_type) or t.is_integer(column_type)
+                        or t.is_boolean(column_type) or t.is_floating(column_type) or t.is_decimal(column_type)
+                        or t.is_date32(column_type) or t.is_null(column_type)
+                    )
+                if not fits:
+                    arrow = None
+                    break
+        with self._con.cursor() as cur:
+            if arrow is not None:
+                import pyarrow.csv as pcsv
+
+                # Every string is quoted, so an empty string is `""` and a null the unquoted empty
+                # field that COPY's CSV format reads as NULL.
+                options = pcsv.WriteOptions(include_header=False, batch_size=step)
+                with cur.copy(f"{target} (FORMAT csv)") as copy:
+                    for batch in arrow.to_batches(max_chunksize=step):
+                        sink = pa.BufferOutputStream()
+                        pcsv.write_csv(batch, sink, options)
+                        copy.write(memoryview(sink.getvalue()))
+                return len(frame)
+            with cur.copy(f"{target} (FORMAT csv, NULL '\\N')") as copy:
+                # pandas' CSV, chunk by chunk.
+                for start in range(0, len(frame), step):
+                    buf = io.StringIO()
+                    frame.iloc[start : start + step].to_csv(buf, header=False, index=False, na_rep="\\N")
+                    copy.write(buf.getvalue())
         return len(frame)
 
 
