@@ -401,9 +401,9 @@ class StopSignals:
         try:
             from sensors.runs import abandon_own_runs
 
-            for line in abandon_own_runs(self.instance, f"{name}, then {why}") if self.instance else []:
-                self._say(line)
             _terminate_children()  # dbt, worker processes: they would outlive us and hold the warehouse
+            for line in abandon_own_runs(self.instance, f"{name}, then {why}", settle=0.5) if self.instance else []:
+                self._say(line)
         finally:
             self._say(f"demo stopped by {name} ({why}): exiting now")
             os._exit(128 + self.requested)
