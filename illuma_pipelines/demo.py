@@ -97,44 +97,23 @@ concurrency:
   pools:
     default_limit: 2
 """
+_RUN_MONITORING_BLOCK = INSTANCE_YAML[INSTANCE_YAML.index("# A run whose process died") : INSTANCE_YAML.index("telemetry:")]
+_POOL_OF_ONE = """\
+# Project-local Dagster instance (SQLite storage) for the demo and `make ui`.
+# DuckDB allows one writer process per file: every warehouse writer shares the `warehouse` pool.
+concurrency:
+  pools:
+    default_limit: 1
+"""
+_TELEMETRY = "telemetry:\n  enabled: false\n"
 # dagster.yaml files written by earlier versions of this module: replaced by INSTANCE_YAML.
 _EARLIER_INSTANCE_YAMLS = (
     # The one before the pool slots were tied to the runs: 2 of each.
     INSTANCE_YAML.replace(_CONCURRENCY, _CONCURRENCY_2),
-    """\
-# Project-local Dagster instance (SQLite storage) for the demo and `make ui`.
-# DuckDB allows one writer process per file: every warehouse writer shares the `warehouse` pool.
-concurrency:
-  pools:
-    default_limit: 1
-# A run whose process died must not keep the `warehouse` pool. With `make ui` the daemon fails
-# runs that do not start or cancel within 3 minutes and runs still going after an hour (the
-# default run launcher cannot see whether a run's process is alive: that limit is what ends a run
-# whose process was killed), and frees the pool slots of runs that ended 30 s ago. Resuming is
-# off: the default run launcher cannot resume a run, and a merchant-day run is simply re-run.
-# `make demo` and `make ui` first fail the runs whose process is gone (`illuma runs recover`).
-run_monitoring:
-  enabled: true
-  start_timeout_seconds: 180
-  cancel_timeout_seconds: 180
-  max_runtime_seconds: 3600
-  max_resume_run_attempts: 0
-  poll_interval_seconds: 30
-  free_slots_after_run_end_seconds: 30
-telemetry:
-  enabled: false
-""",
-    """\
-# Project-local Dagster instance (SQLite storage) for the demo and `make ui`.
-# DuckDB allows one writer process per file: every warehouse writer shares the `warehouse` pool.
-concurrency:
-  pools:
-    default_limit: 1
-telemetry:
-  enabled: false
-""",
+    # One pool slot, with run monitoring; and before it, without.
+    _POOL_OF_ONE + _RUN_MONITORING_BLOCK + _TELEMETRY,
+    _POOL_OF_ONE + _TELEMETRY,
 )
-_RUN_MONITORING_BLOCK = INSTANCE_YAML[INSTANCE_YAML.index("# A run whose process died") : INSTANCE_YAML.index("telemetry:")]
 
 
 class DemoError(RuntimeError):

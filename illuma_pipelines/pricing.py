@@ -51,11 +51,11 @@ from illuma_pipelines.merchant_ids import merchant_schema, validate_merchant_id
 from illuma_pipelines.normalize.frames import DECIMAL_TYPE
 from illuma_pipelines.normalize.money import ISO_4217_ACTIVE
 from illuma_pipelines.raw_records import (
-    QUARANTINE,
     as_utc,
     empty_quarantine,
     quarantine_frame,
     raw_payloads,
+    replace_day_and_quarantine,
 )
 from illuma_pipelines.registry import record_audit
 from illuma_pipelines.warehouse import Connection, TableSpec, Warehouse, any_of, cols
@@ -483,11 +483,9 @@ def load_competitive_prices_partition(wh: Warehouse, merchant_id: str, day: str,
         if rejects else empty_quarantine()
     )
     with wh.merchant_scope(merchant_id) as conn:
-        conn.create_table(schema, COMPETITIVE_PRICES)
-        conn.create_table(schema, QUARANTINE)
-        conn.replace_rows(schema, COMPETITIVE_PRICES.name, {"price_date": day}, frame)
-        conn.replace_rows(
-            schema, QUARANTINE.name, {"partition_date": day, "dataset": COMPETITIVE_PRICES_QUARANTINE_DATASET}, quarantine
+        replace_day_and_quarantine(
+            conn, schema, COMPETITIVE_PRICES, {"price_date": day}, frame,
+            dataset=COMPETITIVE_PRICES_QUARANTINE_DATASET, partition_date=day, rejects=quarantine,
         )
     return CompetitivePricesLoaded(
         rows=len(rows),

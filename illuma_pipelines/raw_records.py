@@ -229,6 +229,25 @@ def empty_quarantine() -> pd.DataFrame:
     return pd.DataFrame(columns=[c.name for c in QUARANTINE.columns])
 
 
+def replace_day_and_quarantine(
+    conn: Connection,
+    schema: str,
+    spec: TableSpec,
+    where: dict[str, Any],
+    frame: pd.DataFrame,
+    *,
+    dataset: str,
+    partition_date: str,
+    rejects: pd.DataFrame,
+) -> None:
+    """Replace a day's rows of a core table (those matching `where`) and that day's quarantine
+    rows of `dataset`, in the connection's transaction: a re-run leaves no duplicate of either."""
+    conn.create_table(schema, spec)
+    conn.create_table(schema, QUARANTINE)
+    conn.replace_rows(schema, spec.name, where, frame)
+    conn.replace_rows(schema, QUARANTINE.name, {"partition_date": partition_date, "dataset": dataset}, rejects)
+
+
 # ------------------------------------------------------------------------------------ landing
 
 

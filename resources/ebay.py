@@ -239,55 +239,40 @@ class EbaySellHttp(EbaySell, MarketplaceHttpClient):
         this site or an earlier one) is dropped."""
         seen: set[Any] = set()
         for site in sites:
-            yield from self._pages_on(creds, operation, url, params, key, identity, stats, page_size, site, seen)
-
-    def _pages_on(
-        self,
-        creds: ChannelCredentials,
-        operation: str,
-        url: str,
-        params: dict[str, Any],
-        key: str,
-        identity: Callable[[dict[str, Any]], Any],
-        stats: RequestStats,
-        page_size: int,
-        site: str,
-        seen: set[Any],
-    ) -> Iterator[dict[str, Any]]:
-        offset = 0
-        pages = self._pager(operation, what="offset")
-        pages.follow(offset)
-        while True:
-            pages.page()
-            body = self._get(
-                creds, operation, url, dict(params, limit=page_size, offset=offset), stats, site
-            )
-            shape = ResponseShape(
-                operation, body, f"an eBay {operation} page: {{total, limit, next?, {key}: [...]}}"
-            )
-            total = shape.get("total", int, required=False)
-            # eBay may leave the list out of an empty result, never out of a non-empty one.
-            records = shape.records(key, may_be_absent=total == 0)
-            applied = shape.get("limit", int, required=False)
-            has_next = shape.get("next", str, required=False)
-            for record in records:
-                ident = identity(record) if isinstance(record, dict) else None
-                if ident is None:
-                    stats.add(operation, malformed=1)
-                    yield record
-                    continue
-                if ident in seen:
-                    continue
-                seen.add(ident)
-                stats.add(operation, records=1)
-                yield record
-            if not has_next or not records:
-                return
-            # Advance by the page size eBay applied (it may cap the requested limit).
-            offset += applied if applied is not None and applied > 0 else page_size
-            if total is not None and offset >= total:
-                return
+            offset = 0
+            pages = self._pager(operation, what="offset")
             pages.follow(offset)
+            while True:
+                pages.page()
+                body = self._get(
+                    creds, operation, url, dict(params, limit=page_size, offset=offset), stats, site
+                )
+                shape = ResponseShape(
+                    operation, body, f"an eBay {operation} page: {{total, limit, next?, {key}: [...]}}"
+                )
+                total = shape.get("total", int, required=False)
+                # eBay may leave the list out of an empty result, never out of a non-empty one.
+                records = shape.records(key, may_be_absent=total == 0)
+                applied = shape.get("limit", int, required=False)
+                has_next = shape.get("next", str, required=False)
+                for record in records:
+                    ident = identity(record) if isinstance(record, dict) else None
+                    if ident is None:
+                        stats.add(operation, malformed=1)
+                        yield record
+                        continue
+                    if ident in seen:
+                        continue
+                    seen.add(ident)
+                    stats.add(operation, records=1)
+                    yield record
+                if not has_next or not records:
+                    break
+                # Advance by the page size eBay applied (it may cap the requested limit).
+                offset += applied if applied is not None and applied > 0 else page_size
+                if total is not None and offset >= total:
+                    break
+                pages.follow(offset)
 
     def _site(self, marketplace_ids: Sequence[str] | None) -> str:
         """The merchant's eBay site: the first of its connection's, else `marketplace_id`."""

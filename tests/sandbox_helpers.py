@@ -14,7 +14,9 @@ from typing import Any
 from illuma_pipelines.sandbox.faults import FaultConfig
 from illuma_pipelines.sandbox.server import SandboxClock, SandboxConfig, SandboxServer
 from resources.amazon import AmazonSellingPartnerHttp
+from resources.ebay import EbaySellHttp
 from resources.http import ChannelCredentials
+from resources.walmart import WalmartMarketplaceHttp
 
 FIXTURES = Path(__file__).parent / "fixtures" / "amazon"
 CLIENT_ID = "amzn1.application-oa2-client.sandbox-test"
@@ -77,6 +79,34 @@ def amazon_client(server: SandboxServer, **overrides: Any) -> AmazonSellingPartn
     }
     settings.update(overrides)
     return AmazonSellingPartnerHttp(**settings)
+
+
+# Timeouts and backoff sized for tests, and the sandbox's quotas sped up alike.
+FAST: dict[str, Any] = {
+    "connect_timeout": 2.0,
+    "read_timeout": 5.0,
+    "backoff_base": 0.01,
+    "backoff_cap": 0.05,
+    "rate_speedup": 1000.0,
+}
+
+
+def ebay_client(base_url: str, **overrides: Any) -> EbaySellHttp:
+    """The real eBay client pointed at a sandbox at `base_url`."""
+    settings: dict[str, Any] = {
+        "endpoint": base_url + "/ebay",
+        "finances_endpoint": base_url + "/ebay",
+        "token_url": base_url + "/ebay/identity/v1/oauth2/token",
+        "client_id": "illuma-sandbox-app",
+        "client_secret": "illuma-sandbox-app-secret",
+        **FAST,
+    }
+    return EbaySellHttp(**{**settings, **overrides})
+
+
+def walmart_client(base_url: str, **overrides: Any) -> WalmartMarketplaceHttp:
+    """The real Walmart client pointed at a sandbox at `base_url`."""
+    return WalmartMarketplaceHttp(**{"endpoint": base_url + "/walmart", **FAST, **overrides})
 
 
 def well_formed_order(order: Any) -> bool:

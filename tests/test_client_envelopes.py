@@ -25,7 +25,7 @@ from resources.amazon import AmazonSellingPartnerHttp
 from resources.ebay import EbaySellHttp
 from resources.http import ApiRequestError, ChannelCredentials, RequestStats
 from resources.walmart import WalmartMarketplaceHttp, walmart_credentials
-from tests.sandbox_helpers import amazon_client, amazon_sandbox, creds
+from tests.sandbox_helpers import amazon_client, amazon_sandbox, creds, ebay_client, walmart_client
 
 FIXTURES = Path(__file__).parent / "fixtures"
 MERCHANT = "rhein_teile"
@@ -48,33 +48,13 @@ def amazon(sb: SandboxServer, **overrides: Any) -> AmazonSellingPartnerHttp:
 
 
 def ebay(sb: SandboxServer, **overrides: Any) -> EbaySellHttp:
-    settings: dict[str, Any] = {
-        "endpoint": sb.base_url + "/ebay",
-        "finances_endpoint": sb.base_url + "/ebay",
-        "token_url": sb.base_url + "/ebay/identity/v1/oauth2/token",
-        "client_id": "IllumaPa-envelope-PRD-sandbox",
-        "client_secret": "PRD-ebay-cert-envelopes",
-        "connect_timeout": 2.0,
-        "read_timeout": 5.0,
-        "backoff_base": 0.01,
-        "backoff_cap": 0.05,
-        "rate_speedup": 1000.0,
-    }
-    settings.update(overrides)
-    return EbaySellHttp(**settings)
+    return ebay_client(
+        sb.base_url, client_id="IllumaPa-envelope-PRD-sandbox", client_secret="PRD-ebay-cert-envelopes", **overrides
+    )
 
 
 def walmart(sb: SandboxServer, **overrides: Any) -> WalmartMarketplaceHttp:
-    settings: dict[str, Any] = {
-        "endpoint": sb.base_url + "/walmart",
-        "connect_timeout": 2.0,
-        "read_timeout": 5.0,
-        "backoff_base": 0.01,
-        "backoff_cap": 0.05,
-        "rate_speedup": 1000.0,
-    }
-    settings.update(overrides)
-    return WalmartMarketplaceHttp(**settings)
+    return walmart_client(sb.base_url, **overrides)
 
 
 def walmart_creds(merchant: str = MERCHANT) -> ChannelCredentials:

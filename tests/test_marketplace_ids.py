@@ -26,14 +26,13 @@ from illuma_pipelines.sandbox.amazon import (
     amazon_transactions_posted_between,
 )
 from illuma_pipelines.sandbox.ebay import ebay_orders_modified_between
+from illuma_pipelines.sandbox.server import SandboxServer
 from illuma_pipelines.warehouse import Warehouse
-from resources.amazon import AmazonSellingPartnerHttp
-from resources.ebay import EbaySellHttp
 from resources.http import ApiRequestError
 from resources.vault import VaultResource
 from resources.walmart import WalmartMarketplaceHttp, walmart_credentials
 from resources.warehouse import WarehouseResource
-from tests.sandbox_helpers import amazon_client, amazon_sandbox, creds, sandbox_now
+from tests.sandbox_helpers import amazon_client, amazon_sandbox, creds, ebay_client, sandbox_now
 
 AMAZON_DE = "A1PA6795UKMFR9"
 AMAZON_UK = "A1F83G8C2ARO7P"
@@ -47,30 +46,11 @@ def duckdb_url(tmp_path) -> str:
     return f"duckdb:///{tmp_path / 'warehouse.duckdb'}"
 
 
-def _clients(base_url: str) -> dict[str, object]:
-    fast = {"connect_timeout": 2.0, "read_timeout": 5.0, "backoff_base": 0.01, "backoff_cap": 0.05}
-    return {
-        "amazon": AmazonSellingPartnerHttp(
-            endpoint=f"{base_url}/amazon",
-            token_url=f"{base_url}/amazon/auth/o2/token",
-            client_id="illuma-sandbox-app",
-            client_secret="illuma-sandbox-app-secret",
-            rate_speedup=1000.0,
-            **fast,
-        ),
-        "ebay": EbaySellHttp(
-            endpoint=f"{base_url}/ebay",
-            finances_endpoint=f"{base_url}/ebay",
-            token_url=f"{base_url}/ebay/identity/v1/oauth2/token",
-            client_id="illuma-sandbox-app",
-            client_secret="illuma-sandbox-app-secret",
-            rate_speedup=1000.0,
-            **fast,
-        ),
-    }
+def _clients(sandbox: SandboxServer) -> dict[str, object]:
+    return {"amazon": amazon_client(sandbox), "ebay": ebay_client(sandbox.base_url)}
 
 
-def _extract(url: str, base_url: str, merchant_id: str, day: str) -> dg.ExecuteInProcessResult:
+def _extract(url: str, sandbox: SandboxServer, merchant_id: str, day: str) -> dg.ExecuteInProcessResult:
     keys = Path(tempfile.mkdtemp(prefix="illuma-keys-"))
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(MERCHANTS, [merchant_id])
@@ -82,7 +62,7 @@ def _extract(url: str, base_url: str, merchant_id: str, day: str) -> dg.ExecuteI
                 "vault": VaultResource(
                     key_store_path=str(keys / "keystore.json"), master_key_file=str(keys / "master.key")
                 ),
-                **_clients(base_url),
+                **_clients(sandbox),
             },
             instance=instance,
         )
@@ -123,7 +103,7 @@ def test_de_uk_merchant_is_extracted_in_its_marketplaces_and_currencies(duckdb_u
     day = (sandbox_now() - timedelta(days=3)).date().isoformat()
     a, b = day_window(day, 2)
     with amazon_sandbox() as sandbox:
-        result = _extract(duckdb_url, sandbox.base_url, mid, day)
+        result = _extract(duckdb_url, sandbox, mid, day)
         assert result.success
         state = sandbox.state
         expected_orders = {
@@ -189,7 +169,7 @@ def test_merchant_without_marketplaces_keeps_the_us_defaults(duckdb_url):
     )
     day = (sandbox_now() - timedelta(days=3)).date().isoformat()
     with amazon_sandbox() as sandbox:
-        assert _extract(duckdb_url, sandbox.base_url, mid, day).success
+        assert _extract(duckdb_url, sandbox, mid, day).success
     orders = _landed(warehouse, mid, "amazon", "orders", day)
     assert orders and {o["salesChannel"]["marketplaceId"] for o in orders} == {AMAZON_US}
     assert set().union(*(_currencies(o) for o in orders)) == {"USD"}
@@ -220,7 +200,7 @@ def test_the_sandbox_refuses_a_marketplace_it_does_not_know():
         with pytest.raises(ApiRequestError) as info:
             list(amazon.search_orders(creds("xx_parts"), now - timedelta(days=1), marketplace_ids=["A1XXNOTREAL9"]))
         assert "400" in str(info.value)
-        ebay = _clients(sandbox.base_url)["ebay"]
+        ebay = ebay_client(sandbox.base_url)
         with pytest.raises(ApiRequestError) as info:
             list(ebay.orders(creds("xx_parts"), now - timedelta(days=1), marketplace_ids=["EBAY_XX"]))
         assert "400" in str(info.value)

@@ -26,7 +26,7 @@ from illuma_pipelines.sandbox.faults import FAULT_KINDS, FaultConfig
 from illuma_pipelines.sandbox.server import SandboxClock, SandboxConfig, SandboxServer, SandboxState
 from resources.ebay import EbaySellHttp
 from resources.http import ApiRequestError, ChannelCredentials, RequestStats
-from tests.sandbox_helpers import creds, sandbox_now
+from tests.sandbox_helpers import creds, ebay_client, sandbox_now
 
 MERCHANT = "acme_parts"
 CLIENT_ID = "IllumaPa-parts-PRD-sandbox"
@@ -52,20 +52,7 @@ def _sandbox(
 
 
 def _client(server: SandboxServer, **overrides: Any) -> EbaySellHttp:
-    settings: dict[str, Any] = {
-        "endpoint": server.base_url + "/ebay",
-        "finances_endpoint": server.base_url + "/ebay",
-        "token_url": server.base_url + "/ebay/identity/v1/oauth2/token",
-        "client_id": CLIENT_ID,
-        "client_secret": CLIENT_SECRET,
-        "connect_timeout": 2.0,
-        "read_timeout": 5.0,
-        "backoff_base": 0.01,
-        "backoff_cap": 0.05,
-        "rate_speedup": 1000.0,
-    }
-    settings.update(overrides)
-    return EbaySellHttp(**settings)
+    return ebay_client(server.base_url, **{"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, **overrides})
 
 
 def _midnight(ts: datetime) -> datetime:

@@ -29,7 +29,7 @@ from illuma_pipelines.sandbox.walmart import (
 )
 from resources.http import ApiRequestError, ChannelCredentials, RequestStats
 from resources.walmart import WalmartLookbackError, WalmartMarketplaceHttp, walmart_credentials
-from tests.sandbox_helpers import sandbox_now
+from tests.sandbox_helpers import sandbox_now, walmart_client
 
 MERCHANT = "acme_parts"
 CLIENT_SECRET = "wm-secret-Qz81x0-sandbox"  # a value tests look for in logs
@@ -59,19 +59,9 @@ def _sandbox(
 
 
 def _client(server: SandboxServer, **overrides: Any) -> WalmartMarketplaceHttp:
-    settings: dict[str, Any] = {
-        "endpoint": server.base_url + "/walmart",
-        "connect_timeout": 2.0,
-        "read_timeout": 5.0,
-        "backoff_base": 0.01,
-        "backoff_cap": 0.05,
-        "rate_speedup": 1000.0,
-        # Far below Walmart's 1,000 rows, so every recon report the tests read comes in several
-        # pages: a page the client failed to follow shows up as missing rows.
-        "recon_page_size": RECON_TEST_PAGE,
-    }
-    settings.update(overrides)
-    return WalmartMarketplaceHttp(**settings)
+    # Far below Walmart's 1,000 rows, so every recon report the tests read comes in several
+    # pages: a page the client failed to follow shows up as missing rows.
+    return walmart_client(server.base_url, **{"recon_page_size": RECON_TEST_PAGE, **overrides})
 
 
 def _midnight(ts: datetime) -> datetime:

@@ -33,11 +33,11 @@ from illuma_pipelines.core.tables import (
 from illuma_pipelines.marketplaces import CHANNELS, normalizer
 from illuma_pipelines.merchant_ids import merchant_schema
 from illuma_pipelines.raw_records import (
-    QUARANTINE,
     as_utc,
     empty_quarantine,
     quarantine_frame,
     raw_payloads,
+    replace_day_and_quarantine,
 )
 from illuma_pipelines.warehouse import Connection, Warehouse
 
@@ -239,10 +239,8 @@ def load_inventory_partition(wh: Warehouse, merchant_id: str, day: str, run_id: 
     frame["run_id"] = run_id
     rejects = pd.concat(quarantine) if quarantine else empty_quarantine()
     with wh.merchant_scope(merchant_id) as conn:
-        conn.create_table(schema, INVENTORY_SNAPSHOTS)
-        conn.create_table(schema, QUARANTINE)
-        conn.replace_rows(schema, INVENTORY_SNAPSHOTS.name, {"snapshot_date": day}, frame)
-        conn.replace_rows(
-            schema, QUARANTINE.name, {"partition_date": day, "dataset": INVENTORY_QUARANTINE_DATASET}, rejects
+        replace_day_and_quarantine(
+            conn, schema, INVENTORY_SNAPSHOTS, {"snapshot_date": day}, frame,
+            dataset=INVENTORY_QUARANTINE_DATASET, partition_date=day, rejects=rejects,
         )
     return InventoryLoaded(rows, len(rejects))

@@ -45,10 +45,10 @@ Python-side introspection for tests: `ebay_orders_modified_between`, `ebay_trans
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import re
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -78,6 +78,7 @@ from illuma_pipelines.sandbox.world import (
     plans_created_between,
     plans_created_by,
     plans_modified_between,
+    serving,
     stable_int,
     stable_rng,
     whole_seconds,
@@ -103,18 +104,9 @@ EBAY_MARKETPLACES: dict[str, str] = {
 _SERVING: ContextVar[str] = ContextVar("ebay_sandbox_marketplace", default=MARKETPLACE_ID)
 
 
-@contextmanager
-def serving_marketplace(marketplace_id: str) -> Iterator[None]:
+def serving_marketplace(marketplace_id: str) -> contextlib.AbstractContextManager[None]:
     """Plan and render as the seller on eBay site `marketplace_id` (e.g. EBAY_DE) meanwhile."""
-    if marketplace_id not in EBAY_MARKETPLACES:
-        raise ValueError(
-            f"unknown eBay marketplace {marketplace_id!r}; the sandbox knows {', '.join(EBAY_MARKETPLACES)}"
-        )
-    token = _SERVING.set(marketplace_id)
-    try:
-        yield
-    finally:
-        _SERVING.reset(token)
+    return serving(_SERVING, marketplace_id, EBAY_MARKETPLACES, "eBay marketplace")
 
 
 def _site_country() -> str:

@@ -47,9 +47,9 @@ Python-side introspection for tests: `walmart_orders_modified_between`, `walmart
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -79,6 +79,7 @@ from illuma_pipelines.sandbox.world import (
     plans_created_between,
     plans_created_by,
     plans_modified_between,
+    serving,
     stable_int,
     stable_rng,
     whole_seconds,
@@ -129,17 +130,9 @@ RECON_MAX_RECORDS = 1000
 _SERVING: ContextVar[str] = ContextVar("walmart_sandbox_market", default=DEFAULT_MARKET)
 
 
-@contextmanager
-def serving_market(market: str) -> Iterator[None]:
+def serving_market(market: str) -> contextlib.AbstractContextManager[None]:
     """Plan and render as the seller in Walmart market `market` (us, ca, mx) meanwhile."""
-    market = market.lower()
-    if market not in MARKETS:
-        raise ValueError(f"unknown Walmart market {market!r}; the sandbox sells in {', '.join(MARKETS)}")
-    token = _SERVING.set(market)
-    try:
-        yield
-    finally:
-        _SERVING.reset(token)
+    return serving(_SERVING, market.lower(), MARKETS, "Walmart market")
 
 
 def _currency() -> str:

@@ -35,7 +35,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -48,6 +50,19 @@ def stable_int(*parts: object) -> int:
     """A 64-bit integer from SHA-256 of the parts; identical in every process and Python version."""
     digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "big")
+
+
+@contextmanager
+def serving(var: ContextVar[str], value: str, known: Collection[str], what: str) -> Iterator[None]:
+    """Set `var` (the marketplace a channel's request is served for) to `value` meanwhile;
+    ValueError for a value the sandbox does not sell in."""
+    if value not in known:
+        raise ValueError(f"unknown {what} {value!r}; the sandbox knows {', '.join(known)}")
+    token = var.set(value)
+    try:
+        yield
+    finally:
+        var.reset(token)
 
 
 def stable_rng(*parts: object) -> random.Random:
