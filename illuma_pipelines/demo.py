@@ -381,7 +381,7 @@ class StopSignals:
             from sensors.runs import abandon_own_runs
 
             _terminate_children()  # dbt, worker processes: they would outlive us and hold the warehouse
-            for line in abandon_own_runs(self.instance, f"{name}, then {why}", settle=0.5) if self.instance else []:
+            for line in abandon_own_runs(self.instance, f"{name}, then {why}") if self.instance else []:
                 self._say(line)
         finally:
             self._say(f"demo stopped by {name} ({why}): exiting now")

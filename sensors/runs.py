@@ -258,11 +258,10 @@ def wait_for_pool(
         time.sleep(poll_seconds)
 
 
-def abandon_own_runs(instance: dg.DagsterInstance, why: str, settle: float = 0.0) -> list[str]:
+def abandon_own_runs(instance: dg.DagsterInstance, why: str) -> list[str]:
     """Mark this process's in-flight runs failed and free their pool slots (the process is about
-    to exit without finishing them). `settle` > 0: free them once more that many seconds later,
-    for an executor thread of this process that was waiting for a slot and claimed again meanwhile
-    (Dagster's executor re-queues its claim until it sees the run end)."""
+    to exit without finishing them: call it last, after its child processes are stopped, since
+    Dagster's executor re-queues a waiting step's claim until it sees the run end)."""
     import dagster as dg
 
     records = instance.get_run_records(
@@ -277,8 +276,4 @@ def abandon_own_runs(instance: dg.DagsterInstance, why: str, settle: float = 0.0
         instance.report_run_failed(run, f"The demo was stopped ({why}) while this run was {run.status.value}: re-run the partition.")
         freed = free_run_slots(instance, run.run_id)
         lines.append(f"run {run.run_id[:8]} marked failed, {freed} pool slot(s) freed")
-    if settle > 0 and records:
-        time.sleep(settle)
-        for record in records:
-            free_run_slots(instance, record.dagster_run.run_id)
     return lines
