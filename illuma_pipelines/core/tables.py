@@ -77,8 +77,52 @@ INVENTORY_SNAPSHOTS = TableSpec(
     ),
     primary_key=("snapshot_date", "sku", "channel"),
 )
-CORE_TABLES = (ORDERS, ORDER_LINES, ORDER_ADJUSTMENTS, ORDER_STATUS_HISTORY, BUYER_PII, INVENTORY_SNAPSHOTS)
+# The money (issue 15): a settlement is an Amazon settlement report, an eBay payout or a Walmart
+# reconciliation report; its lines are every signed amount in it, each with our fee category
+# (illuma_pipelines/settlements/vocab.py) beside the channel's own labels. `reported_total` is what
+# the marketplace says it pays; `lines_total` the sum of the lines we stored; `difference` is
+# reported - lines (never plugged). Financial events are the finance transactions (Amazon Finances
+# 2024-06-19, eBay Finances) by component, before and after they settle.
+SETTLEMENTS = TableSpec(
+    "core_settlements",
+    cols(
+        "channel text!", "settlement_id text!", "kind text!", "marketplace_id text",
+        "period_start timestamptz", "period_end timestamptz", "deposit_date date", "currency text!",
+        "reported_total money", "lines_total money!", "line_count integer!", "difference money",
+        "adds_up boolean!", "status text", *_PROVENANCE,
+    ),
+    primary_key=("channel", "settlement_id"),
+)
+SETTLEMENT_LINES = TableSpec(
+    "core_settlement_lines",
+    cols(
+        "channel text!", "settlement_id text!", "line_seq integer!", "posted_at timestamptz",
+        "posted_date date", "transaction_type text", "transaction_kind text!", "transaction_id text",
+        "order_id text", "sku text", "product_id text", "quantity integer", "amount_type text",
+        "amount_description text", "fee_category text!", "amount money!", "currency text!",
+        "marketplace_id text", *_PROVENANCE,
+    ),
+    primary_key=("channel", "settlement_id", "line_seq"),
+)
+FINANCIAL_EVENTS = TableSpec(
+    "core_financial_events",
+    cols(
+        "channel text!", "transaction_id text!", "transaction_type text!", "component_seq integer!",
+        "transaction_kind text!", "status text", "posted_at timestamptz", "posted_date date",
+        "order_id text", "sku text", "amount_type text", "amount_description text",
+        "fee_category text!", "amount money!", "currency text!", "marketplace_id text",
+        "group_id text", *_PROVENANCE,
+    ),
+    primary_key=("channel", "transaction_id", "transaction_type", "component_seq"),
+)
+MONEY_TABLES = (SETTLEMENTS, SETTLEMENT_LINES, FINANCIAL_EVENTS)
+CORE_TABLES = (
+    ORDERS, ORDER_LINES, ORDER_ADJUSTMENTS, ORDER_STATUS_HISTORY, BUYER_PII, INVENTORY_SNAPSHOTS,
+    *MONEY_TABLES,
+)
 
 # `raw_quarantine.dataset` of the records the core normalizers reject.
 ORDERS_QUARANTINE_DATASET = "core_orders"
 INVENTORY_QUARANTINE_DATASET = "core_inventory_snapshots"
+SETTLEMENTS_QUARANTINE_DATASET = "core_settlements"
+FINANCIAL_EVENTS_QUARANTINE_DATASET = "core_financial_events"
