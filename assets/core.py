@@ -12,7 +12,7 @@ from pydantic import Field
 
 from assets.catalog import CATALOG_PARTS_KEY
 from assets.concurrency import MERCHANT_STEP_TAGS, WAREHOUSE_POOL
-from assets.extracts import extract_key
+from assets.extracts import EXTRACT_SPECS, extract_key
 from assets.partitions import merchant_daily_partitions, partition_parts
 from illuma_pipelines.core.inventory import load_inventory_partition
 from illuma_pipelines.core.orders import (
@@ -24,11 +24,13 @@ from illuma_pipelines.core.tables import (
     BUYER_PII,
     INVENTORY_QUARANTINE_DATASET,
     ORDERS_QUARANTINE_DATASET,
+    SETTLEMENTS_QUARANTINE_DATASET,
 )
 from illuma_pipelines.marketplaces import CHANNELS
 from illuma_pipelines.merchant_ids import merchant_schema
 from illuma_pipelines.raw_records import QUARANTINE
 from illuma_pipelines.registry import record_audit
+from illuma_pipelines.settlements.load import load_money_partition
 from resources.vault import VaultResource
 from resources.warehouse import WarehouseResource
 
@@ -41,6 +43,11 @@ ORDER_ADJUSTMENTS_KEY = dg.AssetKey(["core", "order_adjustments"])
 ORDER_STATUS_HISTORY_KEY = dg.AssetKey(["core", "order_status_history"])
 BUYER_PII_KEY = dg.AssetKey(["core", "buyer_pii"])
 INVENTORY_SNAPSHOTS_KEY = dg.AssetKey(["core", "inventory_snapshots"])
+SETTLEMENTS_KEY = dg.AssetKey(["core", "settlements"])
+SETTLEMENT_LINES_KEY = dg.AssetKey(["core", "settlement_lines"])
+FINANCIAL_EVENTS_KEY = dg.AssetKey(["core", "financial_events"])
+# The raw datasets that hold money: settlements, payouts and what they paid, finance transactions.
+MONEY_DATASETS = ("settlement_reports", "financial_transactions", "payouts", "payout_transactions")
 
 
 class CoreOrdersConfig(dg.Config):
@@ -176,4 +183,65 @@ def inventory_snapshots(context: dg.AssetExecutionContext, warehouse: WarehouseR
     return dg.MaterializeResult(metadata=done.metadata())
 
 
-core_assets = [core_orders, inventory_snapshots]
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            SETTLEMENTS_KEY,
+            deps=[spec.key for spec in EXTRACT_SPECS if spec.dataset in MONEY_DATASETS],
+            description="One row per settlement: an Amazon settlement report, an eBay payout or a "
+            "Walmart reconciliation report, with its period, deposit date, the total the marketplace "
+            "reports, the sum of its stored lines and whether they add up (the difference is never "
+            "plugged).",
+            group_name="core", kinds=KINDS, owners=OWNERS,
+        ),
+        dg.AssetSpec(
+            SETTLEMENT_LINES_KEY,
+            deps=[SETTLEMENTS_KEY],
+            description="Every signed amount of each settlement: posted at (UTC), transaction type "
+            "and kind, order, SKU, quantity, the channel's amount type and description and our fee "
+            "category beside them (an unknown label lands as `other`, counted in the metadata).",
+            group_name="core", kinds=KINDS, owners=OWNERS,
+        ),
+        dg.AssetSpec(
+            FINANCIAL_EVENTS_KEY,
+            deps=[SETTLEMENTS_KEY],
+            description="Amazon Finances 2024-06-19 and eBay Finances transactions by component, "
+            "categorized as settlement lines are, so an order's fees are known before its "
+            "settlement closes.",
+            group_name="core", kinds=KINDS, owners=OWNERS,
+        ),
+    ],
+    partitions_def=merchant_daily_partitions,
+    pool=WAREHOUSE_POOL,
+    op_tags=MERCHANT_STEP_TAGS,
+)
+def core_money(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> Iterable[dg.MaterializeResult]:
+    merchant_id, day = partition_parts(context)
+    done = load_money_partition(warehouse.get(), merchant_id, day, context.run.run_id)
+    for s in done.not_adding_up:
+        context.log.warning(
+            f"{s['channel']} settlement {s['settlement_id']} of {merchant_id} does not add up: reported "
+            f"{s['reported_total']} {s['currency']}, lines {s['lines_total']} (difference {s['difference']})"
+        )
+    if done.rejects:
+        context.log.warning(
+            f"{len(done.rejects)} money record(s) or line(s) of {merchant_id} {day} could not be read; see "
+            f"{merchant_schema(merchant_id)}.{QUARANTINE.name} (datasets {SETTLEMENTS_QUARANTINE_DATASET}, "
+            "core_financial_events)"
+        )
+    labels = {f"{channel}: {label}": n for (channel, label), n in done.unknown_labels.most_common(20)}
+    yield dg.MaterializeResult(
+        asset_key=SETTLEMENTS_KEY,
+        metadata={
+            **done.settlement_metadata(),
+            "flagged": [f"{s['channel']}:{s['settlement_id']} ({s['difference']})" for s in done.not_adding_up],
+        },
+    )
+    yield dg.MaterializeResult(
+        asset_key=SETTLEMENT_LINES_KEY,
+        metadata={"lines": len(done.lines), "labels_as_other": sum(done.unknown_labels.values()), "other_labels": labels},
+    )
+    yield dg.MaterializeResult(asset_key=FINANCIAL_EVENTS_KEY, metadata=done.event_metadata())
+
+
+core_assets = [core_orders, inventory_snapshots, core_money]

@@ -41,14 +41,11 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Context, Decimal,
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-import pyarrow as pa
-
 from illuma_pipelines import normalize
 from illuma_pipelines.catalog import catalog_day_end, parts_valid_on
 from illuma_pipelines.core.tables import ORDER_LINES, ORDERS
 from illuma_pipelines.merchant_ids import merchant_schema, validate_merchant_id
-from illuma_pipelines.normalize.frames import DECIMAL_TYPE
+from illuma_pipelines.normalize.frames import table_frame
 from illuma_pipelines.normalize.money import ISO_4217_ACTIVE
 from illuma_pipelines.raw_records import (
     as_utc,
@@ -421,28 +418,6 @@ def competitive_price_rows(
     return rows, sorted(rejects.items())
 
 
-def _decimal_series(values: Iterable[Decimal | None]) -> pd.Series:
-    return pd.Series(pd.array(pa.array(list(values), type=DECIMAL_TYPE), dtype=pd.ArrowDtype(DECIMAL_TYPE)))
-
-
-def _frame(spec: TableSpec, rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """A frame with the table's columns and loadable dtypes (Decimal money, nullable ints)."""
-    data: dict[str, Any] = {}
-    for column in spec.columns:
-        values = [r.get(column.name) for r in rows]
-        if column.type == "money":
-            data[column.name] = _decimal_series(values)
-        elif column.type == "integer":
-            data[column.name] = pd.Series(values, dtype="Int64")
-        elif column.type == "boolean":
-            data[column.name] = pd.Series(values, dtype="boolean")
-        elif column.type == "timestamptz":
-            data[column.name] = pd.Series(pd.to_datetime(pd.Series(values, dtype=object), utc=True)).astype("datetime64[us, UTC]")
-        else:
-            data[column.name] = pd.Series(values, dtype=object)
-    return pd.DataFrame(data, columns=spec.column_names)
-
-
 @dataclass
 class CompetitivePricesLoaded:
     rows: int
@@ -474,7 +449,7 @@ def load_competitive_prices_partition(wh: Warehouse, merchant_id: str, day: str,
     loaded_at = datetime.now(UTC)
     for row in rows:
         row.update(price_date=day, channel=CHANNEL, loaded_at=loaded_at, run_id=run_id)
-    frame = _frame(COMPETITIVE_PRICES, rows)
+    frame = table_frame(COMPETITIVE_PRICES, rows)
     quarantine = (
         quarantine_frame(
             rejects, raw, dataset=COMPETITIVE_PRICES_QUARANTINE_DATASET, source=f"{CHANNEL}.normalize_pricing",
@@ -637,7 +612,7 @@ def _upsert_rules(conn: Connection, schema: str, rules: Sequence[PricingRule]) -
     conn.create_table(schema, PRICING_RULES)
     for rule in rules:
         conn.execute(f"DELETE FROM {schema}.{PRICING_RULES.name} WHERE scope = ? AND target = ?", [rule.scope, rule.target])
-    frame = _frame(PRICING_RULES, [{f: getattr(r, f) for f in _RULE_FIELDS} for r in rules])
+    frame = table_frame(PRICING_RULES, [{f: getattr(r, f) for f in _RULE_FIELDS} for r in rules])
     conn.load_frame(schema, PRICING_RULES.name, frame)
 
 
@@ -760,7 +735,7 @@ def import_pricing_rules_file(wh: Warehouse, merchant_id: str, path: Path, *, ac
         conn.create_table(schema, PRICING_RULE_FILES)
         conn.replace_rows(
             schema, PRICING_RULE_FILES.name, {"sha256": digest},
-            _frame(PRICING_RULE_FILES, [{"sha256": digest, "file_name": Path(path).name, "rules": len(rules), "loaded_at": datetime.now(UTC)}]),
+            table_frame(PRICING_RULE_FILES, [{"sha256": digest, "file_name": Path(path).name, "rules": len(rules), "loaded_at": datetime.now(UTC)}]),
         )
     _audit(wh, merchant_id, actor, "pricing_rules.imported", {"file": Path(path).name, "sha256": digest, "rules": len(rules)})
     return rules
@@ -1157,7 +1132,7 @@ def load_recommendations_partition(wh: Warehouse, merchant_id: str, day: str, ru
     recs = recommendations_for_day(day=day, skus=skus, markets=markets, costings=costings, rules=rules, last_orders=last_orders)
     loaded_at = datetime.now(UTC)
     rows = [{**r.row(), "recommendation_date": day, "channel": CHANNEL, "loaded_at": loaded_at, "run_id": run_id} for r in recs]
-    frame = _frame(RECOMMENDATIONS, rows)
+    frame = table_frame(RECOMMENDATIONS, rows)
     with wh.merchant_scope(merchant_id) as conn:
         conn.create_table(schema, RECOMMENDATIONS)
         conn.replace_rows(schema, RECOMMENDATIONS.name, {"recommendation_date": day}, frame)

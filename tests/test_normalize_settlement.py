@@ -205,3 +205,25 @@ def test_readable_documents_pass_the_format_check() -> None:
     assert settlement_format_problem(de.encode("cp1252")) == (
         "settlement document is a bytes, expected the flat file's text"
     )
+
+
+@pytest.mark.parametrize(
+    ("raw", "value"),
+    [("1234.56", "1234.56"), ("-3,05", "-3.05"), ("1.234,56", "1234.56"), ("-12.345.678,90", "-12345678.90"),
+     ("1,234.56", "1234.56"), ("0,5", "0.5")],
+)
+def test_amounts_read_as_the_file_writes_them(raw: str, value: str) -> None:
+    """EU files write a decimal comma and group thousands with a dot; where both marks appear the
+    last is the decimal mark."""
+    from illuma_pipelines.normalize.amazon_settlement import _settlement_amount
+
+    assert _settlement_amount(raw, "amount") == Decimal(value)
+
+
+@pytest.mark.parametrize("raw", ["1.23,45", "1,2.3", "1,234,56", "1.234.56", "12,34,5"])
+def test_misplaced_separators_are_refused(raw: str) -> None:
+    from illuma_pipelines.normalize.amazon_settlement import _settlement_amount
+    from illuma_pipelines.normalize.money import MoneyError
+
+    with pytest.raises(MoneyError, match="separators"):
+        _settlement_amount(raw, "amount")

@@ -9,11 +9,13 @@ Format facts this parser relies on:
   and ``total-amount`` is the settlement's total, never something to sum.
 * Fees, charges and adjustments are rows with ``amount-type`` / ``amount-description`` /
   ``amount``.
-* European files write decimal commas (``-3,05``) and ``DD.MM.YYYY`` dates; both are read.
+* European files write decimal commas (``-3,05``, ``1.234,56`` with grouping) and ``DD.MM.YYYY``
+  dates; both are read. Where both marks appear the last is the decimal mark.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import datetime
 from decimal import Decimal
@@ -52,13 +54,24 @@ class SettlementFormatError(ValueError):
     """The file as a whole is not a readable V2 settlement flat file."""
 
 
+_GROUPED = re.compile(r"^[+-]?\d{1,3}(?:(?P<group>[.,])\d{3})+(?:(?P<mark>[.,])\d+)?$")
+
+
 def _settlement_amount(raw: str, what: str) -> Decimal:
+    """An amount as the file writes it: "1234.56" (US, UK), "-3,05" (EU decimal comma), and
+    with grouping, "1.234,56" (EU) or "1,234.56": where both marks appear, the last is the decimal
+    mark, and the groups before it must be whole thousands."""
     value = raw.strip()
-    if "," in value:
-        if "." in value or value.count(",") > 1:
-            # "1.234,56" or "1,234.56": grouping separators make the decimal mark ambiguous.
-            raise MoneyError(f"{what}: ambiguous amount with grouping separators: {raw!r}")
-        value = value.replace(",", ".")
+    if "," in value or value.count(".") > 1:
+        grouped = _GROUPED.match(value)
+        if grouped and grouped["mark"] != grouped["group"]:
+            value = value.replace(grouped["group"], "")
+            if grouped["mark"]:
+                value = value.replace(grouped["mark"], ".")
+        elif value.count(",") == 1 and "." not in value:
+            value = value.replace(",", ".")  # "-3,05": a decimal comma
+        else:
+            raise MoneyError(f"{what}: not an amount (mixed or misplaced separators): {raw!r}")
     return parse_amount(value, what)
 
 

@@ -15,16 +15,19 @@ import functools
 import operator
 import types
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum, StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import pyarrow as pa
 
 from . import model
+
+if TYPE_CHECKING:
+    from illuma_pipelines.warehouse import TableSpec
 
 __all__ = ["DECIMAL_TYPE", "breakdown_frame", "to_frame"]
 
@@ -144,3 +147,22 @@ def breakdown_frame(transactions: Sequence[model.FinancialTransaction]) -> pd.Da
             "currency": _series(currencies, str, "currency"),
         }
     )
+
+
+def table_frame(spec: TableSpec, rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """A frame with a table's columns (from dict rows) and loadable dtypes: Decimal money,
+    nullable ints and booleans, UTC timestamps; dates and text as they are."""
+    data: dict[str, Any] = {}
+    for column in spec.columns:
+        values = [r.get(column.name) for r in rows]
+        if column.type == "money":
+            data[column.name] = pd.Series(pd.array(pa.array(values, type=DECIMAL_TYPE), dtype=pd.ArrowDtype(DECIMAL_TYPE)))
+        elif column.type == "integer":
+            data[column.name] = pd.Series(values, dtype="Int64")
+        elif column.type == "boolean":
+            data[column.name] = pd.Series(values, dtype="boolean")
+        elif column.type == "timestamptz":
+            data[column.name] = pd.Series(pd.to_datetime(pd.Series(values, dtype=object), utc=True)).astype("datetime64[us, UTC]")
+        else:
+            data[column.name] = pd.Series(values, dtype=object)
+    return pd.DataFrame(data, columns=spec.column_names)
