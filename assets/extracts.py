@@ -94,6 +94,12 @@ def day_window(partition_date: str, lookback_hours: int) -> Window:
     return start - timedelta(hours=lookback_hours), start + timedelta(days=1)
 
 
+def first_whole_day(window: Window) -> date:
+    """The first whole day a window covers: its own day for the usual few hours of lookback, the
+    days before it too when the lookback reaches back days (reports dated per day)."""
+    return (window[0] + timedelta(days=1) - timedelta(microseconds=1)).date()
+
+
 def build_extract_asset(spec: ExtractSpec) -> dg.AssetsDefinition:
     @dg.asset(
         key=spec.key,
@@ -299,6 +305,15 @@ AMAZON_EXTRACTS = (
 )
 
 # -------------------------------------------------------------------------------------- eBay
+def _ebay_payout_transactions(client: Any, creds: ChannelCredentials, window: Window, stats: RequestStats, ectx: ExtractContext):
+    payout_ids = sorted(
+        {p["payoutId"] for p in ectx.upstream_payloads("ebay", "payouts") if isinstance(p.get("payoutId"), str)}
+    )
+    if not payout_ids:
+        return []
+    return client.payout_transactions(creds, payout_ids, marketplace_ids=ectx.marketplace_ids, stats=stats)
+
+
 EBAY_EXTRACTS = (
     ExtractSpec(
         "ebay", "orders", "getOrders",
@@ -318,6 +333,17 @@ EBAY_EXTRACTS = (
         lambda c, creds, w, stats, e: c.payouts(creds, w[0], w[1], marketplace_ids=e.marketplace_ids, stats=stats),
         RecordRule(key_fields=("payoutId",), required=("payoutId",)),
         "eBay payouts (Sell Finances API getPayouts) dated during the day, verbatim.",
+    ),
+    ExtractSpec(
+        "ebay", "payout_transactions", "getTransactions",
+        _ebay_payout_transactions,
+        # transactionId alone, as in financial_transactions: RecordRule takes the first non-empty
+        # key field, so listing payoutId first would key every transaction of a payout alike.
+        RecordRule(key_fields=("transactionId",), required=("payoutId", "transactionType", "transactionId", "bookingEntry")),
+        "eBay financial transactions of the payouts dated during the day (Sell Finances API "
+        "getTransactions, filter=payoutId), verbatim: a payout's amount is the signed sum of its "
+        "transactions, whatever their dates, so each payout is reconciled against these lines.",
+        deps=("ebay_payouts",),
     ),
     ExtractSpec(
         "ebay", "inventory", "getInventoryItems",
@@ -350,14 +376,14 @@ WALMART_EXTRACTS = (
         "walmart", "settlement_reports", "getReconReport",
         lambda c, creds, w, stats, e: c.recon_reports(
             creds,
-            date.fromisoformat(e.partition_date),
+            first_whole_day(w),
             date.fromisoformat(e.partition_date),
             marketplace_ids=e.marketplace_ids,
             stats=stats,
         ),
         RecordRule(key_fields=("reportKey", "reportDate"), required=("reportDate", "rows")),
-        "Walmart reconciliation (settlement) reports dated the day, one row per market and report "
-        "with its rows.",
+        "Walmart reconciliation (settlement) reports dated the day (and the days before it that a "
+        "lookback of days covers), one row per market and report with its rows.",
     ),
 )
 

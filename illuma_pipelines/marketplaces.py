@@ -97,6 +97,8 @@ MARKETPLACES: tuple[Marketplace, ...] = (
             Dataset("orders", may_name_buyer=True),
             Dataset("financial_transactions", may_name_buyer=True),
             Dataset("payouts", may_name_buyer=False),
+            # The transactions each payout pays (getTransactions by payoutId): SALEs name the buyer.
+            Dataset("payout_transactions", may_name_buyer=True),
             Dataset("inventory", may_name_buyer=False),
         ),
         pii_keys=(

@@ -108,6 +108,20 @@ class EbaySell(dg.ConfigurableResource):
         connection, deduped by payoutId."""
 
     @abstractmethod
+    def payout_transactions(
+        self,
+        creds: ChannelCredentials,
+        payout_ids: Sequence[str],
+        *,
+        marketplace_ids: Sequence[str] | None = None,
+        stats: RequestStats | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Finances getTransactions with `filter=payoutId:{id}` for each payout, every page, on
+        every site of the merchant's connection, deduped by (type, id): the transactions each
+        payout pays (each carries its `payoutId`), whatever their dates. A payout's amount is the
+        signed sum of these, which is how a payout is reconciled line by line."""
+
+    @abstractmethod
     def inventory_items(
         self,
         creds: ChannelCredentials,
@@ -216,6 +230,10 @@ class EbaySellHttp(EbaySell, MarketplaceHttpClient):
             stats=stats,
         )
         stats.add(operation, pages=1)
+        if response.status == 204:
+            # eBay answers a search with no match with 204 No Content (getTransactions by a
+            # payoutId on a site the payout is not from): an empty page.
+            return {"total": 0}
         if not isinstance(response.data, dict):
             raise ApiRequestError(
                 operation,
@@ -309,18 +327,18 @@ class EbaySellHttp(EbaySell, MarketplaceHttpClient):
             self._sites(marketplace_ids),
         )
 
+    @staticmethod
+    def _transaction_identity(t: dict[str, Any]) -> Any:
+        # SALE transactions reuse the order id; ids are unique only within a type.
+        tid, kind = t.get("transactionId"), t.get("transactionType")
+        return (kind, tid) if isinstance(tid, str) and isinstance(kind, str) else None
+
     def transactions(self, creds, after, before=None, *, marketplace_ids=None, stats=None):
         stats = stats if stats is not None else RequestStats()
         window = self._window(after, before)
         if window is None:
             return
         params = {"filter": f"transactionDate:[{_ts(window[0])}..{_ts(window[1])}]"}
-
-        def identity(t: dict[str, Any]) -> Any:
-            # SALE transactions reuse the order id; ids are unique only within a type.
-            tid, kind = t.get("transactionId"), t.get("transactionType")
-            return (kind, tid) if isinstance(tid, str) and isinstance(kind, str) else None
-
         # Finances answers for the site in X-EBAY-C-MARKETPLACE-ID only: a seller on several
         # sites is read site after site (a transaction is yielded once).
         yield from self._paged(
@@ -329,11 +347,31 @@ class EbaySellHttp(EbaySell, MarketplaceHttpClient):
             self.finances_endpoint.rstrip("/") + "/sell/finances/v1/transaction",
             params,
             "transactions",
-            identity,
+            self._transaction_identity,
             stats,
             min(self.page_size, 1000),
             self._sites(marketplace_ids),
         )
+
+    def payout_transactions(self, creds, payout_ids, *, marketplace_ids=None, stats=None):
+        stats = stats if stats is not None else RequestStats()
+        sites = self._sites(marketplace_ids)
+        # A payout is paid from one site's funds, and its record does not say which: ask each
+        # site; the others answer with no transactions.
+        for payout_id in dict.fromkeys(payout_ids):
+            if not isinstance(payout_id, str) or not payout_id.strip():
+                raise ValueError(f"an eBay payout id must be a non-empty string, got {payout_id!r}")
+            yield from self._paged(
+                creds,
+                "getTransactions",
+                self.finances_endpoint.rstrip("/") + "/sell/finances/v1/transaction",
+                {"filter": f"payoutId:{{{payout_id.strip()}}}"},
+                "transactions",
+                self._transaction_identity,
+                stats,
+                min(self.page_size, 1000),
+                sites,
+            )
 
     def payouts(self, creds, after, before=None, *, marketplace_ids=None, stats=None):
         stats = stats if stats is not None else RequestStats()

@@ -561,7 +561,9 @@ class ApiSession:
                 if 200 <= status < 300:
                     decoded: Any = None
                     problem = None
-                    if expect_json:
+                    if expect_json and status == 204:
+                        decoded = None  # No Content: e.g. eBay getTransactions with no match
+                    elif expect_json:
                         try:
                             decoded = (
                                 json.loads(content, parse_float=Decimal)

@@ -7,6 +7,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -24,12 +25,17 @@ from illuma_pipelines.sandbox.amazon import (
     amazon_orders_updated_between,
     amazon_transactions_posted_between,
 )
+from illuma_pipelines.sandbox.ebay import (
+    ebay_payout_plans_between,
+    ebay_payout_transactions,
+    ebay_short_payouts,
+)
 from illuma_pipelines.sandbox.faults import FAULT_KINDS, FaultConfig
 from resources import sandbox_clients
 from resources.amazon import AmazonSellingPartnerHttp
 from resources.vault import VaultResource
 from resources.warehouse import WarehouseResource
-from tests.sandbox_helpers import FIXTURES, amazon_sandbox, sandbox_now
+from tests.sandbox_helpers import FIXTURES, amazon_sandbox, ebay_client, sandbox_now
 from tests.test_normalize_settlement import V1_SETTLEMENT_UK
 
 AMAZON_CORE = [a for a in extract_assets if a.key.path[-1] in ("amazon_orders", "amazon_financial_transactions")]
@@ -327,3 +333,73 @@ def test_unreadable_settlement_documents_are_quarantined_and_the_rest_lands(
             assert documents == sorted([us, de])
             assert all(parse_settlement_report(d).lines for d in documents)
     assert asked.count("/amazon/reports/2021-06-30/reports") == 4  # two pages, two runs
+
+
+# ------------------------------------------------------------------ eBay payouts and their lines
+EBAY_PAYOUT_EXTRACTS = [
+    a for a in extract_assets if a.key.path[-1] in ("ebay_payouts", "ebay_payout_transactions")
+]
+
+
+def test_ebay_payout_transactions_land_each_payouts_lines_on_each_site(
+    warehouse, warehouse_url, merchant_id, instance, vault_resource
+):
+    """The day's payouts (read first) name the payouts whose transactions are read by payoutId,
+    on every site of the connection; each payout is the signed sum of its landed lines, but for
+    the sandbox's deliberately short payout, short by what the sandbox says."""
+    mid = merchant_id("ebpay")
+    schema = merchant_schema(mid)
+    sites = ("EBAY_US", "EBAY_DE")
+    add_merchant(warehouse, mid, channels={"ebay": ChannelConnection("ebay", f"sandbox:{mid}", sites)})
+    instance.add_dynamic_partitions(MERCHANTS, [mid])
+    now = sandbox_now()
+    with amazon_sandbox(now=now, history_start=now.date() - timedelta(days=120), finances_page_size=7) as sandbox:
+        client = ebay_client(sandbox.base_url)
+        # The latest day a US payout was dated, a day before the clock at least.
+        plans = ebay_payout_plans_between(sandbox.state, mid, now - timedelta(days=30), now - timedelta(days=1))
+        day = plans[-1].payout_date.date().isoformat()
+        start, end = day_window(day, 2)
+        payouts = {
+            site: {p.payout_id: p for p in ebay_payout_plans_between(sandbox.state, mid, start, end, marketplace_id=site)}
+            for site in sites
+        }
+        want = {
+            t["transactionId"]: t
+            for site in sites
+            for pid in payouts[site]
+            for t in ebay_payout_transactions(sandbox.state, mid, pid, marketplace_id=site)
+        }
+        short = {
+            s.payout_id: s.missing
+            for site in sites
+            for s in ebay_short_payouts(sandbox.state, mid, start, end, marketplace_id=site)
+        }
+        assert want and all(t["transactionDate"] < end.strftime("%Y-%m-%dT%H:%M:%S") for t in want.values())
+        for _ in range(2):  # the second run must change nothing
+            result = dg.materialize(
+                EBAY_PAYOUT_EXTRACTS,
+                partition_key=merchant_date_key(mid, day),
+                resources={"warehouse": WarehouseResource(url=warehouse_url), "ebay": client, "vault": vault_resource},
+                instance=instance,
+            )
+            assert result.success
+            (mat,) = result.asset_materializations_for_node("extracts__ebay_payout_transactions")
+            assert mat.metadata["records"].value == len(want) and mat.metadata["quarantined"].value == 0
+            assert mat.metadata["pii_values_sealed"].value > 0  # SALEs name the buyer
+            assert _raw_keys(warehouse, mid, "raw_ebay_payout_transactions", day) == sorted(want)
+            assert _raw_keys(warehouse, mid, "raw_ebay_payouts", day) == sorted(
+                pid for site in sites for pid in payouts[site]
+            )
+    with warehouse.merchant_scope(mid) as conn:
+        rows = conn.fetchall(
+            f"SELECT CAST(payload AS TEXT) FROM {schema}.raw_ebay_payout_transactions WHERE partition_date = ?", [day]
+        )
+    landed = [json.loads(p) for (p,) in rows]
+    for site in sites:
+        for pid, plan in payouts[site].items():
+            lines = [t for t in landed if t["payoutId"] == pid]
+            signed = sum(
+                (Decimal(str(t["amount"]["value"])) * (1 if t["bookingEntry"] == "CREDIT" else -1) for t in lines),
+                Decimal(0),
+            )
+            assert signed + short.get(pid, Decimal(0)) == plan.amount, (site, pid)

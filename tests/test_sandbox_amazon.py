@@ -5,11 +5,12 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import re
 import subprocess
 import sys
 import threading
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -20,21 +21,25 @@ from hypothesis import strategies as st
 from illuma_pipelines.marketplaces import CHANNELS
 from illuma_pipelines.normalize.amazon_settlement import parse_settlement_report
 from illuma_pipelines.sandbox.amazon import (
+    AMAZON_MARKETPLACES,
     RATE_LIMITS,
     SETTLEMENT_REPORT_TYPE,
     amazon_orders_updated_between,
     amazon_settlements_between,
     amazon_transactions_posted_between,
+    flat_amount,
     order_plan,
     order_plans_created_between,
     order_plans_updated_between,
     orders_created_on,
     render_order,
     render_settlement,
+    render_transaction,
     set_report_outcome,
     settlement_by_index,
     settlement_from_report_id,
     settlement_index,
+    transactions_posted_between,
 )
 from illuma_pipelines.sandbox.faults import FAULT_KINDS, FaultConfig
 from illuma_pipelines.sandbox.server import (
@@ -45,6 +50,7 @@ from illuma_pipelines.sandbox.server import (
     build_app,
 )
 from illuma_pipelines.sandbox.world import MerchantWorld, parts_catalog, stable_int
+from illuma_pipelines.settlements import vocab
 from resources.amazon import AmazonReportError
 from resources.http import ApiRequestError, ChannelCredentials, RequestStats
 from tests.sandbox_helpers import (
@@ -83,6 +89,27 @@ def _settlement_rows(text: str) -> tuple[dict[str, str], list[dict[str, str]]]:
     header = lines[0].split("\t")
     rows = [dict(zip(header, line.split("\t"), strict=True)) for line in lines[1:]]
     return rows[0], rows[1:]
+
+
+def _amount(text: str) -> Decimal:
+    """A settlement file's amount read by the test itself: "1234.56", or the EU's "1.234,56"."""
+    if "," in text:
+        text = text.replace(".", "").replace(",", ".")
+    return Decimal(text)
+
+
+RESERVE_DESCRIPTIONS = ("Current Reserve Amount", "Previous Reserve Amount Balance")
+
+
+def _row_sum(rows: list[dict[str, str]], *, reserves: bool = True) -> Decimal:
+    return sum(
+        (
+            _amount(r["amount"])
+            for r in rows
+            if reserves or r["amount-description"] not in RESERVE_DESCRIPTIONS
+        ),
+        Decimal("0"),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -329,15 +356,23 @@ def test_finances_and_settlements_reconcile_to_the_penny():
         assert len(settlements) >= 3
         assert len({s["settlementId"] for s in settlements}) == len(settlements)
         world = sb.state.world(MERCHANT)
-        for record in settlements[:2]:
+        for record in settlements:
             totals, rows = _settlement_rows(record["document"])
             assert totals["settlement-id"] == record["settlementId"]
             assert all(
                 r["total-amount"] == "" and r["settlement-id"] == totals["settlement-id"]
                 for r in rows
             )
-            row_sum = sum((Decimal(r["amount"]) for r in rows), Decimal("0"))
-            assert row_sum == Decimal(totals["total-amount"])
+            (plan,) = [
+                s
+                for s in amazon_settlements_between(
+                    sb.state, MERCHANT, now - timedelta(days=60), now + timedelta(seconds=1)
+                )
+                if s.settlement_id == record["settlementId"]
+            ]
+            # The rows add up to the reported total, but for the quarter's missing row.
+            row_sum = _row_sum(rows)
+            assert row_sum + plan.short_by == Decimal(totals["total-amount"]) == plan.total
             assert {r["amount-description"] for r in rows} >= {
                 "Principal",
                 "Commission",
@@ -346,9 +381,11 @@ def test_finances_and_settlements_reconcile_to_the_penny():
             start = datetime.fromisoformat(record["report"]["dataStartTime"].replace("Z", "+00:00"))
             end = datetime.fromisoformat(record["report"]["dataEndTime"].replace("Z", "+00:00"))
             transactions = list(client.list_transactions(creds(MERCHANT), start, end))
+            # Finance transactions are every row but the reserves (the missing one included).
             assert (
                 sum((t["totalAmount"]["currencyAmount"] for t in transactions), Decimal("0"))
-                == row_sum
+                == _row_sum(rows, reserves=False) + plan.short_by
+                == plan.net_proceeds
             )
             assert all(
                 isinstance(t["totalAmount"]["currencyAmount"], Decimal | int) for t in transactions
@@ -370,8 +407,12 @@ AMAZON_US = "ATVPDKIKX0DER"
 
 def _transaction_key(t: dict) -> tuple[str, str]:
     """(settlement transaction-type, order id) of a Finances transaction, as its rows say it."""
-    related = {r["relatedIdentifierName"]: r["relatedIdentifierValue"] for r in t["relatedIdentifiers"]}
-    kind = {"Shipment": "Order", "Refund": "Refund"}.get(t["transactionType"], "other-transaction")
+    related = {
+        r["relatedIdentifierName"]: r["relatedIdentifierValue"] for r in t["relatedIdentifiers"]
+    }
+    kind = {"Shipment": "Order", "Refund": "Refund", "ProductAdsPayment": "ServiceFee"}.get(
+        t["transactionType"], "other-transaction"
+    )
     return kind, related.get("ORDER_ID", "")
 
 
@@ -385,7 +426,9 @@ def test_a_de_uk_merchant_gets_each_marketplaces_settlements_in_its_currency():
         now = sb.state.now()
         since = now - timedelta(days=60)
         settlements = list(
-            client.settlement_reports(creds(MERCHANT), since, marketplace_ids=[AMAZON_DE, AMAZON_UK])
+            client.settlement_reports(
+                creds(MERCHANT), since, marketplace_ids=[AMAZON_DE, AMAZON_UK]
+            )
         )
         expected = {
             m: amazon_settlements_between(
@@ -433,31 +476,65 @@ def test_a_de_uk_merchant_gets_each_marketplaces_settlements_in_its_currency():
             )
             assert transactions
             assert {t["totalAmount"]["currencyCode"] for t in transactions} == {currency}
-            # Row by row to the cent: each transaction's amount is its rows' amount, and no row
-            # belongs to a transaction of another marketplace or period.
+            # Row by row to the cent: each transaction's amount is its rows' amount (the missing
+            # row put back), no row belongs to a transaction of another marketplace or period,
+            # and the reserve rows are no finance transactions.
+            (plan,) = [
+                s for s in expected[marketplace] if s.settlement_id == record["settlementId"]
+            ]
             from_rows: Counter = Counter()
             for r in rows:
-                from_rows[(r["transaction-type"], r["order-id"])] += Decimal(r["amount"])
+                if r["amount-description"] not in RESERVE_DESCRIPTIONS:
+                    from_rows[(r["transaction-type"], r["order-id"])] += _amount(r["amount"])
+            if plan.missing_row is not None:
+                missing = plan.missing_row[0]
+                key = (
+                    (missing.settlement_type, "")
+                    if missing.order is None
+                    else (
+                        "Order" if missing.transaction_type == "Shipment" else "Refund",
+                        missing.order.order_id,
+                    )
+                )
+                from_rows[key] += plan.short_by
             from_transactions: Counter = Counter()
             for t in transactions:
-                from_transactions[_transaction_key(t)] += Decimal(t["totalAmount"]["currencyAmount"])
+                from_transactions[_transaction_key(t)] += Decimal(
+                    t["totalAmount"]["currencyAmount"]
+                )
             assert from_rows == from_transactions
-            assert Decimal(totals["total-amount"]) == sum(from_transactions.values(), Decimal("0"))
+            assert (
+                _amount(totals["total-amount"])
+                == plan.total
+                == (
+                    sum(from_transactions.values(), Decimal("0"))
+                    + plan.reserve_released
+                    - plan.reserve_held
+                )
+            )
+            assert _row_sum(rows) + plan.short_by == plan.total
 
-            # The settlement parser reads it: its currency on every line, nothing rejected.
+            # The settlement parser reads it (Amazon.de's "1.234,56" too): its currency on every
+            # line, nothing rejected.
             report = parse_settlement_report(record["document"])
             assert not report.rejects
             assert report.settlement_id == record["settlementId"]
-            assert report.currency == currency and {ln.currency for ln in report.lines} == {currency}
-            assert sum((ln.amount for ln in report.lines), Decimal("0")) == report.total_amount
-            assert report.total_amount == Decimal(totals["total-amount"])
+            assert report.currency == currency
+            assert {ln.currency for ln in report.lines} == {currency}
+            assert (
+                sum((ln.amount for ln in report.lines), Decimal("0")) + plan.short_by
+                == report.total_amount
+                == _amount(totals["total-amount"])
+            )
             assert {ln.marketplace_name for ln in report.lines if ln.order_id} == {name}
 
         # Without marketplaces the client asks for the resource's default, the US, as before.
         us = list(client.settlement_reports(creds(MERCHANT), since))
         assert {r["settlementId"] for r in us} == us_ids
         assert all(r["report"]["marketplaceIds"] == [AMAZON_US] for r in us)
-        assert {totals["currency"] for totals, _ in map(_settlement_rows, (r["document"] for r in us))} == {"USD"}
+        assert {
+            totals["currency"] for totals, _ in map(_settlement_rows, (r["document"] for r in us))
+        } == {"USD"}
         # An id the sandbox does not know is refused, as Amazon refuses an unknown marketplace.
         unknown = requests.get(
             sb.base_url + "/amazon/reports/2021-06-30/reports",
@@ -797,9 +874,7 @@ def test_every_settlement_balances_and_matches_its_orders(seed, merchant, offset
         world, settlement_index(world, datetime(2025, 7, 1, tzinfo=UTC)) + offset
     )
     totals, rows = _settlement_rows(render_settlement(settlement))
-    assert sum((Decimal(r["amount"]) for r in rows), Decimal("0")) == Decimal(
-        totals["total-amount"]
-    )
+    assert _row_sum(rows) + settlement.short_by == Decimal(totals["total-amount"])
     principal: Counter = Counter()
     for t in settlement.transactions:
         assert settlement.start <= t.posted < settlement.end
@@ -814,3 +889,255 @@ def test_every_settlement_balances_and_matches_its_orders(seed, merchant, offset
                 for k, _, a, _ in t.rows
                 if k == "ItemFees"
             )
+
+
+# ---------------------------------------------------------------------------------------------
+# What a settlement's money holds: reserves, fees without an order, negative and short settlements
+
+AMAZON_EU = ("A1PA6795UKMFR9", "A13V1IB3VIYZZH", "APJ6JRA9NG5V4", "A1RKKUPIHCS9HS")
+EU_AMOUNT = re.compile(r"-?\d{1,3}(\.\d{3})*,\d{2}")
+DOT_AMOUNT = re.compile(r"-?\d+\.\d{2}")
+
+
+def _flat(ts: datetime) -> str:
+    return ts.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _consecutive(
+    world: MerchantWorld, marketplace: str, count: int, first: date = date(2025, 2, 1)
+) -> list:
+    index = settlement_index(world, datetime.combine(first, datetime.min.time(), tzinfo=UTC))
+    return [settlement_by_index(world, index + n, marketplace) for n in range(count)]
+
+
+def test_reserves_held_in_one_settlement_are_released_in_the_next():
+    world = MerchantWorld(7, MERCHANT, date(2025, 1, 1))
+    for marketplace in (AMAZON_US, AMAZON_UK, AMAZON_DE):
+        settlements = _consecutive(world, marketplace, 14)
+        both = 0
+        for previous, current in zip(settlements, settlements[1:], strict=False):
+            assert current.reserve_released == previous.reserve_held
+            _, before = _settlement_rows(render_settlement(previous))
+            _, after = _settlement_rows(render_settlement(current))
+            held = [r for r in before if r["amount-description"] == "Current Reserve Amount"]
+            released = [
+                r for r in after if r["amount-description"] == "Previous Reserve Amount Balance"
+            ]
+            # The same amount, negative when held and positive when released, in rows of their
+            # own: other-transaction, no order, no sku.
+            assert (
+                [-_amount(r["amount"]) for r in held]
+                == [_amount(r["amount"]) for r in released]
+                == ([previous.reserve_held] if previous.reserve_held else [])
+            )
+            for r in held + released:
+                assert r["transaction-type"] == r["amount-type"] == "other-transaction"
+                assert r["order-id"] == r["sku"] == ""
+            both += bool(current.reserve_held and current.reserve_released)
+            # Reserves are in the deposit, never in the finance transactions.
+            finance = [
+                render_transaction(world, t)
+                for t in transactions_posted_between(world, current.start, current.end, marketplace)
+            ]
+            assert not [t for t in finance if "Reserve" in json.dumps(t, default=str)]
+            assert (
+                sum((Decimal(t["totalAmount"]["currencyAmount"]) for t in finance), Decimal("0"))
+                == current.net_proceeds
+            )
+            assert current.total == (
+                current.net_proceeds + current.reserve_released - current.reserve_held
+            )
+        assert both >= len(settlements) // 2, marketplace
+    assert vocab.fee_category("amazon", "other-transaction", "Current Reserve Amount") == (
+        vocab.RESERVE_HELD,
+        True,
+    )
+    assert vocab.fee_category("amazon", "other-transaction", "Previous Reserve Amount Balance") == (
+        vocab.RESERVE_RELEASED,
+        True,
+    )
+
+
+def test_storage_inbound_and_advertising_fees_are_order_less_rows_and_finance_transactions():
+    world = MerchantWorld(7, MERCHANT, date(2025, 1, 1))
+    finance_type = {
+        "Storage Fee": "ServiceFee",
+        "FBAInboundTransportationFee": "ServiceFee",
+        "Subscription Fee": "ServiceFee",
+        "StorageRenewalBilling": "ServiceFee",
+        "TransactionTotalAmount": "ProductAdsPayment",
+    }
+    for marketplace in (AMAZON_US, AMAZON_DE):
+        seen: Counter = Counter()
+        for settlement in _consecutive(world, marketplace, 6):
+            _, rows = _settlement_rows(render_settlement(settlement))
+            fees = [
+                r
+                for r in rows
+                if not r["order-id"] and r["amount-description"] not in RESERVE_DESCRIPTIONS
+            ]
+            from_rows: Counter = Counter()
+            for r in fees:
+                assert r["sku"] == "" and _amount(r["amount"]) < 0
+                if r["amount-type"] == "Cost of Advertising":
+                    assert r["transaction-type"] == "ServiceFee"
+                    assert r["amount-description"] == "TransactionTotalAmount"
+                else:
+                    assert r["transaction-type"] == r["amount-type"] == "other-transaction"
+                seen[r["amount-description"]] += 1
+                from_rows[
+                    (
+                        finance_type[r["amount-description"]],
+                        r["posted-date-time"],
+                        _amount(r["amount"]),
+                    )
+                ] += 1
+            # Each such row is one finance transaction without an order, of the same amount at
+            # the same time (the short settlement's missing row is a transaction all the same).
+            from_finance: Counter = Counter()
+            for t in transactions_posted_between(
+                world, settlement.start, settlement.end, marketplace
+            ):
+                if t.order is None:
+                    record = render_transaction(world, t)
+                    related = {r["relatedIdentifierName"] for r in record["relatedIdentifiers"]}
+                    assert "ORDER_ID" not in related and "items" not in record
+                    from_finance[
+                        (
+                            record["transactionType"],
+                            t.posted.strftime("%Y-%m-%d %H:%M:%S UTC"),
+                            Decimal(record["totalAmount"]["currencyAmount"]),
+                        )
+                    ] += 1
+            missing = settlement.missing_row
+            if missing is not None and missing[0].order is None:
+                from_rows[(missing[0].transaction_type, _flat(missing[5]), missing[3])] += 1
+            assert from_rows == from_finance
+        assert seen["Storage Fee"] >= 2 and seen["TransactionTotalAmount"] >= 6, seen
+        assert seen["FBAInboundTransportationFee"] >= 1 and seen["Subscription Fee"] >= 5, seen
+    # The labels land in the shared fee vocabulary, in the settlement and the Finances shapes.
+    assert vocab.fee_category("amazon", "other-transaction", "Storage Fee")[0] == vocab.STORAGE
+    assert vocab.fee_category("amazon", "Expenses/Storage Fee")[0] == vocab.STORAGE
+    assert vocab.fee_category("amazon", "Cost of Advertising", "TransactionTotalAmount")[0] == (
+        vocab.ADVERTISING
+    )
+    assert vocab.fee_category("amazon", "Expenses/TransactionTotalAmount")[0] == vocab.ADVERTISING
+    assert vocab.fee_category("amazon", "other-transaction", "StorageRenewalBilling")[0] == (
+        vocab.STORAGE
+    )
+
+
+@pytest.mark.parametrize("seed,merchant", [(7, MERCHANT), (31, "mower_depot")])
+def test_some_settlement_in_any_eight_consecutive_ones_is_negative(seed, merchant):
+    world = MerchantWorld(seed, merchant, date(2025, 1, 1))
+    for marketplace in (AMAZON_US, AMAZON_UK, AMAZON_DE):
+        settlements = _consecutive(world, marketplace, 20)
+        negative = []
+        for settlement in settlements:
+            totals, rows = _settlement_rows(render_settlement(settlement))
+            sales = sum(
+                (_amount(r["amount"]) for r in rows if r["amount-description"] == "Principal"),
+                Decimal("0"),
+            )
+            # Fees and refunds beyond the sales: the deposit and the net proceeds go negative.
+            is_negative = _amount(totals["total-amount"]) < 0
+            assert is_negative == (settlement.total < 0)
+            if is_negative:
+                assert sales > 0 and settlement.net_proceeds < 0
+            negative.append(is_negative)
+        for start in range(len(negative) - 7):
+            assert any(negative[start : start + 8]), (marketplace, start)
+        assert not all(negative)
+
+
+def test_exactly_one_settlement_per_quarter_is_one_line_short():
+    now = sandbox_now()
+    history = now.date() - timedelta(days=400)
+    with amazon_sandbox(now=now, history_start=history) as sb:
+        for marketplace in (AMAZON_US, AMAZON_DE, "A13V1IB3VIYZZH"):
+            settlements = amazon_settlements_between(
+                sb.state,
+                MERCHANT,
+                datetime.combine(history, datetime.min.time(), tzinfo=UTC),
+                now + timedelta(seconds=1),
+                marketplace_id=marketplace,
+            )
+            by_quarter: dict[tuple[int, int], list] = {}
+            for s in settlements:
+                by_quarter.setdefault((s.end.year, (s.end.month - 1) // 3), []).append(s)
+            complete = [
+                quarter
+                for quarter in by_quarter
+                if date(quarter[0], 3 * quarter[1] + 1, 1) - timedelta(days=14) >= history
+                and date(quarter[0], 3 * quarter[1] + 1, 1) + timedelta(days=93) < now.date()
+            ]
+            assert len(complete) >= 3
+            for quarter in complete:
+                short = [s for s in by_quarter[quarter] if s.missing is not None]
+                assert len(short) == 1, (marketplace, quarter)
+                (s,) = short
+                missing = s.missing_row
+                assert missing is not None and s.short_by == missing[3] < 0
+                totals, rows = _settlement_rows(render_settlement(s))
+                # The summary reports the whole total; the rows lack exactly the missing amount.
+                assert _amount(totals["total-amount"]) == s.total
+                assert _row_sum(rows) + s.short_by == s.total
+                assert (
+                    len(rows)
+                    == len(s.rows())
+                    == sum(len(t.rows) for t in s.transactions)
+                    - 1
+                    + (bool(s.reserve_held) + bool(s.reserve_released))
+                )
+                written = Counter(
+                    (r["amount-description"], _amount(r["amount"]), r["posted-date-time"])
+                    for r in rows
+                )
+                full = Counter(
+                    (d, a, _flat(t.posted)) for t in s.transactions for _, d, a, _ in t.rows
+                )
+                assert full - written == Counter({(missing[2], missing[3], _flat(missing[5])): 1})
+                assert missing[1] in ("ItemFees", "other-transaction", "Cost of Advertising")
+            # Every other settlement's rows add up to its total exactly.
+            for s in settlements:
+                if s.missing is None:
+                    totals, rows = _settlement_rows(render_settlement(s))
+                    assert _row_sum(rows) == _amount(totals["total-amount"]) == s.total
+
+
+def test_eu_settlements_write_decimal_commas_and_dot_grouping():
+    assert flat_amount(Decimal("1234.56"), AMAZON_DE) == "1.234,56"
+    assert flat_amount(Decimal("-1234567.80"), "A1RKKUPIHCS9HS") == "-1.234.567,80"
+    assert flat_amount(Decimal("-3.05"), "A13V1IB3VIYZZH") == "-3,05"
+    assert flat_amount(Decimal("999.99"), "APJ6JRA9NG5V4") == "999,99"
+    assert flat_amount(Decimal("1234.56"), AMAZON_UK) == "1234.56"
+    assert flat_amount(Decimal("-1234.50")) == "-1234.50"
+    world = MerchantWorld(7, MERCHANT, date(2025, 1, 1))
+    for marketplace in AMAZON_MARKETPLACES:
+        eu = marketplace in AMAZON_EU
+        grouped = 0
+        for settlement in _consecutive(world, marketplace, 3):
+            totals, rows = _settlement_rows(render_settlement(settlement))
+            cells = [totals["total-amount"]] + [r["amount"] for r in rows]
+            pattern = EU_AMOUNT if eu else DOT_AMOUNT
+            assert all(pattern.fullmatch(c) for c in cells), (marketplace, cells)
+            grouped += sum("." in c and "," in c for c in cells)
+            # Read back (with the test's own reading), the cells are the settlement's amounts.
+            assert [_amount(c) for c in cells] == [settlement.total] + [
+                row[3] for row in settlement.rows()
+            ]
+        # A fortnight's total is in the thousands: EU files show the dot grouping.
+        assert grouped > 0 if eu else grouped == 0, marketplace
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    amount=st.decimals(
+        min_value=Decimal("-10000000"), max_value=Decimal("10000000"), places=2, allow_nan=False
+    ),
+    marketplace=st.sampled_from(tuple(AMAZON_MARKETPLACES)),
+)
+def test_flat_amounts_read_back_exactly(amount, marketplace):
+    text = flat_amount(amount, marketplace)
+    assert _amount(text) == amount
+    assert (EU_AMOUNT if marketplace in AMAZON_EU else DOT_AMOUNT).fullmatch(text)

@@ -14,11 +14,15 @@ from typing import Any
 import pytest
 import requests
 
+from illuma_pipelines.normalize import ebay as ebay_normalizer
 from illuma_pipelines.sandbox.ebay import (
+    EBAY_MARKETPLACES,
     ebay_inventory_items,
     ebay_orders_modified_between,
     ebay_payout_plans_between,
+    ebay_payout_transactions,
     ebay_payouts_between,
+    ebay_short_payouts,
     ebay_transactions_between,
     order_plans_created_between,
 )
@@ -65,6 +69,14 @@ def _well_formed(record: Any, key: str) -> bool:
 
 def _d(amount: dict[str, str]) -> Decimal:
     return Decimal(amount["value"])
+
+
+def _signed(transactions: list[dict[str, Any]]) -> Decimal:
+    """The signed sum of eBay transactions, money to the seller positive."""
+    return sum(
+        (_d(t["amount"]) * (1 if t["bookingEntry"] == "CREDIT" else -1) for t in transactions),
+        Decimal(0),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -305,15 +317,126 @@ def test_transactions_and_payouts_agree_with_orders_to_the_cent():
 
         payouts = list(client.payouts(creds(MERCHANT), a, end))
         assert payouts == ebay_payouts_between(sb.state, MERCHANT, a, end) and len(payouts) >= 7
+        # The quarter's payout that is one line short pays a credit no listing shows.
+        short = {p.payout_id: p.missing for p in ebay_short_payouts(sb.state, MERCHANT, a, end)}
         for plan, record in zip(
             ebay_payout_plans_between(sb.state, MERCHANT, a, end), payouts, strict=True
         ):
             inside = list(client.transactions(creds(MERCHANT), plan.start, plan.end))
-            signed = sum(
-                _d(t["amount"]) * (1 if t["bookingEntry"] == "CREDIT" else -1) for t in inside
-            )
-            assert signed == _d(record["amount"]) and len(inside) == record["transactionCount"]
+            missing = short.get(record["payoutId"], Decimal(0))
+            assert _signed(inside) + missing == _d(record["amount"])
+            assert len(inside) + (record["payoutId"] in short) == record["transactionCount"]
             assert {t["payoutId"] for t in inside} == {record["payoutId"]}
+
+
+def test_each_payout_is_read_by_its_id_and_one_a_quarter_is_a_line_short():
+    """getTransactions with filter=payoutId:{id} alone answers what a payout pays, whatever the
+    dates; the payout is their signed sum, except once per calendar quarter and site, where one
+    credit is paid but listed nowhere (ebay_short_payouts says which and how much)."""
+    with _sandbox(finances_page_size=25) as sb:
+        client = _client(sb)
+        # The client clamps window ends to real time and the sandbox clock runs ahead of it.
+        end = sb.state.now() - timedelta(minutes=5)
+        a = end - timedelta(days=195)  # always holds a whole calendar quarter
+        sites = ("EBAY_US", "EBAY_DE")
+        payouts = list(client.payouts(creds(MERCHANT), a, end, marketplace_ids=list(sites)))
+        short = {
+            p.payout_id: p
+            for site in sites
+            for p in ebay_short_payouts(sb.state, MERCHANT, a, end, marketplace_id=site)
+        }
+        ids = [p["payoutId"] for p in payouts]
+        assert len(set(ids)) == len(ids) and len(ids) >= 2 * 25
+        assert len(short) >= 2  # one a quarter on each site
+        stats = RequestStats()
+        got = list(
+            client.payout_transactions(creds(MERCHANT), ids, marketplace_ids=list(sites), stats=stats)
+        )
+        by_payout: dict[str, list[dict[str, Any]]] = {}
+        for t in got:
+            by_payout.setdefault(t["payoutId"], []).append(t)
+        assert set(by_payout) == set(ids)
+        assert stats.operation("getTransactions").pages >= 2 * len(ids)  # each id on each site
+        for record in payouts:
+            pid = record["payoutId"]
+            listed = by_payout[pid]
+            site = next(
+                s
+                for s in sites
+                if ebay_payout_transactions(sb.state, MERCHANT, pid, marketplace_id=s)
+            )
+            assert listed == ebay_payout_transactions(sb.state, MERCHANT, pid, marketplace_id=site)
+            assert {t["amount"]["currency"] for t in listed} == {record["amount"]["currency"]}
+            assert all(t["transactionStatus"] == "PAYOUT" for t in listed)
+            missing = short[pid].missing if pid in short else Decimal(0)
+            assert _signed(listed) + missing == _d(record["amount"])
+            assert len(listed) + (pid in short) == record["transactionCount"]
+        for unlisted in short.values():
+            assert unlisted.missing > 0
+            assert unlisted.transaction_id not in {t["transactionId"] for t in got}
+        # The same over plain HTTP: the filter alone, no date range; an unknown payout has none,
+        # answered as eBay does, 204 No Content (which the client reads as an empty page).
+        token = sb.state.issue_token("ebay", MERCHANT)[0]
+        for pid, want in ((ids[0], len(by_payout[ids[0]])), ("7000000000", 0)):
+            raw = requests.get(
+                sb.base_url + "/ebay/sell/finances/v1/transaction",
+                params={"filter": f"payoutId:{{{pid}}}", "limit": 1000},
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=5,
+            )
+            if want:
+                assert raw.status_code == 200 and raw.json()["total"] == want
+            else:
+                assert raw.status_code == 204 and raw.content == b""
+        assert not list(client.payout_transactions(creds(MERCHANT), ["7000000000"]))
+
+
+def test_fees_without_orders_and_subscriptions_look_like_ebay_s():
+    """Ad fees (NON_SALE_CHARGE AD_FEE) name their order only in references[]; the monthly store
+    fee is eBay's EBAY_STORE_SUBSCRIPTION_FEE; refunds are DEBITs naming their order."""
+    with _sandbox() as sb:
+        client = _client(sb)
+        end = sb.state.now() - timedelta(minutes=5)
+        a = end - timedelta(days=70)
+        money = list(client.transactions(creds(MERCHANT), a, end))
+        orders = {
+            o["orderId"]
+            for o in ebay_orders_modified_between(sb.state, MERCHANT, a - timedelta(days=60), end)
+        }
+        ads = [t for t in money if t.get("feeType") == "AD_FEE"]
+        assert ads and all(t["transactionType"] == "NON_SALE_CHARGE" for t in ads)
+        for t in ads:
+            assert "orderId" not in t and "buyer" not in t
+            kinds = [r["referenceType"] for r in t["references"]]
+            assert kinds == ["ITEM_ID", "ORDER_ID"] and t["references"][1]["referenceId"] in orders
+        stores = [t for t in money if t.get("feeType") == "EBAY_STORE_SUBSCRIPTION_FEE"]
+        months = {t["transactionDate"][:7] for t in stores}
+        assert len(stores) == len(months) >= 2
+        assert all(t["bookingEntry"] == "DEBIT" and "references" not in t for t in stores)
+        refunds = [t for t in money if t["transactionType"] == "REFUND"]
+        assert refunds and all(t["bookingEntry"] == "DEBIT" and t["orderId"] for t in refunds)
+        # The normalizer finds an ad fee's order in its references.
+        normalized = ebay_normalizer.normalize_transactions(ads)
+        assert not normalized.rejects
+        assert [n.order_id for n in normalized.transactions] == [
+            t["references"][1]["referenceId"] for t in ads
+        ]
+
+
+def test_no_payout_is_negative_on_any_site():
+    """eBay never pays out a negative amount (it charges the seller's card instead): every payout
+    of every site over the sandbox's history is positive."""
+    with _sandbox() as sb:
+        client = _client(sb)
+        end = sb.state.now() - timedelta(minutes=5)
+        for merchant in ("acme_parts", "mower_depot"):
+            payouts = list(
+                client.payouts(
+                    creds(merchant), end - timedelta(days=199), end, marketplace_ids=list(EBAY_MARKETPLACES)
+                )
+            )
+            assert len(payouts) >= 25 * len(EBAY_MARKETPLACES)
+            assert min(_d(p["amount"]) for p in payouts) > 0
 
 
 def test_inventory_items_page_to_the_end():

@@ -6,8 +6,9 @@ from it in tests/fixtures/ebay:
 - POST /identity/v1/oauth2/token          OAuth (refresh_token grant, Basic client auth)
 - GET  /sell/fulfillment/v1/order          Fulfillment getOrders (filter=lastmodifieddate:[a..b] or
                                            creationdate:[a..b], limit, offset)
-- GET  /sell/finances/v1/transaction       Finances getTransactions (filter=transactionDate:[a..b],
-                                           optional transactionType:{SALE|REFUND|...})
+- GET  /sell/finances/v1/transaction       Finances getTransactions (filter=transactionDate:[a..b]
+                                           or payoutId:{id} alone, optional
+                                           transactionType:{SALE|REFUND|...})
 - GET  /sell/finances/v1/payout            Finances getPayouts (filter=payoutDate:[a..b])
 - GET  /sell/inventory/v1/inventory_item   Inventory getInventoryItems (limit, offset)
 
@@ -24,9 +25,21 @@ Data (deterministic in seed + merchant id, from the world's catalog and buyer ge
   `lastModifiedDate` is the latest of those events that has happened by the sandbox clock.
 - Finances: a SALE (CREDIT, net of final value fees) at purchase, a SHIPPING_LABEL (DEBIT) when the
   first line ships, a REFUND (DEBIT, net of the fee credit) on cancellation or refund, NON_SALE_CHARGE
-  (DEBIT) promoted-listing ad fees at purchase and a monthly store subscription. Payouts run weekly
-  and hold exactly the transactions dated in their week, so orders, transactions and payouts agree
-  to the cent.
+  (DEBIT) promoted-listing ad fees (feeType AD_FEE) at purchase and a monthly store subscription
+  (feeType EBAY_STORE_SUBSCRIPTION_FEE, eBay's FeeTypeEnum name). As on eBay, an ad fee names its
+  order only in `references[]` (an ITEM_ID, then the ORDER_ID), never in `orderId`, and carries no
+  buyer. Payouts run weekly and hold exactly the transactions dated in their week, so orders,
+  transactions and payouts agree to the cent; each paid-out transaction carries its `payoutId`,
+  and getTransactions with `filter=payoutId:{id}` answers that payout's transactions.
+- Except, deliberately, once per calendar quarter and site: one payout's `amount` (and
+  `transactionCount`) include a CREDIT that no transaction listing returns, neither by date nor by
+  payoutId, so that payout is one line short, as real payout exports occasionally are.
+  `ebay_short_payouts` says which payout and by how much.
+- No payout is ever negative: when a period's transactions net below zero eBay does not send a
+  negative payout, it charges the seller's payment method on file instead (the sandbox's weekly
+  sales always outweigh its fees and refunds; a test holds it to that). Finances has no reserve
+  rows for these sellers: held funds show only as a transactionStatus (FUNDS_ON_HOLD), which the
+  sandbox never uses, so an eBay payout has no reserve lines.
 - Shipping is charged only on single-unit lines under the free-shipping threshold: eBay's
   reference defines `deliveryCost.shippingCost` for the whole line while older notes read it per
   unit, and on single-unit lines both readings agree.
@@ -39,7 +52,8 @@ EBAY_GB, ...). The introspection functions take the site as `marketplace_id`.
 Date ranges in filters are applied as [start, end) so consecutive windows never share a record.
 
 Python-side introspection for tests: `ebay_orders_modified_between`, `ebay_transactions_between`,
-`ebay_payouts_between`, `ebay_inventory_items`.
+`ebay_payouts_between`, `ebay_payout_plans_between`, `ebay_payout_transactions`,
+`ebay_short_payouts`, `ebay_inventory_items`.
 """
 
 from __future__ import annotations
@@ -485,7 +499,10 @@ def _subscription_charges(
         if posted >= b:
             break
         if a <= posted and month >= _history(state):
-            tid = f"{6000000000 + stable_int(state.config.seed, merchant_id, 'ebay-store', month.isoformat()) % 10**9}"
+            # Each site's store is billed apart, under an id of its own (EBAY_US keeps its ids).
+            site = _SERVING.get()
+            stream = "ebay-store" if site == MARKETPLACE_ID else f"ebay-store-{site}"
+            tid = f"{6000000000 + stable_int(state.config.seed, merchant_id, stream, month.isoformat()) % 10**9}"
             out.append(
                 EbayTransaction(
                     tid,
@@ -494,7 +511,7 @@ def _subscription_charges(
                     posted,
                     STORE_SUBSCRIPTION_FEE,
                     None,
-                    "SUBSCRIPTION_FEE",
+                    "EBAY_STORE_SUBSCRIPTION_FEE",
                     "Store subscription fee",
                 )
             )
@@ -536,23 +553,96 @@ class EbayPayout:
     start: datetime
     end: datetime
     payout_date: datetime
-    transactions: tuple[EbayTransaction, ...]
+    transactions: tuple[EbayTransaction, ...]  # what getTransactions lists for this payout
+    # Paid out but listed nowhere (the quarter's payout that is one line short), else None.
+    missing: EbayTransaction | None = None
 
     @property
     def amount(self) -> Decimal:
-        return sum((t.signed for t in self.transactions), ZERO)
+        listed = sum((t.signed for t in self.transactions), ZERO)
+        return listed + (self.missing.signed if self.missing is not None else ZERO)
+
+    @property
+    def transaction_count(self) -> int:
+        return len(self.transactions) + (self.missing is not None)
+
+
+def _payout_id(state: SandboxState, merchant_id: str, index: int) -> str:
+    # EBAY_US keeps the ids it had before sites existed; another site's payouts are its own.
+    site = _SERVING.get()
+    stream = "ebay-payout" if site == MARKETPLACE_ID else f"ebay-payout-{site}"
+    return f"{7000000000 + stable_int(state.config.seed, merchant_id, stream, index) % 10**9}"
+
+
+def _payout_date(state: SandboxState, merchant_id: str, index: int) -> datetime:
+    # eBay initiates the payout a few hours after the period closes.
+    _, end = payout_window(state, merchant_id, index)
+    return end + timedelta(hours=2, minutes=stable_int(merchant_id, index) % 120)
+
+
+def _history_start(state: SandboxState) -> datetime:
+    return datetime.combine(_history(state), datetime.min.time(), tzinfo=UTC)
+
+
+def _short_payout_index(state: SandboxState, merchant_id: str, year: int, quarter: int) -> int | None:
+    """The payout dated in calendar quarter `quarter` (0-3) of `year` that is one line short."""
+    first = datetime(year, 3 * quarter + 1, 1, tzinfo=UTC)
+    after = datetime(year + (quarter == 3), (3 * quarter + 3) % 12 + 1, 1, tzinfo=UTC)
+    history = _history_start(state)
+    candidates = []
+    index = payout_index(state, merchant_id, first - PAYOUT_PERIOD - timedelta(days=1))
+    while payout_window(state, merchant_id, index)[0] < after:
+        if first <= _payout_date(state, merchant_id, index) < after and (
+            payout_window(state, merchant_id, index)[1] > history
+        ):
+            candidates.append(index)
+        index += 1
+    if not candidates:
+        return None
+    pick = stable_int(state.config.seed, merchant_id, "ebay-short-payout", _SERVING.get(), year, quarter)
+    return candidates[pick % len(candidates)]
+
+
+def _unlisted_credit(
+    state: SandboxState, merchant_id: str, index: int, start: datetime
+) -> EbayTransaction:
+    rng = stable_rng(state.config.seed, merchant_id, "ebay-unlisted-credit", _SERVING.get(), index)
+    return EbayTransaction(
+        f"{8000000000 + rng.randrange(10**9)}",
+        "CREDIT",
+        "CREDIT",
+        start + timedelta(seconds=rng.randrange(int(PAYOUT_PERIOD.total_seconds()))),
+        money(Decimal(rng.randint(500, 4000)) / 100),
+        None,
+        None,
+        "Seller credit",
+    )
 
 
 def payout(state: SandboxState, merchant_id: str, index: int) -> EbayPayout:
+    """Payout `index` of the merchant's weekly grid on the site served (cached: its transactions
+    are planned, so they never change; only what `now` shows of them does)."""
+    cache = state.channel_data(CHANNEL).setdefault("payouts", {})
+    key = (merchant_id, index, _SERVING.get())
+    found = cache.get(key)
+    if found is None:
+        found = cache[key] = _build_payout(state, merchant_id, index)
+    return found
+
+
+def _build_payout(state: SandboxState, merchant_id: str, index: int) -> EbayPayout:
     start, end = payout_window(state, merchant_id, index)
+    payout_date = _payout_date(state, merchant_id, index)
+    quarter = (payout_date.year, (payout_date.month - 1) // 3)
+    short = _short_payout_index(state, merchant_id, *quarter) == index
     return EbayPayout(
-        payout_id=f"{7000000000 + stable_int(state.config.seed, merchant_id, 'ebay-payout', index) % 10**9}",
+        payout_id=_payout_id(state, merchant_id, index),
         index=index,
         start=start,
         end=end,
-        # eBay initiates the payout a few hours after the period closes.
-        payout_date=end + timedelta(hours=2, minutes=stable_int(merchant_id, index) % 120),
+        payout_date=payout_date,
         transactions=tuple(transactions_between(state, merchant_id, start, end)),
+        missing=_unlisted_credit(state, merchant_id, index, start) if short else None,
     )
 
 
@@ -560,7 +650,7 @@ def payouts_dated_between(
     state: SandboxState, merchant_id: str, a: datetime, b: datetime, now: datetime
 ) -> list[EbayPayout]:
     """Payouts whose payoutDate is in [a, b) and by `now`, with at least one transaction."""
-    history = datetime.combine(_history(state), datetime.min.time(), tzinfo=UTC)
+    history = _history_start(state)
     out = []
     index = payout_index(state, merchant_id, max(a, history) - PAYOUT_PERIOD - timedelta(days=1))
     while True:
@@ -569,10 +659,24 @@ def payouts_dated_between(
             break
         if end > history:
             p = payout(state, merchant_id, index)
-            if a <= p.payout_date < b and p.payout_date <= now and p.transactions:
+            if a <= p.payout_date < b and p.payout_date <= now and p.transaction_count:
                 out.append(p)
         index += 1
     return out
+
+
+def payout_by_id(
+    state: SandboxState, merchant_id: str, payout_id: str, now: datetime
+) -> EbayPayout | None:
+    """The merchant's payout `payout_id` on the site served, if it was initiated by `now`."""
+    index = payout_index(state, merchant_id, _history_start(state))
+    last = payout_index(state, merchant_id, now)
+    while index <= last:
+        if _payout_id(state, merchant_id, index) == payout_id:
+            p = payout(state, merchant_id, index)
+            return p if p.payout_date <= now else None
+        index += 1
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -805,7 +909,7 @@ def render_transaction(
     }
     if paid_out is not None:
         record["payoutId"] = paid_out.payout_id
-    if t.order is not None:
+    if t.order is not None and t.transaction_type != "NON_SALE_CHARGE":
         record["orderId"] = t.order.order_id
         record["buyer"] = {"username": t.order.username}
     plan = t.order
@@ -851,7 +955,12 @@ def render_transaction(
         record["feeType"] = t.fee_type
         record["transactionMemo"] = t.memo
         if plan is not None:
-            record["references"] = [{"referenceId": plan.order_id, "referenceType": "ORDER_ID"}]
+            # The promoted listing first, then its order: a reader must pick by referenceType.
+            promoted = next(line for line in plan.lines if line.ad_fee)
+            record["references"] = [
+                {"referenceId": promoted.legacy_item_id, "referenceType": "ITEM_ID"},
+                {"referenceId": plan.order_id, "referenceType": "ORDER_ID"},
+            ]
     return record
 
 
@@ -864,7 +973,7 @@ def render_payout(p: EbayPayout, now: datetime) -> dict[str, Any]:
         "amount": _amount(p.amount),
         "payoutDate": _ts(p.payout_date),
         "lastAttemptedPayoutDate": _ts(p.payout_date),
-        "transactionCount": len(p.transactions),
+        "transactionCount": p.transaction_count,
         "payoutInstrument": {
             "instrumentType": "BANK",
             "nickname": "Checking",
@@ -944,17 +1053,66 @@ def ebay_transactions_between(
 
 
 def ebay_payouts_between(
-    state: SandboxState, merchant_id: str, a: datetime, b: datetime
+    state: SandboxState,
+    merchant_id: str,
+    a: datetime,
+    b: datetime,
+    *,
+    marketplace_id: str = MARKETPLACE_ID,
 ) -> list[dict[str, Any]]:
     now = state.now()
-    return [render_payout(p, now) for p in payouts_dated_between(state, merchant_id, a, b, now)]
+    with serving_marketplace(marketplace_id):
+        return [render_payout(p, now) for p in payouts_dated_between(state, merchant_id, a, b, now)]
 
 
 def ebay_payout_plans_between(
-    state: SandboxState, merchant_id: str, a: datetime, b: datetime
+    state: SandboxState,
+    merchant_id: str,
+    a: datetime,
+    b: datetime,
+    *,
+    marketplace_id: str = MARKETPLACE_ID,
 ) -> list[EbayPayout]:
     """`EbayPayout` objects (with their transactions) paid out in [a, b) by now."""
-    return payouts_dated_between(state, merchant_id, a, b, state.now())
+    with serving_marketplace(marketplace_id):
+        return payouts_dated_between(state, merchant_id, a, b, state.now())
+
+
+def ebay_payout_transactions(
+    state: SandboxState, merchant_id: str, payout_id: str, *, marketplace_id: str = MARKETPLACE_ID
+) -> list[dict[str, Any]]:
+    """What getTransactions with filter=payoutId:{payout_id} answers now, on that site."""
+    now = state.now()
+    with serving_marketplace(marketplace_id):
+        paid = payout_by_id(state, merchant_id, payout_id, now)
+        if paid is None:
+            return []
+        return [render_transaction(state, merchant_id, t, now) for t in paid.transactions]
+
+
+@dataclass(frozen=True)
+class ShortPayout:
+    """A payout whose amount includes a transaction no listing returns."""
+
+    payout_id: str
+    missing: Decimal  # amount - the signed sum of its listed transactions
+    transaction_id: str  # of the unlisted transaction
+
+
+def ebay_short_payouts(
+    state: SandboxState,
+    merchant_id: str,
+    a: datetime,
+    b: datetime,
+    *,
+    marketplace_id: str = MARKETPLACE_ID,
+) -> list[ShortPayout]:
+    """The payouts paid out in [a, b) by now that are one line short (one per calendar quarter)."""
+    return [
+        ShortPayout(p.payout_id, p.missing.signed, p.missing.transaction_id)
+        for p in ebay_payout_plans_between(state, merchant_id, a, b, marketplace_id=marketplace_id)
+        if p.missing is not None
+    ]
 
 
 def ebay_inventory_items(state: SandboxState, merchant_id: str) -> list[dict[str, Any]]:
@@ -1118,13 +1276,27 @@ def _get_transactions(
 ) -> tuple[int, Any]:
     filters = parse_filter(request.query_params.get("filter"))
     limit, offset = _paging(request, 20, 1000, state.config.finances_page_size)
-    if "transactionDate" in filters:
-        a, b = _range(filters["transactionDate"], "transactionDate")
+    if "payoutId" in filters:
+        # A payout's transactions, whatever their dates (eBay needs no date range here); a
+        # payout of another site or not initiated yet has none.
+        payout_id = filters["payoutId"].strip().removeprefix("{").removesuffix("}").strip()
+        if not payout_id:
+            raise BadRequest(30700, "Invalid payoutId filter: expected payoutId:{id}", "filter")
+        paid = payout_by_id(state, merchant, payout_id, now)
+        found = list(paid.transactions) if paid is not None else []
+        if "transactionDate" in filters:
+            a, b = _range(filters["transactionDate"], "transactionDate")
+            found = [t for t in found if (a is None or a <= t.date) and (b is None or t.date < b)]
+        if not found:
+            return 204, None  # as eBay answers a search that matches nothing: No Content
     else:
-        a, b = now - timedelta(days=90), None
-    a = a or datetime.combine(_history(state), datetime.min.time(), tzinfo=UTC)
-    end = min(b or now, now)
-    found = transactions_between(state, merchant, a, end) if a < end else []
+        if "transactionDate" in filters:
+            a, b = _range(filters["transactionDate"], "transactionDate")
+        else:
+            a, b = now - timedelta(days=90), None
+        a = a or _history_start(state)
+        end = min(b or now, now)
+        found = transactions_between(state, merchant, a, end) if a < end else []
     wanted = filters.get("transactionType")
     if wanted:
         allowed = set(wanted.strip("{}").split("|"))
@@ -1147,7 +1319,7 @@ def _get_payouts(
         a, b = _range(filters["payoutDate"], "payoutDate")
     else:
         a, b = now - timedelta(days=90), None
-    a = a or datetime.combine(_history(state), datetime.min.time(), tzinfo=UTC)
+    a = a or _history_start(state)
     found = payouts_dated_between(state, merchant, a, b or now + timedelta(seconds=1), now)
     body = _page_body(request, "/sell/finances/v1/payout", "payouts", list(found), limit, offset)
     body["payouts"] = [render_payout(p, now) for p in body["payouts"]]
@@ -1300,6 +1472,7 @@ def _endpoint(
             status, body = 400, _error_body(exc.error_id, exc.message, parameter=exc.parameter)
         if (
             200 <= status < 300
+            and body is not None
             and fault == "malformed_record"
             and breaker is not None
             and fixture is None

@@ -311,6 +311,8 @@ def dumps_json(obj: Any) -> bytes:
 
 
 def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    if status == 204:
+        return Response(status_code=204, headers=headers)
     return Response(
         dumps_json(obj), status_code=status, headers=headers, media_type="application/json"
     )

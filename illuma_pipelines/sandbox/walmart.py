@@ -33,15 +33,29 @@ Data (deterministic in seed + merchant id, from the world's catalog and buyer ge
   holds a PaymentSummary row and one row per amount (Product Price, Product tax, Product tax
   withheld, Shipping Price, ..., Commission on Product, WFS fees) for every line shipped or refunded
   in the period, so its Total Payable equals the sum of its rows and every amount matches the
-  order's charges to the cent. Blank cells are the literal `""`, as Walmart sends them.
+  order's charges to the cent. Blank cells are the literal two-character `""`, as Walmart sends
+  them, except in reserve rows, whose blank cells are empty strings (both occur in real files);
+  Partner GTIN is a 14-digit string with its leading zeros.
+- Money without an order (no Purchase Order #, blank order cells), as Walmart books it:
+  a `Service Fee` / `WFS StorageFee` every report (WFS storage), a `Service Fee` / `Walmart Product
+  Advertising` every report (Sponsored Products spend settled from proceeds), and a reserve:
+  every sixth report holds back a tenth of its product sales (`Reserve` / `Funds withheld to cover
+  future refunds`, negative) and the report two periods later gives it back (`Release Reserve` /
+  `Reserve credited back`, positive). Amount Type of all of these: `Fee/Reimbursement`.
+- Once in every eight reports (a fixed one per block of eight) the storage fee is a large
+  long-term charge that outweighs the period's sales: that report's Total Payable is negative
+  (Walmart then debits the seller).
+- Deliberately, once per calendar quarter (by report date): one report's Total Payable includes
+  the Amount of a row the report does not contain (one line short), as real files occasionally
+  are. `walmart_short_reports` says which report and by how much.
 
 Markets: every call's `WM_MARKET` header (us, ca, mx; the US when absent, as Walmart defaults) is
 checked (another value is a 400) and picks the market the seller sells in: its own order stream,
 buyers in that country, amounts in its currency (USD, CAD, MXN) and its own stock and settlements.
 
 Python-side introspection for tests: `walmart_orders_modified_between`, `walmart_inventory`,
-`walmart_recon_report_dates`, `walmart_recon_report`, `walmart_settlements_between`; each takes
-`market=`.
+`walmart_recon_report_dates`, `walmart_recon_report`, `walmart_settlements_between`,
+`walmart_short_reports`; each takes `market=`.
 """
 
 from __future__ import annotations
@@ -122,6 +136,18 @@ ZERO = Decimal("0.00")
 BLANK = '""'  # how Walmart writes an empty reconciliation cell
 # reconFileJson answers a report in pages of at most this many rows (Walmart's 1,000-row pages).
 RECON_MAX_RECORDS = 1000
+# Every RESERVE_EVERY-th report holds back RESERVE_RATE of its product sales, and the report
+# RESERVE_HELD_FOR periods later releases it.
+RESERVE_EVERY = 6
+RESERVE_HELD_FOR = 2
+RESERVE_RATE = Decimal("0.10")
+# One report in every NEGATIVE_EVERY carries a storage charge larger than its sales.
+NEGATIVE_EVERY = 8
+# Amounts Walmart settles without an order: (Transaction Type, Transaction Description).
+STORAGE_FEE = ("Service Fee", "WFS StorageFee")
+ADVERTISING_FEE = ("Service Fee", "Walmart Product Advertising")
+RESERVE_HELD = ("Reserve", "Funds withheld to cover future refunds")
+RESERVE_RELEASED = ("Release Reserve", "Reserve credited back")
 
 
 # The market of the request being served, from its WM_MARKET header (the US when absent). The
@@ -558,10 +584,17 @@ class WalmartSettlement:
     end: datetime
     report_date: date
     rows: tuple[dict[str, str], ...]  # detail rows (without the PaymentSummary row)
+    # Rows counted in Total Payable that the report leaves out (the quarter's short report).
+    missing_rows: tuple[dict[str, str], ...] = ()
 
     @property
     def total(self) -> Decimal:
-        return sum((Decimal(r["Amount"]) for r in self.rows), ZERO)
+        return sum((Decimal(r["Amount"]) for r in self.rows + self.missing_rows), ZERO)
+
+    @property
+    def missing(self) -> Decimal:
+        """Total Payable less the sum of the rows the report holds."""
+        return sum((Decimal(r["Amount"]) for r in self.missing_rows), ZERO)
 
     @property
     def available_at(self) -> datetime:
@@ -685,6 +718,108 @@ def _rows_for_plan(
     return out
 
 
+def _account_row(
+    kind: tuple[str, str], posted: datetime, amount: Decimal, blank: str = BLANK
+) -> dict[str, str]:
+    """A row of money Walmart settles without an order: every order cell is blank."""
+    transaction_type, description = kind
+    return {
+        "Period Start Date": blank,
+        "Period End Date": blank,
+        "Total Payable": blank,
+        "Currency": _currency(),
+        "Transaction Key": "",  # numbered per report below
+        "Transaction Posted Timestamp": _mdy(posted.date()),
+        "Transaction Type": transaction_type,
+        "Transaction Description": description,
+        **dict.fromkeys(
+            (
+                "Customer Order #",
+                "Customer Order line #",
+                "Purchase Order #",
+                "Purchase Order line #",
+            ),
+            blank,
+        ),
+        "Amount": f"{amount:.2f}",
+        "Amount Type": "Fee/Reimbursement",
+        **dict.fromkeys(
+            (
+                "Ship Qty",
+                "Commission Rate",
+                "Transaction Reason Description",
+                "Partner Item Id",
+                "Partner GTIN",
+                "Partner Item Name",
+                "Product Tax Code",
+                "Ship to State",
+                "Ship to City",
+                "Ship to Zipcode",
+                "Contract Category",
+                "Product Type",
+                "Commission Rule",
+                "Shipping Method",
+                "Fulfillment Type",
+                "Fulfillment Details",
+                "Original Commission",
+                "Commission Incentive Program",
+                "Commission Saving",
+                "Customer Promo Type",
+                "Total Walmart Funded Savings Program",
+            ),
+            blank,
+        ),
+    }
+
+
+def _order_rows(
+    state: SandboxState, merchant_id: str, index: int
+) -> list[tuple[datetime, str, dict[str, str]]]:
+    """The period's order rows (sales, WFS fees, refunds) as (posted, PO, row), by time and PO."""
+    start, end = settlement_window(state, merchant_id, index)
+    found: list[tuple[datetime, str, dict[str, str]]] = []
+    for plan in _orders_created_between(state, merchant_id, start - MAX_ORDER_LIFETIME, end):
+        found.extend(
+            (t, plan.purchase_order_id, row) for t, row in _rows_for_plan(plan, start, end)
+        )
+    found.sort(key=lambda item: (item[0], item[1]))
+    return found
+
+
+def _reserve_held(state: SandboxState, merchant_id: str, index: int) -> Decimal:
+    """What report `index` holds back in reserve (positive; 0 when it holds nothing)."""
+    phase = stable_int(state.config.seed, merchant_id, _stream("walmart-reserve")) % RESERVE_EVERY
+    if index % RESERVE_EVERY != phase:
+        return ZERO
+    sales = sum(
+        (
+            Decimal(row["Amount"])
+            for _, _, row in _order_rows(state, merchant_id, index)
+            if row["Transaction Type"] == "Sale" and row["Amount Type"] == "Product Price"
+        ),
+        ZERO,
+    )
+    return money(sales * RESERVE_RATE)
+
+
+def _short_report_index(state: SandboxState, merchant_id: str, year: int, quarter: int) -> int | None:
+    """The report dated in calendar quarter `quarter` (0-3) of `year` that is one line short."""
+    first = datetime(year, 3 * quarter + 1, 1, tzinfo=UTC)
+    after = datetime(year + (quarter == 3), (3 * quarter + 3) % 12 + 1, 1, tzinfo=UTC)
+    history = datetime.combine(state.config.history_start, datetime.min.time(), tzinfo=UTC)
+    candidates = []
+    index = settlement_index(state, merchant_id, first - SETTLEMENT_PERIOD)
+    while settlement_window(state, merchant_id, index)[1] < after:
+        end = settlement_window(state, merchant_id, index)[1]
+        if first <= end and end > history:
+            candidates.append(index)
+        index += 1
+    if not candidates:
+        return None
+    pick = stable_int(state.config.seed, merchant_id, _stream("walmart-short-report"), year, quarter)
+    return candidates[pick % len(candidates)]
+
+
 def settlement(state: SandboxState, merchant_id: str, index: int) -> WalmartSettlement:
     """The settlement `index` of the merchant's 14-day grid (cached: a closed period never changes)."""
     cache = state.channel_data(CHANNEL).setdefault("settlements", {})
@@ -697,14 +832,35 @@ def settlement(state: SandboxState, merchant_id: str, index: int) -> WalmartSett
 
 def _build_settlement(state: SandboxState, merchant_id: str, index: int) -> WalmartSettlement:
     start, end = settlement_window(state, merchant_id, index)
-    found: list[tuple[datetime, str, dict[str, str]]] = []
-    for plan in _orders_created_between(state, merchant_id, start - MAX_ORDER_LIFETIME, end):
-        found.extend(
-            (t, plan.purchase_order_id, row) for t, row in _rows_for_plan(plan, start, end)
+    found = _order_rows(state, merchant_id, index)
+    rng = stable_rng(state.config.seed, merchant_id, _stream("walmart-account-fees"), index)
+    last_day = end - timedelta(days=1)
+    extra: list[tuple[datetime, str, dict[str, str]]] = [
+        (
+            last_day,
+            "",
+            _account_row(ADVERTISING_FEE, last_day, -money(Decimal(rng.randint(1500, 12000)) / 100)),
         )
-    found.sort(key=lambda item: (item[0], item[1]))
+    ]
+    held = _reserve_held(state, merchant_id, index)
+    if held:
+        extra.append((start, "", _account_row(RESERVE_HELD, start, -held, blank="")))
+    released = _reserve_held(state, merchant_id, index - RESERVE_HELD_FOR)
+    if released:
+        extra.append((start, "", _account_row(RESERVE_RELEASED, start, released, blank="")))
+    storage = -money(Decimal(rng.randint(800, 4500)) / 100)
+    block_pick = stable_int(
+        state.config.seed, merchant_id, _stream("walmart-negative"), index // NEGATIVE_EVERY
+    )
+    if index % NEGATIVE_EVERY == block_pick % NEGATIVE_EVERY:
+        # A long-term storage charge larger than everything else the period earned.
+        others = sum((Decimal(r["Amount"]) for _, _, r in found + extra), ZERO)
+        storage = -(max(others, ZERO) + money(Decimal(rng.randint(2000, 15000)) / 100))
+    extra.append((last_day, "", _account_row(STORAGE_FEE, last_day, storage)))
+    found = sorted(found + extra, key=lambda item: (item[0], item[1]))
     rows = []
-    # One Transaction Key per transaction (a line's sale, fee or refund), shared by its amount rows.
+    # One Transaction Key per transaction (a line's sale, fee or refund; an account-level fee),
+    # shared by its amount rows.
     keys: dict[tuple[str, ...], str] = {}
     for _, _, row in found:
         group = (
@@ -712,11 +868,24 @@ def _build_settlement(state: SandboxState, merchant_id: str, index: int) -> Walm
             row["Purchase Order #"],
             row["Purchase Order line #"],
             row["Transaction Type"],
+            row["Transaction Description"],
         )
         key = keys.setdefault(group, f"{end:%Y_%m_%d}_{len(keys) + 1}")
         rows.append(dict(row, **{"Transaction Key": key}))
+    missing: tuple[dict[str, str], ...] = ()
+    report_date = _report_date(end)
+    if rows and _short_report_index(
+        state, merchant_id, report_date.year, (report_date.month - 1) // 3
+    ) == index:
+        dropped = rng.randrange(len(rows))
+        missing = (rows.pop(dropped),)
     return WalmartSettlement(
-        index=index, start=start, end=end, report_date=_report_date(end), rows=tuple(rows)
+        index=index,
+        start=start,
+        end=end,
+        report_date=report_date,
+        rows=tuple(rows),
+        missing_rows=missing,
     )
 
 
@@ -846,6 +1015,27 @@ def walmart_recon_report(
 ) -> list[dict[str, str]] | None:
     found = _settlement_for_report(state, merchant_id, report_date, state.now())
     return render_report(found) if found is not None else None
+
+
+@dataclass(frozen=True)
+class ShortReport:
+    """A report whose Total Payable counts a row it does not contain."""
+
+    report_date: str  # MMDDYYYY, as availableReconFiles lists it
+    missing: Decimal  # Total Payable - the sum of the report's rows
+    row: dict[str, str]  # the row left out
+
+
+@_in_market
+def walmart_short_reports(
+    state: SandboxState, merchant_id: str, since: date, until: date
+) -> list[ShortReport]:
+    """Available reports dated in [since, until] that are one line short (one per quarter)."""
+    return [
+        ShortReport(_report_key(s.report_date), s.missing, s.missing_rows[0])
+        for s in settlements_available(state, merchant_id, state.now())
+        if since <= s.report_date <= until and s.missing_rows
+    ]
 
 
 @_in_market

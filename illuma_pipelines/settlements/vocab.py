@@ -93,6 +93,7 @@ _EXACT: dict[str, dict[str, str]] = {
         "belowstandardperformancefee": COMMISSION, "highitemnotasdescribedfee": COMMISSION,
         "adfee": ADVERTISING, "promotedlistingfee": ADVERTISING, "promotedlistingsfee": ADVERTISING,
         "subscriptionfee": SUBSCRIPTION, "storesubscriptionfee": SUBSCRIPTION,
+        "ebaystoresubscriptionfee": SUBSCRIPTION,
         "shippinglabel": SHIPPING_LABEL,
         "dispute": CHARGEBACK, "paymentdisputefee": CHARGEBACK,
         "credit": REIMBURSEMENT, "transfer": TRANSFER, "withdrawal": TRANSFER,
@@ -112,6 +113,7 @@ _EXACT: dict[str, dict[str, str]] = {
         "advertisingfee": ADVERTISING, "sponsoredproductsfee": ADVERTISING,
         "wfsreimbursement": REIMBURSEMENT, "reimbursement": REIMBURSEMENT,
         "chargeback": CHARGEBACK, "reserveheld": RESERVE_HELD, "reservereleased": RESERVE_RELEASED,
+        "fundswithheldtocoverfuturerefunds": RESERVE_HELD, "reservecreditedback": RESERVE_RELEASED,
         "refundadministrationfee": REFUND_ADMINISTRATION,
     },
 }
@@ -183,6 +185,7 @@ _KINDS: dict[str, dict[str, str]] = {
         "order": SALE, "shipment": SALE, "refund": REFUND, "servicefee": FEE,
         "otherfee": FEE, "other": FEE, "otheramount": FEE, "otheramazonfee": FEE,
         "fbainventoryfee": FEE, "storagefee": FEE, "costofadvertising": FEE,
+        "productadspayment": FEE,
         "adjustment": ADJUSTMENT, "fbainventoryreimbursement": ADJUSTMENT,
         "guaranteeclaim": ADJUSTMENT, "chargeback": ADJUSTMENT, "chargebackrefund": ADJUSTMENT,
         "previousreserveamountbalance": RESERVE, "currentreserveamount": RESERVE,
@@ -196,7 +199,7 @@ _KINDS: dict[str, dict[str, str]] = {
     "walmart": {
         "sale": SALE, "refund": REFUND, "adjustment": ADJUSTMENT, "fee": FEE,
         "feereimbursement": ADJUSTMENT, "wfsfee": FEE, "reserve": RESERVE,
-        "paymentsummary": PAYOUT,
+        "paymentsummary": PAYOUT, "releasereserve": RESERVE,
     },
 }
 
