@@ -221,6 +221,27 @@ def _metadata_value(result: dg.ExecuteInProcessResult, key: str) -> object:
     return None
 
 
+# How far the demo's first day reaches back: every demo merchant then has at least two
+# settlements per channel (Amazon and Walmart settle every 14 days and publish a few days later).
+HISTORY_DAYS = 35
+
+
+def history_config(days: int) -> dict:
+    """Run config that makes a merchant-day run's windowed extracts reach back `days` days before
+    their day (their `lookback_hours`): the run lands that history in its own partition, and the
+    core keeps the latest version of each record, as onboarding a merchant does."""
+    from assets.extracts import EXTRACT_SPECS, extract_assets
+
+    windowed = {spec.key for spec in EXTRACT_SPECS if spec.windowed}
+    return {
+        "ops": {
+            a.op.name: {"config": {"lookback_hours": days * 24}}
+            for a in extract_assets
+            if a.key in windowed
+        }
+    }
+
+
 def demo_days(days: int, today: date | None = None) -> list[str]:
     """The `days` complete UTC days before today, oldest first."""
     today = today or datetime.now(UTC).date()
@@ -511,7 +532,12 @@ def _run_demo(
         return {"loggers": {"console": {"config": {"log_level": level}}}}
 
     def execute(
-        job_name: str, merchant_id: str, day: str | None, request: dg.RunRequest | None = None, console: str = "WARNING"
+        job_name: str,
+        merchant_id: str,
+        day: str | None,
+        request: dg.RunRequest | None = None,
+        console: str = "WARNING",
+        run_config: dict | None = None,
     ) -> dg.ExecuteInProcessResult:
         """Run a merchant-day partition of `job_name` (or, for a per-merchant job, what a sensor's
         `request` asks) in this process, once the warehouse pool has a slot."""
@@ -524,7 +550,7 @@ def _run_demo(
                 partition_key=merchant_date_key(merchant_id, day) if day else merchant_id,
                 tags={MERCHANT_TAG: merchant_id, **(request.tags if request else {}), **tags},
                 raise_on_error=False,
-                run_config={**quiet(console), **(request.run_config if request else {})},
+                run_config={**quiet(console), **(request.run_config if request else {}), **(run_config or {})},
             )
         stop.current += f" (run {result.run_id[:8]}, {result.dagster_run.status.value})"
         # No daemon runs the audit sensor here: audit each run as it ends.
@@ -550,7 +576,9 @@ def _run_demo(
         dates = demo_days(days)
         for day in dates:
             for merchant_id in DEMO_MERCHANTS:
-                result = execute("merchant_daily_job", merchant_id, day)
+                # The first day reaches back HISTORY_DAYS, as a merchant's onboarding does.
+                history = history_config(HISTORY_DAYS) if day == dates[0] else {}
+                result = execute("merchant_daily_job", merchant_id, day, run_config=history)
                 status = "ok" if result.success else "FAILED"
                 print(f"  {day} {merchant_id:<20} {status}  run {result.run_id[:8]}")
                 if not result.success:

@@ -2,18 +2,30 @@
 extracts shaped like real accounts' files, on both engines (issue 15 §1)."""
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import dagster as dg
 import pytest
 
+from assets.core import core_money
+from assets.extracts import extract_assets
+from assets.partitions import MERCHANTS, merchant_date_key
 from illuma_pipelines.core.tables import FINANCIAL_EVENTS, SETTLEMENT_LINES, SETTLEMENTS
+from illuma_pipelines.demo import history_config
 from illuma_pipelines.merchant_ids import merchant_schema
 from illuma_pipelines.normalize.frames import table_frame
 from illuma_pipelines.raw_records import QUARANTINE, raw_table
-from illuma_pipelines.registry import add_merchant
+from illuma_pipelines.registry import ChannelConnection, add_merchant
+from illuma_pipelines.sandbox.amazon import amazon_settlements_between
+from illuma_pipelines.sandbox.ebay import ebay_short_payouts
+from illuma_pipelines.sandbox.server import SandboxClock, SandboxConfig, SandboxServer
+from illuma_pipelines.sandbox.walmart import walmart_short_reports
 from illuma_pipelines.settlements.load import load_money_partition
 from illuma_pipelines.settlements.vocab import FEE_CATEGORIES, fee_category
+from resources import sandbox_clients
+from resources.warehouse import WarehouseResource
+from tests.sandbox_helpers import sandbox_now
 
 DAY = "2026-11-20"
 D = Decimal
@@ -245,3 +257,66 @@ def test_a_line_that_cannot_be_read_is_quarantined_and_its_settlement_flagged(wa
 def test_fee_categories(channel, amount_type, description, category):
     assert fee_category(channel, amount_type, description) == (category, True)
     assert category in FEE_CATEGORIES
+
+
+# ------------------------------------------------------------------------- through the sandbox
+MONEY_EXTRACTS = {
+    "amazon_settlement_reports", "amazon_financial_transactions", "ebay_payouts",
+    "ebay_payout_transactions", "ebay_financial_transactions", "walmart_settlement_reports",
+}
+
+
+def _sandbox_server() -> SandboxServer:
+    now = sandbox_now()
+    return SandboxServer(
+        SandboxConfig(
+            seed=7, clock=SandboxClock.fixed_at(now), history_start=now.date() - timedelta(days=200),
+            quota_speedup=1000.0,
+        )
+    )
+
+
+def test_sandbox_money_lands_and_only_the_short_settlements_are_flagged(warehouse, warehouse_url, merchant_id, instance, vault_resource):
+    """Forty days of every channel's money in one partition (as the demo's first day reaches back):
+    at least two settlements per channel, each adding up to the cent except the ones the sandbox
+    made one line short, flagged with exactly the missing amount; a re-run changes nothing."""
+    mid = merchant_id("sbmoney")
+    add_merchant(warehouse, mid, channels={c: ChannelConnection(c, f"sandbox:{mid}") for c in ("amazon", "ebay", "walmart")})
+    instance.add_dynamic_partitions(MERCHANTS, [mid])
+    extracts = [a for a in extract_assets if a.key.path[-1] in MONEY_EXTRACTS]
+    assert len(extracts) == len(MONEY_EXTRACTS)
+    with _sandbox_server() as sb:
+        now = sb.state.now()
+        day = (now - timedelta(days=1)).date().isoformat()
+        resources = {
+            "warehouse": WarehouseResource(url=warehouse_url), "vault": vault_resource, **sandbox_clients(sb.base_url),
+        }
+        history = history_config(40)
+        for _ in range(2):
+            result = dg.materialize(
+                [*extracts, core_money], partition_key=merchant_date_key(mid, day), resources=resources,
+                instance=instance, run_config={"ops": {k: v for k, v in history["ops"].items() if any(a.op.name == k for a in extracts)}},
+            )
+            assert result.success
+        start = datetime.fromisoformat(day).replace(tzinfo=UTC) - timedelta(days=40)
+        end = datetime.fromisoformat(day).replace(tzinfo=UTC) + timedelta(days=1)
+        amazon = amazon_settlements_between(sb.state, mid, start, end)
+        short = {("amazon", s.settlement_id, s.short_by) for s in amazon if s.short_by}
+        short |= {("ebay", p.payout_id, p.missing) for p in ebay_short_payouts(sb.state, mid, start, end)}
+        short |= {
+            ("walmart", f"US:{r.report_date}", r.missing)
+            for r in walmart_short_reports(sb.state, mid, start.date(), end.date() - timedelta(days=1))
+        }
+    rows = _fetch(
+        warehouse, mid,
+        f"SELECT channel, settlement_id, reported_total, lines_total, difference, adds_up FROM {{s}}.{SETTLEMENTS.name}",
+    )
+    per_channel = {c: sum(1 for r in rows if r[0] == c) for c in ("amazon", "ebay", "walmart")}
+    assert min(per_channel.values()) >= 2, per_channel
+    assert {("amazon", s.settlement_id, s.total) for s in amazon} == {(c, i, t) for c, i, t, *_ in rows if c == "amazon"}
+    assert {(c, i, d) for c, i, _, _, d, ok in rows if not ok} == short
+    assert all(t - lines == d for _, _, t, lines, d, _ in rows)
+    lines = _fetch(warehouse, mid, f"SELECT count(*), count(DISTINCT channel || settlement_id || CAST(line_seq AS VARCHAR)) FROM {{s}}.{SETTLEMENT_LINES.name}")
+    assert lines[0][0] == lines[0][1] > 0  # no duplicate after the re-run
+    categories = {r[0] for r in _fetch(warehouse, mid, f"SELECT DISTINCT fee_category FROM {{s}}.{SETTLEMENT_LINES.name}")}
+    assert {"principal", "commission", "storage", "advertising", "reserve_held", "reserve_released"} <= categories
