@@ -21,6 +21,7 @@ from assets.platform import platform_assets
 from assets.pricing import pricing_assets
 from illuma_pipelines.environment import current_environment
 from resources import resources_for
+from sensors.analytics import analytics_refresh_sensor
 from sensors.audit import audit_log_sensor
 from sensors.catalog import catalog_import_job, catalog_inbox_sensor
 from sensors.compliance import (
@@ -29,7 +30,7 @@ from sensors.compliance import (
     pii_purge_job,
     pii_purge_schedule,
 )
-from sensors.jobs import merchant_daily_job
+from sensors.jobs import merchant_analytics_job, merchant_daily_job
 from sensors.keys import key_rotation_job, key_rotation_schedule
 from sensors.merchants import merchants_sensor
 from sensors.schedules import merchant_daily_schedule
@@ -46,9 +47,12 @@ def defs() -> dg.Definitions:
             analytics_dbt_models, *compliance_assets,
         ],
         asset_checks=quality_checks,
-        jobs=[merchant_daily_job, catalog_import_job, key_rotation_job, pii_purge_job, account_erasure_job],
+        jobs=[
+            merchant_daily_job, merchant_analytics_job, catalog_import_job, key_rotation_job, pii_purge_job,
+            account_erasure_job,
+        ],
         schedules=[merchant_daily_schedule, key_rotation_schedule, pii_purge_schedule],
-        sensors=[merchants_sensor, erasure_sensor, audit_log_sensor, catalog_inbox_sensor],
+        sensors=[merchants_sensor, erasure_sensor, audit_log_sensor, catalog_inbox_sensor, analytics_refresh_sensor],
         resources=resources_for(environment.name),
         executor=EXECUTOR,
     )

@@ -4,9 +4,10 @@ group joins no job (ADR 0006). Change a set below only when a job is meant to ru
 import dagster as dg
 import pytest
 
-from assets.partitions import merchant_daily_partitions
+from assets.analytics import analytics_dbt_models
+from assets.partitions import merchant_daily_partitions, merchant_partitions
 from illuma_pipelines.definitions import defs
-from sensors.jobs import MERCHANT_DAILY_GROUPS
+from sensors.jobs import MERCHANT_ANALYTICS_GROUPS, MERCHANT_DAILY_GROUPS
 
 EXTRACTS = {
     f"extracts/{name}"
@@ -19,6 +20,7 @@ EXTRACTS = {
         "ebay_financial_transactions",
         "ebay_inventory",
         "ebay_orders",
+        "ebay_payout_transactions",
         "ebay_payouts",
         "walmart_inventory",
         "walmart_orders",
@@ -27,15 +29,28 @@ EXTRACTS = {
 }
 CORE = {
     f"core/{name}"
-    for name in ("buyer_pii", "inventory_snapshots", "order_adjustments", "order_lines", "order_status_history", "orders")
+    for name in (
+        "buyer_pii",
+        "financial_events",
+        "inventory_snapshots",
+        "order_adjustments",
+        "order_lines",
+        "order_status_history",
+        "orders",
+        "settlement_lines",
+        "settlements",
+    )
 }
-ANALYTICS = {"analytics/stg_channel_connections"}
+# The dbt project is the one list of models and their tests: the analytics job is exactly its
+# assets and checks (the models' names are pinned by the dbt project's own tests).
+ANALYTICS = {k.to_user_string() for k in analytics_dbt_models.keys}
+ANALYTICS_CHECKS = {f"{k.asset_key.to_user_string()}:{k.name}" for k in analytics_dbt_models.check_keys}
 PRICING = {"core/competitive_prices", "pricing/recommendations"}
 
 # job -> (asset keys, asset checks "asset:check", ops of a job without assets)
 EXPECTED = {
     "merchant_daily_job": (
-        EXTRACTS | CORE | PRICING | ANALYTICS,
+        EXTRACTS | CORE | PRICING,
         {
             "pricing/recommendations:recommendations_within_bounds",
             "core/buyer_pii:no_plaintext_pii",
@@ -43,13 +58,10 @@ EXPECTED = {
             "core/order_adjustments:order_adjustments_quality",
             "core/order_lines:order_lines_quality",
             "core/orders:orders_quality",
-            "analytics/stg_channel_connections:accepted_values_stg_channel_connections_channel__amazon__ebay__walmart",
-            "analytics/stg_channel_connections:not_null_stg_channel_connections_channel",
-            "analytics/stg_channel_connections:not_null_stg_channel_connections_merchant_id",
-            "analytics/stg_channel_connections:unique_stg_channel_connections_channel",
         },
         None,
     ),
+    "merchant_analytics_job": (ANALYTICS, ANALYTICS_CHECKS, None),
     "catalog_import_job": ({"catalog/parts"}, set(), None),
     "pii_purge_job": ({"compliance/pii_purge"}, set(), None),
     "account_erasure_job": ({"compliance/account_erasure"}, set(), None),
@@ -84,10 +96,23 @@ def test_each_job_runs_exactly_its_selection(definitions, job_name):
     assert _runs(definitions, job_name) == EXPECTED[job_name]
 
 
-def test_the_daily_job_is_its_groups(definitions):
+@pytest.mark.parametrize(
+    ("job_name", "groups"),
+    [("merchant_daily_job", MERCHANT_DAILY_GROUPS), ("merchant_analytics_job", MERCHANT_ANALYTICS_GROUPS)],
+)
+def test_the_merchant_jobs_are_their_groups(definitions, job_name, groups):
     graph = definitions.get_repository_def().asset_graph
-    in_groups = {k.to_user_string() for k in graph.get_all_asset_keys() if graph.get(k).group_name in MERCHANT_DAILY_GROUPS}
-    assert _runs(definitions, "merchant_daily_job")[0] == in_groups
+    in_groups = {k.to_user_string() for k in graph.get_all_asset_keys() if graph.get(k).group_name in groups}
+    assert _runs(definitions, job_name)[0] == in_groups
+
+
+def test_analytics_build_per_merchant_not_per_merchant_day(definitions):
+    """dbt runs once per merchant over all its dates (ADR 0009): never inside a merchant-day run,
+    and the analytics job is partitioned by merchant alone."""
+    assert "analytics/stg_channel_connections" in ANALYTICS and len(ANALYTICS_CHECKS) >= 4
+    assert not ANALYTICS & _runs(definitions, "merchant_daily_job")[0]
+    assert definitions.resolve_job_def("merchant_analytics_job").partitions_def == merchant_partitions
+    assert definitions.resolve_job_def("merchant_daily_job").partitions_def == merchant_daily_partitions
 
 
 def test_an_asset_in_a_new_group_joins_no_job(definitions):

@@ -4,5 +4,5 @@ select
     channel,
     coalesce(marketplace_ids, '') as marketplace_ids,
     cast(connected_at as timestamp) as connected_at,
-    cast('{{ var("partition_date") }}' as date) as as_of_date
+    {{ as_of() }} as as_of_date
 from {{ source('registry', 'registry_channel_connections') }}

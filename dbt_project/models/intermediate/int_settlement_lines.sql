@@ -1,0 +1,77 @@
+{#- Settlement lines with what the marts need beside them: the settlement's deposit date, the
+    category group, the SKU a line is attributed to and its cost of goods.
+
+    - accrual_date: the line's posted date (the deposit date when it has none); cash basis uses
+      the settlement's deposit_date.
+    - attributed_sku: the line's SKU; else, when its order has exactly one SKU, that SKU; else NULL
+      (the line belongs to the unattributed pool: storage, subscriptions, ads without an order...).
+    - master_part: the catalog's for the SKU at the sale, else the order line's, else the SKU.
+    - cost of goods is carried by sale principal lines only: unit cost of the catalog version
+      valid at the sale (the order's purchase time, else the line's posting) × quantity. A line
+      whose cost is not known has cost_of_goods NULL and cost_missing_reason says why; it is never
+      costed at 0. Refunds do not give cost back: whether a returned unit is resalable is not in
+      the data. -#}
+with lines as (
+    select
+        l.*,
+        s.deposit_date,
+        coalesce(l.posted_date, s.deposit_date) as accrual_date,
+        {{ category_group('l.fee_category') }} as category_group
+    from {{ ref('stg_settlement_lines') }} as l
+    left join {{ ref('stg_settlements') }} as s
+        on s.channel = l.channel and s.settlement_id = l.settlement_id
+),
+
+order_skus as (
+    select channel, order_id, min(sku) as sku, count(distinct sku) as sku_count
+    from {{ ref('stg_order_lines') }}
+    where sku is not null
+    group by channel, order_id
+),
+
+order_line_parts as (
+    select channel, order_id, sku, min(master_part) as master_part
+    from {{ ref('stg_order_lines') }}
+    where sku is not null
+    group by channel, order_id, sku
+),
+
+attributed as (
+    select
+        lines.*,
+        coalesce(lines.sku, case when os.sku_count = 1 then os.sku end) as attributed_sku,
+        coalesce(o.purchased_at, lines.posted_at) as sale_at,
+        lines.transaction_kind = 'sale' and lines.fee_category = 'principal' as is_cost_line
+    from lines
+    left join {{ ref('stg_orders') }} as o
+        on o.channel = lines.channel and o.order_id = lines.order_id
+    left join order_skus as os
+        on os.channel = lines.channel and os.order_id = lines.order_id
+)
+
+select
+    a.*,
+    {{ month_start('a.accrual_date') }} as accrual_month,
+    {{ month_start('a.deposit_date') }} as cash_month,
+    coalesce(c.master_part, olp.master_part, a.attributed_sku) as master_part,
+    c.unit_cost,
+    case
+        when not a.is_cost_line or a.attributed_sku is null then null
+        when a.sale_at is null then 'no_sale_date'
+        when c.sku is null then 'sku_not_in_catalog'
+        when c.unit_cost is null then 'no_unit_cost_in_catalog'
+        when c.cost_currency is not null and c.cost_currency <> a.currency then 'cost_in_other_currency'
+        when a.quantity is null then 'no_quantity_on_line'
+    end as cost_missing_reason,
+    case
+        when a.is_cost_line and a.attributed_sku is not null and c.unit_cost is not null
+            and (c.cost_currency is null or c.cost_currency = a.currency) and a.quantity is not null
+        then {{ money('c.unit_cost * a.quantity') }}
+    end as cost_of_goods
+from attributed as a
+left join {{ ref('stg_catalog_parts') }} as c
+    on c.sku = a.attributed_sku
+    and c.valid_from <= a.sale_at
+    and (c.valid_to is null or c.valid_to > a.sale_at)
+left join order_line_parts as olp
+    on olp.channel = a.channel and olp.order_id = a.order_id and olp.sku = a.attributed_sku
