@@ -74,6 +74,9 @@ class ExtractSpec:
     description: str
     windowed: bool = True  # False: a snapshot as of extraction (inventory)
     deps: tuple[str, ...] = ()  # names of extracts this one reads (e.g. "amazon_inventory")
+    # Hours the window always reaches back, whatever the run's lookback_hours: for an API whose
+    # recent records may still arrive late (Amazon Finances: the last ~48 h may be incomplete).
+    min_lookback_hours: int = 0
 
     @property
     def name(self) -> str:
@@ -141,7 +144,7 @@ def build_extract_asset(spec: ExtractSpec) -> dg.AssetsDefinition:
             )
 
         creds = ChannelCredentials(merchant_id, resolve_credential(connection.credential_ref, spec.channel))
-        window = day_window(date, config.lookback_hours)
+        window = day_window(date, max(config.lookback_hours, spec.min_lookback_hours))
         stats = RequestStats()
         started = time.monotonic()
         ectx = ExtractContext(merchant_id, date, connection.marketplace_ids, warehouse)
@@ -278,7 +281,8 @@ AMAZON_EXTRACTS = (
         lambda c, creds, w, stats, e: c.list_transactions(creds, w[0], w[1], marketplace_ids=e.marketplace_ids, stats=stats),
         RecordRule(key_fields=("transactionId",), required=("postedDate",), check=_amazon_transaction_problem),
         "Amazon financial transactions (Finances API 2024-06-19 listTransactions) posted during the "
-        "day, verbatim.",
+        "day and the two days before it (the last ~48 h may be incomplete when first read), verbatim.",
+        min_lookback_hours=48,
     ),
     ExtractSpec(
         "amazon", "settlement_reports", "getReports",

@@ -492,11 +492,59 @@ def drop_files_in_inbox(sandbox_url: str, merchant_ids: list[str], inbox_root: P
     return dropped
 
 
+# The tables the demo's closing lines count, per merchant: the core, the money and the analytics
+# a merchant's reports come from.
+SUMMARY_TABLES = (
+    "core_orders", "core_order_lines", "core_inventory_snapshots", "catalog_parts", "core_settlements",
+    "core_settlement_lines", "core_financial_events", "settlement_reconciliation", "sku_profit_monthly",
+)
+
+
+def _money(amount: object, currency: str) -> str:
+    return f"{currency} {amount:,.2f}"
+
+
+def money_summary(warehouse: Warehouse, merchant_id: str) -> list[str]:
+    """A few lines on a merchant's money, read from its analytics models: settlements per channel
+    and how many do not add up (each with its difference), net proceeds, and fees by category."""
+    schema = merchant_schema(merchant_id)
+    with warehouse.merchant_scope(merchant_id) as conn:
+        if not conn.table_exists(schema, "settlement_reconciliation"):
+            return [f"{merchant_id}: no analytics built"]
+        settlements = conn.fetchall(
+            f"SELECT channel, settlement_id, currency, adds_up, difference, net_proceeds "
+            f"FROM {schema}.settlement_reconciliation ORDER BY channel, settlement_id"
+        )
+        fees = conn.fetchall(
+            f"SELECT currency, fee_category, SUM(amount) FROM {schema}.fees_by_category_daily "
+            "WHERE category_group = 'fee' GROUP BY currency, fee_category ORDER BY currency, SUM(amount)"
+        )
+    per_channel: dict[str, int] = {}
+    net: dict[str, object] = {}
+    for channel, _, currency, _, _, proceeds in settlements:
+        per_channel[channel] = per_channel.get(channel, 0) + 1
+        net[currency] = net.get(currency, 0) + (proceeds or 0)  # type: ignore[operator]
+    flagged = [(c, i, cur, d) for c, i, cur, ok, d, _ in settlements if not ok]
+    channels = ", ".join(f"{c} {n}" for c, n in sorted(per_channel.items()))
+    lines = [
+        f"{merchant_id}: {len(settlements)} settlements ({channels or 'none'}), {len(flagged)} flagged; "
+        f"net proceeds {', '.join(_money(v, c) for c, v in sorted(net.items())) or 'none'}"
+    ]
+    if fees:
+        lines.append("    fees: " + ", ".join(f"{category} {_money(amount, currency)}" for currency, category, amount in fees))
+    lines += [
+        f"    flagged: {channel} {sid} does not add up by {_money(diff, currency)}"
+        for channel, sid, currency, diff in flagged
+    ]
+    return lines
+
+
 def _run_demo(
     instance: dg.DagsterInstance, home: Path, days: int, stop: StopSignals, sandbox_url: str
 ) -> int:
     from assets.partitions import merchant_date_key
     from illuma_pipelines.definitions import defs
+    from sensors.analytics import analytics_run_requests
     from sensors.audit import audit_run_materializations
     from sensors.merchants import sync_merchant_partitions
     from sensors.runs import HOST_TAG, PID_TAG, WAREHOUSE_POOL, wait_for_pool
@@ -586,6 +634,17 @@ def _run_demo(
 
         print(f"\n{len(dates) * len(DEMO_MERCHANTS) - len(failed)} of {len(dates) * len(DEMO_MERCHANTS)} "
               f"merchant-day partitions materialized in {time.monotonic() - started:.0f} s")
+        # No daemon runs the analytics sensor here: one dbt build per merchant, over all its days.
+        for request in analytics_run_requests(list(DEMO_MERCHANTS)):
+            merchant_id = request.partition_key
+            result = execute("merchant_analytics_job", merchant_id, None, request)
+            warned = sum(1 for c in result.get_asset_check_evaluations() if not c.passed)
+            print(
+                f"  analytics {merchant_id:<20} {'ok' if result.success else 'FAILED'}  run {result.run_id[:8]}  "
+                f"dbt checks warning: {warned}"
+            )
+            if not result.success:
+                failed.append(("analytics", merchant_id, result.run_id))
         # The daily PII purge, as pii_purge_schedule runs it after extraction.
         for merchant_id in DEMO_MERCHANTS:
             result = execute("pii_purge_job", merchant_id, dates[-1])
@@ -599,19 +658,24 @@ def _run_demo(
     finally:
         for handle in step_output.values():
             handle.close()
-    print("rows per table:")
+    print("money (from the analytics models; accrual basis, amounts signed for the merchant):")
+    for merchant_id in DEMO_MERCHANTS:
+        for line in money_summary(warehouse, merchant_id):
+            print(f"  {line}")
+    print("rows in the main tables (every table: `make ui` or the warehouse):")
     # Each merchant through its own scope: the platform's connection cannot see merchant tables.
     for merchant_id in warehouse.merchant_ids():
         schema = merchant_schema(merchant_id)
         with warehouse.merchant_scope(merchant_id) as conn:
-            for table in conn.base_tables(schema):
-                print(f"  {schema + '.' + table:<58} {conn.row_count(schema, table):>8}")
+            tables = conn.base_tables(schema)
+            counts = [f"{t} {conn.row_count(schema, t)}" for t in SUMMARY_TABLES if t in tables]
+        print(f"  {schema} ({len(tables)} tables): {', '.join(counts)}")
     with warehouse.connect() as conn:
-        for (table,) in conn.fetchall(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = ? ORDER BY table_name",
-            [PLATFORM_SCHEMA],
-        ):
-            print(f"  {PLATFORM_SCHEMA + '.' + table:<58} {conn.row_count(PLATFORM_SCHEMA, table):>8}")
+        tables = {t for (t,) in conn.fetchall(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = ?", [PLATFORM_SCHEMA]
+        )}
+        counts = [f"{t} {conn.row_count(PLATFORM_SCHEMA, t)}" for t in sorted(tables)]
+    print(f"  {PLATFORM_SCHEMA}: {', '.join(counts)}")
     print(f"\nwarehouse: {url}")
     print(f"Dagster instance: {home}")
     print("UI: run `make ui`, then open http://127.0.0.1:3000")

@@ -32,6 +32,7 @@ from illuma_pipelines.core.tables import (
     SETTLEMENTS,
 )
 from illuma_pipelines.dbt_vars import build_dbt_vars, dbt_target
+from illuma_pipelines.demo import money_summary
 from illuma_pipelines.merchant_ids import merchant_schema
 from illuma_pipelines.paths import DBT_PROJECT_DIR
 from illuma_pipelines.registry import ChannelConnection, add_merchant
@@ -454,6 +455,9 @@ def test_settlement_analytics_to_the_cent_incremental_equals_full_refresh(wareho
         ("amazon", "FLT-2"): (0, 3, 3, D("0"), True, 2, False),
         ("walmart", "OLD-7"): (40, 0, 0, None, False, 0, True),  # stock and no sale in 90 days
     }
+    # The demo's money summary reads these models: the short payout is listed with its difference.
+    summary = money_summary(warehouse, mid)
+    assert "1 flagged" in summary[0] and "    flagged: ebay EB-P1 does not add up by USD 2.35" in summary
     connections = _rows(warehouse, mid, "SELECT channel, CAST(as_of_date AS VARCHAR) FROM {schema}.stg_channel_connections ORDER BY channel")
     assert connections == [("amazon", SECOND_BUILD), ("ebay", SECOND_BUILD), ("walmart", SECOND_BUILD)]
 

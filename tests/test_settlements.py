@@ -17,7 +17,10 @@ from illuma_pipelines.merchant_ids import merchant_schema
 from illuma_pipelines.normalize.frames import table_frame
 from illuma_pipelines.raw_records import QUARANTINE, raw_table
 from illuma_pipelines.registry import ChannelConnection, add_merchant
-from illuma_pipelines.sandbox.amazon import amazon_settlements_between
+from illuma_pipelines.sandbox.amazon import (
+    amazon_settlements_between,
+    amazon_transactions_posted_between,
+)
 from illuma_pipelines.sandbox.ebay import ebay_short_payouts
 from illuma_pipelines.sandbox.server import SandboxClock, SandboxConfig, SandboxServer
 from illuma_pipelines.sandbox.walmart import walmart_short_reports
@@ -320,3 +323,25 @@ def test_sandbox_money_lands_and_only_the_short_settlements_are_flagged(warehous
     assert lines[0][0] == lines[0][1] > 0  # no duplicate after the re-run
     categories = {r[0] for r in _fetch(warehouse, mid, f"SELECT DISTINCT fee_category FROM {{s}}.{SETTLEMENT_LINES.name}")}
     assert {"principal", "commission", "storage", "advertising", "reserve_held", "reserve_released"} <= categories
+
+
+def test_amazon_finances_are_read_again_for_two_days(warehouse, warehouse_url, merchant_id, instance, vault_resource):
+    """Amazon Finances' last ~48 h may be incomplete: each day's extract reads the two days before
+    it again, whatever the run's lookback, and a transaction landing twice is one event."""
+    mid = merchant_id("late")
+    add_merchant(warehouse, mid, channels={"amazon": ChannelConnection("amazon", f"sandbox:{mid}")})
+    instance.add_dynamic_partitions(MERCHANTS, [mid])
+    (extract,) = [a for a in extract_assets if a.key.path[-1] == "amazon_financial_transactions"]
+    with _sandbox_server() as sb:
+        days = [(sb.state.now() - timedelta(days=n)).date().isoformat() for n in (2, 1)]
+        resources = {"warehouse": WarehouseResource(url=warehouse_url), "vault": vault_resource, **sandbox_clients(sb.base_url)}
+        for day in days:
+            assert dg.materialize([extract, core_money], partition_key=merchant_date_key(mid, day), resources=resources, instance=instance).success
+        start = datetime.fromisoformat(days[1]).replace(tzinfo=UTC) - timedelta(hours=48)
+        # Both days' windows: from two days before the first to the end of the second.
+        posted = amazon_transactions_posted_between(sb.state, mid, start - timedelta(days=1), start + timedelta(hours=72))
+    (window_start,) = {r[0] for r in _fetch(warehouse, mid, f"SELECT window_start FROM {{s}}.raw_amazon_financial_transactions WHERE partition_date = '{days[1]}'")}
+    assert window_start == start
+    landed = _fetch(warehouse, mid, f"SELECT count(DISTINCT transaction_id), count(DISTINCT transaction_id || CAST(partition_date AS VARCHAR)) FROM {{s}}.{FINANCIAL_EVENTS.name}")
+    assert posted and landed[0][0] == len(posted)
+    assert landed[0][0] == landed[0][1]  # a transaction read on both days is stored once
