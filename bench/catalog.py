@@ -18,7 +18,9 @@ Per engine, in a throwaway warehouse (bench/common.py), each step timed through 
 3. change: a second file, the same catalog with one part in ten re-costed: closes and opens those
    versions (SCD type 2); then 4. the same file again (a no-op: recognised by its SHA-256).
 
-Prints rows per second, seconds, peak RSS and the ratio import / bare for each. Goal (issue 14):
+Prints rows per second, seconds, peak RSS and the ratio import / bare for each, and the CPU
+seconds the import took in Python (all its threads) and, on PostgreSQL, in its server process:
+on 2 cores the wall time cannot go below half their sum, whatever overlaps. Goal (issue 14):
 ratio <= 3 and peak memory < 1 GB at 200,000 parts.
 """
 
@@ -33,11 +35,15 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import admin_url, pg_dbname, throwaway_warehouse_url  # noqa: E402
+
+if TYPE_CHECKING:
+    from illuma_pipelines.warehouse import Warehouse
 
 MERCHANT = "bench_catalog"
 HEADER = [
@@ -131,18 +137,42 @@ def bare_postgres(csv_path: Path, url: str) -> float:
 # ------------------------------------------------------------------------------------ the import
 
 
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)  # every thread of the process
+    return usage.ru_utime + usage.ru_stime
+
+
+def _server_cpu_seconds(wh: Warehouse) -> float | None:
+    """The CPU time of the PostgreSQL backend the import used (the merchant's pooled connection,
+    which the import opened), read from /proc: only for a server on this machine, else None."""
+    import os
+
+    try:
+        with wh.merchant_scope(MERCHANT) as conn:
+            pid = conn.fetchone("SELECT pg_backend_pid()")[0]
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _import_in_child(url: str, path: str) -> dict:
-    """Runs in a fresh process: one import, its seconds and the process's peak RSS."""
+    """Runs in a fresh process: one import, its seconds, the CPU seconds it took here (all
+    threads) and, on PostgreSQL, in the server, and the process's peak RSS."""
     sys.path.insert(0, str(ROOT))
     from illuma_pipelines.catalog import import_catalog_file
     from illuma_pipelines.warehouse import Warehouse
 
     wh = Warehouse.from_url(url)
+    cpu = _cpu_seconds()
     started = time.perf_counter()
     summary = import_catalog_file(wh, MERCHANT, Path(path))
     elapsed = time.perf_counter() - started
+    cpu = _cpu_seconds() - cpu
     return {
         "seconds": elapsed,
+        "cpu_seconds": cpu,
+        "server_cpu_seconds": _server_cpu_seconds(wh) if wh.dialect == "postgres" else None,
         "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         **summary.metadata(),
     }
@@ -172,9 +202,11 @@ def run_engine(engine: str, first: Path, second: Path, rows: int, work: Path) ->
                 f"fitment {r['fitment_rows']:,}, rejected {r['rows_rejected']:,}"
                 if not r["already_loaded"] else "already loaded: nothing changed"
             )
+            server = f", server {r['server_cpu_seconds']:.2f} s" if r["server_cpu_seconds"] is not None else ""
             print(
                 f"{engine:<9} {label:<7} {r['seconds']:6.2f} s  {rows / r['seconds']:>10,.0f} rows/s  "
-                f"peak RSS {r['max_rss_mb']:6.0f} MB  ratio {r['seconds'] / bare:5.2f}  ({extra})",
+                f"peak RSS {r['max_rss_mb']:6.0f} MB  ratio {r['seconds'] / bare:5.2f}  "
+                f"(CPU: python {r['cpu_seconds']:.2f} s{server}; {extra})",
                 flush=True,
             )
 

@@ -31,6 +31,9 @@ for unknown `fitment_*` columns.
 Everything runs set-based: the file is parsed by pyarrow (CSV) or openpyxl (XLSX) into columns,
 validated with vectorized string operations, compared with the stored versions in one read, and
 written with `load_frame` (DuckDB's Arrow scan, PostgreSQL's COPY) and a handful of statements.
+The fitment rows (most of a catalog's rows) start loading, on a thread of their own, as soon as
+their own columns are checked, while the parts are validated; the few whose part is then refused
+are deleted before the transaction ends.
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ import pandas as pd
 
 from illuma_pipelines.merchant_ids import merchant_schema
 from illuma_pipelines.normalize.money import ISO_4217_ACTIVE
-from illuma_pipelines.warehouse import Connection, TableSpec, Warehouse, any_of, cols
+from illuma_pipelines.warehouse import IN_SCHEMA, Connection, TableSpec, Warehouse, any_of, cols
 
 # ------------------------------------------------------------------------------------ the tables
 
@@ -75,13 +78,15 @@ CATALOG_PARTS = TableSpec(
     primary_key=("sku", "valid_from"),
 )
 # The current fitment of each SKU (no history: a file's SKUs get the fitment it lists). Its
-# file is `source_sha256` in catalog_files (name, load time): rows stay narrow, as a catalog has
-# several per part.
+# file is `file_id` in catalog_files (name, digest, load time): a catalog has several rows per
+# part, and a small number keeps them narrow (the digest was 64 characters of each row, and as
+# much text for the database to parse). Nullable only so that older tables gain the column
+# (_migrate_fitment); every row written has one.
 CATALOG_FITMENT = TableSpec(
     "catalog_fitment",
     cols(
         "sku text!", "year_from integer", "year_to integer", "make text", "model text",
-        "engine text", "equipment_model text", "extra text", "source_sha256 text!", "source_row integer!",
+        "engine text", "equipment_model text", "extra text", "file_id integer", "source_row integer!",
     ),
 )
 CATALOG_REJECTS = TableSpec(
@@ -98,6 +103,9 @@ CATALOG_FILES = TableSpec(
         "effective_from timestamptz!", "rows_read integer!", "rows_rejected integer!",
         "parts_new integer!", "parts_changed integer!", "parts_unchanged integer!",
         "parts_reresolved integer!", "fitment_rows integer!",
+        # Numbers files in load order, for catalog_fitment (nullable: older tables gain it, and
+        # _migrate_fitment numbers their rows).
+        "file_id integer",
     ),
     primary_key=("sha256",),
 )
@@ -555,7 +563,7 @@ def split_supersession(cell: str) -> list[str]:
 @dataclass
 class _Validated:
     parts: pd.DataFrame  # one row per SKU: sku, part columns (canonical), source_row, extra, content_hash
-    fitment: pd.DataFrame  # sku, fitment columns, extra, source_row
+    fitment: pd.DataFrame  # sku, fitment columns, extra, source_row; indexed by position in the file's frame
     rejects: list[tuple[int, str, str]]  # (row, sku, reason)
     present: set[str]  # part columns the file has
     has_fitment: bool
@@ -573,17 +581,84 @@ def _rows_of(frame: pd.DataFrame, skus: Iterable[str]) -> dict[str, list[int]]:
     return out
 
 
-def validate(raw: RawCatalog) -> _Validated:
+def _extra_columns(columns: Iterable[str]) -> tuple[list[str], list[str]]:
+    """The file's columns we do not know: (part columns, fitment columns), kept as JSON."""
+    columns = list(columns)
+    fit_extra = [c for c in columns if c.startswith("fitment_") and c not in FITMENT_COLUMNS]
+    return [c for c in columns if c not in KNOWN_COLUMNS and c not in fit_extra], fit_extra
+
+
+@dataclass
+class _Fitment:
+    """Every row's fitment (positions of the raw frame), checked before the parts are, so that its
+    load can start while they are: the rows `streamable` may load at once (a SKU, good years, some
+    fitment); validation later names those of them that must go (their part was refused)."""
+
+    rows: pd.DataFrame  # sku, fitment columns, extra, source_row
+    reasons: _Reasons  # the fitment's own problems (years)
+    streamable: np.ndarray
+    has_fitment: bool
+
+    @property
+    def fields(self) -> list[str]:
+        return [*FITMENT_COLUMNS.values(), "extra"]
+
+
+def _row_skus(values: pd.Series) -> pd.Series:
+    """Each row's SKU as validation reads it: the first part number of a `SUB=` chain."""
+    subbed = _matches(values, _SUB_TEXT, ignore_case=True)
+    if not subbed.any():
+        return values.reset_index(drop=True)
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    where = pa.array(np.flatnonzero(subbed))
+    heads = [next((p for p in split_supersession(v) if p), "") for v in _arrow(values).take(where).to_pylist()]
+    array = pc.replace_with_mask(_arrow(values), pa.array(subbed), pa.array(heads, type=pa.large_string()))
+    return pd.Series(pd.array(array, dtype="str"))
+
+
+def fitment_rows(raw: RawCatalog) -> _Fitment:
+    """The fitment columns of every row, their own checks, and which rows may load before the
+    parts are validated."""
+    frame = raw.frame
+    n = len(frame)
+    _, fit_extra_cols = _extra_columns(frame.columns)
+    reasons = _Reasons(n)
+    sku = _row_skus(frame["sku"])
+    fit = pd.DataFrame({"sku": sku})
+    for c, target in FITMENT_COLUMNS.items():
+        if c.startswith("fitment_year"):
+            fit[target] = _years(frame[c], c, reasons) if c in frame.columns else pd.Series([pd.NA] * n, dtype="Int64")
+        else:
+            fit[target] = frame[c].reset_index(drop=True) if c in frame.columns else ""
+    yf, yt = fit["year_from"], fit["year_to"]
+    order = (yf.notna() & yt.notna()).to_numpy()
+    if order.any():
+        reasons.add(order & (yf.fillna(0) > yt.fillna(0)).to_numpy(),
+                    lambda i: f"fitment_year_from {yf.iat[i]} is after fitment_year_to {yt.iat[i]}")
+    fit["extra"] = _json_objects(frame, fit_extra_cols).reset_index(drop=True) if fit_extra_cols else ""
+    fit["source_row"] = raw.rows
+    streamable = (sku != "").to_numpy() & ~reasons.mask()
+    any_fit = np.zeros(n, dtype=bool)
+    for f in (*FITMENT_COLUMNS.values(), "extra"):
+        any_fit |= fit[f].notna().to_numpy() if f.startswith("year") else (fit[f] != "").to_numpy()
+    return _Fitment(fit, reasons, streamable & any_fit, any(c in frame.columns for c in FITMENT_COLUMNS))
+
+
+def validate(raw: RawCatalog, fitment: _Fitment | None = None) -> _Validated:
     """Check every row; split the good ones into parts (one per SKU) and fitment rows.
 
     A part's rows repeat its data once per fitment, so the part columns are checked once per
-    distinct row (`codes` maps each row to its distinct part row) and the fitment columns per row."""
+    distinct row (`codes` maps each row to its distinct part row) and the fitment columns per row
+    (`fitment`, from fitment_rows: computed here when not given)."""
     import pyarrow as pa
 
     frame = raw.frame
     n = len(frame)
-    fit_extra_cols = [c for c in frame.columns if c.startswith("fitment_") and c not in FITMENT_COLUMNS]
-    part_extra_cols = [c for c in frame.columns if c not in KNOWN_COLUMNS and c not in fit_extra_cols]
+    if fitment is None:
+        fitment = fitment_rows(raw)
+    part_extra_cols, _ = _extra_columns(frame.columns)
     in_file = ["sku", *(c for c in PART_COLUMNS if c in frame.columns), *part_extra_cols]
     codes = _row_codes(frame, in_file, raw.sep_free)
     _, first = np.unique(codes, return_index=True)  # codes number rows by first appearance
@@ -596,17 +671,10 @@ def validate(raw: RawCatalog) -> _Validated:
         flagged[list(found.by_row)] = True
         for pos in np.flatnonzero(flagged[codes]):
             reasons.by_row[int(pos)] = list(found.by_row[int(codes[pos])])
+    for pos, found_here in fitment.reasons.by_row.items():
+        reasons.by_row.setdefault(pos, []).extend(found_here)
     take = pa.array(codes)
     sku = pd.Series(pd.array(_arrow(content["sku"]).take(take), dtype="str"))
-
-    years = {}
-    for c in ("fitment_year_from", "fitment_year_to"):
-        years[c] = _years(frame[c], c, reasons) if c in frame.columns else pd.Series([pd.NA] * n, dtype="Int64")
-    yf, yt = years["fitment_year_from"], years["fitment_year_to"]
-    order = (yf.notna() & yt.notna()).to_numpy()
-    if order.any():
-        reasons.add(order & (yf.fillna(0) > yt.fillna(0)).to_numpy(),
-                    lambda i: f"fitment_year_from {yf.iat[i]} is after fitment_year_to {yt.iat[i]}")
 
     bad = reasons.mask()
     rejects = [(int(raw.rows[p]), str(sku.iat[p]), "; ".join(r)) for p, r in sorted(reasons.by_row.items())]
@@ -638,25 +706,24 @@ def validate(raw: RawCatalog) -> _Validated:
         rows_of_sku, good_rows = rows_of_sku.loc[keep], good_rows[keep]
     parts = candidates if unique_skus else candidates.drop_duplicates("sku")
 
-    fit = pd.DataFrame({"sku": sku})
-    for c, target in FITMENT_COLUMNS.items():
-        if c in years:
-            fit[target] = years[c]
-        else:
-            fit[target] = frame[c] if c in frame.columns else ""
-    fit["extra"] = _json_objects(frame, fit_extra_cols) if fit_extra_cols else ""
-    fit["source_row"] = raw.rows
-    fit = fit.iloc[good_rows]
-    fields = [*FITMENT_COLUMNS.values(), "extra"]
-    any_fit = np.zeros(len(fit), dtype=bool)
-    for f in fields:
-        any_fit |= fit[f].notna().to_numpy() if f.startswith("year") else (fit[f] != "").to_numpy()
-    fit = fit.loc[any_fit].drop_duplicates(["sku", *fields])
+    # The good rows with some fitment, each distinct fitment of a SKU once (its first row).
+    good_fit = np.zeros(n, dtype=bool)
+    good_fit[good_rows] = True
+    good_fit &= fitment.streamable
+    fit = fitment.rows.loc[good_fit]
+    fit = fit.loc[~_duplicated(fit, ["sku", *fitment.fields])]
     return _Validated(
-        parts=parts.reset_index(drop=True), fitment=fit.reset_index(drop=True), rejects=raw.rejects + rejects,
-        present=present | ({"extra"} if part_extra_cols else set()), has_fitment=any(c in frame.columns for c in FITMENT_COLUMNS),
+        parts=parts.reset_index(drop=True), fitment=fit, rejects=raw.rejects + rejects,
+        present=present | ({"extra"} if part_extra_cols else set()), has_fitment=fitment.has_fitment,
         implied=implied, rows_read=n + len(raw.rejects), rows_of_sku=rows_of_sku,
     )
+
+
+def _duplicated(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    """Rows equal (in `columns`) to an earlier row, as a boolean array."""
+    if not len(frame):
+        return np.zeros(0, dtype=bool)
+    return frame.duplicated(columns).to_numpy()
 
 
 def _row_codes(frame: pd.DataFrame, columns: list[str], sep_free: bool | None = None) -> np.ndarray:
@@ -884,6 +951,7 @@ class CatalogImport:
     parts_reresolved: int = 0
     fitment_rows: int = 0
     superseded: int = 0
+    file_id: int | None = None  # its number in catalog_files
     cycles: list[list[str]] = field(default_factory=list)
     reject_reasons: dict[str, int] = field(default_factory=dict)
 
@@ -936,6 +1004,27 @@ def _kind(reason: str) -> str:
 def ensure_catalog_tables(conn: Connection, schema: str) -> None:
     for spec in CATALOG_TABLES:
         conn.create_table(schema, spec)
+    _migrate_fitment(conn, schema)
+
+
+def _migrate_fitment(conn: Connection, schema: str) -> None:
+    """Catalogs loaded before files had numbers: number them (in load order) and point their
+    fitment rows at the number instead of the digest, whose column goes (it is NOT NULL: rows
+    written without it would fail)."""
+    fit, files = f"{schema}.{CATALOG_FITMENT.name}", f"{schema}.{CATALOG_FILES.name}"
+    columns = {r[0] for r in conn.fetchall(
+        f"SELECT column_name FROM information_schema.columns WHERE table_name = ? AND {IN_SCHEMA}",
+        [CATALOG_FITMENT.name, schema, schema],
+    )}
+    if "source_sha256" not in columns:
+        return
+    conn.execute(
+        f"UPDATE {files} SET file_id = numbered.n FROM (SELECT sha256, row_number() OVER (ORDER BY loaded_at, sha256) "
+        f"+ (SELECT coalesce(max(file_id), 0) FROM {files}) AS n FROM {files} WHERE file_id IS NULL) numbered "
+        f"WHERE {files}.sha256 = numbered.sha256"
+    )
+    conn.execute(f"UPDATE {fit} SET file_id = f.file_id FROM {files} f WHERE {fit}.source_sha256 = f.sha256")
+    conn.execute(f"ALTER TABLE {fit} DROP COLUMN source_sha256")
 
 
 # What the comparison reads of the stored current versions (plus the part columns a file lacks).
@@ -1009,27 +1098,103 @@ def import_catalog_file(
     # and a file that is not a catalog never reaches it.
     raw = read_catalog(path, data)
     del data
-    checked = validate(raw)
-    del raw
     with wh.merchant_scope(merchant_id) as conn:
         ensure_catalog_tables(conn, schema)
         if conn.dialect == "postgres":
             # One load at a time per merchant: two at once could each close the same versions
-            # and open two current ones. (A DuckDB file has one writer at a time anyway.)
+            # and open two current ones, or take the same file number. (A DuckDB file has one
+            # writer at a time anyway.)
             conn.execute(f"LOCK TABLE {schema}.{CATALOG_PARTS.name} IN EXCLUSIVE MODE")
         done = conn.fetchone(f"SELECT loaded_at FROM {schema}.{CATALOG_FILES.name} WHERE sha256 = ?", [sha])
         if done:
             summary.already_loaded, summary.loaded_at = True, done[0]
             return summary
-        stored = _stored_current(conn, schema, {*PART_COLUMNS, "extra"} - checked.present)
-        _apply(conn, schema, checked, stored, summary, now=now, effective=effective)
+        part_extra, _ = _extra_columns(raw.frame.columns)
+        present = {c for c in PART_COLUMNS if c in raw.frame.columns} | ({"extra"} if part_extra else set())
+        stored = _stored_current(conn, schema, {*PART_COLUMNS, "extra"} - present)
+        summary.file_id = int(conn.fetchone(f"SELECT coalesce(max(file_id), 0) + 1 FROM {schema}.{CATALOG_FILES.name}")[0])
+        # The fitment loads while the parts are validated (the engine ingests while Python
+        # computes); the rows of parts refused meanwhile are deleted after.
+        fitment = fitment_rows(raw)
+        streaming = _start_fitment(conn, schema, fitment, summary)
+        try:
+            checked = validate(raw, fitment)
+            del raw
+            _apply(conn, schema, checked, stored, summary, streaming, now=now, effective=effective)
+        finally:
+            streaming.pool.shutdown(wait=True)  # a failed load ends (and rolls back) after its writes
     return summary
+
+
+@dataclass
+class _Streaming:
+    """The fitment rows of a file on their way in. The connection's writes run in order on one
+    thread (`pool`) while this one computes: nothing else may use the connection before `wait()`."""
+
+    pool: concurrent.futures.ThreadPoolExecutor
+    pending: list[concurrent.futures.Future]
+    sent: np.ndarray  # which rows of the file's frame (by position)
+    rows: np.ndarray  # the source row of each
+    had_rows: bool  # the table had rows before: those of the file's parts are replaced
+
+    def submit(self, fn: Any, *args: Any) -> None:
+        self.pending.append(self.pool.submit(fn, *args))
+
+    def wait(self) -> None:
+        """Until every write submitted is done; raises the first one's error."""
+        concurrent.futures.wait(self.pending)
+        for done in self.pending:
+            done.result()
+
+
+def _start_fitment(conn: Connection, schema: str, fitment: _Fitment, summary: CatalogImport) -> _Streaming:
+    """Start loading the rows of the file's fitment that may load before the parts are
+    validated, on a thread of its own: both engines work without holding the GIL (PostgreSQL in
+    its server process, DuckDB in its own threads), so the load overlaps the validation."""
+    had_rows = fitment.has_fitment and bool(conn.fetchone(f"SELECT 1 FROM {schema}.{CATALOG_FITMENT.name} LIMIT 1"))
+    sent = fitment.streamable if fitment.has_fitment else np.zeros(len(fitment.streamable), dtype=bool)
+    streaming = _Streaming(concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="catalog-writes"), [], sent,
+                           fitment.rows["source_row"].to_numpy(), had_rows)
+    if sent.any():
+        fit = fitment.rows.loc[sent]
+        frame = pd.DataFrame({c: fit[c] for c in ("sku", "year_from", "year_to")})
+        for c in ("make", "model", "engine", "equipment_model", "extra"):
+            frame[c] = fit[c].where(fit[c] != "", None)
+        frame["file_id"] = np.int32(summary.file_id)
+        frame["source_row"] = fit["source_row"].astype("int64")
+        streaming.submit(conn.load_frame, schema, CATALOG_FITMENT.name, frame[CATALOG_FITMENT.column_names])
+    return streaming
+
+
+def _finish_fitment(conn: Connection, schema: str, fitment: pd.DataFrame, has_fitment: bool, skus: pd.Series,
+                    streaming: _Streaming, summary: CatalogImport) -> None:
+    """Once the streamed rows are in: delete those whose part was refused (or that repeat a
+    fitment of their SKU), and the fitment other files gave the file's parts `skus` (when the
+    file has fitment columns: it lists each part's whole fitment)."""
+    table = f"{schema}.{CATALOG_FITMENT.name}"
+    kept = fitment.loc[_isin(fitment["sku"], skus)]
+    summary.fitment_rows = len(kept) if has_fitment else 0
+    gone = streaming.sent.copy()
+    gone[kept.index.to_numpy()] = False
+    if gone.any():
+        refused = streaming.rows[gone]
+        rows = ("source_row = ANY(?)" if conn.dialect == "postgres"
+                else "source_row IN (SELECT unnest(CAST(? AS INTEGER[])))")
+        conn.execute(f"DELETE FROM {table} WHERE file_id = ? AND {rows}", [summary.file_id, refused.tolist()])
+    if has_fitment and streaming.had_rows and len(skus):
+        conn.execute(
+            f"DELETE FROM {table} WHERE (file_id IS NULL OR file_id <> ?) AND {any_of(conn.dialect, 'sku')}",
+            [summary.file_id, skus.tolist()],
+        )
 
 
 def _apply(
     conn: Connection, schema: str, checked: _Validated, stored: pd.DataFrame, summary: CatalogImport,
-    *, now: datetime, effective: datetime,
+    streaming: _Streaming, *, now: datetime, effective: datetime,
 ) -> None:
+    """Compare the file's parts with the stored ones and write what changed. The fitment is
+    loading (`streaming`) until the parts' rows are ready: nothing here uses the connection
+    before `streaming.wait()`."""
     parts = checked.parts.rename(columns={"_extra": "extra", "_row": "source_row"})
     parts = parts[["sku", *PART_COLUMNS, "extra", "source_row"]].copy()
     stored = stored.set_index("sku", drop=False)
@@ -1082,71 +1247,72 @@ def _apply(
         parts = parts.loc[~_isin(parts["sku"], refused)].reset_index(drop=True)
         known = _isin(parts["sku"], stored.index)
         checked.fitment = checked.fitment.loc[~_isin(checked.fitment["sku"], refused)]
+    # The file's parts are known: the fitment's deletions follow its load on the writing thread.
+    streaming.submit(_finish_fitment, conn, schema, checked.fitment, checked.has_fitment, parts["sku"], streaming, summary)
 
-    # The fitment goes first: its load runs on a thread of its own while this one compares the
-    # parts (the engine ingests while Python computes); nothing else uses the connection until
-    # that load is over.
-    fitment = _start_fitment(conn, schema, checked, parts, summary)
-    try:
-        # Only superseded SKUs (those in `current`) point at another part; the others are their own.
-        targets = sorted({c for c in current.values() if c})
-        # The brand and MPN of each target: the file's, else the stored current version's.
-        target_part: dict[str, tuple[str, str]] = {}
-        for source in (stored, parts):
-            picked = source.loc[_isin(source["sku"], targets), ["sku", "brand", "mpn"]]
-            target_part.update(zip(picked["sku"].tolist(), zip(picked["brand"].tolist(), picked["mpn"].tolist(), strict=True), strict=True))
+    # Only superseded SKUs (those in `current`) point at another part; the others are their own.
+    targets = sorted({c for c in current.values() if c})
+    # The brand and MPN of each target: the file's, else the stored current version's.
+    target_part: dict[str, tuple[str, str]] = {}
+    for source in (stored, parts):
+        picked = source.loc[_isin(source["sku"], targets), ["sku", "brand", "mpn"]]
+        target_part.update(zip(picked["sku"].tolist(), zip(picked["brand"].tolist(), picked["mpn"].tolist(), strict=True), strict=True))
 
-        def resolve(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
-            """(current SKU, master part) of each row of a frame of parts (sku, brand, mpn)."""
-            sku = frame["sku"]
-            mpn = frame["mpn"].str.strip().str.upper()
-            master = (frame["brand"].str.strip().str.upper() + "|" + mpn).where(mpn != "", sku)
-            cur = sku
-            moved = _isin(sku, current) if current else np.zeros(len(frame), dtype=bool)
-            if moved.any():
-                cur, master = sku.copy(), master.copy()
-                positions = np.flatnonzero(moved)
-                ends = [current[s] or s for s in sku.iloc[positions].tolist()]
-                cur.iloc[positions] = ends
-                master.iloc[positions] = [master_part_key(*target_part.get(e, (None, None)), e) for e in ends]
-            return cur.astype("str"), master.astype("str")
+    def resolve(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+        """(current SKU, master part) of each row of a frame of parts (sku, brand, mpn)."""
+        sku = frame["sku"]
+        mpn = frame["mpn"].str.strip().str.upper()
+        master = (frame["brand"].str.strip().str.upper() + "|" + mpn).where(mpn != "", sku)
+        cur = sku
+        moved = _isin(sku, current) if current else np.zeros(len(frame), dtype=bool)
+        if moved.any():
+            cur, master = sku.copy(), master.copy()
+            positions = np.flatnonzero(moved)
+            ends = [current[s] or s for s in sku.iloc[positions].tolist()]
+            cur.iloc[positions] = ends
+            master.iloc[positions] = [master_part_key(*target_part.get(e, (None, None)), e) for e in ends]
+        return cur.astype("str"), master.astype("str")
 
-        parts["current_sku"], parts["master_part"] = resolve(parts)
-        parts["content_hash"] = _content_hash(parts)
-        summary.parts_in_file = len(parts)
-        summary.superseded = int((parts["superseded_by"] != "").sum())
+    parts["current_sku"], parts["master_part"] = resolve(parts)
+    parts["content_hash"] = _content_hash(parts)
+    summary.parts_in_file = len(parts)
+    summary.superseded = int((parts["superseded_by"] != "").sum())
 
-        before = stored.reindex(parts["sku"])
-        same_content = (before["content_hash"].to_numpy() == parts["content_hash"].to_numpy()) & known
-        same_resolution = (
-            (before["current_sku"].to_numpy() == parts["current_sku"].to_numpy())
-            & (before["master_part"].to_numpy() == parts["master_part"].to_numpy())
-        )
-        unchanged = same_content & same_resolution
-        summary.parts_new = int((~known).sum())
-        summary.parts_changed = int((known & ~unchanged).sum())
-        summary.parts_unchanged = int(unchanged.sum())
-        changed_known = parts.loc[known & ~unchanged, "sku"].tolist()
+    before = stored.reindex(parts["sku"])
+    same_content = (before["content_hash"].to_numpy() == parts["content_hash"].to_numpy()) & known
+    same_resolution = (
+        (before["current_sku"].to_numpy() == parts["current_sku"].to_numpy())
+        & (before["master_part"].to_numpy() == parts["master_part"].to_numpy())
+    )
+    unchanged = same_content & same_resolution
+    summary.parts_new = int((~known).sum())
+    summary.parts_changed = int((known & ~unchanged).sum())
+    summary.parts_unchanged = int(unchanged.sum())
+    changed_known = parts.loc[known & ~unchanged, "sku"].tolist()
 
-        # Stored parts outside the file whose chain now ends elsewhere (the file superseded their
-        # current part, say): a new version with the same data and the new resolution.
-        others = stored.loc[~_isin(stored["sku"], parts["sku"])]
-        cur, master = resolve(others)
-        moved = (cur.to_numpy() != others["current_sku"].to_numpy()) | (master.to_numpy() != others["master_part"].to_numpy())
-        moved_skus = others["sku"].to_numpy()[moved].tolist()
-        summary.parts_reresolved = len(moved_skus)
+    # Stored parts outside the file whose chain now ends elsewhere (the file superseded their
+    # current part, say): a new version with the same data and the new resolution.
+    others = stored.loc[~_isin(stored["sku"], parts["sku"])]
+    cur, master = resolve(others)
+    moved = (cur.to_numpy() != others["current_sku"].to_numpy()) | (master.to_numpy() != others["master_part"].to_numpy())
+    moved_skus = others["sku"].to_numpy()[moved].tolist()
+    summary.parts_reresolved = len(moved_skus)
 
-        new_versions = parts.loc[~unchanged].copy()
-        # A timestamp column built by numpy (both engines load it as such: DuckDB through Arrow,
-        # PostgreSQL as Arrow's CSV text).
+    # (Copy-on-write: a frame taken from another copies only the columns set in it.)
+    new_versions = parts.loc[~unchanged] if unchanged.any() else parts.copy(deep=False)
+    new_versions["_new"] = ~known[~unchanged]
+    if conn.dialect == "duckdb":
+        # A timestamp column built by numpy, which DuckDB scans through Arrow.
         later, first = (pd.Timestamp(t).tz_convert(None).as_unit("us").to_datetime64() for t in (effective, effective_at_first(effective)))
-        new_versions["valid_from"] = pd.Series(
-            np.where(known[~unchanged], later, first), index=new_versions.index
-        ).dt.tz_localize(UTC)
-        frames = [_part_rows(conn, new_versions, summary, now)]
-    finally:
-        concurrent.futures.wait([fitment])
-    summary.fitment_rows = fitment.result()
+        valid_from = pd.Series(np.where(new_versions["_new"], first, later), index=new_versions.index).dt.tz_localize(UTC)
+    else:
+        # Text for PostgreSQL's COPY: Arrow writes a zoned timestamp to CSV one value at a time
+        # (a third of a second for 200,000 parts).
+        later, first = (t.astimezone(UTC).isoformat() for t in (effective, effective_at_first(effective)))
+        valid_from = pd.Series(np.where(new_versions["_new"], first, later), index=new_versions.index, dtype="str")
+    new_versions["valid_from"] = valid_from
+    frames = [_part_rows(conn, new_versions, summary, now)]
+    streaming.wait()  # the fitment is in: the connection is this thread's again
 
     closing = changed_known + moved_skus
     if closing:
@@ -1183,42 +1349,11 @@ def _apply(
         conn.load_frame(schema, CATALOG_REJECTS.name, rej[CATALOG_REJECTS.column_names])
     conn.execute(
         f"INSERT INTO {schema}.{CATALOG_FILES.name} ({', '.join(CATALOG_FILES.column_names)}) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [summary.sha256, summary.file, summary.size_bytes, now, effective, summary.rows_read, summary.rows_rejected,
-         summary.parts_new, summary.parts_changed, summary.parts_unchanged, summary.parts_reresolved, summary.fitment_rows],
+         summary.parts_new, summary.parts_changed, summary.parts_unchanged, summary.parts_reresolved, summary.fitment_rows,
+         summary.file_id],
     )
-
-
-def _start_fitment(
-    conn: Connection, schema: str, checked: _Validated, parts: pd.DataFrame, summary: CatalogImport
-) -> concurrent.futures.Future:
-    """Replace the fitment of the file's SKUs with its rows (when the file has fitment columns);
-    the number of rows loaded, as a future: the load runs on a thread of its own, and the caller
-    must not use the connection before the future is done."""
-    done: concurrent.futures.Future = concurrent.futures.Future()
-    if not (checked.has_fitment and len(parts)):
-        done.set_result(0)
-        return done
-    fit = checked.fitment.loc[_isin(checked.fitment["sku"], parts["sku"])].copy()
-    for c in ("make", "model", "engine", "equipment_model", "extra"):
-        fit[c] = fit[c].where(fit[c] != "", None)
-    fit["source_sha256"] = summary.sha256
-    table = f"{schema}.{CATALOG_FITMENT.name}"
-    if conn.fetchone(f"SELECT 1 FROM {table} LIMIT 1"):
-        # The file's SKUs get its fitment: their rows from other files go, those it lists
-        # without any fitment too (the file is new: no row of the table is from it).
-        conn.execute(f"DELETE FROM {table} WHERE {any_of(conn.dialect, 'sku')}", [parts["sku"].tolist()])
-    frame = fit[CATALOG_FITMENT.column_names]
-    if not len(frame):
-        done.set_result(0)
-        return done
-    # Both engines work without holding the GIL (PostgreSQL in its server process, DuckDB in its
-    # own threads), so the thread's load overlaps the Python work that follows.
-    pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="catalog-fitment")
-    try:
-        return pool.submit(conn.load_frame, schema, CATALOG_FITMENT.name, frame)
-    finally:
-        pool.shutdown(wait=False)
 
 
 def effective_at_first(effective: datetime) -> datetime:
@@ -1233,7 +1368,7 @@ def _stamp(conn: Connection, moment: datetime) -> Any:
 
 
 def _part_rows(conn: Connection, parts: pd.DataFrame, summary: CatalogImport, now: datetime) -> pd.DataFrame:
-    out = parts[["sku", *PART_COLUMNS, "current_sku", "master_part", "extra", "source_row", "content_hash", "valid_from"]].copy()
+    out = parts[["sku", *PART_COLUMNS, "current_sku", "master_part", "extra", "source_row", "content_hash", "valid_from"]]
     for c in (*PART_COLUMNS, "extra"):
         out[c] = out[c].where(out[c] != "", None)
     out["source_file"], out["source_sha256"] = summary.file, summary.sha256

@@ -219,6 +219,63 @@ def test_every_bad_row_is_rejected_with_its_reason_and_the_rest_loads(warehouse,
         assert REJECTED[row][1] in reason, (row, reason)
 
 
+def test_refused_rows_leave_no_fitment_and_each_fitment_of_a_sku_loads_once(warehouse, merchant_id, tmp_path):
+    # The fitment loads while the parts are validated; what validation refuses must go again.
+    mid = _merchant(warehouse, merchant_id)
+    summary = import_catalog_file(warehouse, mid, BAD, now=T0)
+    fitment = _table(warehouse, mid, CATALOG_FITMENT, order="sku, source_row")
+    assert [(f["sku"], f["source_row"], f["make"]) for f in fitment] == [("STENS-100-043", 2, "Honda")]
+    assert summary.fitment_rows == 1
+    # A fitment repeated by a refused row and a good one loads once (from the good row); one
+    # repeated by good rows loads once too.
+    path = _write(tmp_path / "again.csv", "sku,unit_cost,cost_currency,fitment_make,fitment_model\n"
+                  "P-1,abc,USD,Toro,Recycler 22\nP-1,2.00,USD,Toro,Recycler 22\nP-1,2.00,USD,Toro,Recycler 22\n"
+                  "P-1,2.00,USD,Honda,HRR216\nP-2,1.00,USD,,\n")
+    summary = import_catalog_file(warehouse, mid, path, now=T0 + timedelta(days=1))
+    rows = _rows(warehouse, mid, f"SELECT sku, make, source_row FROM {{s}}.{CATALOG_FITMENT.name} WHERE sku = 'P-1' ORDER BY source_row")
+    assert rows == [("P-1", "Toro", 3), ("P-1", "Honda", 5)] and summary.fitment_rows == 2
+
+
+def test_fitment_stored_with_the_file_digest_is_migrated_to_file_numbers(warehouse, merchant_id):
+    # Catalogs loaded before files were numbered: each fitment row carried its file's SHA-256.
+    from illuma_pipelines.warehouse import TableSpec
+
+    mid = _merchant(warehouse, merchant_id)
+    schema = merchant_schema(mid)
+    old_fitment = TableSpec(CATALOG_FITMENT.name, tuple(
+        c for c in CATALOG_FITMENT.columns if c.name != "file_id") + tuple(
+        c for c in CATALOG_PARTS.columns if c.name == "source_sha256"))
+    old_files = TableSpec(CATALOG_FILES.name, tuple(c for c in CATALOG_FILES.columns if c.name != "file_id"),
+                          CATALOG_FILES.primary_key)
+    with warehouse.merchant_scope(mid) as conn:
+        for spec in (old_fitment, old_files):
+            conn.create_table(schema, spec)
+        for n, (sha, day) in enumerate((("a" * 64, 1), ("b" * 64, 2))):
+            conn.execute(
+                f"INSERT INTO {schema}.{CATALOG_FILES.name} ({', '.join(old_files.column_names)}) "
+                "VALUES (?, ?, 1, ?, ?, 1, 0, 1, 0, 0, 0, 1)", [sha, f"old-{n}.csv", T0 - timedelta(days=day), T0 - timedelta(days=day)],
+            )
+            conn.execute(
+                f"INSERT INTO {schema}.{CATALOG_FITMENT.name} (sku, make, source_sha256, source_row) VALUES (?, 'Stihl', ?, 2)",
+                [f"OLD-{n}", sha],
+            )
+    summary = import_catalog_file(warehouse, mid, GOOD, now=T0)
+    # Numbered in load order (not by digest or name: old-1 came first), the new file after them.
+    assert summary.file_id == 3
+    assert _rows(warehouse, mid, f"SELECT name, file_id FROM {{s}}.{CATALOG_FILES.name} ORDER BY file_id") == [
+        ("old-1.csv", 1), ("old-0.csv", 2), (GOOD.name, 3),
+    ]
+    assert _rows(warehouse, mid, f"SELECT sku, file_id FROM {{s}}.{CATALOG_FITMENT.name} WHERE sku LIKE 'OLD-%' ORDER BY sku") == [
+        ("OLD-0", 2), ("OLD-1", 1),
+    ]
+    assert _rows(warehouse, mid, f"SELECT count(*) FROM {{s}}.{CATALOG_FITMENT.name} WHERE file_id = 3") == [(12,)]
+    with warehouse.merchant_scope(mid) as conn:
+        columns = {r[0] for r in conn.fetchall(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = ? AND "
+            "(table_schema = ? OR (table_catalog = ? AND table_schema = 'main'))", [CATALOG_FITMENT.name, schema, schema])}
+    assert columns == set(CATALOG_FITMENT.column_names)
+
+
 def test_amounts_without_a_currency_and_a_conflicting_sub_notation_are_rejected(warehouse, merchant_id, tmp_path):
     mid = _merchant(warehouse, merchant_id)
     path = _write(tmp_path / "c.csv", "sku,unit_cost,cost_currency,superseded_by\nA,1.00,,\nB SUB= C,2.00,USD,D\nE,3,USD,\n")
