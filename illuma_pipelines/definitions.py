@@ -17,6 +17,7 @@ from assets.compliance import compliance_assets
 from assets.concurrency import EXECUTOR
 from assets.core import core_assets
 from assets.extracts import extract_assets
+from assets.freshness import orders_landed_by_deadline
 from assets.platform import platform_assets
 from assets.pricing import pricing_assets
 from illuma_pipelines.environment import current_environment
@@ -30,6 +31,7 @@ from sensors.compliance import (
     pii_purge_job,
     pii_purge_schedule,
 )
+from sensors.freshness import freshness_job, freshness_schedule
 from sensors.jobs import merchant_analytics_job, merchant_daily_job
 from sensors.keys import key_rotation_job, key_rotation_schedule
 from sensors.merchants import merchants_sensor
@@ -46,12 +48,12 @@ def defs() -> dg.Definitions:
             *platform_assets, *extract_assets, *core_assets, *catalog_assets, *pricing_assets,
             analytics_dbt_models, *compliance_assets,
         ],
-        asset_checks=quality_checks,
+        asset_checks=[*quality_checks, orders_landed_by_deadline],
         jobs=[
             merchant_daily_job, merchant_analytics_job, catalog_import_job, key_rotation_job, pii_purge_job,
-            account_erasure_job,
+            account_erasure_job, freshness_job,
         ],
-        schedules=[merchant_daily_schedule, key_rotation_schedule, pii_purge_schedule],
+        schedules=[merchant_daily_schedule, key_rotation_schedule, pii_purge_schedule, freshness_schedule],
         sensors=[merchants_sensor, erasure_sensor, audit_log_sensor, catalog_inbox_sensor, analytics_refresh_sensor],
         resources=resources_for(environment.name),
         executor=EXECUTOR,

@@ -7,6 +7,7 @@ new group joins no job until one names it. tests/test_jobs.py holds each job's e
 
 import dagster as dg
 
+from assets.freshness import orders_landed_by_deadline
 from assets.partitions import merchant_daily_partitions, merchant_partitions
 
 # The groups of a merchant's daily run, upstream first. The catalog is not among them: it loads
@@ -19,7 +20,8 @@ MERCHANT_ANALYTICS_GROUPS = ("analytics",)
 # Dagster bookkeeping, so a merchant's day is one run).
 merchant_daily_job = dg.define_asset_job(
     "merchant_daily_job",
-    selection=dg.AssetSelection.groups(*MERCHANT_DAILY_GROUPS),
+    # The 09:00 UTC freshness check judges every merchant's day: it runs in freshness_job.
+    selection=dg.AssetSelection.groups(*MERCHANT_DAILY_GROUPS) - dg.AssetSelection.checks(orders_landed_by_deadline),
     partitions_def=merchant_daily_partitions,
     description="All of one merchant's daily assets for one day: extracts, core, pricing.",
 )
