@@ -34,6 +34,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
+from assets.analytics import source_table_specs
 from illuma_pipelines import purge
 from illuma_pipelines.core.tables import BUYER_PII, ORDER_STATUS_HISTORY, ORDERS
 from illuma_pipelines.dbt_vars import build_dbt_vars
@@ -217,6 +218,9 @@ def _listening(wh: Warehouse, channel: str) -> Iterator[psycopg.Connection]:
 
 
 def _run_dbt(wh: Warehouse, mid: str, day: str, work: Path) -> None:
+    # As the analytics asset does: the tables its sources read exist, empty if nothing landed.
+    for spec in source_table_specs():
+        wh.ensure_merchant_table(mid, spec)
     dbt_vars, secret_env = build_dbt_vars(mid, day, wh)
     dbt = Path(sys.executable).with_name("dbt")
     proc = subprocess.run(
