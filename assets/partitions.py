@@ -27,3 +27,21 @@ def partition_parts(context: dg.AssetExecutionContext) -> tuple[str, str]:
     keys = context.partition_key.keys_by_dimension  # type: ignore[union-attr]
     # Partition keys can be added by hand in the UI: validate before they reach SQL or paths.
     return validate_merchant_id(keys[MERCHANT_DIM]), keys[DATE_DIM]
+
+
+# Reports: a merchant's month (the monthly report) and quarter (the privacy statement).
+MONTH_DIM, QUARTER_DIM = "month", "quarter"
+monthly_partitions = dg.MonthlyPartitionsDefinition(start_date=HISTORY_START, timezone="UTC")
+quarterly_partitions = dg.TimeWindowPartitionsDefinition(
+    cron_schedule="0 0 1 1,4,7,10 *", start=HISTORY_START, fmt="%Y-%m-%d", timezone="UTC"
+)
+merchant_monthly_partitions = dg.MultiPartitionsDefinition({MONTH_DIM: monthly_partitions, MERCHANT_DIM: merchant_partitions})
+merchant_quarterly_partitions = dg.MultiPartitionsDefinition(
+    {QUARTER_DIM: quarterly_partitions, MERCHANT_DIM: merchant_partitions}
+)
+
+
+def merchant_period_parts(context: dg.AssetExecutionContext, dimension: str) -> tuple[str, str]:
+    """(merchant_id, the period's first day) of a month × merchant or quarter × merchant step."""
+    keys = context.partition_key.keys_by_dimension  # type: ignore[union-attr]
+    return validate_merchant_id(keys[MERCHANT_DIM]), keys[dimension]

@@ -18,6 +18,7 @@ from illuma_pipelines.registry import (
     add_merchant,
     list_merchants,
     offboard_merchant,
+    set_report_email,
 )
 from illuma_pipelines.warehouse import PostgresWarehouse, Warehouse, WarehouseError
 
@@ -46,10 +47,66 @@ def _cmd_merchants_add(args: argparse.Namespace) -> int:
         args.merchant_id,
         display_name=args.name,
         channels=channels,
+        report_email=args.report_email,
         actor=f"cli:{os.environ.get('USER', 'unknown')}",
     )
-    print(f"{merchant.merchant_id}: {merchant.status}; channels: {', '.join(merchant.channel_names) or 'none'}")
+    print(
+        f"{merchant.merchant_id}: {merchant.status}; channels: {', '.join(merchant.channel_names) or 'none'}; "
+        f"reports to: {merchant.report_email or 'nobody (rendered, not sent)'}"
+    )
     return 0
+
+
+def _cmd_merchants_set_report_email(args: argparse.Namespace) -> int:
+    if (args.address is None) == (not args.clear):
+        print("illuma: error: give the address, or --clear to stop sending reports", file=sys.stderr)
+        return 2
+    merchant = set_report_email(_warehouse(args), args.merchant_id, args.address, actor=_actor())
+    if merchant.report_email:
+        print(f"{merchant.merchant_id}: reports go to {merchant.report_email}")
+    else:
+        print(f"{merchant.merchant_id}: no report e-mail; reports are rendered, not sent")
+    return 0
+
+
+def _cmd_reports_resend(args: argparse.Namespace) -> int:
+    from illuma_pipelines.environment import environment_name
+    from illuma_pipelines.registry import get_merchant
+    from illuma_pipelines.reports.delivery import DeliveryError
+    from illuma_pipelines.reports.store import ReportStoreError, resend_report
+    from resources import resources_for
+
+    warehouse = _warehouse(args)
+    merchant = get_merchant(warehouse, args.merchant_id)
+    try:
+        delivery = resources_for(environment_name())["delivery"].get()
+        result = resend_report(
+            warehouse,
+            delivery,
+            args.merchant_id,
+            args.kind,
+            args.period,
+            actor=args.requested_by or _actor(),
+            merchant_name=merchant.display_name,
+        )
+    except (DeliveryError, ReportStoreError) as exc:
+        print(f"illuma: error: {exc}", file=sys.stderr)
+        return 2
+    if result is None:
+        print(
+            f"illuma: error: {args.merchant_id} has no report e-mail: set one first "
+            f"(illuma merchants set-report-email {args.merchant_id} ADDRESS)",
+            file=sys.stderr,
+        )
+        return 2
+    print(
+        f"{args.merchant_id}: {args.kind} report {args.period} to {merchant.report_email} via "
+        f"{delivery.provider}: {result.status}"
+        + (f", message {result.message_id}" if result.message_id else "")
+        + (f" ({result.error})" if result.error else "")
+        + " (recorded in the audit log)"
+    )
+    return 0 if result.status == "sent" else 1
 
 
 def _cmd_warehouse_provision(args: argparse.Namespace) -> int:
@@ -443,7 +500,21 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"connect a channel ({', '.join(CHANNELS)}); REF is env:VAR or sandbox:<id> "
         "(default: the local sandbox); repeat for more channels",
     )
+    add.add_argument(
+        "--report-email",
+        metavar="ADDRESS",
+        help="where the merchant's reports are sent (without one they are rendered, not sent)",
+    )
     add.set_defaults(func=_cmd_merchants_add)
+    email = merchants.add_parser(
+        "set-report-email",
+        help="set the address the merchant's reports are sent to (audited; setting an address the "
+        "provider suppressed lifts the suppression), or --clear to stop sending them",
+    )
+    email.add_argument("merchant_id")
+    email.add_argument("address", nargs="?", help="a bare e-mail address, e.g. reports@acme-parts.com")
+    email.add_argument("--clear", action="store_true", help="remove the address: reports are rendered, not sent")
+    email.set_defaults(func=_cmd_merchants_set_report_email)
     ls = merchants.add_parser("list", help="list merchants and their channels")
     ls.add_argument("--status", choices=["active", "offboarded"])
     ls.set_defaults(func=_cmd_merchants_list)
@@ -539,6 +610,18 @@ def build_parser() -> argparse.ArgumentParser:
         "slots; live runs are only reported (make demo and make ui do this first)",
     )
     recover.set_defaults(func=_cmd_runs_recover)
+
+    reports = sub.add_parser("reports", help="merchant reports").add_subparsers(dest="action", required=True)
+    resend = reports.add_parser(
+        "resend",
+        help="send a rendered report again to the merchant's report e-mail, through the environment's "
+        "delivery (local: the outbox; production: Postmark); audited",
+    )
+    resend.add_argument("merchant_id")
+    resend.add_argument("kind", choices=["monthly", "settlement", "privacy"])
+    resend.add_argument("period", help="e.g. 2026-03 (monthly), 2026-Q1 (privacy), the settlement's period")
+    resend.add_argument("--requested-by", metavar="NAME", help="who asked (audit log; default: cli:$USER)")
+    resend.set_defaults(func=_cmd_reports_resend)
 
     requests = sub.add_parser(
         "requests", help="rights requests and their 30-day deadlines (exit 1 if any is due soon or late)"

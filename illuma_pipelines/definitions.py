@@ -20,6 +20,7 @@ from assets.extracts import extract_assets
 from assets.freshness import orders_landed_by_deadline
 from assets.platform import platform_assets
 from assets.pricing import pricing_assets
+from assets.reports import report_assets
 from illuma_pipelines.environment import current_environment
 from resources import resources_for
 from sensors.analytics import analytics_refresh_sensor
@@ -35,6 +36,15 @@ from sensors.freshness import freshness_job, freshness_schedule
 from sensors.jobs import merchant_analytics_job, merchant_daily_job
 from sensors.keys import key_rotation_job, key_rotation_schedule
 from sensors.merchants import merchants_sensor
+from sensors.reports import (
+    monthly_report_job,
+    monthly_reports_schedule,
+    privacy_statement_job,
+    privacy_statements_schedule,
+    run_failure_alert_sensor,
+    settlement_report_job,
+    settlement_report_sensor,
+)
 from sensors.schedules import merchant_daily_schedule
 
 
@@ -46,15 +56,21 @@ def defs() -> dg.Definitions:
     return dg.Definitions(
         assets=[
             *platform_assets, *extract_assets, *core_assets, *catalog_assets, *pricing_assets,
-            analytics_dbt_models, *compliance_assets,
+            analytics_dbt_models, *compliance_assets, *report_assets,
         ],
         asset_checks=[*quality_checks, orders_landed_by_deadline],
         jobs=[
             merchant_daily_job, merchant_analytics_job, catalog_import_job, key_rotation_job, pii_purge_job,
-            account_erasure_job, freshness_job,
+            account_erasure_job, freshness_job, monthly_report_job, settlement_report_job, privacy_statement_job,
         ],
-        schedules=[merchant_daily_schedule, key_rotation_schedule, pii_purge_schedule, freshness_schedule],
-        sensors=[merchants_sensor, erasure_sensor, audit_log_sensor, catalog_inbox_sensor, analytics_refresh_sensor],
+        schedules=[
+            merchant_daily_schedule, key_rotation_schedule, pii_purge_schedule, freshness_schedule,
+            monthly_reports_schedule, privacy_statements_schedule,
+        ],
+        sensors=[
+            merchants_sensor, erasure_sensor, audit_log_sensor, catalog_inbox_sensor, analytics_refresh_sensor,
+            settlement_report_sensor, run_failure_alert_sensor,
+        ],
         resources=resources_for(environment.name),
         executor=EXECUTOR,
     )

@@ -812,11 +812,17 @@ def already_erased(conn: Connection, merchant_id: str) -> bool:
 
 
 def merchant_files(merchant_id: str) -> list:
-    """Files of the merchant outside the warehouse: its export folder under the data folder and
-    the demo's step output for it (dbt's log lines name its schema). Its runs' files under the
+    """Files of the merchant outside the warehouse: its export folder under the data folder, its
+    reports and their outbox copies, and the demo's step output for it (dbt's log lines name its
+    schema). Its runs' files under the
     Dagster home go with its runs (`sensors.merchants.forget_merchant_history`)."""
     validate_merchant_id(merchant_id)
-    candidates = (data_dir() / "exports" / merchant_id, var_dir() / "logs" / "demo" / f"{merchant_id}.log")
+    from illuma_pipelines.reports.store import report_paths
+
+    candidates = (
+        data_dir() / "exports" / merchant_id, var_dir() / "logs" / "demo" / f"{merchant_id}.log",
+        *report_paths(merchant_id),
+    )
     return [path for path in candidates if path.exists()]
 
 
@@ -888,6 +894,14 @@ def erase_account(
         return LedgerEntry("merchant_schema", f"{PLATFORM_SCHEMA}.exports", "delete_files", max(n, n_exports))
 
     step(forget_exports)
+
+    def forget_reports(conn: Connection) -> LedgerEntry:
+        # Its report files are gone with its files above; their rows and its report address go too.
+        from illuma_pipelines.reports.store import forget_reports as forget
+
+        return LedgerEntry("merchant_schema", f"{PLATFORM_SCHEMA}.reports", "delete_rows", forget(conn, merchant_id))
+
+    step(forget_reports)
 
     schema = merchant_schema(merchant_id)
 

@@ -3,6 +3,9 @@
 A channel connection stores a credential *reference* (where the secret lives), never the secret:
 `env:NAME` (an environment variable read when a client needs it) or `sandbox:<merchant_id>` (the
 local marketplace sandbox's per-merchant credentials).
+
+A merchant may have a report e-mail address (platform.report_recipients): where its reports are
+sent. A merchant without one gets its reports rendered but not sent.
 """
 
 from __future__ import annotations
@@ -30,6 +33,12 @@ __all__ = ["CHANNELS"]  # re-exported for the CLI's help text
 ACTIVE, OFFBOARDED = "active", "offboarded"
 CREDENTIAL_REF = re.compile(r"(env:[A-Z][A-Z0-9_]{0,127}|sandbox:[a-z][a-z0-9_]{1,39})")
 MARKETPLACE_ID = re.compile(r"[A-Za-z0-9_.-]{1,40}")
+# A bare address (no display name, no comments): the dot-atom local part of RFC 5322 and a domain
+# of DNS labels with a top-level name; ASCII only, so no look-alike or header-breaking character.
+REPORT_EMAIL = re.compile(
+    r"(?=.{6,254}\Z)[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}"
+)
 
 
 class RegistryError(ValueError):
@@ -119,6 +128,7 @@ class Merchant:
     created_at: datetime
     offboarded_at: datetime | None = None
     channels: tuple[ChannelConnection, ...] = field(default_factory=tuple)
+    report_email: str | None = None  # None: reports are rendered, not sent
 
     @property
     def channel_names(self) -> tuple[str, ...]:
@@ -142,6 +152,83 @@ def validate_credential_ref(ref: str) -> str:
             "never put the secret itself in the registry"
         )
     return ref
+
+
+def validate_report_email(address: str) -> str:
+    """The address, trimmed and with its domain in lowercase, if it is a plain e-mail address."""
+    text = address.strip() if isinstance(address, str) else ""
+    if not REPORT_EMAIL.fullmatch(text) or len(text.partition("@")[0]) > 64:
+        shown = repr(text if len(text) <= 80 else text[:77] + "...")
+        raise RegistryError(
+            f"{shown} is not an e-mail address a report can go to: give a bare address such as "
+            "reports@acme-parts.com (no display name, no spaces)"
+        )
+    local, _, domain = text.partition("@")
+    return f"{local}@{domain.lower()}"
+
+
+def report_email(conn: Connection, merchant_id: str) -> str | None:
+    """Where the merchant's reports are sent; None when it has no report e-mail."""
+    if not conn.table_exists(PLATFORM_SCHEMA, "report_recipients"):
+        return None
+    row = conn.fetchone(
+        f"SELECT email FROM {PLATFORM_SCHEMA}.report_recipients WHERE merchant_id = ?", [merchant_id]
+    )
+    return row[0] if row else None
+
+
+def _write_report_email(
+    conn: Connection, merchant_id: str, address: str | None, *, actor: str, at: datetime
+) -> None:
+    """Set (or, with None, remove) the merchant's report e-mail, audited with the address's domain
+    only. Setting an address again lifts its suppression: the data team has checked it with the
+    merchant, and a provider that still finds it inactive suppresses it again."""
+    before = report_email(conn, merchant_id)
+    conn.execute(f"DELETE FROM {PLATFORM_SCHEMA}.report_recipients WHERE merchant_id = ?", [merchant_id])
+    lifted = 0
+    if address is not None:
+        conn.execute(
+            f"INSERT INTO {PLATFORM_SCHEMA}.report_recipients (merchant_id, email, set_at, set_by) VALUES (?, ?, ?, ?)",
+            [merchant_id, address, at, actor],
+        )
+        lifted = conn.execute_count(
+            f"DELETE FROM {PLATFORM_SCHEMA}.report_suppressions WHERE recipient = ?", [address]
+        )
+    if before == address and not lifted:
+        return
+    details: dict = {"domain": address.partition("@")[2]} if address else {}
+    if before is not None:
+        details["previous_domain"] = before.partition("@")[2]
+    if lifted:
+        details["suppression_lifted"] = True
+    record_audit(
+        conn,
+        actor=actor,
+        action="merchant.report_email_set" if address else "merchant.report_email_removed",
+        merchant_id=merchant_id,
+        details=details,
+        at=at,
+    )
+
+
+def set_report_email(
+    warehouse: Warehouse,
+    merchant_id: str,
+    address: str | None,
+    *,
+    actor: str = "cli",
+    at: datetime | None = None,
+) -> Merchant:
+    """Set the address the merchant's reports go to (None: stop sending them; they are still
+    rendered). Audited; the address is validated first."""
+    validate_merchant_id(merchant_id)
+    address = validate_report_email(address) if address is not None else None
+    with warehouse.connect() as conn:
+        row = conn.fetchone(f"SELECT status FROM {PLATFORM_SCHEMA}.merchants WHERE merchant_id = ?", [merchant_id])
+        if not row:
+            raise RegistryError(f"unknown merchant {merchant_id!r}: see 'illuma merchants list'")
+        _write_report_email(conn, merchant_id, address, actor=actor, at=at or utcnow())
+    return get_merchant(warehouse, merchant_id)
 
 
 def resolve_credential(ref: str, channel: str = "amazon") -> str:
@@ -218,12 +305,14 @@ def add_merchant(
     *,
     display_name: str | None = None,
     channels: dict[str, ChannelConnection] | None = None,
+    report_email: str | None = None,
     actor: str = "cli",
     at: datetime | None = None,
 ) -> Merchant:
     """Register (or re-activate) a merchant, connect its channels and create its schema.
 
-    Idempotent: adding an existing merchant updates its name and channel connections. Refused
+    Idempotent: adding an existing merchant updates its name and channel connections (and its
+    report e-mail when one is given; without one, any address it has is kept). Refused
     (PendingDeletion, nothing changed) while the merchant has an open deletion request: re-adding
     it would cancel the erasure the merchant asked for and leave the request to go overdue. A
     withdrawal is its own audited step (`purge.withdraw_deletion`).
@@ -236,6 +325,7 @@ def add_merchant(
         for mp in conn_spec.marketplace_ids:
             if not MARKETPLACE_ID.fullmatch(mp):
                 raise RegistryError(f"invalid marketplace id {mp!r} for channel {name}")
+    email = validate_report_email(report_email) if report_email is not None else None
     at = at or utcnow()
     warehouse.ensure_platform()
     with warehouse.connect() as conn:
@@ -281,6 +371,8 @@ def add_merchant(
             details={"channels": sorted(channels)},
             at=at,
         )
+        if email is not None:
+            _write_report_email(conn, merchant_id, email, actor=actor, at=at)
     sync_connections_copy(warehouse, merchant_id)
     return get_merchant(warehouse, merchant_id)
 
@@ -319,13 +411,18 @@ def list_merchants(warehouse: Warehouse, status: str | None = None) -> list[Merc
             f"SELECT merchant_id, channel, credential_ref, marketplace_ids "
             f"FROM {PLATFORM_SCHEMA}.channel_connections ORDER BY merchant_id, channel"
         )
+        emails = dict(
+            conn.fetchall(f"SELECT merchant_id, email FROM {PLATFORM_SCHEMA}.report_recipients")
+            if conn.table_exists(PLATFORM_SCHEMA, "report_recipients")
+            else []
+        )
     by_merchant: dict[str, list[ChannelConnection]] = {}
     for mid, channel, ref, mps in links:
         by_merchant.setdefault(mid, []).append(
             ChannelConnection(channel, ref, tuple(m for m in (mps or "").split(",") if m))
         )
     return [
-        Merchant(mid, name, st, created, off, tuple(by_merchant.get(mid, ())))
+        Merchant(mid, name, st, created, off, tuple(by_merchant.get(mid, ())), emails.get(mid))
         for mid, name, st, created, off in rows
     ]
 

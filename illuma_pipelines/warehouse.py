@@ -250,6 +250,61 @@ PLATFORM_TABLES: tuple[TableSpec, ...] = (
         ),
         primary_key=("export_id",),
     ),
+    # Where each merchant's reports are sent (illuma merchants add --report-email,
+    # illuma merchants set-report-email); a merchant without a row gets its reports rendered, not sent.
+    TableSpec(
+        "report_recipients",
+        cols("merchant_id text!", "email text!", "set_at timestamptz!", "set_by text!"),
+        primary_key=("merchant_id",),
+    ),
+    # Every rendered report (illuma_pipelines/reports/store.py): its files under
+    # <data dir>/reports/<merchant>/<period>/ (name, sha256, bytes) and when it was last delivered.
+    TableSpec(
+        "reports",
+        cols(
+            "merchant_id text!",
+            "kind text!",
+            "period text!",
+            "files json!",
+            "rendered_at timestamptz!",
+            "delivered_at timestamptz",
+        ),
+        primary_key=("merchant_id", "kind", "period"),
+    ),
+    # Each attempt to send a report: claimed ('sending') before the provider is called, then 'sent'
+    # with the provider's message id, 'failed' or 'suppressed'. A period is sent once; a forced
+    # re-send is a new attempt, audited.
+    TableSpec(
+        "report_deliveries",
+        cols(
+            "merchant_id text!",
+            "kind text!",
+            "period text!",
+            "attempt integer!",
+            "recipient text!",
+            "provider text!",
+            "message_id text",
+            "status text!",
+            "error text",
+            "started_at timestamptz!",
+            "sent_at timestamptz",
+            "forced boolean!",
+        ),
+        primary_key=("merchant_id", "kind", "period", "attempt"),
+    ),
+    # Addresses a provider reported inactive (Postmark ErrorCode 406: hard bounce, spam complaint,
+    # manual suppression): nothing is sent to them again until the address is set again.
+    TableSpec(
+        "report_suppressions",
+        cols(
+            "recipient text!",
+            "merchant_id text!",
+            "provider text!",
+            "error_code integer",
+            "suppressed_at timestamptz!",
+        ),
+        primary_key=("recipient",),
+    ),
 )
 
 

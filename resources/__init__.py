@@ -15,6 +15,7 @@ from dagster_dbt import DbtCliResource
 from illuma_pipelines.environment import ENVIRONMENTS, LOCAL, PRODUCTION
 from illuma_pipelines.paths import DBT_PROJECT_DIR
 from resources.amazon import AmazonSellingPartnerHttp
+from resources.delivery import DeliveryResource
 from resources.ebay import EbaySellHttp
 from resources.inbox import InboxResource
 from resources.vault import VaultResource
@@ -88,6 +89,8 @@ def resources_for(env: str) -> dict[str, object]:
             "dbt": dbt,
             # <var dir>/inbox/<merchant>/<kind>/: where `make demo` drops the catalogs.
             "inbox": InboxResource(),
+            # Reports and alerts as .eml files in <var dir>/outbox/ (issue 16).
+            "delivery": DeliveryResource(),
             **sandbox_clients(os.environ.get("ILLUMA_SANDBOX_URL", LOCAL_SANDBOX_URL)),
         },
         PRODUCTION: {
@@ -101,6 +104,14 @@ def resources_for(env: str) -> dict[str, object]:
             "dbt": dbt,
             # The merchants' file drop: a mounted volume (or a bucket mounted as one).
             "inbox": InboxResource(root=dg.EnvVar("ILLUMA_INBOX_ROOT")),
+            # Reports by Postmark; the token is read from its environment variable when sending.
+            "delivery": DeliveryResource(
+                kind="postmark",
+                server_token_ref="env:POSTMARK_SERVER_TOKEN",
+                from_address=dg.EnvVar("ILLUMA_REPORTS_FROM"),
+                link_base=dg.EnvVar("ILLUMA_REPORTS_LINK_BASE"),
+                alert_address=dg.EnvVar("ILLUMA_ALERTS_TO"),
+            ),
             **production_clients(),
         },
     }

@@ -21,6 +21,7 @@ def test_every_job_schedule_and_sensor_resolves():
     assert {j.name for j in repo.get_all_jobs() if not j.name.startswith("__")} >= {"merchant_daily_job"}
     assert {s.name for s in repo.schedule_defs} == {
         "merchant_daily_schedule", "key_rotation_schedule", "pii_purge_schedule", "freshness_schedule",
+        "monthly_reports_schedule", "privacy_statements_schedule",
     }
     assert {s.name for s in repo.sensor_defs} >= {"merchants_sensor", "erasure_sensor"}
     for job in repo.get_all_jobs():

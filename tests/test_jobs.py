@@ -66,6 +66,9 @@ EXPECTED = {
     "pii_purge_job": ({"compliance/pii_purge"}, set(), None),
     "account_erasure_job": ({"compliance/account_erasure"}, set(), None),
     "key_rotation_job": (set(), set(), {"rotated_pii_keys"}),
+    "monthly_report_job": ({"reports/monthly"}, {"reports/monthly:no_buyer_pii"}, None),
+    "settlement_report_job": ({"reports/settlements"}, {"reports/settlements:no_buyer_pii"}, None),
+    "privacy_statement_job": ({"reports/privacy_statement"}, {"reports/privacy_statement:no_buyer_pii"}, None),
     # A job of one check: the asset it checks is not materialized.
     "freshness_job": (set(), {"core/orders:yesterday_landed_by_0900_utc"}, {"core__orders_yesterday_landed_by_0900_utc"}),
 }

@@ -188,3 +188,48 @@ def test_a_withdrawal_stops_the_erasure_and_an_erasure_that_began_cannot_be_with
     erase_account(warehouse, vault_resource.get(warehouse), mid, now=datetime.now(UTC), run_id="t")
     with pytest.raises(RegistryError, match="was erased"):
         withdraw_deletion(warehouse, mid, requested_by="support:jane")
+
+
+def _audit_actions(warehouse, mid: str) -> list[tuple[str, dict]]:
+    with warehouse.connect() as conn:
+        rows = conn.fetchall(
+            f"SELECT action, details FROM {PLATFORM_SCHEMA}.audit_log WHERE merchant_id = ? ORDER BY occurred_at",
+            [mid],
+        )
+    return [(action, json.loads(d) if isinstance(d, str) else d) for action, d in rows]
+
+
+def test_report_email_through_the_cli_is_validated_and_audited(warehouse, warehouse_url, merchant_id, capsys):
+    mid = merchant_id()
+    cli = ["--warehouse-url", warehouse_url, "merchants"]
+    assert main([*cli, "add", mid, "--report-email", "Reports.Team@Acme-Parts.COM"]) == 0
+    assert "reports to: Reports.Team@acme-parts.com" in capsys.readouterr().out
+    assert get_merchant(warehouse, mid).report_email == "Reports.Team@acme-parts.com"
+    # Adding again without the flag keeps the address.
+    assert main([*cli, "add", mid, "--channel", "ebay"]) == 0
+    assert get_merchant(warehouse, mid).report_email == "Reports.Team@acme-parts.com"
+
+    for bad in ("not-an-address", "Acme <ops@acme.com>", "ops@acme", "ops@acme.com\nBcc: x@evil.com", "a b@acme.com"):
+        assert main([*cli, "set-report-email", mid, bad]) == 2
+        assert "is not an e-mail address a report can go to" in capsys.readouterr().err
+    assert get_merchant(warehouse, mid).report_email == "Reports.Team@acme-parts.com"
+
+    assert main([*cli, "set-report-email", mid, "finance@acme-parts.com"]) == 0
+    assert "reports go to finance@acme-parts.com" in capsys.readouterr().out
+    assert main([*cli, "set-report-email", mid, "--clear"]) == 0
+    assert "reports are rendered, not sent" in capsys.readouterr().out
+    assert get_merchant(warehouse, mid).report_email is None
+    assert main([*cli, "set-report-email", mid]) == 2
+    assert main([*cli, "set-report-email", merchant_id("ghost"), "a@b.co"]) == 2
+    assert "unknown merchant" in capsys.readouterr().err
+
+    audited = [(a, d) for a, d in _audit_actions(warehouse, mid) if a.startswith("merchant.report_email")]
+    # The audit log holds the domain, never the whole address.
+    assert audited == [
+        ("merchant.report_email_set", {"domain": "acme-parts.com"}),
+        ("merchant.report_email_set", {"domain": "acme-parts.com", "previous_domain": "acme-parts.com"}),
+        ("merchant.report_email_removed", {"previous_domain": "acme-parts.com"}),
+    ]
+    assert all("finance" not in json.dumps(d) for _, d in _audit_actions(warehouse, mid))
+    listed = {m.merchant_id: m.report_email for m in list_merchants(warehouse)}
+    assert listed[mid] is None
