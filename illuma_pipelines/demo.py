@@ -35,6 +35,7 @@ from illuma_pipelines.environment import PRODUCTION, current_environment, enviro
 from illuma_pipelines.merchant_ids import merchant_schema
 from illuma_pipelines.paths import PROJECT_ROOT, var_dir
 from illuma_pipelines.registry import ChannelConnection, add_merchant
+from illuma_pipelines.reports.store import default_outbox_dir, reports_root
 from illuma_pipelines.warehouse import PLATFORM_SCHEMA, Warehouse
 
 if TYPE_CHECKING:
@@ -500,6 +501,14 @@ SUMMARY_TABLES = (
 )
 
 
+def report_periods(warehouse: Warehouse, merchant_id: str) -> list[str]:
+    """The periods of the merchant's rendered reports (platform.reports)."""
+    with warehouse.connect() as conn:
+        return [p for (p,) in conn.fetchall(
+            f"SELECT period FROM {PLATFORM_SCHEMA}.reports WHERE merchant_id = ? ORDER BY period", [merchant_id]
+        )]
+
+
 def _money(amount: object, currency: str) -> str:
     return f"{currency} {amount:,.2f}"
 
@@ -542,11 +551,14 @@ def money_summary(warehouse: Warehouse, merchant_id: str) -> list[str]:
 def _run_demo(
     instance: dg.DagsterInstance, home: Path, days: int, stop: StopSignals, sandbox_url: str
 ) -> int:
-    from assets.partitions import merchant_date_key
+    import dagster as dg
+
+    from assets.partitions import MERCHANT_DIM, MONTH_DIM, merchant_date_key
     from illuma_pipelines.definitions import defs
     from sensors.analytics import analytics_run_requests
     from sensors.audit import audit_run_materializations
     from sensors.merchants import sync_merchant_partitions
+    from sensors.reports import previous_month
     from sensors.runs import HOST_TAG, PID_TAG, WAREHOUSE_POOL, wait_for_pool
     from sensors.tags import MERCHANT_TAG
 
@@ -559,6 +571,8 @@ def _run_demo(
             merchant_id,
             display_name=name,
             channels={c: ChannelConnection(c, f"sandbox:{merchant_id}") for c in channels},
+            # Where its reports go: the local delivery writes them to var/outbox/<merchant>/.
+            report_email=f"reports@{merchant_id.replace('_', '-')}.example",
             actor="demo",
         )
     changes = sync_merchant_partitions(instance, warehouse)
@@ -586,6 +600,7 @@ def _run_demo(
         request: dg.RunRequest | None = None,
         console: str = "WARNING",
         run_config: dict | None = None,
+        partition_key: str | dg.MultiPartitionKey | None = None,
     ) -> dg.ExecuteInProcessResult:
         """Run a merchant-day partition of `job_name` (or, for a per-merchant job, what a sensor's
         `request` asks) in this process, once the warehouse pool has a slot."""
@@ -595,7 +610,7 @@ def _run_demo(
         with contextlib.redirect_stdout(step_output[merchant_id]):
             result = definitions.resolve_job_def(job_name).execute_in_process(
                 instance=instance,
-                partition_key=merchant_date_key(merchant_id, day) if day else merchant_id,
+                partition_key=partition_key or (merchant_date_key(merchant_id, day) if day else merchant_id),
                 tags={MERCHANT_TAG: merchant_id, **(request.tags if request else {}), **tags},
                 raise_on_error=False,
                 run_config={**quiet(console), **(request.run_config if request else {}), **(run_config or {})},
@@ -645,6 +660,19 @@ def _run_demo(
             )
             if not result.success:
                 failed.append(("analytics", merchant_id, result.run_id))
+        # The reports the schedules and the settlement sensor would ask for: the last complete
+        # month's, and one per closed settlement, delivered to the outbox.
+        month = previous_month(datetime.now(UTC))
+        for merchant_id in DEMO_MERCHANTS:
+            key = dg.MultiPartitionKey({MONTH_DIM: month, MERCHANT_DIM: merchant_id})
+            ok = True
+            for job_name, partition in (("monthly_report_job", key), ("settlement_report_job", merchant_id)):
+                result = execute(job_name, merchant_id, None, partition_key=partition)
+                if not result.success:
+                    ok = False
+                    failed.append((job_name, merchant_id, result.run_id))
+            periods = report_periods(warehouse, merchant_id)
+            print(f"  reports {merchant_id:<20} {'ok' if ok else 'FAILED'}  {len(periods)} rendered and sent: {', '.join(periods)}")
         # The daily PII purge, as pii_purge_schedule runs it after extraction.
         for merchant_id in DEMO_MERCHANTS:
             result = execute("pii_purge_job", merchant_id, dates[-1])
@@ -676,6 +704,7 @@ def _run_demo(
         )}
         counts = [f"{t} {conn.row_count(PLATFORM_SCHEMA, t)}" for t in sorted(tables)]
     print(f"  {PLATFORM_SCHEMA}: {', '.join(counts)}")
+    print(f"reports: {reports_root()}/<merchant>/<period>/ (XLSX and PDF); e-mails: {default_outbox_dir()}/<merchant>/")
     print(f"\nwarehouse: {url}")
     print(f"Dagster instance: {home}")
     print("UI: run `make ui`, then open http://127.0.0.1:3000")

@@ -379,12 +379,17 @@ def order_reconciliation_mismatches(
 
 EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 PHONE = re.compile(r"\+?[\d\s().-]{7,20}")
+ISO_DATE_START = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T .]|$)")
 
 
 def _looks_like_phone(value: str) -> bool:
     # 7 to 15 digits with phone punctuation; longer digit runs are marketplace ids (Amazon order
     # ids carry 17 digits), which identifier columns hold anyway.
+    # An ISO date, or a version named after one (the retention policy's "2026-12-06.1"), is
+    # not a phone number.
     value = value.strip()
+    if ISO_DATE_START.match(value):
+        return False
     digits = sum(ch.isdigit() for ch in value)
     return bool(PHONE.fullmatch(value)) and 7 <= digits <= 15 and not value.isdigit()
 

@@ -185,6 +185,17 @@ def test_plaintext_scan_finds_emails_phones_names_and_clear_pii_columns():
     assert ("orders", "note", "phone number", 1) not in findings
 
 
+def test_dates_and_versions_named_after_them_are_not_phone_numbers():
+    """The retention ledger's policy version ("2026-12-06.1") sat in retention_purges and failed
+    the check of every merchant-day run after a purge (a second `make demo`)."""
+    columns = [
+        ("retention_purges", "policy_version", ["2026-12-06.1"]),
+        ("t", "day", ["2026-12-06", "2026-12-06T10:00:00"]),
+        ("t", "phone", ["+1 (555) 867-5309"]),
+    ]
+    assert plaintext_pii_findings(columns) == [("t", "phone", "phone number", 1)]
+
+
 def test_vault_ciphertexts_pass_the_scan(tmp_path, monkeypatch):
     from illuma_pipelines.vault import FileKeyStore, LocalKeyring, Vault
 

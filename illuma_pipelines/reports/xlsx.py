@@ -266,11 +266,13 @@ def _cells(letter: str, column: _Column, values: pd.Series, numbers: range) -> l
     """Each row's cell of one column as XML ("" for a missing value)."""
     s = column.style_id
     if column.kind in ("money", "percent", "count"):
-        floats = pd.to_numeric(values.map(_number) if values.dtype == object else values, errors="coerce")
+        numeric = pd.to_numeric(values.map(_number) if values.dtype == object else values, errors="coerce")
+        # Nullable integer columns (Int64) hold pd.NA, which compares to nothing: NaN instead.
+        floats = [float("nan") if pd.isna(v) else v for v in numeric.tolist()]
         if column.kind == "count":
-            texts = [repr(int(v)) if v == v else "" for v in floats.tolist()]
+            texts = [repr(int(v)) if v == v else "" for v in floats]
         else:
-            texts = [repr(v) if v == v else "" for v in floats.tolist()]
+            texts = [repr(v) if v == v else "" for v in floats]
         return [f'<c r="{letter}{r}" s="{s}"><v>{v}</v></c>' if v else "" for r, v in zip(numbers, texts, strict=True)]
     if column.kind in ("date", "datetime"):
         stamps = pd.to_datetime(values, utc=True, errors="coerce").dt.tz_localize(None)
