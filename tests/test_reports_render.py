@@ -247,8 +247,8 @@ def test_settlement_report_and_empty_reports(built, warehouse, merchant_id, tmp_
 
 
 def test_missing_counts_render_as_empty_cells(tmp_path):
-    """A nullable integer column (an order line whose quantity the channel left out) holds pd.NA:
-    its cell is left empty, never a crash (seen on the demo's sandbox data)."""
+    """Nullable integer and boolean columns (a quantity or a flag the channel left out) hold pd.NA:
+    their cells are left empty, never a crash (seen on the demo's sandbox data)."""
     import pandas as pd
 
     from illuma_pipelines.reports.data import ReportData
@@ -256,11 +256,12 @@ def test_missing_counts_render_as_empty_cells(tmp_path):
     orders = pd.DataFrame({
         "marketplace_order_id": ["A1", "A2"], "sku": ["BRK-1", "FLT-2"],
         "quantity_ordered": pd.array([2, None], dtype="Int64"), "item_price": [Decimal("50.00"), Decimal("9.99")],
+        "is_business": pd.array([True, None], dtype="boolean"),
     })
     data = ReportData(
         merchant_id="m", merchant_name=NAME, kind="monthly", period="2026-01", basis="accrual",
         summary={"USD": {"revenue": Decimal("59.99")}}, tables={"orders": orders}, empty=False,
     )
     ws = load_workbook(render_xlsx(data, tmp_path / "r.xlsx"))["Orders"]
-    quantities = [row[2] for row in ws.iter_rows(min_row=2, values_only=True) if row[0]]
-    assert quantities == [2, None]
+    rows = [row for row in ws.iter_rows(min_row=2, values_only=True) if row[0]]
+    assert [r[2] for r in rows] == [2, None] and [r[4] for r in rows] == [True, None]

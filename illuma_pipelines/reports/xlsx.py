@@ -283,7 +283,7 @@ def _cells(letter: str, column: _Column, values: pd.Series, numbers: range) -> l
         ]
     if column.kind == "bool":
         return [
-            "" if v is None or v != v else f'<c r="{letter}{r}" t="b"><v>{int(bool(v))}</v></c>'
+            "" if pd.isna(v) else f'<c r="{letter}{r}" t="b"><v>{int(bool(v))}</v></c>'
             for r, v in zip(numbers, values.tolist(), strict=True)
         ]
     texts = values.astype(object).where(values.notna(), None).tolist()
