@@ -140,7 +140,8 @@ def _first_load() -> dict[TableSpec, list[dict]]:
     )
     ebay = (
         Settlement("ebay", "EB-P1", "payout", "2026-01-15", "2026-01-24", "2026-01-25", short_by="2.35")
-        .line("2026-01-15T10:00:00", "SALE", "SALE", None, "28.00", order="E1", sku="BRK-1", quantity=1)
+        # As eBay's payouts come: no SKU, no quantity on the sale; its one-SKU order supplies both.
+        .line("2026-01-15T10:00:00", "SALE", "SALE", None, "28.00", order="E1")
         .line("2026-01-15T10:00:00", "SALE", "SHIPPING", None, "4.00", order="E1", sku="BRK-1")
         .line("2026-01-15T10:00:00", "SALE", "FINAL_VALUE_FEE", None, "-4.20", order="E1", sku="BRK-1")
         .line("2026-01-21T10:00:00", "SALE", "SALE", None, "30.00", order="E2", sku="MYST-9", quantity=2)

@@ -1,5 +1,6 @@
-{#- Settlement lines with what the marts need beside them: the settlement's deposit date, the
-    category group, the SKU a line is attributed to and its cost of goods.
+{#- Settlement lines with what the profit marts need beside them: the settlement's deposit date,
+    the category group (both from int_settlement_lines_dated), the SKU a line is attributed to and
+    its cost of goods.
 
     - accrual_date: the line's posted date (the deposit date when it has none); cash basis uses
       the settlement's deposit_date.
@@ -10,20 +11,17 @@
       valid at the sale (the order's purchase time, else the line's posting) × quantity. A line
       whose cost is not known has cost_of_goods NULL and cost_missing_reason says why; it is never
       costed at 0. Refunds do not give cost back: whether a returned unit is resalable is not in
-      the data. -#}
+      the data.
+    - quantity: the line's; a sale principal line without one (eBay's transactions and payouts
+      carry no quantity) takes its order's units when the order has exactly one SKU. -#}
 with lines as (
-    select
-        l.*,
-        s.deposit_date,
-        coalesce(l.posted_date, s.deposit_date) as accrual_date,
-        {{ category_group('l.fee_category') }} as category_group
-    from {{ ref('stg_settlement_lines') }} as l
-    left join {{ ref('stg_settlements') }} as s
-        on s.channel = l.channel and s.settlement_id = l.settlement_id
+    select * from {{ ref('int_settlement_lines_dated') }}
 ),
 
 order_skus as (
-    select channel, order_id, min(sku) as sku, count(distinct sku) as sku_count
+    select
+        channel, order_id, min(sku) as sku, count(distinct sku) as sku_count,
+        sum(coalesce(quantity_shipped, quantity_ordered)) as units
     from {{ ref('stg_order_lines') }}
     where sku is not null
     group by channel, order_id
@@ -41,7 +39,15 @@ attributed as (
         lines.*,
         coalesce(lines.sku, case when os.sku_count = 1 then os.sku end) as attributed_sku,
         coalesce(o.purchased_at, lines.posted_at) as sale_at,
-        lines.transaction_kind = 'sale' and lines.fee_category = 'principal' as is_cost_line
+        lines.transaction_kind = 'sale' and lines.fee_category = 'principal' as is_cost_line,
+        coalesce(
+            lines.quantity,
+            case
+                when lines.transaction_kind = 'sale' and lines.fee_category = 'principal'
+                    and os.sku_count = 1 and (lines.sku is null or lines.sku = os.sku)
+                then os.units
+            end
+        ) as units
     from lines
     left join {{ ref('stg_orders') }} as o
         on o.channel = lines.channel and o.order_id = lines.order_id
@@ -61,12 +67,12 @@ select
         when c.sku is null then 'sku_not_in_catalog'
         when c.unit_cost is null then 'no_unit_cost_in_catalog'
         when c.cost_currency is not null and c.cost_currency <> a.currency then 'cost_in_other_currency'
-        when a.quantity is null then 'no_quantity_on_line'
+        when a.units is null then 'no_quantity_on_line'
     end as cost_missing_reason,
     case
         when a.is_cost_line and a.attributed_sku is not null and c.unit_cost is not null
-            and (c.cost_currency is null or c.cost_currency = a.currency) and a.quantity is not null
-        then {{ money('c.unit_cost * a.quantity') }}
+            and (c.cost_currency is null or c.cost_currency = a.currency) and a.units is not null
+        then {{ money('c.unit_cost * a.units') }}
     end as cost_of_goods
 from attributed as a
 left join {{ ref('stg_catalog_parts') }} as c

@@ -17,7 +17,7 @@ select
     category_group,
     {{ money('sum(amount)') }} as amount,
     count(*) as line_count
-from {{ ref('int_settlement_lines') }}
+from {{ ref('int_settlement_lines_dated') }}
 where accrual_date is not null
 {% if is_incremental() %}
     and {{ day_in_window('accrual_date') }}

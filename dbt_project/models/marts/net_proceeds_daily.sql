@@ -26,7 +26,7 @@ select
     {{ money('sum(amount)') }} as lines_total,
     count(*) as line_count,
     count(distinct settlement_id) as settlement_count
-from {{ ref('int_settlement_lines') }}
+from {{ ref('int_settlement_lines_dated') }}
 where accrual_date is not null
 {% if is_incremental() %}
     and {{ day_in_window('accrual_date') }}

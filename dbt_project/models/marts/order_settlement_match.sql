@@ -31,7 +31,7 @@ with order_lines as (
         min(case when transaction_kind = 'sale' then deposit_date end) as first_sale_deposit_date,
         max(deposit_date) as last_deposit_date,
         min(currency) as currency
-    from {{ ref('int_settlement_lines') }}
+    from {{ ref('int_settlement_lines_dated') }}
     where order_id is not null
     group by channel, order_id
 ),
@@ -99,7 +99,7 @@ pool as (
         sum(amount) as settled_total,
         count(*) as line_count,
         max(deposit_date) as last_deposit_date
-    from {{ ref('int_settlement_lines') }}
+    from {{ ref('int_settlement_lines_dated') }}
     where order_id is null
     group by channel, settlement_id, currency
 )

@@ -59,10 +59,10 @@ sku_rows as (
         {{ money("sum(case when category_group = 'revenue' and transaction_kind <> 'refund' then amount else 0 end)") }} as revenue,
         {{ money("-sum(case when category_group = 'revenue' and transaction_kind = 'refund' then amount else 0 end)") }} as refunds,
         {{ money("-sum(case when category_group = 'fee' then amount else 0 end)") }} as fees,
-        sum(case when is_cost_line then coalesce(quantity, 0) else 0 end) as units_sold,
+        sum(case when is_cost_line then coalesce(units, 0) else 0 end) as units_sold,
         {{ money('sum(cost_of_goods)') }} as costed,
         count(cost_missing_reason) as uncosted_lines,
-        sum(case when cost_missing_reason is not null then coalesce(quantity, 0) else 0 end) as uncosted_units,
+        sum(case when cost_missing_reason is not null then coalesce(units, 0) else 0 end) as uncosted_units,
         min(cost_missing_reason) as cost_missing_reason
     from profit_lines
     where attributed_sku is not null
