@@ -423,6 +423,13 @@ def test_erasure_waits_30_days_then_leaves_only_the_ledger(warehouse, merchant_i
     export_dir = purge.data_dir() / "exports" / mid
     export_dir.mkdir(parents=True)
     (export_dir / "old-export.zip").write_bytes(b"archive")
+    # A report rendered for the merchant: its files and its row go with the account.
+    from illuma_pipelines.reports.store import get_report, record_report, reports_dir
+
+    report_dir = reports_dir(mid, "2026-01")
+    report_dir.mkdir(parents=True)
+    (report_dir / "monthly.pdf").write_bytes(b"%PDF-1.4")
+    record_report(warehouse, mid, "monthly", "2026-01", [report_dir / "monthly.pdf"])
 
     with pytest.raises(purge.ErasureNotDue, match="active"):
         purge.erase_account(warehouse, vault, mid, now=ANCHOR, run_id="early")
@@ -444,6 +451,7 @@ def test_erasure_waits_30_days_then_leaves_only_the_ledger(warehouse, merchant_i
         (done,) = conn.fetchone("SELECT outcome FROM platform.data_requests WHERE merchant_id = ?", [mid])
         assert done == "erased"
     assert not export_dir.exists()
+    assert not report_dir.parent.exists() and get_report(warehouse, mid, "monthly", "2026-01") is None
     with pytest.raises(KeyDestroyed):
         _vault(tmp_path, warehouse).reveal(mid, "core_buyer_pii", "buyer_name", "amazon:O-1", sealed,
                                            actor="test", purpose="prove shredding")

@@ -124,3 +124,50 @@ def test_a_report_showing_a_buyers_pii_is_deleted_and_not_sent(warehouse, wareho
     assert not result.get_asset_materialization_events() or MONTHLY_REPORT_KEY not in {
         e.asset_key for e in result.get_asset_materialization_events()
     }
+
+
+def test_a_report_of_sandbox_data_holds_none_of_its_buyers_pii(warehouse, warehouse_url, merchant_id, instance, vault_resource, reports_home):
+    """Forty days of a three-channel merchant from the sandbox (orders with real-looking buyers,
+    sealed in core_buyer_pii; money), its analytics, then last month's report: the scan compares
+    every file with each of those buyers' values and finds none."""
+    from datetime import timedelta
+
+    from assets.analytics import analytics_dbt_models
+    from assets.core import core_money, core_orders
+    from assets.extracts import extract_assets
+    from assets.partitions import merchant_date_key
+    from illuma_pipelines.demo import history_config
+    from resources import resources_for, sandbox_clients
+    from sensors.reports import previous_month
+    from tests.test_settlements import MONEY_EXTRACTS, _sandbox_server
+
+    mid = merchant_id("sbrep")
+    add_merchant(warehouse, mid, display_name="Sandbox Parts", report_email="owner@sandbox-parts.example",
+                 channels={c: ChannelConnection(c, f"sandbox:{mid}") for c in ("amazon", "ebay", "walmart")})
+    instance.add_dynamic_partitions(MERCHANTS, [mid])
+    names = MONEY_EXTRACTS | {f"{c}_orders" for c in ("amazon", "ebay", "walmart")}
+    extracts = [a for a in extract_assets if a.key.path[-1] in names]
+    resources = {
+        **resources_for("local"), **_resources(warehouse_url, vault_resource, reports_home / "outbox"),
+    }
+    with _sandbox_server() as sb:
+        now = sb.state.now()
+        day = (now - timedelta(days=1)).date().isoformat()
+        ops = {k: v for k, v in history_config(40)["ops"].items() if any(a.op.name == k for a in extracts)}
+        landed = dg.materialize(
+            [*extracts, core_orders, core_money], partition_key=merchant_date_key(mid, day),
+            resources={**resources, **sandbox_clients(sb.base_url)}, instance=instance, run_config={"ops": ops},
+        )
+        assert landed.success
+    assert dg.materialize([analytics_dbt_models], partition_key=mid, resources=resources, instance=instance).success
+    month = previous_month(now)
+    result = dg.materialize(
+        [monthly_report], partition_key=dg.MultiPartitionKey({MONTH_DIM: month, MERCHANT_DIM: mid}),
+        resources=resources, instance=instance,
+    )
+    assert result.success
+    (check,) = result.get_asset_check_evaluations()
+    assert check.passed and check.metadata["pii_values_compared"].value > 50
+    (event,) = result.get_asset_materialization_events()
+    assert event.materialization.metadata["empty"].value is False
+    assert len(list((reports_home / "outbox").rglob("*.eml"))) == 1
