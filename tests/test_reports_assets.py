@@ -130,7 +130,7 @@ def test_a_report_of_sandbox_data_holds_none_of_its_buyers_pii(warehouse, wareho
     """Forty days of a three-channel merchant from the sandbox (orders with real-looking buyers,
     sealed in core_buyer_pii; money), its analytics, then last month's report: the scan compares
     every file with each of those buyers' values and finds none."""
-    from datetime import timedelta
+    from datetime import datetime, timedelta
 
     from assets.analytics import analytics_dbt_models
     from assets.core import core_money, core_orders
@@ -171,3 +171,15 @@ def test_a_report_of_sandbox_data_holds_none_of_its_buyers_pii(warehouse, wareho
     (event,) = result.get_asset_materialization_events()
     assert event.materialization.metadata["empty"].value is False
     assert len(list((reports_home / "outbox").rglob("*.eml"))) == 1
+    # The figures of both files equal the warehouse's, read straight from the models.
+    from pypdf import PdfReader
+
+    from illuma_pipelines.reports.data import monthly_report_data
+    from tests.test_reports_render import _assert_same_everywhere, _expected_month
+
+    folder = reports_home / "data" / "reports" / mid / month[:7]
+    xlsx, pdf = folder / f"{mid}-{month[:7]}-monthly.xlsx", folder / f"{mid}-{month[:7]}-monthly.pdf"
+    following = (datetime.fromisoformat(month) + timedelta(days=32)).replace(day=1).date().isoformat()
+    data = monthly_report_data(warehouse, mid, month[:7], "Sandbox Parts")
+    text = "\n".join(page.extract_text() for page in PdfReader(pdf).pages)
+    _assert_same_everywhere(data, _expected_month(warehouse, mid, month, following), xlsx, text)

@@ -16,7 +16,8 @@
                single-SKU order), spread pro rata by revenue over the SKUs with positive revenue;
                each share is rounded to 0.0001 and the SKU with the most revenue takes the rounding
                remainder, so the shares add up to the pool exactly. A pool with no revenue to
-               carry it stays whole on a row of its own with sku NULL (under fees);
+               carry it stays whole on a row of its own with sku NULL (under fees), beside the
+               month's sales no SKU can carry (their revenue, with no known cost: 'no_sku');
     net_profit = revenue - refunds - fees - cost_of_goods - unattributed_fees;
     margin     = net_profit / (revenue - refunds), rounded to 4 decimals.
 
@@ -72,8 +73,31 @@ sku_rows as (
 pools as (
     select basis, month, channel, currency, {{ money('sum(amount)') }} as pool_amount
     from profit_lines
-    where attributed_sku is null
+    where attributed_sku is null and category_group = 'fee'
     group by basis, month, channel, currency
+),
+
+-- Sales no SKU can carry (a sale of a several-SKU order that names no SKU, an order we do not
+-- hold): their revenue stays revenue, on a row of its own, with no known cost.
+unattributed_sales as (
+    select
+        basis, month, channel, currency,
+        {{ money("sum(case when transaction_kind <> 'refund' then amount else 0 end)") }} as revenue,
+        {{ money("-sum(case when transaction_kind = 'refund' then amount else 0 end)") }} as refunds,
+        sum(case when is_cost_line then 1 else 0 end) as cost_lines
+    from profit_lines
+    where attributed_sku is null and category_group = 'revenue'
+    group by basis, month, channel, currency
+),
+
+uncarried_pools as (
+    select p.*
+    from pools as p
+    where not exists (
+        select 1 from sku_rows as s
+        where s.basis = p.basis and s.month = p.month and s.channel = p.channel
+            and s.currency = p.currency and s.revenue > 0
+    )
 ),
 
 ranked as (
@@ -131,28 +155,26 @@ sku_profit as (
 
     union all
 
-    -- A pool no SKU's revenue can carry in its month stays whole, on a row of its own.
+    -- Unattributed sales, and a fee pool no SKU's revenue can carry in its month, on one row of
+    -- their own per month, channel and currency (sku NULL).
     select
-        p.basis,
-        p.month,
-        p.channel,
-        p.currency,
+        coalesce(u.basis, p.basis) as basis,
+        coalesce(u.month, p.month) as month,
+        coalesce(u.channel, p.channel) as channel,
+        coalesce(u.currency, p.currency) as currency,
         cast(null as {{ dbt.type_string() }}) as sku,
         cast(null as {{ dbt.type_string() }}) as master_part,
-        0 as revenue,
-        0 as refunds,
-        -p.pool_amount as fees,
+        coalesce(u.revenue, 0) as revenue,
+        coalesce(u.refunds, 0) as refunds,
+        -coalesce(p.pool_amount, 0) as fees,
         0 as units_sold,
-        0 as cost_of_goods,
+        case when coalesce(u.cost_lines, 0) = 0 then 0 end as cost_of_goods,
         0 as unattributed_fees,
         0 as uncosted_units,
-        cast(null as {{ dbt.type_string() }}) as cost_missing_reason
-    from pools as p
-    where not exists (
-        select 1 from sku_rows as s
-        where s.basis = p.basis and s.month = p.month and s.channel = p.channel
-            and s.currency = p.currency and s.revenue > 0
-    )
+        case when coalesce(u.cost_lines, 0) > 0 then 'no_sku' end as cost_missing_reason
+    from unattributed_sales as u
+    full outer join uncarried_pools as p
+        on p.basis = u.basis and p.month = u.month and p.channel = u.channel and p.currency = u.currency
 )
 
 select
