@@ -101,10 +101,22 @@ def _deliver(
         wh, delivery.get(), merchant.merchant_id, kind, period, files,
         subject=subject, text=text, actor=f"dagster:{context.run.run_id}",
     )
-    status = "not sent: the merchant has no report e-mail" if result is None else result.status
     if result is not None and result.status == "failed":
-        context.log.warning(f"{kind} report {period} of {merchant.merchant_id} was not delivered: {result.error}")
-    return {"delivery": str(status)}
+        # Recorded as failed: the run fails so the data team sees it, and a re-run sends it.
+        raise dg.Failure(f"the {kind} report {period} of {merchant.merchant_id} was rendered but not delivered: {result.error}")
+    return {"delivery": "not sent: the merchant has no report e-mail" if result is None else str(result.status)}
+
+
+def _checked_then_delivered(
+    context: dg.AssetExecutionContext, wh, vault: VaultResource, delivery: DeliveryResource, merchant,
+    key: dg.AssetKey, kind: str, period: str, files: list[Path], sent: list[Path],
+) -> Iterator[dg.AssetCheckResult]:
+    """Yield the PII check of a rendered report; deliver it (`sent`) only when it passed."""
+    check = _scan(context, wh, vault, merchant.merchant_id, key, files)
+    yield check
+    if not check.passed:
+        raise dg.Failure(f"the {kind} report {period} of {merchant.merchant_id} showed buyer PII: deleted, not sent")
+    return _deliver(context, wh, delivery, merchant, kind, period, sent)
 
 
 def _files_metadata(files: Sequence[Path]) -> dict[str, dg.MetadataValue]:
@@ -143,11 +155,9 @@ def monthly_report(
     merchant = get_merchant(wh, merchant_id)
     data = monthly_report_data(wh, merchant_id, month, merchant.display_name)
     files = _render(data, reports_dir(merchant_id, month), f"{merchant_id}-{month}-monthly")
-    check = _scan(context, wh, vault, merchant_id, MONTHLY_REPORT_KEY, files)
-    yield check
-    if not check.passed:
-        raise dg.Failure(f"the monthly report {month} of {merchant_id} showed buyer PII: deleted, not sent")
-    delivered = _deliver(context, wh, delivery, merchant, "monthly", month, files[:2])
+    delivered = yield from _checked_then_delivered(
+        context, wh, vault, delivery, merchant, MONTHLY_REPORT_KEY, "monthly", month, files, files[:2]
+    )
     yield dg.MaterializeResult(
         asset_key=MONTHLY_REPORT_KEY,
         metadata={
@@ -246,11 +256,9 @@ def privacy_statement(
     folder = reports_dir(merchant_id, quarter)
     folder.mkdir(parents=True, exist_ok=True)
     files = [render_privacy_pdf(statement, folder / f"{merchant_id}-{quarter}-privacy.pdf")]
-    check = _scan(context, wh, vault, merchant_id, PRIVACY_STATEMENT_KEY, files)
-    yield check
-    if not check.passed:
-        raise dg.Failure(f"the privacy statement {quarter} of {merchant_id} showed buyer PII: deleted, not sent")
-    delivered = _deliver(context, wh, delivery, merchant, "privacy", quarter, files)
+    delivered = yield from _checked_then_delivered(
+        context, wh, vault, delivery, merchant, PRIVACY_STATEMENT_KEY, "privacy", quarter, files, files
+    )
     yield dg.MaterializeResult(asset_key=PRIVACY_STATEMENT_KEY, metadata={**_files_metadata(files), **delivered})
 
 

@@ -69,12 +69,7 @@ def monthly_reports_schedule(
     context: dg.ScheduleEvaluationContext, warehouse: WarehouseResource
 ) -> Iterator[dg.RunRequest]:
     month = previous_month(context.scheduled_execution_time.astimezone(UTC))
-    for merchant_id in _active_merchants(context, warehouse):
-        yield dg.RunRequest(
-            run_key=f"monthly_report:{month[:7]}:{merchant_id}",
-            partition_key=dg.MultiPartitionKey({MONTH_DIM: month, MERCHANT_DIM: merchant_id}),
-            tags={MERCHANT_TAG: merchant_id},
-        )
+    yield from _period_requests(context, warehouse, "monthly_report", MONTH_DIM, month, month[:7])
 
 
 @dg.schedule(
@@ -88,10 +83,17 @@ def privacy_statements_schedule(
     context: dg.ScheduleEvaluationContext, warehouse: WarehouseResource
 ) -> Iterator[dg.RunRequest]:
     quarter = previous_quarter(context.scheduled_execution_time.astimezone(UTC))
+    yield from _period_requests(context, warehouse, "privacy_statement", QUARTER_DIM, quarter, quarter)
+
+
+def _period_requests(
+    context: dg.ScheduleEvaluationContext, warehouse: WarehouseResource, kind: str, dimension: str, first_day: str, label: str
+) -> Iterator[dg.RunRequest]:
+    """One run per active merchant for one period, keyed by kind, period and merchant."""
     for merchant_id in _active_merchants(context, warehouse):
         yield dg.RunRequest(
-            run_key=f"privacy_statement:{quarter}:{merchant_id}",
-            partition_key=dg.MultiPartitionKey({QUARTER_DIM: quarter, MERCHANT_DIM: merchant_id}),
+            run_key=f"{kind}:{label}:{merchant_id}",
+            partition_key=dg.MultiPartitionKey({dimension: first_day, MERCHANT_DIM: merchant_id}),
             tags={MERCHANT_TAG: merchant_id},
         )
 
