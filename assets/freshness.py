@@ -9,8 +9,7 @@ import dagster as dg
 
 from assets.concurrency import MERCHANT_STEP_TAGS, WAREHOUSE_POOL
 from assets.core import ORDERS_KEY
-from assets.partitions import MERCHANTS, merchant_date_key
-from illuma_pipelines.registry import ACTIVE, list_merchants
+from assets.partitions import active_merchant_partitions, merchant_date_key
 from resources.warehouse import WarehouseResource
 
 DEADLINE_HOUR_UTC = 9
@@ -42,10 +41,14 @@ def deadline_and_day(as_of: datetime) -> tuple[datetime, str]:
 def orders_landed_by_deadline(
     context: dg.AssetCheckExecutionContext, config: FreshnessConfig, warehouse: WarehouseResource
 ) -> dg.AssetCheckResult:
-    as_of = datetime.fromisoformat(config.as_of).astimezone(UTC) if config.as_of else datetime.now(UTC)
+    try:
+        as_of = datetime.fromisoformat(config.as_of).astimezone(UTC) if config.as_of else datetime.now(UTC)
+    except ValueError:
+        raise dg.Failure(
+            f"as_of {config.as_of!r} is not an ISO 8601 time (e.g. 2026-12-06T09:00:00+00:00); leave it out for now"
+        ) from None
     deadline, day = deadline_and_day(as_of)
-    known = set(context.instance.get_dynamic_partitions(MERCHANTS))
-    merchants = sorted(m.merchant_id for m in list_merchants(warehouse.get(), status=ACTIVE) if m.merchant_id in known)
+    merchants = active_merchant_partitions(context.instance, warehouse.get())
     keys = {str(merchant_date_key(m, day)): m for m in merchants}
     landed: dict[str, float] = {}
     if keys:

@@ -5,6 +5,8 @@ merchants as dynamic partitions (docs/decisions/0006-partitions-runs-concurrency
 import dagster as dg
 
 from illuma_pipelines.merchant_ids import validate_merchant_id
+from illuma_pipelines.registry import ACTIVE, list_merchants
+from illuma_pipelines.warehouse import Warehouse
 
 MERCHANTS = "merchants"
 DATE_DIM, MERCHANT_DIM = "date", "merchant"
@@ -20,6 +22,13 @@ merchant_daily_partitions = dg.MultiPartitionsDefinition(
 
 def merchant_date_key(merchant_id: str, date: str) -> dg.MultiPartitionKey:
     return dg.MultiPartitionKey({DATE_DIM: date, MERCHANT_DIM: merchant_id})
+
+
+def active_merchant_partitions(instance: dg.DagsterInstance, warehouse: Warehouse) -> list[str]:
+    """The active merchants that have their partition, sorted: what a schedule runs for (an
+    offboarded merchant keeps its partitions until erasure, but nothing runs for it)."""
+    active = {m.merchant_id for m in list_merchants(warehouse, status=ACTIVE)}
+    return sorted(set(instance.get_dynamic_partitions(MERCHANTS)) & active)
 
 
 def partition_parts(context: dg.AssetExecutionContext) -> tuple[str, str]:

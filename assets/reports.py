@@ -212,14 +212,27 @@ def settlement_reports(
     wh = warehouse.get()
     merchant = get_merchant(wh, merchant_id)
     rendered: list[tuple[str, list[Path]]] = []
+    # A settlement asked for that the analytics do not know, or a report not delivered, does not
+    # hold the others back: they are reported, and the run fails naming what was not.
+    problems: list[str] = []
     for channel, settlement_id in settlements_to_report(wh, merchant_id, config.settlements):
-        data = settlement_report_data(wh, merchant_id, channel, settlement_id, merchant.display_name)
+        try:
+            data = settlement_report_data(wh, merchant_id, channel, settlement_id, merchant.display_name)
+        except LookupError as exc:
+            problems.append(str(exc))
+            continue
         rendered.append((data.period, _render(data, reports_dir(merchant_id, data.period), f"{merchant_id}-{data.period}")))
     check = _scan(context, wh, vault, merchant_id, SETTLEMENT_REPORTS_KEY, [f for _, files in rendered for f in files])
     yield check
     if not check.passed:
         raise dg.Failure(f"a settlement report of {merchant_id} showed buyer PII: deleted, not sent")
-    deliveries = {period: _deliver(context, wh, delivery, merchant, "settlement", period, files[:2])["delivery"] for period, files in rendered}
+    deliveries = {}
+    for period, files in rendered:
+        try:
+            deliveries[period] = _deliver(context, wh, delivery, merchant, "settlement", period, files[:2])["delivery"]
+        except dg.Failure as exc:
+            problems.append(exc.description or str(exc))
+            deliveries[period] = "failed"
     yield dg.MaterializeResult(
         asset_key=SETTLEMENT_REPORTS_KEY,
         metadata={
@@ -229,6 +242,8 @@ def settlement_reports(
             ),
         },
     )
+    if problems:
+        raise dg.Failure(f"settlement reports of {merchant_id}: {'; '.join(problems)}")
 
 
 def quarter_label(first_day: str) -> str:

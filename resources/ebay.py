@@ -338,19 +338,26 @@ class EbaySellHttp(EbaySell, MarketplaceHttpClient):
         window = self._window(after, before)
         if window is None:
             return
-        params = {"filter": f"transactionDate:[{_ts(window[0])}..{_ts(window[1])}]"}
         # Finances answers for the site in X-EBAY-C-MARKETPLACE-ID only: a seller on several
         # sites is read site after site (a transaction is yielded once).
+        yield from self._finance_transactions(
+            creds, f"transactionDate:[{_ts(window[0])}..{_ts(window[1])}]", stats, self._sites(marketplace_ids)
+        )
+
+    def _finance_transactions(
+        self, creds: ChannelCredentials, filter_: str, stats: RequestStats, sites: Sequence[str]
+    ) -> Iterator[dict[str, Any]]:
+        """Every page of getTransactions for one filter, on each of `sites`."""
         yield from self._paged(
             creds,
             "getTransactions",
             self.finances_endpoint.rstrip("/") + "/sell/finances/v1/transaction",
-            params,
+            {"filter": filter_},
             "transactions",
             self._transaction_identity,
             stats,
             min(self.page_size, 1000),
-            self._sites(marketplace_ids),
+            sites,
         )
 
     def payout_transactions(self, creds, payout_ids, *, marketplace_ids=None, stats=None):
@@ -361,17 +368,7 @@ class EbaySellHttp(EbaySell, MarketplaceHttpClient):
         for payout_id in dict.fromkeys(payout_ids):
             if not isinstance(payout_id, str) or not payout_id.strip():
                 raise ValueError(f"an eBay payout id must be a non-empty string, got {payout_id!r}")
-            yield from self._paged(
-                creds,
-                "getTransactions",
-                self.finances_endpoint.rstrip("/") + "/sell/finances/v1/transaction",
-                {"filter": f"payoutId:{{{payout_id.strip()}}}"},
-                "transactions",
-                self._transaction_identity,
-                stats,
-                min(self.page_size, 1000),
-                sites,
-            )
+            yield from self._finance_transactions(creds, f"payoutId:{{{payout_id.strip()}}}", stats, sites)
 
     def payouts(self, creds, after, before=None, *, marketplace_ids=None, stats=None):
         stats = stats if stats is not None else RequestStats()

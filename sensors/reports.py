@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 
-from assets.partitions import MERCHANT_DIM, MERCHANTS, MONTH_DIM, QUARTER_DIM
+from assets.partitions import MERCHANT_DIM, MONTH_DIM, QUARTER_DIM, active_merchant_partitions
 from assets.reports import (
     MONTHLY_REPORT_KEY,
     PRIVACY_STATEMENT_KEY,
@@ -16,7 +16,6 @@ from assets.reports import (
     settlements_to_report,
 )
 from illuma_pipelines.merchant_ids import validate_merchant_id
-from illuma_pipelines.registry import ACTIVE, list_merchants
 from illuma_pipelines.reports.delivery import ReportMessage
 from resources.delivery import DeliveryResource
 from resources.warehouse import WarehouseResource
@@ -38,11 +37,6 @@ privacy_statement_job = dg.define_asset_job(
     "privacy_statement_job", selection=dg.AssetSelection.assets(PRIVACY_STATEMENT_KEY),
     description="One merchant's quarterly privacy statement.",
 )
-
-
-def _active_merchants(context: dg.ScheduleEvaluationContext, warehouse: WarehouseResource) -> list[str]:
-    active = {m.merchant_id for m in list_merchants(warehouse.get(), status=ACTIVE)}
-    return sorted(set(context.instance.get_dynamic_partitions(MERCHANTS)) & active)
 
 
 def previous_month(moment: datetime) -> str:
@@ -90,7 +84,7 @@ def _period_requests(
     context: dg.ScheduleEvaluationContext, warehouse: WarehouseResource, kind: str, dimension: str, first_day: str, label: str
 ) -> Iterator[dg.RunRequest]:
     """One run per active merchant for one period, keyed by kind, period and merchant."""
-    for merchant_id in _active_merchants(context, warehouse):
+    for merchant_id in active_merchant_partitions(context.instance, warehouse.get()):
         yield dg.RunRequest(
             run_key=f"{kind}:{label}:{merchant_id}",
             partition_key=dg.MultiPartitionKey({dimension: first_day, MERCHANT_DIM: merchant_id}),

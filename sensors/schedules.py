@@ -6,8 +6,7 @@ from datetime import timedelta
 
 import dagster as dg
 
-from assets.partitions import MERCHANTS, merchant_date_key
-from illuma_pipelines.registry import ACTIVE, list_merchants
+from assets.partitions import active_merchant_partitions, merchant_date_key
 from resources.warehouse import WarehouseResource
 from sensors.jobs import merchant_daily_job
 from sensors.tags import MERCHANT_TAG
@@ -24,10 +23,8 @@ def merchant_daily_schedule(
     context: dg.ScheduleEvaluationContext, warehouse: WarehouseResource
 ) -> Iterator[dg.RunRequest]:
     day = (context.scheduled_execution_time - timedelta(days=1)).strftime("%Y-%m-%d")
-    # Offboarded merchants keep their partitions until erasure, but nothing is extracted for them.
-    active = {m.merchant_id for m in list_merchants(warehouse.get(), status=ACTIVE)}
     # Merchants of one date only: never enumerate the whole date × merchant key space.
-    for merchant_id in sorted(set(context.instance.get_dynamic_partitions(MERCHANTS)) & active):
+    for merchant_id in active_merchant_partitions(context.instance, warehouse.get()):
         yield dg.RunRequest(
             run_key=f"merchant_daily:{day}:{merchant_id}",
             partition_key=merchant_date_key(merchant_id, day),

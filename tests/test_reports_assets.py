@@ -183,3 +183,40 @@ def test_a_report_of_sandbox_data_holds_none_of_its_buyers_pii(warehouse, wareho
     data = monthly_report_data(warehouse, mid, month[:7], "Sandbox Parts")
     text = "\n".join(page.extract_text() for page in PdfReader(pdf).pages)
     _assert_same_everywhere(data, _expected_month(warehouse, mid, month, following), xlsx, text)
+
+
+def test_an_unknown_settlement_fails_clearly_and_the_others_are_reported(warehouse, warehouse_url, merchant_id, instance, vault_resource, reports_home):
+    mid = merchant_id("unk")
+    _built(warehouse, warehouse_url, mid, reports_home)
+    instance.add_dynamic_partitions(MERCHANTS, [mid])
+    result = dg.materialize(
+        [settlement_reports], partition_key=mid, resources=_resources(warehouse_url, vault_resource, reports_home / "outbox"),
+        instance=instance, raise_on_error=False,
+        run_config={"ops": {"reports__settlements": {"config": {"settlements": ["ebay:EB-P1", "ebay:NOPE-1"]}}}},
+    )
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
+    assert "settlement ebay NOPE-1 is not in" in str(failure.event_specific_data.error)
+    assert get_report(warehouse, mid, "settlement", "ebay-EB-P1") is not None
+    assert len(list((reports_home / "outbox").rglob("*.eml"))) == 1
+
+
+def test_the_privacy_statement_asset_renders_scans_and_delivers(warehouse, warehouse_url, merchant_id, instance, vault_resource, reports_home):
+    from assets.partitions import QUARTER_DIM
+    from assets.reports import privacy_statement
+
+    mid = merchant_id("priv")
+    add_merchant(warehouse, mid, display_name="Harbor Brake Parts", report_email="owner@harbor-brakes.example")
+    instance.add_dynamic_partitions(MERCHANTS, [mid])
+    outbox = reports_home / "outbox"
+    result = dg.materialize(
+        [privacy_statement], partition_key=dg.MultiPartitionKey({QUARTER_DIM: "2026-07-01", MERCHANT_DIM: mid}),
+        resources=_resources(warehouse_url, vault_resource, outbox), instance=instance,
+    )
+    assert result.success
+    (check,) = result.get_asset_check_evaluations()
+    assert check.passed
+    assert get_report(warehouse, mid, "privacy", "2026-Q3") is not None
+    (sent,) = list(outbox.rglob("*.eml"))
+    message = email.message_from_bytes(sent.read_bytes(), policy=email.policy.default)
+    assert [p.get_filename() for p in message.iter_attachments()] == [f"{mid}-2026-Q3-privacy.pdf"]

@@ -43,18 +43,17 @@ def test_periods_before():
 def test_one_monthly_and_one_quarterly_run_per_active_merchant(warehouse, warehouse_url, merchant_id, instance):
     a, b = _merchants(warehouse, instance, merchant_id)
     resources = {"warehouse": WarehouseResource(url=warehouse_url)}
-    context = dg.build_schedule_context(
-        instance=instance, scheduled_execution_time=datetime(2026, 12, 2, 7, tzinfo=UTC), resources=resources
-    )
-    monthly = list(monthly_reports_schedule(context))
+    def requests(schedule, at: datetime) -> list[dg.RunRequest]:
+        # As a context manager: the context's resources are torn down after the evaluation.
+        with dg.build_schedule_context(instance=instance, scheduled_execution_time=at, resources=resources) as context:
+            return list(schedule(context))
+
+    monthly = requests(monthly_reports_schedule, datetime(2026, 12, 2, 7, tzinfo=UTC))
     assert [(r.partition_key.keys_by_dimension["merchant"], r.partition_key.keys_by_dimension["month"]) for r in monthly] == [
         (a, "2026-11-01"), (b, "2026-11-01")
     ]
     assert [r.run_key for r in monthly] == [f"monthly_report:2026-11:{a}", f"monthly_report:2026-11:{b}"]
-    context = dg.build_schedule_context(
-        instance=instance, scheduled_execution_time=datetime(2026, 10, 2, 8, tzinfo=UTC), resources=resources
-    )
-    quarterly = list(privacy_statements_schedule(context))
+    quarterly = requests(privacy_statements_schedule, datetime(2026, 10, 2, 8, tzinfo=UTC))
     assert {r.partition_key.keys_by_dimension["quarter"] for r in quarterly} == {"2026-07-01"}
     assert len(quarterly) == 2
 
