@@ -72,8 +72,14 @@ def order_ids_match(conn: Connection, column: str = "marketplace_order_id") -> s
 
 
 def delete_orders(conn: Connection, schema: str, table: str, keys: Iterable[tuple[str, str]]) -> None:
+    delete_channel_keys(conn, schema, table, "marketplace_order_id", keys)
+
+
+def delete_channel_keys(conn: Connection, schema: str, table: str, column: str, keys: Iterable[tuple[str, str]]) -> None:
+    """Delete the rows of `table` whose (channel, `column`) is one of `keys`: one statement per
+    channel, the ids as one parameter (`column` may be an expression over the row)."""
     for channel, ids in _by_channel(keys).items():
-        conn.execute(f"DELETE FROM {schema}.{table} WHERE channel = ? AND {order_ids_match(conn)}", [channel, ids])
+        conn.execute(f"DELETE FROM {schema}.{table} WHERE channel = ? AND {any_of(conn.dialect, column)}", [channel, ids])
 
 
 def stored_versions(

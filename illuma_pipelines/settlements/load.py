@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -33,6 +33,7 @@ from typing import Any
 import pandas as pd
 
 from illuma_pipelines import normalize
+from illuma_pipelines.core.orders import delete_channel_keys
 from illuma_pipelines.core.tables import (
     FINANCIAL_EVENTS,
     FINANCIAL_EVENTS_QUARANTINE_DATASET,
@@ -54,7 +55,7 @@ from illuma_pipelines.normalize.timeparse import parse_iso, parse_mdy
 from illuma_pipelines.normalize.walmart import MARKET_OF_CURRENCY
 from illuma_pipelines.raw_records import QUARANTINE, RawRow, as_utc, raw_payloads
 from illuma_pipelines.settlements.vocab import fee_category, transaction_kind
-from illuma_pipelines.warehouse import Connection, TableSpec, Warehouse, any_of
+from illuma_pipelines.warehouse import Connection, TableSpec, Warehouse
 
 ZERO = Decimal("0")
 # An Amazon order id; the settlement file's order-id column can hold an FBA shipment id instead.
@@ -378,18 +379,10 @@ def _walmart_reports(rows: Sequence[RawRow], c: _Collector) -> None:
 
 
 # ------------------------------------------------------------------------------------- write
-def _delete_keys(conn: Connection, schema: str, table: str, key: str, keys: Iterable[tuple[str, str]]) -> None:
-    grouped: dict[str, list[str]] = defaultdict(list)
-    for channel, value in keys:
-        grouped[channel].append(value)
-    for channel, values in grouped.items():
-        conn.execute(f"DELETE FROM {schema}.{table} WHERE channel = ? AND {any_of(conn.dialect, key)}", [channel, values])
-
-
 def _replace(conn: Connection, schema: str, spec: TableSpec, day: str, key: str, rows: list[dict[str, Any]], common: dict[str, Any]) -> None:
     conn.create_table(schema, spec)
     conn.execute(f"DELETE FROM {schema}.{spec.name} WHERE partition_date = ?", [day])
-    _delete_keys(conn, schema, spec.name, key, {(r["channel"], r[key]) for r in rows})
+    delete_channel_keys(conn, schema, spec.name, key, {(r["channel"], r[key]) for r in rows})
     if rows:
         conn.load_frame(schema, spec.name, table_frame(spec, [{**r, **common} for r in rows]))
 
@@ -418,12 +411,10 @@ def load_money_partition(wh: Warehouse, merchant_id: str, day: str, run_id: str)
         _replace(conn, schema, SETTLEMENT_LINES, day, "settlement_id", out.lines, common)
         conn.create_table(schema, FINANCIAL_EVENTS)
         conn.execute(f"DELETE FROM {schema}.{FINANCIAL_EVENTS.name} WHERE partition_date = ?", [day])
-        for channel in {e["channel"] for e in events}:
-            conn.execute(
-                f"DELETE FROM {schema}.{FINANCIAL_EVENTS.name} WHERE channel = ? AND "
-                f"{any_of(conn.dialect, 'transaction_type || chr(31) || transaction_id')}",
-                [channel, sorted({e["_key"] for e in events if e["channel"] == channel})],
-            )
+        delete_channel_keys(
+            conn, schema, FINANCIAL_EVENTS.name, "transaction_type || chr(31) || transaction_id",
+            {(e["channel"], e["_key"]) for e in events},
+        )
         if events:
             conn.load_frame(schema, FINANCIAL_EVENTS.name, table_frame(FINANCIAL_EVENTS, [{**e, **common} for e in events]))
         conn.create_table(schema, QUARANTINE)
