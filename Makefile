@@ -7,7 +7,7 @@ MANIFEST := dbt_project/target/manifest.json
 export DAGSTER_HOME ?= $(CURDIR)/var/dagster_home
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: demo ui test lint install dbt-prepare sandbox bench clean
+.PHONY: demo ui test lint install dbt-prepare sandbox bench clean browser
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,7 +32,12 @@ ui: install dbt-prepare
 	$(BIN)/illuma sandbox serve & sandbox=$$!; trap "kill $$sandbox" EXIT INT TERM; \
 	  $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
-test: install dbt-prepare
+# The UI test's browser: Debian's chromium package, never a browser build downloaded by a test tool.
+browser:
+	@command -v chromium >/dev/null || { echo "installing Debian's chromium for the UI test"; \
+	  apt-get install -y -qq chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null); }
+
+test: install dbt-prepare browser
 	$(BIN)/illuma instance-home >/dev/null
 	$(BIN)/pytest -q
 
