@@ -7,7 +7,7 @@ MANIFEST := dbt_project/target/manifest.json
 export DAGSTER_HOME ?= $(CURDIR)/var/dagster_home
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: demo ui test lint install dbt-prepare sandbox bench clean browser
+.PHONY: demo ui test lint install dbt-prepare sandbox bench clean browser prod-up prod-down prod-status
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,18 @@ ui: install dbt-prepare
 	$(BIN)/illuma runs recover
 	$(BIN)/illuma sandbox serve & sandbox=$$!; trap "kill $$sandbox" EXIT INT TERM; \
 	  $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+# The production topology on this machine (README, "Production"): code server, webserver and
+# daemon on PostgreSQL, the sandbox standing in for the marketplaces; its own DAGSTER_HOME and logs
+# under var/prod/ (ILLUMA_PROD_* move ports and folders). prod-down stops only what prod-up started.
+prod-up: install dbt-prepare
+	$(BIN)/illuma prod up
+
+prod-down:
+	$(BIN)/illuma prod down
+
+prod-status:
+	$(BIN)/illuma prod status
 
 # The UI test's browser: Debian's chromium package, never a browser build downloaded by a test tool.
 browser:

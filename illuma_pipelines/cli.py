@@ -470,6 +470,12 @@ _FAULT_HELP = {
 }
 
 
+def _cmd_prod(args: argparse.Namespace) -> int:
+    from illuma_pipelines.prod import run_action
+
+    return run_action(args.action)
+
+
 def _cmd_instance_home(args: argparse.Namespace) -> int:
     from illuma_pipelines.demo import ensure_local_instance_home
 
@@ -681,10 +687,18 @@ def build_parser() -> argparse.ArgumentParser:
         "login, through the admin connection (PostgreSQL: ILLUMA_WAREHOUSE_ADMIN_URL)",
     )
     provision.set_defaults(func=_cmd_warehouse_provision)
+    prod = sub.add_parser(
+        "prod",
+        help="the production topology on this machine (make prod-up/prod-down): code server, webserver, "
+        "daemon and sandbox on PostgreSQL; ports and folder from ILLUMA_PROD_* (README, Production)",
+    )
+    prod.add_argument("action", choices=["up", "down", "status", "env"], help="env: shell exports for illuma commands")
+    prod.set_defaults(func=_cmd_prod)
     home = sub.add_parser(
         "instance-home", help="create the project-local Dagster home if missing, or bring its dagster.yaml up to date"
     )
     home.set_defaults(func=_cmd_instance_home)
+    add_backups_commands(sub, _warehouse)
     return parser
 
 

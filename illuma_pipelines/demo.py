@@ -560,7 +560,7 @@ def _run_demo(
     from sensors.merchants import sync_merchant_partitions
     from sensors.reports import previous_month
     from sensors.runs import HOST_TAG, PID_TAG, WAREHOUSE_POOL, wait_for_pool
-    from sensors.tags import MERCHANT_TAG
+    from sensors.tags import merchant_run_tags
 
     # The same warehouse the code location's resources resolve (`defs()` below).
     url = current_environment().warehouse_url
@@ -607,11 +607,13 @@ def _run_demo(
         stop.check()
         wait_for_pool(instance, WAREHOUSE_POOL)
         stop.current = f"{job_name} {day or ''} {merchant_id}"
+        # A merchant-day calls the merchant's marketplaces: its run is tagged with them (ADR 0006).
+        channels_called = DEMO_MERCHANTS[merchant_id][1] if job_name == "merchant_daily_job" else ()
         with contextlib.redirect_stdout(step_output[merchant_id]):
             result = definitions.resolve_job_def(job_name).execute_in_process(
                 instance=instance,
                 partition_key=partition_key or (merchant_date_key(merchant_id, day) if day else merchant_id),
-                tags={MERCHANT_TAG: merchant_id, **(request.tags if request else {}), **tags},
+                tags={**merchant_run_tags(merchant_id, channels_called), **(request.tags if request else {}), **tags},
                 raise_on_error=False,
                 run_config={**quiet(console), **(request.run_config if request else {}), **(run_config or {})},
             )

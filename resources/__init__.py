@@ -53,18 +53,33 @@ def sandbox_clients(base_url: str) -> dict[str, object]:
     }
 
 
+# Staging and this machine only (`make prod-up`): the production clients call this base URL, a
+# sandbox, instead of the marketplaces. Never set in a real deployment.
+MARKETPLACE_BASE_URL_VAR = "ILLUMA_MARKETPLACE_BASE_URL"
+
+
 def production_clients() -> dict[str, object]:
+    """The marketplaces' real endpoints, app credentials from the environment; with
+    ILLUMA_MARKETPLACE_BASE_URL set, the same clients and credentials against that sandbox."""
+    base_url = os.environ.get(MARKETPLACE_BASE_URL_VAR, "").rstrip("/")
+    sandbox = sandbox_clients(base_url) if base_url else {}
+
+    def endpoints(channel: str, *names: str) -> dict[str, str]:
+        return {name: getattr(sandbox[channel], name) for name in names} if sandbox else {}
+
     return {
         "amazon": AmazonSellingPartnerHttp(
             client_id=dg.EnvVar("AMAZON_LWA_CLIENT_ID"),
             client_secret=dg.EnvVar("AMAZON_LWA_CLIENT_SECRET"),
+            **endpoints("amazon", "endpoint", "token_url"),
         ),
         "ebay": EbaySellHttp(
             client_id=dg.EnvVar("EBAY_CLIENT_ID"),
             client_secret=dg.EnvVar("EBAY_CLIENT_SECRET"),
+            **endpoints("ebay", "endpoint", "finances_endpoint", "token_url"),
         ),
         # Walmart keys are per seller: they come with each merchant's credential reference.
-        "walmart": WalmartMarketplaceHttp(),
+        "walmart": WalmartMarketplaceHttp(**endpoints("walmart", "endpoint")),
     }
 
 
