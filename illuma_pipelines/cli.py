@@ -11,6 +11,7 @@ from pathlib import Path
 from illuma_pipelines.demo import DemoError
 from illuma_pipelines.environment import EnvironmentConfigError, warehouse_url
 from illuma_pipelines.merchant_ids import InvalidMerchantId
+from illuma_pipelines.placement import PlacedWarehouse, open_warehouse
 from illuma_pipelines.registry import (
     CHANNELS,
     ChannelConnection,
@@ -20,12 +21,13 @@ from illuma_pipelines.registry import (
     offboard_merchant,
     set_report_email,
 )
-from illuma_pipelines.warehouse import PostgresWarehouse, Warehouse, WarehouseError
+from illuma_pipelines.warehouse import WarehouseError
 
 
-def _warehouse(args: argparse.Namespace) -> Warehouse:
-    """--warehouse-url if given, else the environment's warehouse: the one the Dagster assets use."""
-    return Warehouse.from_url(args.warehouse_url or warehouse_url())
+def _warehouse(args: argparse.Namespace) -> PlacedWarehouse:
+    """--warehouse-url if given, else the environment's warehouse: the one the Dagster assets use;
+    with the warehouses merchants are placed in (ILLUMA_WAREHOUSES, ADR 0011)."""
+    return open_warehouse(args.warehouse_url or warehouse_url())
 
 
 def _parse_channel(text: str) -> tuple[str, ChannelConnection]:
@@ -48,11 +50,12 @@ def _cmd_merchants_add(args: argparse.Namespace) -> int:
         display_name=args.name,
         channels=channels,
         report_email=args.report_email,
+        placement=args.warehouse,
         actor=f"cli:{os.environ.get('USER', 'unknown')}",
     )
     print(
         f"{merchant.merchant_id}: {merchant.status}; channels: {', '.join(merchant.channel_names) or 'none'}; "
-        f"reports to: {merchant.report_email or 'nobody (rendered, not sent)'}"
+        f"reports to: {merchant.report_email or 'nobody (rendered, not sent)'}; warehouse: {merchant.warehouse}"
     )
     return 0
 
@@ -110,13 +113,9 @@ def _cmd_reports_resend(args: argparse.Namespace) -> int:
 
 
 def _cmd_warehouse_provision(args: argparse.Namespace) -> int:
-    wh = _warehouse(args)
-    if isinstance(wh, PostgresWarehouse):
-        wh.provision()
-        print(f"provisioned {wh.dbname}: platform schema, guards, pipeline login {wh.login!r} (not a superuser)")
-    else:
-        wh.ensure_platform()
-        print(f"platform ready in {wh.path}; merchants get their own files in {wh.merchants_dir}")
+    # The main warehouse, and each one merchants can be placed in (ADR 0011).
+    for line in _warehouse(args).provision():
+        print(line)
     return 0
 
 
@@ -125,9 +124,12 @@ def _cmd_merchants_list(args: argparse.Namespace) -> int:
     if not merchants:
         print("no merchants registered")
         return 0
-    print(f"{'merchant':<28} {'status':<11} {'since':<11} channels")
+    print(f"{'merchant':<28} {'status':<11} {'since':<11} {'warehouse':<10} channels")
     for m in merchants:
-        print(f"{m.merchant_id:<28} {m.status:<11} {m.created_at:%Y-%m-%d} {', '.join(m.channel_names) or '-'}")
+        print(
+            f"{m.merchant_id:<28} {m.status:<11} {m.created_at:%Y-%m-%d} {m.warehouse:<10} "
+            f"{', '.join(m.channel_names) or '-'}"
+        )
     return 0
 
 
@@ -511,6 +513,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ADDRESS",
         help="where the merchant's reports are sent (without one they are rendered, not sent)",
     )
+    add.add_argument(
+        "--warehouse",
+        metavar="NAME",
+        help="the warehouse that holds the merchant's data: main (ILLUMA_WAREHOUSE_URL, the default "
+        "for a new merchant) or a name from ILLUMA_WAREHOUSES; a merchant with data is never moved",
+    )
     add.set_defaults(func=_cmd_merchants_add)
     email = merchants.add_parser(
         "set-report-email",
@@ -698,7 +706,6 @@ def build_parser() -> argparse.ArgumentParser:
         "instance-home", help="create the project-local Dagster home if missing, or bring its dagster.yaml up to date"
     )
     home.set_defaults(func=_cmd_instance_home)
-    add_backups_commands(sub, _warehouse)
     return parser
 
 

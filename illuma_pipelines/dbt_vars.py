@@ -41,6 +41,8 @@ def build_dbt_vars(merchant_id: str, as_of_date: str, warehouse: Warehouse) -> t
     password: on PostgreSQL the merchant login's password goes in `env`, for the dbt process alone."""
     validate_merchant_id(merchant_id)
     vars_: dict[str, str] = {"merchant_id": merchant_id, "as_of_date": validate_as_of_date(as_of_date)}
+    # The merchant's own warehouse (ADR 0011): its file, or its server and database.
+    warehouse = warehouse.merchant_warehouse(merchant_id)
     if isinstance(warehouse, DuckDBWarehouse):
         vars_["duckdb_path"] = str(warehouse.merchant_file(merchant_id))
         return vars_, {}

@@ -11,19 +11,31 @@ file, so a merchant added on PostgreSQL was missing from the warehouse the asset
 - ILLUMA_WAREHOUSE_URL: the warehouse, in either environment (`postgresql://...`, `duckdb:///...`).
   Unset, `local` means the project-local DuckDB file (`<data dir>/warehouse.duckdb`); `production`
   has no default and must name a PostgreSQL warehouse (ADR 0001: isolation is PostgreSQL's).
+  This is the `main` warehouse: the platform schema lives there, and merchants are placed there
+  unless their registry row names another.
+- ILLUMA_WAREHOUSES: more warehouses merchants can be placed in, a JSON object of name to URL
+  (`{"eu2": "postgresql://illuma_app@db2:5432/illuma"}`; ADR 0011). Same engine as `main`;
+  PostgreSQL only in production. ILLUMA_WAREHOUSE_ADMIN_URLS (same shape) gives each one's admin
+  URL for provisioning when it is not on the server of ILLUMA_WAREHOUSE_ADMIN_URL.
 
 Read at call time, never at import time: the code location reads it when it loads.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from dataclasses import dataclass
 
 from illuma_pipelines.paths import data_dir
 
 ENV_VAR = "ILLUMA_ENV"
 WAREHOUSE_URL_VAR = "ILLUMA_WAREHOUSE_URL"
+WAREHOUSES_VAR = "ILLUMA_WAREHOUSES"
+WAREHOUSE_ADMIN_URLS_VAR = "ILLUMA_WAREHOUSE_ADMIN_URLS"
+MAIN_WAREHOUSE = "main"
+WAREHOUSE_NAME = re.compile(r"[a-z][a-z0-9_]{0,29}")
 LOCAL, PRODUCTION = "local", "production"
 ENVIRONMENTS = (LOCAL, PRODUCTION)
 
@@ -82,3 +94,100 @@ def current_environment() -> Environment:
     """This process's environment and its warehouse, both validated (the one decision)."""
     name = environment_name()
     return Environment(name=name, warehouse_url=warehouse_url(name))
+
+
+def validate_warehouse_name(name: str) -> str:
+    """`name` if it can name a warehouse: lowercase letters, digits and _, starting with a letter,
+    at most 30 characters."""
+    if not isinstance(name, str) or not WAREHOUSE_NAME.fullmatch(name):
+        raise EnvironmentConfigError(
+            f"invalid warehouse name {name!r}: use lowercase letters, digits and _, starting with a "
+            "letter, at most 30 characters (e.g. eu2)"
+        )
+    return name
+
+
+def _engine(url: str) -> str | None:
+    if url.startswith("duckdb:///"):
+        return "duckdb"
+    if url.startswith(("postgresql://", "postgresql+psycopg://", "postgres://")):
+        return "postgres"
+    return None
+
+
+def _json_object(var: str) -> dict[str, str]:
+    text = os.environ.get(var, "").strip()
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise EnvironmentConfigError(
+            f'{var} is not valid JSON ({exc.msg}): give an object such as {{"eu2": "postgresql://..."}}'
+        ) from None
+    if not isinstance(value, dict) or not all(isinstance(v, str) and v for v in value.values()):
+        raise EnvironmentConfigError(f'{var} must be a JSON object of warehouse name to URL, e.g. {{"eu2": "postgresql://..."}}')
+    return value
+
+
+def _database_identity(url: str) -> tuple:
+    """What makes two URLs the same database: the file, or the server and database name."""
+    if url.startswith("duckdb:///"):
+        return ("duckdb", os.path.abspath(url[len("duckdb:///"):]))
+    from psycopg.conninfo import conninfo_to_dict
+
+    info = conninfo_to_dict(re.sub(r"^postgres(ql)?(\+psycopg2?)?://", "postgresql://", url))
+    return ("postgres", info.get("host") or "localhost", str(info.get("port") or 5432), info.get("dbname") or info.get("user"))
+
+
+def named_warehouses(main_url: str, name: str | None = None) -> dict[str, str]:
+    """The warehouses merchants can be placed in besides `main` (whose URL is `main_url`), by name,
+    from ILLUMA_WAREHOUSES, validated for environment `name` (default: this process's): names,
+    URLs, one engine throughout (a merchant scope's SQL is written for one dialect), PostgreSQL in
+    production, and no database named twice."""
+    name = environment_name() if name is None else name
+    urls = _json_object(WAREHOUSES_VAR)
+    main_engine = _engine(main_url)
+    seen = {_database_identity(main_url): MAIN_WAREHOUSE} if main_engine else {}
+    out: dict[str, str] = {}
+    for key in sorted(urls):
+        url = urls[key]
+        if key == MAIN_WAREHOUSE:
+            raise EnvironmentConfigError(
+                f"{WAREHOUSES_VAR} names {MAIN_WAREHOUSE!r}: the main warehouse is {WAREHOUSE_URL_VAR} "
+                f"(or the local default); list only the others"
+            )
+        validate_warehouse_name(key)
+        engine = _engine(url)
+        if engine is None:
+            raise EnvironmentConfigError(
+                f"{WAREHOUSES_VAR}[{key!r}] is not a warehouse URL: use postgresql://user@host:port/dbname "
+                "or duckdb:///path/to/file.duckdb"
+            )
+        if name == PRODUCTION and engine == "duckdb":
+            raise EnvironmentConfigError(
+                f"{WAREHOUSES_VAR}[{key!r}] is a DuckDB file: {ENV_VAR}=production places merchants on "
+                "PostgreSQL warehouses only (ADR 0001: isolation is PostgreSQL's)"
+            )
+        if main_engine and engine != main_engine:
+            raise EnvironmentConfigError(
+                f"{WAREHOUSES_VAR}[{key!r}] is {engine} but the main warehouse is {main_engine}: every "
+                "warehouse of one deployment uses the same engine (ADR 0011)"
+            )
+        identity = _database_identity(url)
+        if identity in seen:
+            raise EnvironmentConfigError(
+                f"{WAREHOUSES_VAR}[{key!r}] is the same database as warehouse {seen[identity]!r}: "
+                "each name must be a database of its own"
+            )
+        seen[identity] = key
+        out[key] = url
+    return out
+
+
+def warehouse_admin_urls() -> dict[str, str]:
+    """ILLUMA_WAREHOUSE_ADMIN_URLS: the admin URL of each named warehouse that has its own."""
+    urls = _json_object(WAREHOUSE_ADMIN_URLS_VAR)
+    for key in urls:
+        validate_warehouse_name(key)
+    return urls

@@ -768,9 +768,11 @@ def withdraw_deletion(
             "immediate_deletion = FALSE WHERE merchant_id = ?",
             [ACTIVE, merchant_id],
         )
-        if not wh.merchant_schema_exists(merchant_id):
+        if not wh.merchant_schema_exists(merchant_id) or _schema_drop_ledgered(
+            conn, merchant_id, merchant_schema(merchant_id), pending.received_at
+        ):
             raise RegistryError(
-                f"the erasure of {merchant_id!r} has begun (its schema is gone): the request can no "
+                f"the erasure of {merchant_id!r} has begun (its schema is gone or being dropped): the request can no "
                 "longer be withdrawn; the erasure completes at its next run, after which the merchant "
                 "can be registered again ('illuma merchants add')"
             )
@@ -911,16 +913,28 @@ def erase_account(
         with wh.merchant_scope(merchant_id) as conn:
             rows_held = sum(conn.row_count(schema, t) for t in conn.base_tables(schema))
 
+    with_platform = wh.drops_with_platform(merchant_id)
+
     def drop_schema(conn: Connection) -> LedgerEntry | None:
         still_terminated(conn)
         if not wh.merchant_schema_exists(merchant_id):
             return None
+        if not with_platform:
+            # Placed in another database (ADR 0011), which no transaction here spans: the ledger
+            # row commits first and marks the erasure begun (a withdrawal is refused from then on),
+            # then the schema is dropped there. A run stopped between the two finds the row and
+            # the schema on its next run, and drops without a second row.
+            if _schema_drop_ledgered(conn, merchant_id, schema):
+                return None
+            return LedgerEntry("merchant_schema", schema, "drop_schema", rows_held)
         # PostgreSQL: dropped through the admin-owned erasure function, in this transaction with
         # its ledger row. DuckDB: the merchant's file is deleted.
         wh.drop_merchant_schema_in(conn, merchant_id)
         return LedgerEntry("merchant_schema", schema, "drop_schema", rows_held)
 
     step(drop_schema)
+    if not with_platform and wh.merchant_schema_exists(merchant_id):
+        wh.drop_merchant_schema(merchant_id)
 
     destroyed = vault.destroy_merchant_keys(merchant_id, now)
     if destroyed:
@@ -929,6 +943,8 @@ def erase_account(
     def delete_registry(conn: Connection) -> LedgerEntry:
         conn.execute(f"DELETE FROM {PLATFORM_SCHEMA}.channel_connections WHERE merchant_id = ?", [merchant_id])
         conn.execute(f"DELETE FROM {PLATFORM_SCHEMA}.retention_overrides WHERE merchant_id = ?", [merchant_id])
+        if conn.table_exists(PLATFORM_SCHEMA, "merchant_warehouses"):
+            conn.execute(f"DELETE FROM {PLATFORM_SCHEMA}.merchant_warehouses WHERE merchant_id = ?", [merchant_id])
         n = conn.execute_count(f"DELETE FROM {PLATFORM_SCHEMA}.merchants WHERE merchant_id = ?", [merchant_id])
         conn.execute(
             f"UPDATE {PLATFORM_SCHEMA}.data_requests SET completed_at = ?, outcome = 'erased' "
@@ -947,7 +963,24 @@ def erase_account(
         return LedgerEntry(rule_id, target, "delete_rows", n)
 
     step(delete_registry)
+    wh.forget_placement(merchant_id)
     return result
+
+
+def _schema_drop_ledgered(conn: Connection, merchant_id: str, schema: str, since: datetime | None = None) -> bool:
+    """Whether the ledger holds the drop of the merchant's schema by the erasure under way: one
+    recorded since `since` (the open deletion request's receipt), or, without it, since the
+    merchant's open request."""
+    if since is None:
+        pending = open_deletion_request(conn, merchant_id)
+        if pending is None:
+            return False
+        since = pending.received_at
+    return bool(conn.fetchone(
+        f"SELECT 1 FROM {LEDGER} WHERE merchant_id = ? AND rule_id = 'merchant_schema' AND target = ? "
+        "AND action = 'drop_schema' AND purged_at >= ? LIMIT 1",
+        [merchant_id, schema, since],
+    ))
 
 
 # ------------------------------------------------------------------------------------ reports

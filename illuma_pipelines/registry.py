@@ -4,6 +4,10 @@ A channel connection stores a credential *reference* (where the secret lives), n
 `env:NAME` (an environment variable read when a client needs it) or `sandbox:<merchant_id>` (the
 local marketplace sandbox's per-merchant credentials).
 
+Each merchant is placed in one warehouse (platform.merchant_warehouses; ADR 0011): `main` unless
+`illuma merchants add --warehouse NAME` says otherwise. The placement never changes while the
+merchant has data there.
+
 A merchant may have a report e-mail address (platform.report_recipients): where its reports are
 sent. A merchant without one gets its reports rendered but not sent.
 """
@@ -17,11 +21,14 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from illuma_pipelines.environment import EnvironmentConfigError, validate_warehouse_name
 from illuma_pipelines.marketplaces import CHANNELS
 from illuma_pipelines.merchant_ids import merchant_schema, validate_merchant_id
+from illuma_pipelines.placement import PLACEMENT_TABLE, read_placement
 from illuma_pipelines.retention import effective_policy, erasure_deadline
 from illuma_pipelines.warehouse import (
     IN_SCHEMA,
+    MAIN,
     PLATFORM_SCHEMA,
     Connection,
     TableSpec,
@@ -129,6 +136,7 @@ class Merchant:
     offboarded_at: datetime | None = None
     channels: tuple[ChannelConnection, ...] = field(default_factory=tuple)
     report_email: str | None = None  # None: reports are rendered, not sent
+    warehouse: str = MAIN  # the warehouse holding its schema (ADR 0011)
 
     @property
     def channel_names(self) -> tuple[str, ...]:
@@ -299,6 +307,50 @@ def sync_connections_copy(warehouse: Warehouse, merchant_id: str) -> int:
         return conn.replace_rows(schema, CONNECTIONS_COPY.name, {}, frame)
 
 
+def place_merchant(
+    warehouse: Warehouse, merchant_id: str, name: str | None, *, at: datetime | None = None
+) -> tuple[str, str | None]:
+    """Record the warehouse that holds (or will hold) the merchant's schema; return its name and
+    the one recorded before (None: no row). The caller audits it (add_merchant's audit row).
+
+    `name` None keeps the merchant's placement (`main` for a new one). A name must be one the
+    configuration knows (`main` or one of ILLUMA_WAREHOUSES). Moving a merchant that has data in
+    its warehouse is refused (RegistryError, nothing changed): its schema would be left behind.
+    Written before the schema is created, so a run stopped in between creates it there next time.
+    """
+    validate_merchant_id(merchant_id)
+    if name is not None:
+        try:
+            validate_warehouse_name(name)
+        except EnvironmentConfigError as exc:
+            raise RegistryError(str(exc)) from None
+        if name not in warehouse.warehouse_names():
+            raise RegistryError(
+                f"unknown warehouse {name!r}: configured are {', '.join(warehouse.warehouse_names())} "
+                "(`main` is ILLUMA_WAREHOUSE_URL; others are named in ILLUMA_WAREHOUSES)"
+            )
+    warehouse.forget_placement(merchant_id)
+    with warehouse.connect() as conn:
+        recorded = read_placement(conn, merchant_id)
+    current = recorded or MAIN
+    target = name or current
+    if target != current and warehouse.merchant_schema_exists(merchant_id):
+        raise RegistryError(
+            f"merchant {merchant_id!r} has data in warehouse {current!r}: moving a merchant between "
+            f"warehouses is not supported. Keep --warehouse {current}, or erase the merchant first "
+            "(illuma merchants request-deletion) and add it again"
+        )
+    if recorded != target:
+        with warehouse.connect() as conn:
+            conn.execute(f"DELETE FROM {PLACEMENT_TABLE} WHERE merchant_id = ?", [merchant_id])
+            conn.execute(
+                f"INSERT INTO {PLACEMENT_TABLE} (merchant_id, warehouse, placed_at) VALUES (?, ?, ?)",
+                [merchant_id, target, at or utcnow()],
+            )
+        warehouse.forget_placement(merchant_id)
+    return target, recorded
+
+
 def add_merchant(
     warehouse: Warehouse,
     merchant_id: str,
@@ -306,10 +358,13 @@ def add_merchant(
     display_name: str | None = None,
     channels: dict[str, ChannelConnection] | None = None,
     report_email: str | None = None,
+    placement: str | None = None,
     actor: str = "cli",
     at: datetime | None = None,
 ) -> Merchant:
-    """Register (or re-activate) a merchant, connect its channels and create its schema.
+    """Register (or re-activate) a merchant, connect its channels and create its schema in the
+    warehouse it is placed in (`placement`: a configured warehouse name; None keeps its placement,
+    `main` for a new merchant; see place_merchant).
 
     Idempotent: adding an existing merchant updates its name and channel connections (and its
     report e-mail when one is given; without one, any address it has is kept). Refused
@@ -336,6 +391,7 @@ def add_merchant(
             f"withdrew the request, record the withdrawal first: illuma merchants withdraw-deletion "
             f"{merchant_id} --requested-by NAME"
         )
+    placed, placed_before = place_merchant(warehouse, merchant_id, placement, at=at)
     warehouse.create_merchant_schema(merchant_id)
     with warehouse.connect() as conn:
         existing = conn.fetchone(
@@ -368,7 +424,11 @@ def add_merchant(
             actor=actor,
             action="merchant.reactivated" if existing else "merchant.added",
             merchant_id=merchant_id,
-            details={"channels": sorted(channels)},
+            details={
+                "channels": sorted(channels),
+                "warehouse": placed,
+                **({"warehouse_before": placed_before} if placed_before not in (None, placed) else {}),
+            },
             at=at,
         )
         if email is not None:
@@ -416,13 +476,18 @@ def list_merchants(warehouse: Warehouse, status: str | None = None) -> list[Merc
             if conn.table_exists(PLATFORM_SCHEMA, "report_recipients")
             else []
         )
+        placed = dict(
+            conn.fetchall(f"SELECT merchant_id, warehouse FROM {PLACEMENT_TABLE}")
+            if conn.table_exists(PLATFORM_SCHEMA, "merchant_warehouses")
+            else []
+        )
     by_merchant: dict[str, list[ChannelConnection]] = {}
     for mid, channel, ref, mps in links:
         by_merchant.setdefault(mid, []).append(
             ChannelConnection(channel, ref, tuple(m for m in (mps or "").split(",") if m))
         )
     return [
-        Merchant(mid, name, st, created, off, tuple(by_merchant.get(mid, ())), emails.get(mid))
+        Merchant(mid, name, st, created, off, tuple(by_merchant.get(mid, ())), emails.get(mid), placed.get(mid, MAIN))
         for mid, name, st, created, off in rows
     ]
 

@@ -155,6 +155,13 @@ PLATFORM_TABLES: tuple[TableSpec, ...] = (
         cols("merchant_id text!", "role_name text!", "credential_ref text!", "created_at timestamptz!"),
         primary_key=("merchant_id",),
     ),
+    # Which warehouse holds each merchant's schema (ADR 0011): a name from the configuration
+    # (`main`, or one of ILLUMA_WAREHOUSES). A merchant without a row is in `main`.
+    TableSpec(
+        "merchant_warehouses",
+        cols("merchant_id text!", "warehouse text!", "placed_at timestamptz!"),
+        primary_key=("merchant_id",),
+    ),
     TableSpec(
         "merchants",
         cols(
@@ -307,6 +314,11 @@ PLATFORM_TABLES: tuple[TableSpec, ...] = (
     ),
 )
 
+# A warehouse merchants are placed in besides the main one holds no registry, audit log or ledger:
+# its `platform` schema keeps only what its own merchant logins need (ADR 0011).
+PLACED_TABLES: tuple[TableSpec, ...] = tuple(t for t in PLATFORM_TABLES if t.name in ("placement", "merchant_logins"))
+MAIN = "main"  # the name of the warehouse that holds the platform (environment.MAIN_WAREHOUSE)
+
 
 class Connection(ABC):
     """One unit of work on one engine connection; commits on clean exit, rolls back on error."""
@@ -418,6 +430,7 @@ class Warehouse(ABC):
 
     dialect: str
     url: str
+    platform_tables: tuple[TableSpec, ...] = PLATFORM_TABLES
 
     @staticmethod
     def from_url(url: str, admin_url: str | None = None) -> Warehouse:
@@ -465,9 +478,35 @@ class Warehouse(ABC):
         with self.merchant_scope(merchant_id) as conn:
             conn.create_table(merchant_schema(merchant_id), spec)
 
+    # Placement (ADR 0011). A warehouse on its own is the `main` one and holds every merchant;
+    # `illuma_pipelines.placement.PlacedWarehouse` routes each merchant to the warehouse it is
+    # placed in.
+    def warehouse_names(self) -> tuple[str, ...]:
+        """The names merchants can be placed under, `main` first."""
+        return (MAIN,)
+
+    def warehouse_of(self, merchant_id: str) -> str:
+        """The name of the warehouse holding the merchant's schema."""
+        validate_merchant_id(merchant_id)
+        return MAIN
+
+    def merchant_warehouse(self, merchant_id: str) -> Warehouse:
+        """The engine-level warehouse holding the merchant's schema (for dbt's target and file)."""
+        validate_merchant_id(merchant_id)
+        return self
+
+    def drops_with_platform(self, merchant_id: str) -> bool:
+        """Whether drop_merchant_schema_in drops within the platform connection's transaction (or,
+        on DuckDB, alongside it): true unless the merchant lives in another database."""
+        return True
+
+    def forget_placement(self, merchant_id: str) -> None:
+        """Drop any cached placement of the merchant (it was just placed or erased)."""
+        return None  # a single warehouse caches none
+
     def _platform_ddl(self) -> list[str]:
         out = [f"CREATE SCHEMA IF NOT EXISTS {PLATFORM_SCHEMA}"]
-        out += [spec.ddl(PLATFORM_SCHEMA, self.dialect) for spec in PLATFORM_TABLES]
+        out += [spec.ddl(PLATFORM_SCHEMA, self.dialect) for spec in self.platform_tables]
         return out
 
     def _ensure_placement(self, conn: Connection) -> None:
@@ -957,7 +996,9 @@ class PostgresWarehouse(Warehouse):
 
     dialect = "postgres"
 
-    def __init__(self, url: str, admin_url: str | None = None) -> None:
+    def __init__(
+        self, url: str, admin_url: str | None = None, platform_tables: tuple[TableSpec, ...] = PLATFORM_TABLES
+    ) -> None:
         from psycopg.conninfo import conninfo_to_dict
 
         # psycopg 3 is the driver; accept SQLAlchemy-style URLs too.
@@ -968,6 +1009,8 @@ class PostgresWarehouse(Warehouse):
         self.dbname = info.get("dbname") or info.get("user") or "postgres"
         self.login = info.get("user") or os.environ.get("PGUSER") or getpass.getuser()
         self._logins: dict[str, tuple[str, str]] = {}
+        # PLACED_TABLES for a warehouse that only holds placed merchants (ADR 0011).
+        self.platform_tables = platform_tables
 
     def _raw(self, dsn: str, shown: str, **kwargs: Any) -> Any:
         import psycopg
@@ -1121,7 +1164,8 @@ class PostgresWarehouse(Warehouse):
             self._ensure_placement(conn)
             self._retag_if_copied(conn)
             conn.execute(f"REVOKE ALL ON SCHEMA {PLATFORM_SCHEMA} FROM PUBLIC")
-            self._secure_audit_log(conn)
+            if any(spec.name == "audit_log" for spec in self.platform_tables):
+                self._secure_audit_log(conn)
             if not conn.fetchone("SELECT 1 FROM pg_roles WHERE rolname = ?", [PIPELINE_ROLE]):
                 conn.execute(_CREATE_PIPELINE_ROLE)
             conn.execute(
@@ -1133,7 +1177,7 @@ class PostgresWarehouse(Warehouse):
             # Platform rights, on the platform schema only. The audit log: read, append, and
             # delete what its trigger allows (the security-log purge); no UPDATE, no TRUNCATE.
             conn.execute(f"GRANT USAGE ON SCHEMA {PLATFORM_SCHEMA} TO {PIPELINE_ROLE}")
-            for spec in PLATFORM_TABLES:
+            for spec in self.platform_tables:
                 table = f"{PLATFORM_SCHEMA}.{spec.name}"
                 conn.execute(f"REVOKE ALL ON {table} FROM PUBLIC")
                 if spec.name == "audit_log":
