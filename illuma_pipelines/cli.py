@@ -8,6 +8,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from illuma_pipelines.backups import BackupError
+from illuma_pipelines.backups.cli import add_backups_commands
 from illuma_pipelines.demo import DemoError
 from illuma_pipelines.environment import EnvironmentConfigError, warehouse_url
 from illuma_pipelines.merchant_ids import InvalidMerchantId
@@ -706,6 +708,7 @@ def build_parser() -> argparse.ArgumentParser:
         "instance-home", help="create the project-local Dagster home if missing, or bring its dagster.yaml up to date"
     )
     home.set_defaults(func=_cmd_instance_home)
+    add_backups_commands(sub, _warehouse)
     return parser
 
 
@@ -713,7 +716,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (DemoError, EnvironmentConfigError, InvalidMerchantId, RegistryError, WarehouseError) as exc:
+    except (BackupError, DemoError, EnvironmentConfigError, InvalidMerchantId, RegistryError, WarehouseError) as exc:
         print(f"illuma: error: {exc}", file=sys.stderr)
         return 2
 

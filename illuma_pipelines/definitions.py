@@ -11,6 +11,7 @@ from __future__ import annotations
 import dagster as dg
 
 from assets.analytics import analytics_dbt_models
+from assets.backups import backup_assets, backup_checks
 from assets.catalog import catalog_assets
 from assets.checks import quality_checks
 from assets.compliance import compliance_assets
@@ -25,6 +26,14 @@ from illuma_pipelines.environment import current_environment
 from resources import resources_for
 from sensors.analytics import analytics_refresh_sensor
 from sensors.audit import audit_log_sensor
+from sensors.backups import (
+    backup_health_job,
+    backup_health_schedule,
+    backup_job,
+    backup_schedule,
+    restore_check_job,
+    restore_check_schedule,
+)
 from sensors.catalog import catalog_import_job, catalog_inbox_sensor
 from sensors.compliance import (
     account_erasure_job,
@@ -56,16 +65,18 @@ def defs() -> dg.Definitions:
     return dg.Definitions(
         assets=[
             *platform_assets, *extract_assets, *core_assets, *catalog_assets, *pricing_assets,
-            analytics_dbt_models, *compliance_assets, *report_assets,
+            analytics_dbt_models, *compliance_assets, *report_assets, *backup_assets,
         ],
-        asset_checks=[*quality_checks, orders_landed_by_deadline],
+        asset_checks=[*quality_checks, orders_landed_by_deadline, *backup_checks],
         jobs=[
             merchant_daily_job, merchant_analytics_job, catalog_import_job, key_rotation_job, pii_purge_job,
             account_erasure_job, freshness_job, monthly_report_job, settlement_report_job, privacy_statement_job,
+            backup_job, restore_check_job, backup_health_job,
         ],
         schedules=[
             merchant_daily_schedule, key_rotation_schedule, pii_purge_schedule, freshness_schedule,
-            monthly_reports_schedule, privacy_statements_schedule,
+            monthly_reports_schedule, privacy_statements_schedule, backup_schedule, restore_check_schedule,
+            backup_health_schedule,
         ],
         sensors=[
             merchants_sensor, erasure_sensor, audit_log_sensor, catalog_inbox_sensor, analytics_refresh_sensor,

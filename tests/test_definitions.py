@@ -22,6 +22,7 @@ def test_every_job_schedule_and_sensor_resolves():
     assert {s.name for s in repo.schedule_defs} == {
         "merchant_daily_schedule", "key_rotation_schedule", "pii_purge_schedule", "freshness_schedule",
         "monthly_reports_schedule", "privacy_statements_schedule",
+        "backup_schedule", "restore_check_schedule", "backup_health_schedule",
     }
     assert {s.name for s in repo.sensor_defs} >= {"merchants_sensor", "erasure_sensor"}
     for job in repo.get_all_jobs():
@@ -31,8 +32,10 @@ def test_every_job_schedule_and_sensor_resolves():
     assert "platform/channel_connections" in keys
     assert {"core/orders", "core/buyer_pii", "core/inventory_snapshots"} <= keys
     assert {"compliance/pii_purge", "compliance/account_erasure"} <= keys
+    assert {"backups/warehouse", "backups/restore_check"} <= keys
     check_names = {k.name for k in repo.asset_graph.asset_check_keys}
     assert {"orders_quality", "no_plaintext_pii", "inventory_quality"} <= check_names
+    assert "backups_recent_and_restore_tested" in check_names
 
 
 def test_schedule_requests_yesterday_for_every_active_merchant(tmp_path):

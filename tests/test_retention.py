@@ -70,6 +70,7 @@ EXPECTED_DUE_DAY = {
     "security_logs": (Kind.MINIMUM, date(2027, 2, 1)),  # kept through 31 Jan 2027
     "financial_records": (Kind.MINIMUM, date(2033, 2, 1)),  # kept through 31 Jan 2033
     "exports": (Kind.MAXIMUM, date(2026, 2, 7)),  # 7 days
+    "backups_daily": (Kind.MAXIMUM, date(2026, 2, 7)),  # 7 days (ADR 0013)
     "backups": (Kind.MAXIMUM, date(2026, 5, 1)),  # 90 days
 }
 
@@ -316,7 +317,7 @@ def test_policy_table_is_checked() -> None:
     with pytest.raises(RetentionError, match="follows 'buyer_pii_shipment' but differs"):
         Policy("test", tuple(bent if r.id == bent.id else r for r in rules))
     with pytest.raises(RetentionError, match="cannot have a fallback anchor"):
-        Policy("test", (replace(rules[-3], fallback_anchor=Anchor.SHIPMENT),))
+        Policy("test", (replace(DEFAULT_POLICY.rule("financial_records"), fallback_anchor=Anchor.SHIPMENT),))
 
 
 # --- properties -----------------------------------------------------------------------------

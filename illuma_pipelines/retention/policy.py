@@ -19,7 +19,7 @@ from illuma_pipelines.marketplaces import CHANNELS
 from illuma_pipelines.retention.errors import InvalidOverride, RetentionError
 from illuma_pipelines.retention.periods import Period
 
-POLICY_VERSION = "2026-12-06.1"
+POLICY_VERSION = "2026-12-07.1"
 # The privacy policy revision the table implements ("Last Updated" of the policy text).
 PRIVACY_POLICY_DATE = "2026-03-04"
 
@@ -385,6 +385,17 @@ _DEFAULT_RULES: tuple[Rule, ...] = (
         kind=Kind.MAXIMUM,
         action=Action.DELETE_FILES,
         source="§10 (exports on demand at any time); ILLUMA choice, see ADR 0003",
+    ),
+    Rule(
+        id="backups_daily",
+        category=Category.BACKUPS,
+        covers="daily warehouse and key-store backups, except each UTC ISO week's first (the weekly backup)",
+        applies_to=ALL_CHANNELS,
+        anchor=Anchor.CREATED,
+        period=Period(7, "days"),
+        kind=Kind.MAXIMUM,
+        action=Action.DELETE_BACKUPS,
+        source="§6 (automated daily backups; weekly snapshots retained 90 days): a daily backup is kept a week, see ADR 0013",
     ),
     Rule(
         id="backups",

@@ -1,0 +1,367 @@
+"""Warehouse backups: one encrypted, verifiable copy of the whole warehouse (ADR 0013).
+
+- PostgreSQL: `pg_dump -Fc` of the warehouse database in one exported snapshot, by the read-only
+  backup login (illuma_pipelines/backups/pg.py); per-table row counts and checksums are read in
+  the same snapshot while the dump streams, so they describe exactly what the dump holds.
+- DuckDB: each database file (the platform's, then every merchant's) after CHECKPOINT, copied
+  while our connection holds the file's lock (no writer can change it meanwhile), its counts and
+  checksums read by that connection.
+
+Every object is encrypted while it streams (crypto.py) under a fresh data key wrapped by the
+backup key, and the manifest, written last, says what the backup holds: objects, sizes, the
+sha256 of each encrypted chunk, table counts and checksums, the merchants, the key id, and a MAC.
+Key material is not in it: the PII vault's keys live in the key store (`var/keys/`, or a KMS),
+never in the warehouse; the key store is backed up on its own (keystore.py).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from illuma_pipelines.backups.crypto import (
+    CHUNK_BYTES,
+    BackupError,
+    BackupIntegrityError,
+    BackupKeyring,
+    ItemStats,
+    decrypt_stream,
+    encrypt_stream,
+    manifest_mac,
+)
+from illuma_pipelines.backups.store import MANIFEST, BackupStore, check_backup_id
+from illuma_pipelines.warehouse import DuckDBWarehouse, PostgresWarehouse, Warehouse
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_FORMAT = "illuma-backup-manifest-1"
+WAREHOUSE, KEYSTORE = "warehouse", "keystore"
+MAIN = "main"  # the warehouse that holds the platform (ADR 0011)
+DAGSTER = "dagster"  # the Dagster instance's PostgreSQL database, in production
+DAGSTER_PG_URL_VAR = "DAGSTER_PG_URL"
+PG_ITEM = "warehouse.pgdump"  # main's dump; a named warehouse's is `<name>.pgdump`
+PLATFORM_ITEM = "platform.duckdb"
+_READ = 1024 * 1024
+
+
+def new_backup_id(kind: str, now: datetime) -> str:
+    prefix = {WAREHOUSE: "wh", KEYSTORE: "ks"}[kind]
+    return f"{prefix}-{now.astimezone(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def _redact(url: str) -> str:
+    import re
+
+    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
+
+
+@dataclass(frozen=True)
+class BackupInfo:
+    backup_id: str
+    kind: str
+    created_at: datetime
+    engine: str
+    encrypted_bytes: int
+    merchants: int
+    tables: int
+
+    @staticmethod
+    def of(manifest: dict) -> BackupInfo:
+        return BackupInfo(
+            backup_id=manifest["backup_id"],
+            kind=manifest["kind"],
+            created_at=datetime.fromisoformat(manifest["created_at"]),
+            engine=manifest.get("engine", ""),
+            encrypted_bytes=sum(i["encrypted_bytes"] for i in manifest["items"]),
+            merchants=len(manifest.get("merchants", [])),
+            tables=len(manifest.get("tables", {})),
+        )
+
+
+class _Writer:
+    """Encrypts objects of one backup into the store and collects their manifest entries."""
+
+    def __init__(self, store: BackupStore, keyring: BackupKeyring, backup_id: str, chunk_bytes: int) -> None:
+        self.store, self.backup_id, self.chunk_bytes = store, backup_id, chunk_bytes
+        self.data_key = secrets.token_bytes(32)
+        self.key_id, self.wrapped = keyring.wrap(backup_id, self.data_key)
+        self.items: list[dict] = []
+
+    def put(self, name: str, blocks, **extra) -> dict:
+        stats = ItemStats()
+        self.store.write(self.backup_id, name, encrypt_stream(self.data_key, self.backup_id, name, blocks, stats, self.chunk_bytes))
+        item = {
+            "name": name, **extra, "plain_bytes": stats.plain_bytes,
+            "encrypted_bytes": stats.encrypted_bytes, "chunk_bytes": self.chunk_bytes, "chunk_sha256": stats.chunk_sha256,
+        }
+        self.items.append(item)
+        return item
+
+    def finish(self, manifest: dict) -> dict:
+        manifest.update(
+            format=MANIFEST_FORMAT, backup_id=self.backup_id, key_id=self.key_id, wrapped_key=self.wrapped,
+            items=self.items,
+        )
+        manifest["mac"] = manifest_mac(self.data_key, manifest)
+        self.store.write(self.backup_id, MANIFEST, [json.dumps(manifest, indent=1, sort_keys=True).encode()])
+        return manifest
+
+
+def _file_blocks(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as handle:
+        while block := handle.read(_READ):
+            yield block
+
+
+def parts(wh: Warehouse) -> list[tuple[str, Warehouse]]:
+    """(name, warehouse) of every warehouse behind `wh`: main first, then the named ones a
+    `PlacedWarehouse` reaches (ILLUMA_WAREHOUSES, ADR 0011)."""
+    from illuma_pipelines.placement import PlacedWarehouse
+
+    if isinstance(wh, PlacedWarehouse):
+        return [(name, wh.named(name)) for name in wh.warehouse_names()]
+    return [(MAIN, wh)]
+
+
+def main_of(wh: Warehouse) -> Warehouse:
+    return parts(wh)[0][1]
+
+
+def table_key(warehouse: str, name: str) -> str:
+    """Manifest key of table `schema.table` of a warehouse: main's plain, a named one's prefixed."""
+    return name if warehouse == MAIN else f"{warehouse}:{name}"
+
+
+def pg_item(warehouse: str) -> str:
+    return PG_ITEM if warehouse == MAIN else f"{warehouse}.pgdump"
+
+
+def duckdb_stats(conn) -> dict[str, dict]:
+    """{"schema.table": {"rows", "checksum"}} of every base table of the open DuckDB file."""
+    catalog = conn.fetchone("SELECT current_database()")[0]
+    out = {}
+    for schema, table in conn.fetchall(
+        "SELECT table_schema, table_name FROM information_schema.tables WHERE table_catalog = ? "
+        "AND table_type = 'BASE TABLE' ORDER BY 1, 2",
+        [catalog],
+    ):
+        rows, checksum = conn.fetchone(
+            f'SELECT count(*), coalesce(sum(hash(t)::HUGEINT), 0)::VARCHAR FROM "{schema}"."{table}" t'
+        )
+        # A merchant file's tables live in `main` of a catalog named after the schema, m_<id>.
+        name = f"{catalog if schema == 'main' else schema}.{table}"
+        out[name] = {"rows": int(rows), "checksum": checksum}
+    return out
+
+
+def _backup_duckdb(name: str, wh: DuckDBWarehouse, writer: _Writer) -> tuple[list[str], dict]:
+    tables: dict[str, dict] = {}
+    merchants = wh.merchant_ids()
+    prefix = "" if name == MAIN else f"{name}."
+    scopes = [(PLATFORM_ITEM, None, wh.path)] if name == MAIN else []
+    scopes += [(prefix + wh.merchant_file(m).name, m, wh.merchant_file(m)) for m in merchants]
+    for item, merchant, path in scopes:
+        scope = wh.merchant_scope(merchant) if merchant else wh.connect()
+        with scope as conn:
+            conn.execute("CHECKPOINT")
+            wal = path.with_name(path.name + ".wal")
+            if wal.exists() and wal.stat().st_size:
+                raise BackupError(f"{path.name}: its write-ahead log is not empty after CHECKPOINT; retry the backup")
+            # Our open connection holds the file's lock: nobody writes it while it is copied, and
+            # its counts and checksums are read meanwhile (DuckDB runs them off the GIL).
+            stats: dict = {}
+            failure: list[BaseException] = []
+
+            def read_stats(conn=conn, stats=stats, failure=failure) -> None:
+                try:
+                    stats.update(duckdb_stats(conn))
+                except BaseException as exc:
+                    failure.append(exc)
+
+            reader = threading.Thread(target=read_stats, name="backup-table-stats")
+            reader.start()
+            try:
+                writer.put(item, _file_blocks(path), format="duckdb", merchant_id=merchant, warehouse=name)
+            finally:
+                reader.join()
+            if failure:
+                raise BackupError(f"{path.name}: reading table counts failed: {failure[0]}") from failure[0]
+            tables.update({table_key(name, k): v for k, v in stats.items()})
+    return merchants, tables
+
+
+def _backup_postgres(name: str, wh: PostgresWarehouse, writer: _Writer, admin_url: str | None) -> tuple[list[str], dict, dict]:
+    from illuma_pipelines.backups import pg
+
+    dsn = pg.ensure_backup_login(wh.url, admin_url if name == MAIN else (wh.admin_url or admin_url))
+    stats, versions = _dump_postgres(name, dsn, writer)
+    return wh.merchant_ids(), stats, versions
+
+
+def _dump_postgres(name: str, dsn: str, writer: _Writer) -> tuple[dict, dict]:
+    """pg_dump of database `dsn` as object `<name>`, its table counts and checksums read in the
+    dump's own snapshot."""
+    import psycopg
+
+    from illuma_pipelines.backups import pg
+
+    with psycopg.connect(dsn, autocommit=True) as con:
+        versions = pg.check_versions(con)
+        con.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        (snapshot,) = con.execute("SELECT pg_export_snapshot()").fetchone()
+        stats: dict = {}
+        failure: list[BaseException] = []
+
+        def read_stats() -> None:
+            try:
+                stats.update(pg.table_stats(con))
+            except BaseException as exc:  # reported after the dump
+                failure.append(exc)
+
+        with pg.dump_process(dsn, snapshot) as proc:
+            reader = threading.Thread(target=read_stats, name="backup-table-stats")
+            reader.start()
+            errors: list[bytes] = []
+            drain = threading.Thread(target=lambda: errors.append(proc.stderr.read()), name="pg_dump-stderr")
+            drain.start()
+            try:
+                writer.put(pg_item(name), iter(lambda: proc.stdout.read(_READ), b""), format="pg_dump-custom", warehouse=name)
+            finally:
+                reader.join()
+                drain.join()
+                code = proc.wait()
+            if code != 0:
+                message = b"".join(errors).decode(errors="replace").strip()
+                raise BackupError(f"pg_dump of warehouse {name!r} failed (exit {code}): {message[-2000:]}")
+        con.execute("COMMIT")
+        if failure:
+            raise BackupError(f"reading table counts in the dump's snapshot failed: {failure[0]}") from failure[0]
+    return {table_key(name, k): v for k, v in stats.items()}, versions
+
+
+def create_backup(
+    wh: Warehouse,
+    store: BackupStore,
+    *,
+    keyring: BackupKeyring | None = None,
+    now: datetime | None = None,
+    admin_url: str | None = None,
+    chunk_bytes: int = CHUNK_BYTES,
+    include_dagster: bool = True,
+) -> dict:
+    """Back every warehouse up into `store` (and, when DAGSTER_PG_URL names one, the Dagster
+    instance's database); returns the manifest. A failure deletes what was written, so the store
+    never holds half a backup."""
+    keyring = keyring or BackupKeyring.load()
+    now = (now or datetime.now(UTC)).astimezone(UTC)
+    backup_id = new_backup_id(WAREHOUSE, now)
+    writer = _Writer(store, keyring, backup_id, chunk_bytes)
+    manifest: dict = {"kind": WAREHOUSE, "created_at": now.isoformat(), "source": _redact(wh.url)}
+    started = time.monotonic()
+    manifest.update(engine=wh.dialect, merchants=[], tables={}, warehouses={})
+    try:
+        for name, part in parts(wh):
+            if isinstance(part, DuckDBWarehouse):
+                merchants, tables = _backup_duckdb(name, part, writer)
+                extra: dict = {}
+            elif isinstance(part, PostgresWarehouse):
+                merchants, tables, extra = _backup_postgres(name, part, writer, admin_url)
+                manifest.update(extra)
+            else:
+                raise BackupError(f"no backup method for a {type(part).__name__}")
+            manifest["merchants"] = sorted({*manifest["merchants"], *merchants})
+            manifest["tables"].update(tables)
+            manifest["warehouses"][name] = {"engine": part.dialect, "merchants": merchants, "source": _redact(part.url)}
+        dagster_url = os.environ.get(DAGSTER_PG_URL_VAR)
+        if dagster_url and include_dagster:
+            # The Dagster instance's own database (production): its runs, schedules and sensors'
+            # state, dumped by its own login (the instance owns it).
+            from illuma_pipelines.backups import pg
+
+            stats, _ = _dump_postgres(DAGSTER, pg.plain_dsn(dagster_url), writer)
+            manifest["tables"].update(stats)
+            manifest["warehouses"][DAGSTER] = {"engine": "postgres", "merchants": [], "source": _redact(dagster_url)}
+        manifest["duration_seconds"] = round(time.monotonic() - started, 3)
+        return writer.finish(manifest)
+    except BaseException:
+        store.delete(backup_id)
+        raise
+
+
+# ------------------------------------------------------------------------------ reading back
+def read_manifest(store: BackupStore, backup_id: str) -> dict:
+    check_backup_id(backup_id)
+    try:
+        manifest = json.loads(store.read_bytes(backup_id, MANIFEST))
+    except ValueError:
+        raise BackupIntegrityError(f"backup {backup_id}: its manifest is not valid JSON") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT or manifest.get("backup_id") != backup_id:
+        raise BackupIntegrityError(f"backup {backup_id}: its manifest is not an ILLUMA backup manifest for this id")
+    return manifest
+
+
+def open_backup(store: BackupStore, backup_id: str, keyring: BackupKeyring | None = None) -> tuple[dict, bytes]:
+    """The manifest, checked with its MAC, and the backup's data key."""
+    import hmac
+
+    manifest = read_manifest(store, backup_id)
+    keyring = keyring or BackupKeyring.load(create=False)
+    data_key = keyring.unwrap(backup_id, manifest["key_id"], manifest["wrapped_key"])
+    if not hmac.compare_digest(manifest.get("mac", ""), manifest_mac(data_key, manifest)):
+        raise BackupIntegrityError(f"backup {backup_id}: the manifest was altered (its MAC does not verify)")
+    return manifest, data_key
+
+
+def item_of(manifest: dict, name: str) -> dict:
+    for item in manifest["items"]:
+        if item["name"] == name:
+            return item
+    raise BackupError(f"backup {manifest['backup_id']} holds no {name}")
+
+
+def decrypted(store: BackupStore, manifest: dict, data_key: bytes, name: str) -> Iterator[bytes]:
+    """The plaintext of object `name`, checked chunk by chunk (each chunk's sha256 and tag; its
+    size at the end)."""
+    item = item_of(manifest, name)
+    size = 0
+    for block in decrypt_stream(data_key, manifest["backup_id"], name, store.read(manifest["backup_id"], name), item["chunk_sha256"]):
+        size += len(block)
+        yield block
+    if size != item["plain_bytes"]:
+        raise BackupIntegrityError(f"backup {manifest['backup_id']}, {name}: the plaintext does not match the manifest")
+
+
+def verify_backup(store: BackupStore, backup_id: str, keyring: BackupKeyring | None = None) -> dict:
+    """Decrypt and check every chunk of every object (nothing written); returns the manifest."""
+    manifest, data_key = open_backup(store, backup_id, keyring)
+    for item in manifest["items"]:
+        for _ in decrypted(store, manifest, data_key, item["name"]):
+            pass
+    return manifest
+
+
+def list_backups(store: BackupStore, kind: str | None = None) -> list[BackupInfo]:
+    """Complete backups, oldest first (manifests only: no key needed)."""
+    out = []
+    for backup_id in store.backup_ids():
+        try:
+            info = BackupInfo.of(read_manifest(store, backup_id))
+        except (BackupError, KeyError, ValueError) as exc:
+            logger.warning("backup %s: unreadable manifest (%s)", backup_id, exc)
+            continue
+        if kind is None or info.kind == kind:
+            out.append(info)
+    return sorted(out, key=lambda i: i.created_at)
+
+
+def latest_backup(store: BackupStore, kind: str = WAREHOUSE) -> BackupInfo | None:
+    backups = list_backups(store, kind)
+    return backups[-1] if backups else None

@@ -1,0 +1,400 @@
+"""Encrypted warehouse backups and restores that never bring deleted data back (ADR 0013), on
+DuckDB and PostgreSQL: real pg_dump/pg_restore, real files, the real vault and purges."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import secrets
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from illuma_pipelines import purge
+from illuma_pipelines.backups import (
+    BackupIntegrityError,
+    BackupKeyError,
+    DirectoryStore,
+    create_backup,
+    list_backups,
+    restore_backup,
+    verify_backup,
+)
+from illuma_pipelines.backups.core import PG_ITEM, decrypted, open_backup
+from illuma_pipelines.backups.store import MANIFEST
+from illuma_pipelines.core.tables import BUYER_PII, ORDERS
+from illuma_pipelines.merchant_ids import merchant_schema
+from illuma_pipelines.registry import add_merchant
+from illuma_pipelines.shredding import purge_and_shred
+from illuma_pipelines.vault import KeyDestroyed
+from illuma_pipelines.warehouse import DuckDBWarehouse
+from tests.conftest import PG_ADMIN_URL
+
+ACTOR, PURPOSE = "pipeline:tests", "prove a restore keeps deleted data deleted"
+
+
+@pytest.fixture(autouse=True)
+def backup_key(monkeypatch, tmp_path):
+    """A backup key of the test's own; the project's var/ is never touched."""
+    monkeypatch.setenv("ILLUMA_BACKUP_KEY", base64.b64encode(secrets.token_bytes(32)).decode())
+    monkeypatch.setenv("ILLUMA_VAR_DIR", str(tmp_path / "var"))
+
+
+def seal(vault, mid, oid, value, label):
+    return vault.encrypt_column(mid, "core_buyer_pii", "buyer_name", [f"amazon:{oid}"], [value], label=label)[0]
+
+
+def add_order(wh, vault, mid, oid, *, shipped: datetime, name: str) -> str:
+    """An Amazon order shipped at `shipped`, its buyer's name sealed under its due day's key."""
+    schema = merchant_schema(mid)
+    due = (shipped + timedelta(days=30)).date()  # shipment + 30 while no delivery is known
+    ciphertext = seal(vault, mid, oid, name, f"due:{due.isoformat()}")
+    with wh.merchant_scope(mid) as conn:
+        for spec in (ORDERS, BUYER_PII):
+            conn.create_table(schema, spec)
+        conn.execute(
+            f"INSERT INTO {schema}.core_orders (channel, marketplace_order_id, status, channel_status, "
+            "fulfillment_channel, shipped_at, last_updated_at, order_total, currency, partition_date, loaded_at, "
+            "run_id) VALUES ('amazon', ?, 'shipped', 'SHIPPED', 'merchant', ?, ?, 12.50, 'USD', ?, ?, 'seed')",
+            [oid, shipped, shipped, shipped.date(), shipped],
+        )
+        conn.execute(
+            f"INSERT INTO {schema}.core_buyer_pii (channel, marketplace_order_id, buyer_name, partition_date, "
+            "loaded_at, run_id) VALUES ('amazon', ?, ?, ?, ?, 'seed')",
+            [oid, ciphertext, shipped.date(), shipped],
+        )
+    return ciphertext
+
+
+def reveal(vault, mid, oid, ciphertext):
+    return vault.reveal(mid, "core_buyer_pii", "buyer_name", f"amazon:{oid}", ciphertext, actor=ACTOR, purpose=PURPOSE)
+
+
+@pytest.fixture
+def scratch_target(warehouse, tmp_path):
+    """Where a restore goes: a DuckDB path, or a database made and dropped by the test."""
+    if isinstance(warehouse, DuckDBWarehouse):
+        yield f"duckdb:///{tmp_path / 'restored' / 'warehouse.duckdb'}"
+        return
+    from psycopg.conninfo import make_conninfo
+
+    name = f"illuma_restore_{secrets.token_hex(4)}"
+    try:
+        yield make_conninfo(PG_ADMIN_URL, dbname=name)
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as con:
+            con.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def restored_bytes(warehouse, target: str) -> list[tuple[Path, bytes]]:
+    """Every file the restored copy is made of, checkpointed first."""
+    if isinstance(warehouse, DuckDBWarehouse):
+        root = Path(target[len("duckdb:///"):]).parent
+        return [(p, p.read_bytes()) for p in sorted(root.rglob("*")) if p.is_file()]
+    with psycopg.connect(target, autocommit=True) as con:
+        con.execute("CHECKPOINT")
+        (data_dir,) = con.execute("SELECT current_setting('data_directory')").fetchone()
+        (oid,) = con.execute("SELECT oid FROM pg_database WHERE datname = current_database()").fetchone()
+    root = Path(data_dir) / "base" / str(oid)
+    return [(p, p.read_bytes()) for p in sorted(root.iterdir()) if p.is_file()]
+
+
+def test_a_restore_never_brings_erased_or_purged_data_back(warehouse, merchant_id, vault_resource, scratch_target, tmp_path):
+    vault = vault_resource.get(warehouse)
+    store = DirectoryStore(tmp_path / "backups")
+    now = datetime.now(UTC)
+    erased, purged = merchant_id("gone"), merchant_id("kept")
+    for mid in (erased, purged):
+        add_merchant(warehouse, mid)
+    gone_order = f"ORD-GONE-{secrets.token_hex(4)}"
+    gone_ct = add_order(warehouse, vault, erased, gone_order, shipped=now - timedelta(days=3), name="Erin Erased")
+    due_ct = add_order(warehouse, vault, purged, "ORD-DUE", shipped=now - timedelta(days=45), name="Paula Purged")
+    live_ct = add_order(warehouse, vault, purged, "ORD-LIVE", shipped=now - timedelta(days=2), name="Lena Live")
+
+    manifest = create_backup(warehouse, store, admin_url=PG_ADMIN_URL)
+    assert {erased, purged} <= set(manifest["merchants"])
+    assert manifest["tables"][f"{merchant_schema(purged)}.core_buyer_pii"]["rows"] == 2
+
+    # After the backup: one merchant erased, the other's due PII purged with its key shredded.
+    purge.request_deletion(warehouse, erased, immediate=True, requested_by="merchant:ticket-1")
+    purge.erase_account(warehouse, vault, erased, now=datetime.now(UTC), run_id="erase")
+    result, shred = purge_and_shred(warehouse, vault, purged, now=datetime.now(UTC), run_id="purge")
+    assert result.total >= 1 and shred.destroyed_versions
+
+    restored = restore_backup(warehouse, store, manifest["backup_id"], scratch_target, admin_url=PG_ADMIN_URL)
+    assert restored.ok, restored.mismatches
+    assert restored.excluded_merchants == [erased]
+    assert restored.purges_reapplied == {purged: 1}
+
+    # Erased: not one byte of it in the restored copy, no registry row, its keys gone.
+    files = restored_bytes(warehouse, scratch_target)
+    assert files
+    for path, data in files:
+        for needle in (gone_order, gone_ct, merchant_schema(erased) + ".duckdb"):
+            assert needle.encode() not in data, f"{needle} found in {path}"
+    if isinstance(warehouse, DuckDBWarehouse):
+        target_wh = DuckDBWarehouse(Path(scratch_target[len("duckdb:///"):]))
+        assert not target_wh.merchant_file(erased).exists()
+    else:
+        from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+        from illuma_pipelines.warehouse import PostgresWarehouse
+
+        target_wh = PostgresWarehouse(make_conninfo(warehouse.url, dbname=conninfo_to_dict(scratch_target)["dbname"]))
+        with psycopg.connect(scratch_target) as con:
+            assert con.execute("SELECT to_regnamespace(%s)", [merchant_schema(erased)]).fetchone()[0] is None
+    assert not target_wh.merchant_schema_exists(erased)
+    with target_wh.connect() as conn:
+        assert conn.fetchone("SELECT count(*) FROM platform.merchants WHERE merchant_id = ?", [erased])[0] == 0
+        assert conn.fetchone(
+            "SELECT count(*) FROM platform.retention_ledger WHERE merchant_id = ? AND action = 'drop_schema'", [erased]
+        )[0] == 1
+    with pytest.raises(KeyDestroyed):
+        reveal(vault, erased, gone_order, gone_ct)
+
+    # Purged: its row gone again from the restored copy, and the copy the backup holds opens no more.
+    schema = merchant_schema(purged)
+    with target_wh.merchant_scope(purged) as conn:
+        rows = dict(conn.fetchall(f"SELECT marketplace_order_id, buyer_name FROM {schema}.core_buyer_pii"))
+    assert set(rows) == {"ORD-LIVE"}
+    with pytest.raises(KeyDestroyed):
+        reveal(vault, purged, "ORD-DUE", due_ct)
+    assert any(due_ct.encode() in data for _, data in restored_bytes_of_backup(store, manifest))
+    assert reveal(vault, purged, "ORD-LIVE", rows["ORD-LIVE"]) == "Lena Live"
+    assert rows["ORD-LIVE"] == live_ct
+
+
+def restored_bytes_of_backup(store, manifest):
+    """The decrypted objects of a backup, pg_dump's compressed archive as the SQL it holds (the
+    purged ciphertext is in there: only its key is gone)."""
+    import subprocess
+
+    _, key = open_backup(store, manifest["backup_id"])
+    out = []
+    for item in manifest["items"]:
+        data = b"".join(decrypted(store, manifest, key, item["name"]))
+        if item["name"] == PG_ITEM:
+            data = subprocess.run(["pg_restore", "-f", "-"], input=data, capture_output=True, check=True, timeout=60).stdout
+            assert b"CREATE TABLE" in data
+        out.append((item["name"], data))
+    return out
+
+
+def test_backups_hold_no_key_material(warehouse, merchant_id, vault_resource, tmp_path):
+    """The vault's key store and master key live outside the warehouse: no wrapped data key, no
+    master key, no key store document is in any backup object."""
+    vault = vault_resource.get(warehouse)
+    mid = merchant_id("keys")
+    add_merchant(warehouse, mid)
+    add_order(warehouse, vault, mid, "ORD-1", shipped=datetime.now(UTC), name="Kim Keys")
+    store = DirectoryStore(tmp_path / "backups")
+    manifest = create_backup(warehouse, store, admin_url=PG_ADMIN_URL)
+    keystore = json.loads(Path(vault_resource.resolved_key_store_path()).read_text())
+    wrapped = [e["wrapped_key"] for entries in keystore["merchants"].values() for e in entries if e["wrapped_key"]]
+    master = Path(vault_resource.resolved_master_key_file()).read_text().strip()
+    assert wrapped
+    for name, data in restored_bytes_of_backup(store, manifest):
+        for secret in [*wrapped, master, "illuma-keystore-v1"]:
+            assert secret.encode() not in data, f"key material in {name}"
+
+
+def test_the_manifest_describes_the_backup(warehouse, merchant_id, vault_resource, tmp_path):
+    vault = vault_resource.get(warehouse)
+    mid = merchant_id("manifest")
+    add_merchant(warehouse, mid)
+    add_order(warehouse, vault, mid, "ORD-1", shipped=datetime.now(UTC), name="Max Manifest")
+    store = DirectoryStore(tmp_path / "backups")
+    manifest = create_backup(warehouse, store, admin_url=PG_ADMIN_URL)
+    assert manifest["key_id"].startswith("backup:") and manifest["mac"]
+    assert manifest["tables"][f"{merchant_schema(mid)}.core_orders"]["rows"] == 1
+    assert manifest["tables"]["platform.merchants"]["rows"] >= 1
+    for item in manifest["items"]:
+        stored = store.read_bytes(manifest["backup_id"], item["name"])
+        assert len(stored) == item["encrypted_bytes"] and item["chunk_sha256"]
+        assert b"Max Manifest" not in stored and mid.encode() not in stored  # encrypted at rest
+    if warehouse.dialect == "postgres":
+        assert [i["name"] for i in manifest["items"]] == [PG_ITEM]
+        assert manifest["server_major"] == manifest["pg_dump_major"]
+        # pg_dump ran as the read-only backup login, never as the pipeline or a superuser.
+        with psycopg.connect(PG_ADMIN_URL) as con:
+            row = con.execute(
+                "SELECT rolsuper, rolbypassrls, pg_has_role('illuma_backup', 'pg_read_all_data', 'USAGE'), "
+                "pg_has_role('illuma_backup', 'pg_write_all_data', 'USAGE') FROM pg_roles WHERE rolname = 'illuma_backup'"
+            ).fetchone()
+        assert row == (False, True, True, False)
+    else:
+        assert {i["name"] for i in manifest["items"]} >= {"platform.duckdb", f"{merchant_schema(mid)}.duckdb"}
+    assert [b.backup_id for b in list_backups(store)] == [manifest["backup_id"]]
+    assert verify_backup(store, manifest["backup_id"])["backup_id"] == manifest["backup_id"]
+
+
+def test_a_restore_refuses_the_live_warehouse_and_an_occupied_target(warehouse, tmp_path, scratch_target):
+    from illuma_pipelines.backups import BackupError
+
+    store = DirectoryStore(tmp_path / "backups")
+    manifest = create_backup(warehouse, store, admin_url=PG_ADMIN_URL)
+    live = warehouse.url if warehouse.dialect == "duckdb" else _admin_dsn_of(warehouse.url)
+    with pytest.raises(BackupError, match="live warehouse"):
+        restore_backup(warehouse, store, manifest["backup_id"], live, admin_url=PG_ADMIN_URL)
+    restore_backup(warehouse, store, manifest["backup_id"], scratch_target, admin_url=PG_ADMIN_URL)
+    with pytest.raises(BackupError, match="pass --force"):
+        restore_backup(warehouse, store, manifest["backup_id"], scratch_target, admin_url=PG_ADMIN_URL)
+    again = restore_backup(warehouse, store, manifest["backup_id"], scratch_target, force=True, admin_url=PG_ADMIN_URL)
+    assert again.ok and again.tables_compared == len(manifest["tables"])
+
+
+def _admin_dsn_of(url: str) -> str:
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    return make_conninfo(PG_ADMIN_URL, dbname=conninfo_to_dict(url)["dbname"])
+
+
+# ------------------------------------------------------------------ tampering (no database)
+@pytest.fixture
+def small_backup(tmp_path):
+    """A DuckDB warehouse backed up in 4 KiB chunks, so its objects have many."""
+    wh = DuckDBWarehouse(tmp_path / "data" / "warehouse.duckdb")
+    wh.ensure_platform()
+    add_merchant(wh, "tamper_test")
+    store = DirectoryStore(tmp_path / "backups")
+    manifest = create_backup(wh, store, chunk_bytes=4096)
+    return store, manifest
+
+
+def _object(store, manifest, name=None) -> Path:
+    name = name or manifest["items"][-1]["name"]
+    return store.root / manifest["backup_id"] / name
+
+
+def test_a_flipped_byte_fails_verification(small_backup):
+    store, manifest = small_backup
+    path = _object(store, manifest)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(BackupIntegrityError, match=r"chunk \d+ does not match"):
+        verify_backup(store, manifest["backup_id"])
+
+
+def test_a_truncated_or_extended_object_fails_verification(small_backup):
+    store, manifest = small_backup
+    path = _object(store, manifest)
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) - 100])
+    with pytest.raises(BackupIntegrityError, match="truncated"):
+        verify_backup(store, manifest["backup_id"])
+    path.write_bytes(whole + b"x")
+    with pytest.raises(BackupIntegrityError, match="extended"):
+        verify_backup(store, manifest["backup_id"])
+
+
+def test_reordered_or_foreign_chunks_fail_authentication(small_backup):
+    """Even with hashes that match (an attacker's own list), chunk AAD binds place and backup."""
+    from illuma_pipelines.backups.crypto import decrypt_stream
+
+    store, manifest = small_backup
+    item = manifest["items"][-1]
+    _, key = open_backup(store, manifest["backup_id"])
+    raw = _object(store, manifest).read_bytes()
+    records, pos = [], 16
+    while pos < len(raw):
+        length = int.from_bytes(raw[pos:pos + 4], "big")
+        records.append(raw[pos:pos + 4 + 12 + length])
+        pos += 4 + 12 + length
+    assert len(records) >= 3
+    swapped = [records[1], records[0], *records[2:]]
+    import hashlib
+
+    hashes = [hashlib.sha256(r).hexdigest() for r in swapped]
+    with pytest.raises(BackupIntegrityError, match="chunk 0 fails authentication"):
+        list(decrypt_stream(key, manifest["backup_id"], item["name"], [raw[:16], *swapped], hashes))
+    dropped = records[:-1]  # the final chunk removed: the new last one lacks the final flag
+    with pytest.raises(BackupIntegrityError, match="fails authentication"):
+        list(decrypt_stream(key, manifest["backup_id"], item["name"], [raw[:16], *dropped],
+                            [hashlib.sha256(r).hexdigest() for r in dropped]))
+    with pytest.raises(BackupIntegrityError, match="fails authentication"):
+        list(decrypt_stream(key, "wh-20260101T000000Z-000000", item["name"], [raw], item["chunk_sha256"]))
+
+
+def test_an_edited_manifest_or_a_wrong_key_is_refused(small_backup, monkeypatch):
+    store, manifest = small_backup
+    path = store.root / manifest["backup_id"] / MANIFEST
+    doc = json.loads(path.read_text())
+    doc["tables"]["platform.merchants"]["rows"] += 1
+    path.write_text(json.dumps(doc))
+    with pytest.raises(BackupIntegrityError, match="manifest was altered"):
+        verify_backup(store, manifest["backup_id"])
+    monkeypatch.setenv("ILLUMA_BACKUP_KEY", base64.b64encode(secrets.token_bytes(32)).decode())
+    with pytest.raises(BackupKeyError, match="not among the keys loaded"):
+        verify_backup(store, manifest["backup_id"])
+
+
+def test_the_local_backup_key_file_is_private_and_outside_the_data(tmp_path, monkeypatch):
+    from illuma_pipelines.backups import BackupKeyring
+
+    monkeypatch.delenv("ILLUMA_BACKUP_KEY")
+    ring = BackupKeyring.load()
+    key_file = tmp_path / "var" / "keys" / "backup.key"
+    assert oct(key_file.stat().st_mode & 0o777) == "0o600"
+    assert BackupKeyring.load().keys == ring.keys
+    monkeypatch.setenv("ILLUMA_BACKUP_KEY_FILE", str(tmp_path / "var" / "data" / "backup.key"))
+    with pytest.raises(BackupKeyError, match="inside the data folder"):
+        BackupKeyring.load()
+
+
+def test_the_dagster_instance_database_is_backed_up_and_restored_alone(pg_url, tmp_path, monkeypatch):
+    """Production's Dagster database (DAGSTER_PG_URL) is one more object of the backup, dumped by
+    its own login, restorable on its own and never over the live one."""
+    from psycopg.conninfo import make_conninfo
+
+    from illuma_pipelines.backups import BackupError
+    from illuma_pipelines.warehouse import Warehouse
+    from tests.conftest import throwaway_database
+
+    with throwaway_database("illuma_dagster") as dagster_db, throwaway_database("illuma_dagster_copy") as copy_db:
+        with psycopg.connect(make_conninfo(PG_ADMIN_URL, dbname=dagster_db), autocommit=True) as con:
+            con.execute("CREATE TABLE runs (run_id text PRIMARY KEY, body jsonb)")
+            con.execute("INSERT INTO runs SELECT 'r' || i, jsonb_build_object('i', i) FROM generate_series(1, 3) i")
+        monkeypatch.setenv("DAGSTER_PG_URL", f"postgresql+psycopg2://postgres@127.0.0.1:5432/{dagster_db}")
+        wh = Warehouse.from_url(pg_url)
+        store = DirectoryStore(tmp_path / "backups")
+        manifest = create_backup(wh, store, admin_url=PG_ADMIN_URL)
+        assert "dagster.pgdump" in [i["name"] for i in manifest["items"]]
+        assert manifest["tables"]["dagster:public.runs"]["rows"] == 3
+        with pytest.raises(BackupError, match="live warehouse"):
+            restore_backup(wh, store, manifest["backup_id"], make_conninfo(PG_ADMIN_URL, dbname=dagster_db), warehouse="dagster")
+        result = restore_backup(wh, store, manifest["backup_id"], make_conninfo(PG_ADMIN_URL, dbname=copy_db), warehouse="dagster")
+        assert result.ok and result.tables_compared == 1 and "merchants sensor" in result.notes[0]
+        with psycopg.connect(make_conninfo(PG_ADMIN_URL, dbname=copy_db)) as con:
+            assert con.execute("SELECT count(*) FROM runs").fetchone()[0] == 3
+
+
+def test_a_chunk_tampered_late_in_the_dump_leaves_the_target_untouched(warehouse, merchant_id, vault_resource, tmp_path, scratch_target):
+    """The restore checks each chunk as it streams; the first bad one stops it, and the target is
+    as before (PostgreSQL: one transaction; DuckDB: nothing leaves the staging folder)."""
+    vault = vault_resource.get(warehouse)
+    mid = merchant_id("late")
+    add_merchant(warehouse, mid)
+    for i in range(40):
+        add_order(warehouse, vault, mid, f"ORD-{i}", shipped=datetime.now(UTC), name=f"Buyer {i}")
+    store = DirectoryStore(tmp_path / "backups")
+    manifest = create_backup(warehouse, store, admin_url=PG_ADMIN_URL, chunk_bytes=4096)
+    item = manifest["items"][0] if warehouse.dialect == "postgres" else manifest["items"][-1]
+    assert len(item["chunk_sha256"]) >= 3
+    path = store.root / manifest["backup_id"] / item["name"]
+    data = bytearray(path.read_bytes())
+    data[-100] ^= 0x01  # inside the last chunk
+    path.write_bytes(bytes(data))
+    with pytest.raises(BackupIntegrityError, match=r"chunk \d+ does not match") as caught:
+        restore_backup(warehouse, store, manifest["backup_id"], scratch_target, admin_url=PG_ADMIN_URL)
+    bad = int(re.search(r"chunk (\d+)", str(caught.value)).group(1))
+    assert bad >= len(item["chunk_sha256"]) - 2  # late: most of the object had streamed
+    if warehouse.dialect == "postgres":
+        with psycopg.connect(scratch_target) as con:
+            assert con.execute("SELECT to_regnamespace('platform')").fetchone()[0] is None
+    else:
+        root = Path(scratch_target[len("duckdb:///"):]).parent
+        assert not any(p.suffix == ".duckdb" for p in root.rglob("*"))
