@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from assets.concurrency import WAREHOUSE_POOL
+from assets.concurrency import MERCHANT_STEP_TAGS, WAREHOUSE_POOL
 from illuma_pipelines.backups import (
     WAREHOUSE,
     BackupError,
@@ -45,6 +45,7 @@ def _admin_url() -> str | None:
 
 @dg.asset(
     key=BACKUP_KEY, group_name=GROUP, owners=OWNERS, kinds={"postgres", "duckdb", "s3"}, pool=WAREHOUSE_POOL,
+    op_tags=MERCHANT_STEP_TAGS,
 )
 def warehouse_backup(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, vault: VaultResource
@@ -82,7 +83,7 @@ class RestoreCheckConfig(dg.Config):
 
 @dg.asset(
     key=RESTORE_CHECK_KEY, group_name=GROUP, owners=OWNERS, kinds={"postgres", "duckdb"}, pool=WAREHOUSE_POOL,
-    deps=[BACKUP_KEY],
+    op_tags=MERCHANT_STEP_TAGS, deps=[BACKUP_KEY],
 )
 def backup_restore_check(
     context: dg.AssetExecutionContext, config: RestoreCheckConfig, warehouse: WarehouseResource
@@ -121,7 +122,10 @@ def backup_health(last_backup: datetime | None, last_restore_test: datetime | No
     return not problems, "; ".join(problems) or "backups recent and a restore tested within 92 days"
 
 
-@dg.asset_check(asset=BACKUP_KEY, name=BACKUP_HEALTH_CHECK, blocking=False)
+# It reads the platform: the warehouse rule of every step that opens it (ADR 0001).
+@dg.asset_check(
+    asset=BACKUP_KEY, name=BACKUP_HEALTH_CHECK, blocking=False, pool=WAREHOUSE_POOL, op_tags=MERCHANT_STEP_TAGS
+)
 def backups_recent_and_restore_tested(warehouse: WarehouseResource) -> dg.AssetCheckResult:
     """Fails when the last backup is older than 26 hours or the last successful restore test
     older than 92 days (privacy policy §6: daily backups, restores tested quarterly)."""

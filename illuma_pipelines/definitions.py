@@ -15,7 +15,7 @@ from assets.backups import backup_assets, backup_checks
 from assets.catalog import catalog_assets
 from assets.checks import quality_checks
 from assets.compliance import compliance_assets
-from assets.concurrency import EXECUTOR
+from assets.concurrency import selected_executor
 from assets.core import core_assets
 from assets.extracts import extract_assets
 from assets.freshness import orders_landed_by_deadline
@@ -83,5 +83,6 @@ def defs() -> dg.Definitions:
             settlement_report_sensor, run_failure_alert_sensor,
         ],
         resources=resources_for(environment.name),
-        executor=EXECUTOR,
+        # ILLUMA_EXECUTOR, read and checked at load (assets/concurrency.py, ADR 0012).
+        executor=selected_executor(environment),
     )

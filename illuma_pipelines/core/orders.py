@@ -246,6 +246,10 @@ def load_orders_partition(
         if workers is None:
             records = sum(raw_row_count(conn, merchant_id, channel, "orders", day) for channel in CHANNELS)
             workers = default_normalize_workers(records, batch_records)
+    if workers and multiprocessing.current_process().daemon:
+        # A daemonic process (a Celery prefork worker's child) may not start processes of its own:
+        # normalize in this process rather than fail the step (ADR 0012).
+        workers = 0
     done.workers = workers
     executor: concurrent.futures.Executor = (
         concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))

@@ -1,0 +1,388 @@
+"""Distributed execution: `merchant_daily_job`'s steps on two Celery workers (ADR 0012).
+
+Real parts only: RabbitMQ (broker) and Redis (results) on this machine, a Dagster instance on
+PostgreSQL storage, the PostgreSQL warehouse (the pipeline's non-superuser login), the sandbox in
+a process of its own, and two `dagster-celery worker start` processes started from
+deploy/celery.yaml, each in a process group of its own and listening on a queue named for this
+test run only, so no message left by another run reaches them. The runs are orchestrated by this
+process (`dg.execute_job` with the code location's own job, ILLUMA_EXECUTOR=celery), as a run
+worker launched by the daemon would orchestrate them.
+
+With CI set, RabbitMQ, Redis or PostgreSQL down fails the tests; elsewhere they skip loudly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import PG_PIPELINE_LOGIN, admin_dsn, pipeline_url, throwaway_database
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+JOB_NAME = "merchant_daily_job"
+CHANNELS = ("amazon", "ebay")
+INSTANCE_YAML = """\
+storage:
+  postgres:
+    postgres_url:
+      env: DAGSTER_PG_URL
+concurrency:
+  pools:
+    default_limit: 4
+telemetry:
+  enabled: false
+"""
+
+pytestmark = [
+    pytest.mark.timeout(600),
+    # dagster-celery registers its task again for every step it submits; Celery warns each time.
+    pytest.mark.filterwarnings("ignore:Task name 'execute_plan' is already registered"),
+]
+
+
+def _reachable(host: str, port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=3):
+        return True
+    return False
+
+
+@pytest.fixture(scope="module")
+def celery_services() -> None:
+    down = [f"{name} at 127.0.0.1:{port}" for name, port in (("RabbitMQ", 5672), ("Redis", 6379))
+            if not _reachable("127.0.0.1", port)]
+    if down:
+        message = f"{' and '.join(down)} unreachable: the Celery tests need both"
+        if os.environ.get("CI"):
+            pytest.fail(message + " (CI is set: the Celery tests must run)", pytrace=False)
+        banner = "\n" + "!" * 78 + f"\nSKIPPING CELERY TESTS: {message}\n" + "!" * 78 + "\n"
+        sys.stderr.write(banner)
+        warnings.warn(banner, stacklevel=1)
+        pytest.skip(message)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(15)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)  # a worker's pool children, if any outlived it
+
+
+def _wait_for(predicate, what: str, timeout: float, log: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            tail = log.read_text()[-3000:] if log and log.exists() else ""
+            raise AssertionError(f"{what} not within {timeout:.0f} s\n{tail}")
+        time.sleep(0.2)
+
+
+@dataclass
+class Stack:
+    env: dict[str, str]
+    queue: str
+    instance: object
+    merchants: list[str]
+    days: list[str]
+    workers: dict[str, subprocess.Popen] = field(default_factory=dict)
+    logs: dict[str, Path] = field(default_factory=dict)
+
+    def worker_of(self, hostname: str) -> str:
+        return next(name for name in self.workers if hostname.startswith(name + "@"))
+
+
+def _start_worker(stack: Stack, name: str, tmp: Path) -> None:
+    log = tmp / f"{name}.log"
+    with log.open("ab") as out:
+        stack.workers[name] = subprocess.Popen(
+            [
+                str(BIN / "dagster-celery"), "worker", "start", "-A", "dagster_celery.app",
+                "-y", str(ROOT / "deploy" / "celery.yaml"), "-q", stack.queue, "-n", name,
+                "-i", "illuma_pipelines.definitions", "-l", "INFO", "--", "--concurrency=1",
+                "--without-gossip", "--without-mingle",
+            ],
+            cwd=ROOT, env=stack.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    stack.logs[name] = log
+
+
+def _delete_queue(queue: str) -> None:
+    from kombu import Connection
+
+    with contextlib.suppress(Exception), Connection("pyamqp://guest:guest@127.0.0.1:5672//") as conn:
+        conn.default_channel.queue_delete(queue)
+
+
+@pytest.fixture
+def dagster_pg_url(pg_url) -> Iterator[str]:
+    with throwaway_database("illuma_dagster", owner=PG_PIPELINE_LOGIN) as dbname:
+        yield pipeline_url(dbname).replace("postgresql://", "postgresql+psycopg2://", 1)
+
+
+@pytest.fixture(scope="module")
+def queue(celery_services) -> Iterator[str]:
+    """This module's queue. One for its tests: the code location is loaded once per process (as a
+    code server does), so the executor keeps the queue it read at the first load."""
+    name = f"illuma-test-{secrets.token_hex(4)}"
+    try:
+        yield name
+    finally:
+        _delete_queue(name)
+
+
+@pytest.fixture
+def stack(queue, pg_url, dagster_pg_url, merchant_id, tmp_path, monkeypatch) -> Iterator[Stack]:
+    import dagster as dg
+
+    from assets.partitions import MERCHANTS
+    from illuma_pipelines.registry import ChannelConnection, add_merchant
+    from illuma_pipelines.warehouse import Warehouse
+
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(INSTANCE_YAML)
+    port = _free_port()
+    values = {
+        "ILLUMA_ENV": "local",
+        "ILLUMA_EXECUTOR": "celery",
+        "ILLUMA_CELERY_QUEUE": queue,
+        "ILLUMA_WAREHOUSE_URL": pg_url,
+        "ILLUMA_WAREHOUSE_LOGIN_SECRET": "celery-test-" + secrets.token_hex(8),
+        "ILLUMA_VAR_DIR": str(tmp_path / "var"),
+        "ILLUMA_DATA_DIR": str(tmp_path / "var" / "data"),
+        "ILLUMA_SANDBOX_URL": f"http://127.0.0.1:{port}",
+        "DAGSTER_HOME": str(home),
+        "DAGSTER_PG_URL": dagster_pg_url,
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PYTHONPATH": str(ROOT),
+    }
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+    for key in ("ILLUMA_CELERY_BROKER", "ILLUMA_CELERY_BACKEND"):
+        monkeypatch.delenv(key, raising=False)
+    env = dict(os.environ)
+    env.pop("ILLUMA_WAREHOUSE_ADMIN_URL", None)  # workers run the pipeline, never provisioning
+
+    today = datetime.now(UTC).date()
+    days = [(today - timedelta(days=k)).isoformat() for k in (3, 2)]
+    merchants = [merchant_id("celery_a"), merchant_id("celery_b")]
+    wh = Warehouse.from_url(pg_url)
+    for mid in merchants:
+        add_merchant(wh, mid, channels={c: ChannelConnection(c, f"sandbox:{mid}") for c in CHANNELS}, actor="test")
+
+    procs: list[subprocess.Popen] = []
+    sandbox_log = tmp_path / "sandbox.log"
+    with sandbox_log.open("ab") as out:
+        sandbox = subprocess.Popen(
+            [sys.executable, "-m", "illuma_pipelines.cli", "sandbox", "serve", "--port", str(port)],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    procs.append(sandbox)
+    try:
+        with dg.DagsterInstance.get() as instance:
+            instance.add_dynamic_partitions(MERCHANTS, merchants)
+            stack = Stack(env=env, queue=queue, instance=instance, merchants=merchants, days=days)
+            for name in (f"w1-{queue}", f"w2-{queue}"):
+                _start_worker(stack, name, tmp_path)
+                procs.append(stack.workers[name])
+            _wait_for(lambda: _reachable("127.0.0.1", port), "the sandbox answering", 60, sandbox_log)
+            for name, log in stack.logs.items():
+                _wait_for(lambda log=log: " ready." in log.read_text(), f"worker {name} ready", 120, log)
+            yield stack
+    finally:
+        for proc in procs:
+            _stop_group(proc)
+
+
+def _job():
+    from dagster._core.definitions.reconstruct import ReconstructableRepository
+
+    repo = ReconstructableRepository.for_module("illuma_pipelines.definitions", "defs", working_directory=str(ROOT))
+    return repo.get_reconstructable_job(JOB_NAME)
+
+
+def _run(stack: Stack, merchant: str, day: str):
+    """One merchant-day of merchant_daily_job, its steps on the workers; the run's record."""
+    import dagster as dg
+
+    from assets.partitions import merchant_date_key
+    from sensors.tags import MERCHANT_TAG
+
+    recon = _job()
+    job = recon.get_definition()
+    assert job.executor_def.name == "illuma_celery"
+    tags = {**job.get_tags_for_partition_key(merchant_date_key(merchant, day), None), MERCHANT_TAG: merchant}
+    result = dg.execute_job(recon, instance=stack.instance, tags=tags, raise_on_error=False)
+    return stack.instance.get_run_by_id(result.run_id)
+
+
+def _events(instance, run_id: str):
+    return [e for e in instance.all_logs(run_id) if e.dagster_event is not None]
+
+
+def _worker_of_steps(instance, run_id: str) -> dict[str, list[str]]:
+    """step key -> the Celery worker hostnames that executed it, in order (each execution is in the
+    log twice: reported by the worker, and again among the events its task returned)."""
+    out: dict[str, list[str]] = {}
+    for entry in _events(instance, run_id):
+        event = entry.dagster_event
+        if event.event_type_value == "ENGINE_EVENT":
+            host = event.engine_event_data.metadata.get("Celery worker")
+            if host is not None:
+                out.setdefault(entry.step_key, []).append(host.value)
+    return out
+
+
+def _materializations(instance, run_id: str) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for entry in _events(instance, run_id):
+        if entry.dagster_event.event_type_value == "ASSET_MATERIALIZATION":
+            key = entry.dagster_event.asset_key.to_user_string()
+            counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def _table_counts(pg_url: str, merchant: str) -> dict[str, int]:
+    """Rows of every table in the merchant's schema (read as the admin: a check, not the pipeline)."""
+    import psycopg
+    from psycopg import sql
+
+    schema = f"m_{merchant}"
+    with psycopg.connect(admin_dsn(pg_url)) as con:
+        tables = [t for (t,) in con.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s AND table_type = 'BASE TABLE'",
+            [schema],
+        )]
+        return {
+            t: con.execute(sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(t))).fetchone()[0]
+            for t in sorted(tables)
+        }
+
+
+def _no_run_started(instance) -> None:
+    import dagster as dg
+
+    stuck = instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
+    assert not stuck, [r.run_id for r in stuck]
+
+
+def test_deploy_celery_yaml_agrees_with_the_executor(monkeypatch):
+    """The workers' config (deploy/celery.yaml) is the code location's executor config."""
+    from assets.concurrency import (
+        CELERY_BACKEND_VAR,
+        CELERY_BROKER_VAR,
+        CELERY_QUEUE_VAR,
+        celery_config,
+    )
+
+    for key in (CELERY_BROKER_VAR, CELERY_BACKEND_VAR, CELERY_QUEUE_VAR):
+        monkeypatch.delenv(key, raising=False)
+    worker = yaml.safe_load((ROOT / "deploy" / "celery.yaml").read_text())["execution"]["config"]
+    assert worker == celery_config()
+
+
+def test_backfill_over_two_workers_lands_every_partition_once(stack, pg_url):
+    runs = [_run(stack, m, d) for m in stack.merchants for d in stack.days]
+    assert [r.status.value for r in runs] == ["SUCCESS"] * 4, [r.run_id for r in runs]
+    job = _job().get_definition()
+    expected = {k.to_user_string() for k in job.asset_layer.executable_asset_keys}
+    hosts = set()
+    for run in runs:
+        assert _materializations(stack.instance, run.run_id) == dict.fromkeys(expected, 1), run.run_id
+        by_step = _worker_of_steps(stack.instance, run.run_id)
+        assert by_step and all(len(set(h)) == 1 for h in by_step.values()), by_step
+        hosts |= {stack.worker_of(h[0]) for h in by_step.values()}
+    assert hosts == set(stack.workers), "both workers took steps"
+    records = [stack.instance.get_run_record_by_id(r.run_id) for r in runs]
+    walls = ", ".join(f"{r.end_time - r.start_time:.1f}" for r in records)
+    print(f"\nmerchant-day runs on two Celery workers: {walls} s")  # a figure of ADR 0012 (pytest -s)
+    # Landed once: running a partition again changes no table's row count.
+    before = {m: _table_counts(pg_url, m) for m in stack.merchants}
+    assert all(sum(c.values()) > 0 for c in before.values()), before
+    again = _run(stack, stack.merchants[0], stack.days[0])
+    assert again.status.value == "SUCCESS"
+    assert {m: _table_counts(pg_url, m) for m in stack.merchants} == before
+    _no_run_started(stack.instance)
+
+
+def test_worker_killed_mid_step_is_retried_on_the_other_worker(stack, pg_url):
+    """SIGKILL to the worker running a step of a merchant-day run (its whole process group)."""
+    import dagster as dg
+
+    merchant, day = stack.merchants[0], stack.days[0]
+    reference = _run(stack, merchant, day)  # a clean run of the partition: the counts to end with
+    assert reference.status.value == "SUCCESS"
+    clean = _table_counts(pg_url, merchant)
+
+    outcome: dict[str, object] = {}
+    runner = threading.Thread(target=lambda: outcome.update(run=_run(stack, merchant, day)), daemon=True)
+    known = {reference.run_id}
+    killed: dict[str, object] = {}
+    runner.start()
+    with dg.DagsterInstance.get() as watcher:  # a connection of its own, beside the orchestrator's
+        deadline = time.monotonic() + 240
+        while not killed and runner.is_alive() and time.monotonic() < deadline:
+            runs = [r for r in watcher.get_runs(limit=3) if r.run_id not in known and r.job_name == JOB_NAME]
+            for run in runs:
+                events = _events(watcher, run.run_id)
+                ended = {e.step_key for e in events if e.dagster_event.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE")}
+                started = [e.step_key for e in events if e.dagster_event.event_type_value == "STEP_START"]
+                hosts = _worker_of_steps(watcher, run.run_id)
+                running = [k for k in started if k not in ended and k in hosts]
+                if running:
+                    name = stack.worker_of(hosts[running[0]][-1])
+                    os.killpg(stack.workers[name].pid, signal.SIGKILL)
+                    # Mid-step for certain: the step had not ended in the event log after the kill.
+                    done = {e.step_key for e in _events(watcher, run.run_id)
+                            if e.dagster_event.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE")}
+                    killed.update(step=running[0], worker=name, run_id=run.run_id, mid_step=running[0] not in done)
+                    break
+            time.sleep(0.05)
+    runner.join(300)
+    assert not runner.is_alive(), "the run did not end within 5 minutes of the kill"
+    assert killed, "no step was seen running"
+    run = outcome["run"]
+    assert run.run_id == killed["run_id"]
+    assert killed["mid_step"], killed
+    # The killed worker had not acknowledged its task (acks late, rejected when its worker is lost):
+    # the broker handed it to the surviving worker, which ran the step again, and the run succeeded.
+    survivor = next(n for n in stack.workers if n != killed["worker"])
+    assert run.status == dg.DagsterRunStatus.SUCCESS, run.run_id
+    hosts = [stack.worker_of(h) for h in _worker_of_steps(stack.instance, run.run_id)[killed["step"]]]
+    assert hosts[0] == killed["worker"] and hosts[-1] == survivor, hosts
+    job = _job().get_definition()
+    landed = _materializations(stack.instance, run.run_id)
+    assert set(landed) == {k.to_user_string() for k in job.asset_layer.executable_asset_keys}, landed
+    _no_run_started(stack.instance)
+    # Never half-written: the partition holds what a clean run wrote, and a re-run changes nothing.
+    assert _table_counts(pg_url, merchant) == clean
+    assert _run(stack, merchant, day).status.value == "SUCCESS"
+    assert _table_counts(pg_url, merchant) == clean
