@@ -5,11 +5,11 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import sys
-import warnings
 from collections.abc import Iterator
 
 import pytest
+
+from tests.processes import service_unavailable
 
 PG_ADMIN_URL = os.environ.get("ILLUMA_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 # The pipeline never connects as a superuser (ADR 0001): the tests' warehouse URLs log in as this
@@ -70,13 +70,7 @@ def pg_url() -> Iterator[str]:
 
     problem = _pg_reachable()
     if problem:
-        message = f"PostgreSQL at {PG_ADMIN_URL} is unreachable: {problem}"
-        if os.environ.get("CI"):
-            pytest.fail(message + " (CI is set: Postgres tests must run)", pytrace=False)
-        banner = "\n" + "!" * 78 + f"\nSKIPPING POSTGRES TESTS: {message}\n" + "!" * 78 + "\n"
-        sys.stderr.write(banner)
-        warnings.warn(banner, stacklevel=1)
-        pytest.skip(message)
+        service_unavailable("Postgres tests", f"PostgreSQL at {PG_ADMIN_URL} is unreachable: {problem}")
     from illuma_pipelines.warehouse import PostgresWarehouse
 
     with throwaway_database("illuma_test") as dbname:

@@ -17,12 +17,10 @@ import contextlib
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -32,6 +30,7 @@ import pytest
 import yaml
 
 from tests.conftest import PG_PIPELINE_LOGIN, admin_dsn, pipeline_url, throwaway_database
+from tests.processes import free_port, port_open, service_unavailable, stop_process_group
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -56,44 +55,12 @@ pytestmark = [
 ]
 
 
-def _reachable(host: str, port: int) -> bool:
-    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=3):
-        return True
-    return False
-
-
 @pytest.fixture(scope="module")
 def celery_services() -> None:
     down = [f"{name} at 127.0.0.1:{port}" for name, port in (("RabbitMQ", 5672), ("Redis", 6379))
-            if not _reachable("127.0.0.1", port)]
+            if not port_open(port)]
     if down:
-        message = f"{' and '.join(down)} unreachable: the Celery tests need both"
-        if os.environ.get("CI"):
-            pytest.fail(message + " (CI is set: the Celery tests must run)", pytrace=False)
-        banner = "\n" + "!" * 78 + f"\nSKIPPING CELERY TESTS: {message}\n" + "!" * 78 + "\n"
-        sys.stderr.write(banner)
-        warnings.warn(banner, stacklevel=1)
-        pytest.skip(message)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _stop_group(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(15)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)  # a worker's pool children, if any outlived it
+        service_unavailable("Celery tests", f"{' and '.join(down)} unreachable: the Celery tests need both")
 
 
 def _wait_for(predicate, what: str, timeout: float, log: Path | None = None) -> None:
@@ -169,7 +136,7 @@ def stack(queue, pg_url, dagster_pg_url, merchant_id, tmp_path, monkeypatch) -> 
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text(INSTANCE_YAML)
-    port = _free_port()
+    port = free_port()
     values = {
         "ILLUMA_ENV": "local",
         "ILLUMA_EXECUTOR": "celery",
@@ -213,13 +180,13 @@ def stack(queue, pg_url, dagster_pg_url, merchant_id, tmp_path, monkeypatch) -> 
             for name in (f"w1-{queue}", f"w2-{queue}"):
                 _start_worker(stack, name, tmp_path)
                 procs.append(stack.workers[name])
-            _wait_for(lambda: _reachable("127.0.0.1", port), "the sandbox answering", 60, sandbox_log)
+            _wait_for(lambda: port_open(port), "the sandbox answering", 60, sandbox_log)
             for name, log in stack.logs.items():
                 _wait_for(lambda log=log: " ready." in log.read_text(), f"worker {name} ready", 120, log)
             yield stack
     finally:
         for proc in procs:
-            _stop_group(proc)
+            stop_process_group(proc, grace=15)
 
 
 def _job():

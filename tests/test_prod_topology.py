@@ -20,16 +20,11 @@ import pytest
 from illuma_pipelines import prod
 from illuma_pipelines.paths import PROJECT_ROOT
 from tests.conftest import PG_ADMIN_URL, PG_PIPELINE_LOGIN
+from tests.processes import free_port
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(540)]
 
 RUN_DEADLINE_SECONDS = 330
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _illuma(config: prod.ProdConfig, *args: str) -> str:
@@ -75,9 +70,9 @@ def config(pg_url, tmp_path) -> prod.ProdConfig:
     tag = secrets.token_hex(4)
     return prod.ProdConfig(
         root=tmp_path / "prod",
-        webserver_port=_free_port(),
-        grpc_port=_free_port(),
-        sandbox_port=_free_port(),
+        webserver_port=free_port(),
+        grpc_port=free_port(),
+        sandbox_port=free_port(),
         admin_url=PG_ADMIN_URL,
         login=PG_PIPELINE_LOGIN,
         dagster_db=f"illuma_prodtest_dagster_{tag}",
@@ -214,8 +209,8 @@ def test_up_refuses_a_port_in_use_and_starts_nothing(tmp_path):
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        config = prod.ProdConfig(root=tmp_path / "prod", webserver_port=port, grpc_port=_free_port(),
-                                 sandbox_port=_free_port())
+        config = prod.ProdConfig(root=tmp_path / "prod", webserver_port=port, grpc_port=free_port(),
+                                 sandbox_port=free_port())
         with pytest.raises(prod.ProdError, match=f"webserver port {port}.*ILLUMA_PROD_WEBSERVER_PORT"):
             prod.up(config)
     assert not any(prod.status(config).values())

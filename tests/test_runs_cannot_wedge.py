@@ -34,6 +34,7 @@ from illuma_pipelines.registry import ChannelConnection, add_merchant
 from illuma_pipelines.sandbox.server import SandboxClock, SandboxConfig, SandboxServer
 from illuma_pipelines.warehouse import Warehouse
 from sensors.runs import recover_dead_runs, run_processes
+from tests.processes import free_port
 
 EARLIER_INSTANCE_YAML = """\
 # Project-local Dagster instance (SQLite storage) for the demo and `make ui`.
@@ -132,12 +133,6 @@ def _script(tmp_path: Path, name: str, text: str) -> str:
     path = tmp_path / name
     path.write_text(textwrap.dedent(text))
     return str(path)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _wait_for(condition, timeout: float, what: str, proc: subprocess.Popen | None = None):
@@ -240,7 +235,7 @@ def test_the_demo_waits_for_a_live_run_and_stops_on_sigint(local, tmp_path):
         [sys.executable, _script(tmp_path, "holder.py", HOLDER_SCRIPT)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
-    port = _free_port()
+    port = free_port()
     demo = None
     try:
         held_by = _wait_for(lambda: _slot_holder(instance), 60, "the holder to take the warehouse slot", holder)
@@ -311,7 +306,7 @@ def test_the_demo_waits_for_a_live_run_and_stops_on_sigint(local, tmp_path):
 
 def test_sigterm_during_a_run_stops_the_demo_and_leaves_no_run_going(local, tmp_path):
     instance, env, var = local
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "demo.log"
     demo = subprocess.Popen(
         [sys.executable, "-m", "illuma_pipelines.cli", "demo", "--days", "1"],

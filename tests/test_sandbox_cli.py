@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import requests
 
 from resources.amazon import AmazonSellingPartnerHttp
 from resources.http import RequestStats
+from tests.processes import free_port
 from tests.sandbox_helpers import creds
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,16 +31,10 @@ def _illuma() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "illuma_pipelines.cli"]
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextmanager
 def serving(*flags: str) -> Iterator[tuple[str, subprocess.Popen]]:
     """`illuma sandbox serve --port P FLAGS...` in its own process, until it answers /health."""
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [*_illuma(), "sandbox", "serve", "--port", str(port), *flags],
         cwd=ROOT,
@@ -200,7 +194,7 @@ def test_the_server_logs_what_it_injects():
 )
 def test_contradictory_or_out_of_range_flags_are_refused(flags, message):
     done = subprocess.run(
-        [*_illuma(), "sandbox", "serve", "--port", str(_free_port()), *flags],
+        [*_illuma(), "sandbox", "serve", "--port", str(free_port()), *flags],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -11,24 +11,21 @@ import contextlib
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pytest
 import yaml
 
 from illuma_pipelines.paths import var_dir
+from tests.processes import free_port, service_unavailable, stop_process_group
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
@@ -77,18 +74,7 @@ def require_chromium() -> str:
         "Debian's chromium is not installed (no `chromium` on PATH nor at /usr/bin/chromium): "
         "run `make browser` (apt-get install chromium)"
     )
-    if os.environ.get("CI"):
-        pytest.fail(message + " (CI is set: the UI test must run)", pytrace=False)
-    banner = "\n" + "!" * 78 + f"\nSKIPPING UI BROWSER TEST: {message}\n" + "!" * 78 + "\n"
-    sys.stderr.write(banner)
-    warnings.warn(banner, stacklevel=1)
-    pytest.skip(message)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    service_unavailable("UI browser test", message)
 
 
 def workspace_location_name(workspace: Path) -> str:
@@ -183,30 +169,6 @@ def dagster_webserver(
         yield Webserver(base_url=base_url, log_path=log_path, pid=process.pid)
     finally:
         stop_process_group(process)
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def stop_process_group(process: subprocess.Popen, grace: float = 10.0) -> None:
-    """SIGTERM the process's group (it leads it), then SIGKILL whatever of it is left after
-    `grace`: the code server the webserver started shares the group and may outlive it."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(timeout=grace)
-    while _group_alive(process.pid) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(timeout=grace)
 
 
 @contextlib.contextmanager
