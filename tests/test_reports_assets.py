@@ -32,9 +32,9 @@ from tests.test_analytics_models import (
 PHONE = "555-867-5309"
 
 
-def _built(warehouse, warehouse_url, mid, tmp_path, extra=None):
+def _built(warehouse, warehouse_url, mid, tmp_path, extra=None, report_email="owner@harbor-brakes.example"):
     add_merchant(
-        warehouse, mid, display_name="Harbor Brake Parts", report_email="owner@harbor-brakes.example",
+        warehouse, mid, display_name="Harbor Brake Parts", report_email=report_email,
         channels={c: ChannelConnection(c, f"sandbox:{mid}") for c in ("amazon", "ebay", "walmart")},
     )
     _load(warehouse, mid, _first_load(), "2026-02-05")
@@ -220,3 +220,25 @@ def test_the_privacy_statement_asset_renders_scans_and_delivers(warehouse, wareh
     (sent,) = list(outbox.rglob("*.eml"))
     message = email.message_from_bytes(sent.read_bytes(), policy=email.policy.default)
     assert [p.get_filename() for p in message.iter_attachments()] == [f"{mid}-2026-Q3-privacy.pdf"]
+
+
+def test_a_merchant_without_report_email_needs_no_mail_provider(
+    warehouse, warehouse_url, merchant_id, instance, vault_resource, reports_home, monkeypatch
+):
+    """Production delivers by Postmark; a deployment without its token (make prod-up on this
+    machine) still renders the reports of merchants who have no report e-mail, and records them."""
+    mid = merchant_id("nomail")
+    _built(warehouse, warehouse_url, mid, reports_home, report_email=None)
+    instance.add_dynamic_partitions(MERCHANTS, [mid])
+    monkeypatch.delenv("ILLUMA_TEST_NO_SUCH_TOKEN", raising=False)
+    resources = {
+        "warehouse": WarehouseResource(url=warehouse_url), "vault": vault_resource,
+        "delivery": DeliveryResource(kind="postmark", server_token_ref="env:ILLUMA_TEST_NO_SUCH_TOKEN"),
+    }
+    monthly = dg.materialize([monthly_report], partition_key=_month(mid), resources=resources, instance=instance)
+    settlements = dg.materialize([settlement_reports], partition_key=mid, resources=resources, instance=instance)
+    assert monthly.success and settlements.success
+    (event,) = monthly.get_asset_materialization_events()
+    assert event.materialization.metadata["delivery"].value == "not sent: the merchant has no report e-mail"
+    assert get_report(warehouse, mid, "monthly", "2026-01") is not None
+    assert settlements.get_asset_materialization_events()[0].materialization.metadata["settlements_reported"].value > 0

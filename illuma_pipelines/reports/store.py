@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -310,7 +310,7 @@ def _audit_forced(conn: Connection, attempt: DeliveryAttempt, actor: str, at: da
 
 def deliver_report(
     warehouse: Warehouse,
-    delivery: Delivery,
+    delivery: Delivery | Callable[[], Delivery],
     merchant_id: str,
     kind: str,
     period: str,
@@ -323,6 +323,9 @@ def deliver_report(
     at: datetime | None = None,
 ) -> DeliveryResult | None:
     """Send the report's `files` to the merchant's report e-mail, once per (merchant, kind, period).
+
+    `delivery` may be a function that makes it: it is called only when there is someone to send
+    to, so a merchant without a report e-mail needs no mail provider (nor its token) at all.
 
     None when the merchant has no report e-mail (the report stays rendered, unsent). When the
     period was sent before, the earlier result comes back (`already_delivered`) and nothing is
@@ -339,6 +342,8 @@ def deliver_report(
         recipient = report_email(conn, merchant_id)
         if recipient is None:
             return None
+        if not isinstance(delivery, Delivery):
+            delivery = delivery()
         rows = [
             _attempt(r)
             for r in conn.fetchall(
