@@ -56,6 +56,28 @@ def sandbox_clients(base_url: str) -> dict[str, object]:
 # Staging and this machine only (`make prod-up`): the production clients call this base URL, a
 # sandbox, instead of the marketplaces. Never set in a real deployment.
 MARKETPLACE_BASE_URL_VAR = "ILLUMA_MARKETPLACE_BASE_URL"
+# With it, how much faster than the marketplaces' documented rates the clients may call that
+# sandbox (its --quota-speedup, or any figure when it enforces no quotas): a benchmark's clients
+# must not pace a sandbox's throttle faults at Amazon's real rates for minutes.
+MARKETPLACE_RATE_SPEEDUP_VAR = "ILLUMA_MARKETPLACE_RATE_SPEEDUP"
+
+
+def _sandbox_rate_speedup(base_url: str) -> float:
+    text = os.environ.get(MARKETPLACE_RATE_SPEEDUP_VAR, "")
+    if not text:
+        return 1.0
+    if not base_url:
+        raise ValueError(
+            f"{MARKETPLACE_RATE_SPEEDUP_VAR} is for a sandbox only: set {MARKETPLACE_BASE_URL_VAR} too, "
+            "or unset it (the real marketplaces are called at their documented rates)"
+        )
+    try:
+        speedup = float(text)
+    except ValueError:
+        speedup = 0.0
+    if not speedup >= 1.0:
+        raise ValueError(f"{MARKETPLACE_RATE_SPEEDUP_VAR}={text!r} must be a number >= 1")
+    return speedup
 
 
 def production_clients() -> dict[str, object]:
@@ -63,9 +85,12 @@ def production_clients() -> dict[str, object]:
     ILLUMA_MARKETPLACE_BASE_URL set, the same clients and credentials against that sandbox."""
     base_url = os.environ.get(MARKETPLACE_BASE_URL_VAR, "").rstrip("/")
     sandbox = sandbox_clients(base_url) if base_url else {}
+    speedup = _sandbox_rate_speedup(base_url)
 
-    def endpoints(channel: str, *names: str) -> dict[str, str]:
-        return {name: getattr(sandbox[channel], name) for name in names} if sandbox else {}
+    def endpoints(channel: str, *names: str) -> dict[str, object]:
+        if not sandbox:
+            return {}
+        return {"rate_speedup": speedup, **{name: getattr(sandbox[channel], name) for name in names}}
 
     return {
         "amazon": AmazonSellingPartnerHttp(
