@@ -785,6 +785,18 @@ class _PostgresConnection(Connection):
     def execute_count(self, sql: str, params: Sequence[Any] = ()) -> int:
         return max(self._con.execute(_pg_sql(sql), list(params) or None).rowcount, 0)
 
+    def create_table(self, schema: str, spec: TableSpec) -> None:
+        # Steps side by side (Celery workers, a merchant's first run) may create one missing table
+        # at once, and CREATE TABLE IF NOT EXISTS alone then fails one of them on pg_type's unique
+        # index. Whoever finds it missing locks its name until its transaction ends; the others
+        # wait, then find it. A table that exists takes no lock.
+        if not self.table_exists(schema, spec.name):
+            self.execute(
+                "SELECT pg_advisory_xact_lock(hashtext('illuma.create_table'), hashtext(?))",
+                [f"{schema}.{spec.name}"],
+            )
+        super().create_table(schema, spec)
+
     def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         return self._con.execute(_pg_sql(sql), list(params) or None).fetchall()
 

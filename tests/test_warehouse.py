@@ -213,3 +213,43 @@ def test_duckdb_memory_is_capped_and_a_bad_cap_is_refused(tmp_path, monkeypatch)
     monkeypatch.setenv("ILLUMA_DUCKDB_MEMORY_LIMIT", "lots")
     with pytest.raises(WarehouseError, match="invalid DuckDB memory limit 'lots'"):
         Warehouse.from_url(f"duckdb:///{tmp_path / 'w.duckdb'}")
+
+
+def test_steps_side_by_side_create_one_new_table_without_a_conflict(pg_url, merchant_id):
+    """A merchant's first run on Celery workers: two steps create the same missing table at once
+    (raw records, quarantine). PostgreSQL's CREATE TABLE IF NOT EXISTS alone fails one of them on
+    pg_type's unique index (seen in the Celery test); the first keeps the name locked until it
+    commits, the other then finds the table. Each scope is held open a moment after creating, as a
+    step's transaction is. PostgreSQL only: steps run side by side on PostgreSQL only (Celery is
+    refused with DuckDB, whose merchant file has one writer step at a time, ADR 0001, 0012)."""
+    import threading
+    import time
+
+    from illuma_pipelines.warehouse import Warehouse
+
+    warehouse = Warehouse.from_url(pg_url)
+    mid = merchant_id()
+    add_merchant(warehouse, mid)
+    schema = merchant_schema(mid)
+    errors: list[BaseException] = []
+
+    def create(spec: TableSpec, start: threading.Barrier) -> None:
+        try:
+            with warehouse.merchant_scope(mid) as conn:
+                start.wait(10)
+                conn.create_table(schema, spec)
+                time.sleep(0.05)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    for i in range(12):
+        spec = TableSpec(f"raw_{i}", ORDERS.columns)
+        start = threading.Barrier(3)
+        threads = [threading.Thread(target=create, args=(spec, start)) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert not errors, errors
+        with warehouse.merchant_scope(mid) as conn:
+            assert conn.table_exists(schema, spec.name)
