@@ -243,38 +243,12 @@ def delete_queue(queue: str) -> None:
 
 
 # ------------------------------------------------------------------------------ the schedule
-def schedule_state(config):
-    """The daily schedule's instigator state as the daemon records it for this topology."""
-    from dagster._core.definitions.repository_definition.valid_definitions import (
-        SINGLETON_REPOSITORY_NAME,
-    )
-    from dagster._core.remote_origin import (
-        GrpcServerCodeLocationOrigin,
-        RemoteInstigatorOrigin,
-        RemoteRepositoryOrigin,
-    )
-    from dagster._core.scheduler.instigation import (
-        InstigatorState,
-        InstigatorStatus,
-        InstigatorType,
-        ScheduleInstigatorData,
-    )
-
-    from illuma_pipelines import prod
-
-    location = GrpcServerCodeLocationOrigin(host=config.host, port=config.grpc_port, location_name=prod.LOCATION_NAME)
-    origin = RemoteInstigatorOrigin(RemoteRepositoryOrigin(location, SINGLETON_REPOSITORY_NAME), SCHEDULE)
-    return InstigatorState(
-        origin, InstigatorType.SCHEDULE, InstigatorStatus.DECLARED_IN_CODE, ScheduleInstigatorData("0 6 * * *", 0.0)
-    )
-
-
 def forget_schedule(config) -> None:
     """Remove the state the warm-up's daemon recorded for the schedule (it had no tick), so that
     `prod.running_since` can have the next daemon catch up the last tick."""
     from illuma_pipelines import prod
 
-    state = schedule_state(config)
+    state = prod.schedule_state(config, SCHEDULE, "0 6 * * *")
     with prod.open_instance(config) as instance:
         ticks = instance.get_ticks(state.instigator_origin_id, state.selector_id)
         if ticks:

@@ -41,7 +41,7 @@ import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from illuma_pipelines.paths import PROJECT_ROOT, var_dir
 
@@ -644,12 +644,9 @@ def open_instance(config: ProdConfig) -> Iterator[dg.DagsterInstance]:
         yield instance
 
 
-def running_since(config: ProdConfig, schedule_name: str, cron_schedule: str, since: float) -> None:
-    """Record schedule `schedule_name` (on by default in code) as running since timestamp `since`,
-    before the daemon first sees it. The daemon then evaluates the ticks the schedule missed since
-    then (at most `max_catchup_runs`, 5), as it does after a deployment was down: how a test or the
-    benchmark has the daemon evaluate a real tick of the real cron now instead of at 06:00 UTC.
-    Call after `provision` and before `up`; refused once the daemon has recorded the schedule."""
+def schedule_state(config: ProdConfig, schedule_name: str, cron_schedule: str, since: float = 0.0) -> Any:
+    """Schedule `schedule_name`'s instigator state as the daemon records it for this topology's
+    code location (on by default in code), running since timestamp `since`."""
     from dagster._core.definitions.repository_definition.valid_definitions import (
         SINGLETON_REPOSITORY_NAME,
     )
@@ -667,9 +664,18 @@ def running_since(config: ProdConfig, schedule_name: str, cron_schedule: str, si
 
     location = GrpcServerCodeLocationOrigin(host=config.host, port=config.grpc_port, location_name=LOCATION_NAME)
     origin = RemoteInstigatorOrigin(RemoteRepositoryOrigin(location, SINGLETON_REPOSITORY_NAME), schedule_name)
-    state = InstigatorState(
+    return InstigatorState(
         origin, InstigatorType.SCHEDULE, InstigatorStatus.DECLARED_IN_CODE, ScheduleInstigatorData(cron_schedule, since)
     )
+
+
+def running_since(config: ProdConfig, schedule_name: str, cron_schedule: str, since: float) -> None:
+    """Record schedule `schedule_name` (on by default in code) as running since timestamp `since`,
+    before the daemon first sees it. The daemon then evaluates the ticks the schedule missed since
+    then (at most `max_catchup_runs`, 5), as it does after a deployment was down: how a test or the
+    benchmark has the daemon evaluate a real tick of the real cron now instead of at 06:00 UTC.
+    Call after `provision` and before `up`; refused once the daemon has recorded the schedule."""
+    state = schedule_state(config, schedule_name, cron_schedule, since)
     with open_instance(config) as instance:
         if instance.get_instigator_state(state.instigator_origin_id, state.selector_id) is not None:
             raise ProdError(f"the daemon has already recorded {schedule_name}: use a fresh Dagster storage database")
