@@ -604,7 +604,7 @@ def fail_interrupted_runs() -> int:
     can be alive: `down` stopped the process group that ran them) and free its pool slots."""
     import dagster as dg
 
-    from sensors.runs import free_run_slots
+    from illuma_pipelines.run_slots import free_run_slots
 
     with dg.DagsterInstance.get() as instance:
         in_flight = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]

@@ -15,6 +15,8 @@ from typing import TextIO
 
 import dagster as dg
 
+from illuma_pipelines.run_slots import free_run_slots  # noqa: F401 - re-exported for the sensors and the demo
+
 # The pool of every step that opens merchant data (assets.concurrency.WAREHOUSE_POOL).
 WAREHOUSE_POOL = "warehouse"
 # Set on the demo's runs: where the run's process lives, so a later demo can tell a dead run from
@@ -145,21 +147,6 @@ def _free_slots_of_finished_runs(instance: dg.DagsterInstance, run_ids: list[str
             run.status.value if run else "DELETED", "slots_freed", slots_freed=freed,
         ))
     return out
-
-
-def free_run_slots(instance: dg.DagsterInstance, run_id: str) -> int:
-    """Free every concurrency slot (and pending claim) of a run; the number of slots it held."""
-    storage = instance.event_log_storage
-    if not storage.supports_global_concurrency_limits:
-        return 0
-    held = sum(
-        1
-        for info in storage.get_concurrency_infos(sorted(storage.get_concurrency_keys())).values()
-        for slot in info.claimed_slots
-        if slot.run_id == run_id
-    )
-    storage.free_concurrency_slots_for_run(run_id)
-    return held
 
 
 def run_processes(instance: dg.DagsterInstance, run: dg.DagsterRun, created: float) -> dict[int, float]:
