@@ -136,3 +136,17 @@ def _drop_pg(dbname: str, merchant_id: str) -> None:
                 con.execute(f'DROP ROLE IF EXISTS "{role}"')
             except psycopg.Error as exc:  # still owns objects in another database: not ours
                 print(f"note: merchant login {role} not dropped: {exc}")
+
+
+# The webserver's GraphQL mutation behind the Launch button (bench/ui_launch.py, bench/daily_refresh.py).
+LAUNCH_RUN = """
+mutation($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+    ... on RunConfigValidationInvalid { errors { message } }
+    ... on InvalidSubsetError { message }
+  }
+}
+"""

@@ -98,7 +98,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import PG_ADMIN, PG_LOGIN, _drop_pg  # noqa: E402
+from bench.common import LAUNCH_RUN, PG_ADMIN, PG_LOGIN, _drop_pg  # noqa: E402
 
 JOB = "merchant_daily_job"
 # The daily refresh: the schedule's merchant-day runs and the dbt builds the analytics sensor
@@ -108,16 +108,6 @@ SCOPE = (JOB, "merchant_analytics_job")
 SCHEDULE = "merchant_daily_schedule"
 BIN = Path(sys.executable).parent
 IN_FLIGHT = ("QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING", "MANAGED")
-LAUNCH = """
-mutation($params: ExecutionParams!) {
-  launchRun(executionParams: $params) {
-    __typename
-    ... on LaunchRunSuccess { run { runId } }
-    ... on PythonError { message }
-    ... on RunConfigValidationInvalid { errors { message } }
-  }
-}
-"""
 # The run's process, as the gRPC server reports starting it, or as the in-process executor reports
 # running the steps in it.
 PID_MESSAGE = re.compile(r"(?:Started process for run|Executing steps in process) \(pid: (\d+)\)")
@@ -422,7 +412,7 @@ def launch_day(config, job, merchants: dict[str, tuple[str, ...]], day: str) -> 
             "runConfigData": {}, "mode": "default",
             "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in tags.items()]},
         }
-        result = graphql(config, LAUNCH, {"params": params})["launchRun"]
+        result = graphql(config, LAUNCH_RUN, {"params": params})["launchRun"]
         if result["__typename"] != "LaunchRunSuccess":
             raise RuntimeError(f"launchRun for {merchant_id} {day}: {result}")
 

@@ -35,21 +35,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.common import LAUNCH_RUN  # noqa: E402
 from bench.isolation import _free_port, complete_days, output_to, run_tags, sandbox_process  # noqa: E402
 
 JOB_NAME = "merchant_daily_job"
 MERCHANT = "acme_auto_parts"
-LAUNCH = """
-mutation($params: ExecutionParams!) {
-  launchRun(executionParams: $params) {
-    __typename
-    ... on LaunchRunSuccess { run { runId } }
-    ... on PythonError { message }
-    ... on RunConfigValidationInvalid { errors { message } }
-    ... on InvalidSubsetError { message }
-  }
-}
-"""
 STATUS = """query($runId: ID!) { runOrError(runId: $runId) { ... on Run { status } } }"""
 LOCATION = """{ workspaceOrError { ... on Workspace { locationEntries { name
   locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
@@ -110,7 +100,7 @@ def launch_and_wait(url: str, location: str, tags: dict[str, str], timeout: floa
         "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in tags.items()]},
     }
     started = time.time()
-    result = graphql(url, LAUNCH, {"params": params})["launchRun"]
+    result = graphql(url, LAUNCH_RUN, {"params": params})["launchRun"]
     if result["__typename"] != "LaunchRunSuccess":
         raise RuntimeError(f"launchRun: {result}")
     run_id = result["run"]["runId"]

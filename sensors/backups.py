@@ -21,28 +21,29 @@ backup_health_job = dg.define_asset_job(
 )
 
 
-@dg.schedule(
-    job=backup_job, cron_schedule="0 3 * * *", execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Daily at 03:00 UTC, after the 02:00 PII purge: what it purged is not in the new backup.",
+def _keyed_schedule(name: str, job, cron: str, description: str, key: str) -> dg.ScheduleDefinition:
+    """A schedule of one run per tick, keyed by `name`'s prefix and the tick's time as `key` formats it."""
+    prefix = name.removesuffix("_schedule")
+
+    @dg.schedule(
+        name=name, job=job, cron_schedule=cron, execution_timezone="UTC",
+        default_status=dg.DefaultScheduleStatus.RUNNING, description=description,
+    )
+    def _schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+        return dg.RunRequest(run_key=f"{prefix}:{context.scheduled_execution_time:{key}}")
+
+    return _schedule
+
+
+backup_schedule = _keyed_schedule(
+    "backup_schedule", backup_job, "0 3 * * *",
+    "Daily at 03:00 UTC, after the 02:00 PII purge: what it purged is not in the new backup.", "%Y-%m-%d",
 )
-def backup_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-    return dg.RunRequest(run_key=f"backup:{context.scheduled_execution_time:%Y-%m-%d}")
-
-
-@dg.schedule(
-    job=restore_check_job, cron_schedule="0 5 1 1,4,7,10 *", execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Quarterly restore test (privacy policy §6), the first day of each quarter at 05:00 UTC.",
+restore_check_schedule = _keyed_schedule(
+    "restore_check_schedule", restore_check_job, "0 5 1 1,4,7,10 *",
+    "Quarterly restore test (privacy policy §6), the first day of each quarter at 05:00 UTC.", "%Y-%m-%d",
 )
-def restore_check_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-    return dg.RunRequest(run_key=f"restore_check:{context.scheduled_execution_time:%Y-%m-%d}")
-
-
-@dg.schedule(
-    job=backup_health_job, cron_schedule="15 * * * *", execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Hourly: fail the backup check when backups or restore tests are overdue.",
+backup_health_schedule = _keyed_schedule(
+    "backup_health_schedule", backup_health_job, "15 * * * *",
+    "Hourly: fail the backup check when backups or restore tests are overdue.", "%Y-%m-%dT%H",
 )
-def backup_health_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-    return dg.RunRequest(run_key=f"backup_health:{context.scheduled_execution_time:%Y-%m-%dT%H}")

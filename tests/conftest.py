@@ -129,3 +129,12 @@ def vault_resource(tmp_path):
 
     keys = tmp_path / "vault-keys"
     return VaultResource(key_store_path=str(keys / "keystore.json"), master_key_file=str(keys / "master.key"))
+
+
+@pytest.fixture
+def backup_key(monkeypatch, tmp_path):
+    """A backup key of the test's own, and a var dir in tmp: the project's var/ is never touched."""
+    import base64
+
+    monkeypatch.setenv("ILLUMA_BACKUP_KEY", base64.b64encode(secrets.token_bytes(32)).decode())
+    monkeypatch.setenv("ILLUMA_VAR_DIR", str(tmp_path / "var"))

@@ -36,11 +36,7 @@ from tests.conftest import PG_ADMIN_URL
 ACTOR, PURPOSE = "pipeline:tests", "prove a restore keeps deleted data deleted"
 
 
-@pytest.fixture(autouse=True)
-def backup_key(monkeypatch, tmp_path):
-    """A backup key of the test's own; the project's var/ is never touched."""
-    monkeypatch.setenv("ILLUMA_BACKUP_KEY", base64.b64encode(secrets.token_bytes(32)).decode())
-    monkeypatch.setenv("ILLUMA_VAR_DIR", str(tmp_path / "var"))
+pytestmark = pytest.mark.usefixtures("backup_key")
 
 
 def seal(vault, mid, oid, value, label):

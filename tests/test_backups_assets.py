@@ -1,7 +1,5 @@
 """The backup assets, their check and schedules through Dagster (ADR 0013), on both engines."""
 
-import base64
-import secrets
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -23,10 +21,8 @@ from tests.conftest import PG_ADMIN_URL
 
 
 @pytest.fixture(autouse=True)
-def backup_env(monkeypatch, tmp_path):
-    monkeypatch.setenv("ILLUMA_BACKUP_KEY", base64.b64encode(secrets.token_bytes(32)).decode())
+def backup_env(backup_key, monkeypatch, tmp_path):
     monkeypatch.setenv("ILLUMA_BACKUP_DIR", str(tmp_path / "backups"))
-    monkeypatch.setenv("ILLUMA_VAR_DIR", str(tmp_path / "var"))
     monkeypatch.setenv("ILLUMA_WAREHOUSE_ADMIN_URL", PG_ADMIN_URL)
     monkeypatch.delenv("ILLUMA_BACKUP_S3_BUCKET", raising=False)
 

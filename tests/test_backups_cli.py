@@ -1,7 +1,5 @@
 """`illuma backups create|list|verify|restore|check` on a DuckDB warehouse of the test's own."""
 
-import base64
-import secrets
 
 import pytest
 
@@ -11,10 +9,8 @@ from illuma_pipelines.warehouse import Warehouse
 
 
 @pytest.fixture
-def cli_env(monkeypatch, tmp_path):
-    monkeypatch.setenv("ILLUMA_BACKUP_KEY", base64.b64encode(secrets.token_bytes(32)).decode())
+def cli_env(backup_key, monkeypatch, tmp_path):
     monkeypatch.setenv("ILLUMA_BACKUP_DIR", str(tmp_path / "backups"))
-    monkeypatch.setenv("ILLUMA_VAR_DIR", str(tmp_path / "var"))
     monkeypatch.delenv("ILLUMA_BACKUP_S3_BUCKET", raising=False)
     url = f"duckdb:///{tmp_path / 'var' / 'data' / 'warehouse.duckdb'}"
     wh = Warehouse.from_url(url)

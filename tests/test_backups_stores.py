@@ -3,7 +3,6 @@ rotation under the retention policy (ADR 0013)."""
 
 from __future__ import annotations
 
-import base64
 import json
 import secrets
 from datetime import UTC, datetime, timedelta
@@ -23,11 +22,7 @@ from illuma_pipelines.backups.retention import due_backups, expire_backups, week
 from illuma_pipelines.registry import add_merchant
 from illuma_pipelines.warehouse import DuckDBWarehouse
 
-
-@pytest.fixture(autouse=True)
-def backup_key(monkeypatch, tmp_path):
-    monkeypatch.setenv("ILLUMA_BACKUP_KEY", base64.b64encode(secrets.token_bytes(32)).decode())
-    monkeypatch.setenv("ILLUMA_VAR_DIR", str(tmp_path / "var"))
+pytestmark = pytest.mark.usefixtures("backup_key")
 
 
 @pytest.fixture
