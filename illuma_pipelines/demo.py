@@ -559,7 +559,13 @@ def _run_demo(
     from sensors.audit import audit_run_materializations
     from sensors.merchants import sync_merchant_partitions
     from sensors.reports import previous_month
-    from sensors.runs import HOST_TAG, PID_TAG, WAREHOUSE_POOL, wait_for_pool
+    from sensors.runs import (
+        HOST_TAG,
+        PID_TAG,
+        WAREHOUSE_POOL,
+        free_slots_of_finished_runs,
+        wait_for_pool,
+    )
     from sensors.tags import merchant_run_tags
 
     # The same warehouse the code location's resources resolve (`defs()` below).
@@ -609,14 +615,19 @@ def _run_demo(
         stop.current = f"{job_name} {day or ''} {merchant_id}"
         # A merchant-day calls the merchant's marketplaces: its run is tagged with them (ADR 0006).
         channels_called = DEMO_MERCHANTS[merchant_id][1] if job_name == "merchant_daily_job" else ()
-        with contextlib.redirect_stdout(step_output[merchant_id]):
-            result = definitions.resolve_job_def(job_name).execute_in_process(
-                instance=instance,
-                partition_key=partition_key or (merchant_date_key(merchant_id, day) if day else merchant_id),
-                tags={**merchant_run_tags(merchant_id, channels_called), **(request.tags if request else {}), **tags},
-                raise_on_error=False,
-                run_config={**quiet(console), **(request.run_config if request else {}), **(run_config or {})},
-            )
+        try:
+            with contextlib.redirect_stdout(step_output[merchant_id]):
+                result = definitions.resolve_job_def(job_name).execute_in_process(
+                    instance=instance,
+                    partition_key=partition_key or (merchant_date_key(merchant_id, day) if day else merchant_id),
+                    tags={**merchant_run_tags(merchant_id, channels_called), **(request.tags if request else {}), **tags},
+                    raise_on_error=False,
+                    run_config={**quiet(console), **(request.run_config if request else {}), **(run_config or {})},
+                )
+        finally:
+            # A stop signal that lands while a step is claiming its slot fails the run with the
+            # claim recorded but never released (seen in CI): an ended run's slots go with it.
+            free_slots_of_finished_runs(instance)
         stop.current += f" (run {result.run_id[:8]}, {result.dagster_run.status.value})"
         # No daemon runs the audit sensor here: audit each run as it ends.
         audit_run_materializations(instance, result.run_id, warehouse)

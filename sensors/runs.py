@@ -89,7 +89,7 @@ def recover_dead_runs(
     ]
     records = instance.get_run_records(dg.RunsFilter(statuses=in_flight, run_ids=run_ids))
     checks = [_check_run(instance, record, by) for record in records]
-    checks += _free_slots_of_finished_runs(instance, run_ids)
+    checks += free_slots_of_finished_runs(instance, run_ids)
     return checks
 
 
@@ -128,7 +128,9 @@ def _check_run(instance: dg.DagsterInstance, record: dg.RunRecord, by: str) -> R
     return replace(check, action=action, pids=pids, slots_freed=free_run_slots(instance, run.run_id))
 
 
-def _free_slots_of_finished_runs(instance: dg.DagsterInstance, run_ids: list[str] | None) -> list[RunCheck]:
+def free_slots_of_finished_runs(instance: dg.DagsterInstance, run_ids: list[str] | None = None) -> list[RunCheck]:
+    """Free the pool slots and pending claims of runs that have ended (or were deleted): an ended
+    run never needs them, and one left behind blocks the pool for every later run."""
     storage = instance.event_log_storage
     if not storage.supports_global_concurrency_limits:
         return []
