@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
+import traceback
 
 import dagster as dg
 import pytest
@@ -158,12 +160,18 @@ def test_in_process_steps_claim_the_pool_and_wait_for_it(tmp_path):
         assert runner.is_alive() and not starts, "the run must still wait for the pool slot"
         assert spent > 0.3, f"only {spent:.2f} s of CPU in 3 s of waiting: has Dagster stopped spinning?"
         storage.free_concurrency_slots_for_run("other-run")
-        runner.join(60)
-        assert not runner.is_alive()
+        runner.join(120)
+        assert not runner.is_alive(), f"the run did not end 120 s after the slot was freed; it is at:\n{_stack(runner)}"
         result = outcome["result"]
         assert result.success and result.output_for_node("second_write") == 2
         # Each step claimed the one slot in turn and released it: nothing is held after the run.
         assert storage.get_concurrency_info(WAREHOUSE_POOL).active_slot_count == 0
+
+
+def _stack(thread: threading.Thread) -> str:
+    """Where `thread` is now: what a failure message needs to say why a run did not end."""
+    frame = sys._current_frames().get(thread.ident)
+    return "".join(traceback.format_stack(frame)) if frame else "(thread gone)"
 
 
 def _blocked(instance: dg.DagsterInstance) -> bool:
