@@ -138,3 +138,24 @@ def backup_key(monkeypatch, tmp_path):
 
     monkeypatch.setenv("ILLUMA_BACKUP_KEY", base64.b64encode(secrets.token_bytes(32)).decode())
     monkeypatch.setenv("ILLUMA_VAR_DIR", str(tmp_path / "var"))
+
+
+@pytest.fixture(autouse=True)
+def _stop_signals_reach_child_processes() -> None:
+    """Each test starts with SIGINT and SIGTERM neither ignored nor blocked in this process.
+
+    Dagster points SIGTERM at SIGINT's handler whenever it runs a job in the main thread; where
+    SIGINT is ignored (a pytest-xdist worker) SIGTERM then is too, and so is it in every child
+    process, which inherit ignored and blocked signals: the `tail` processes that mirror a run's
+    captured logs then outlive the SIGTERM Dagster ends them with, and the run waits 30 s per
+    process before it fails. The pipeline's own processes start with the default dispositions."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_IGN:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
