@@ -394,3 +394,167 @@ def test_a_chunk_tampered_late_in_the_dump_leaves_the_target_untouched(warehouse
     else:
         root = Path(scratch_target[len("duckdb:///"):]).parent
         assert not any(p.suffix == ".duckdb" for p in root.rglob("*"))
+
+
+# ------------------------------------------------------------- DuckDB file checksums (no database)
+def _resigned(store, manifest, edit) -> str:
+    """Rewrite a backup's manifest with `edit` and sign it again with its own data key: what a
+    backup made another way would hold (the MAC is not what is under test)."""
+    from illuma_pipelines.backups.crypto import manifest_mac
+
+    path = store.root / manifest["backup_id"] / MANIFEST
+    doc = json.loads(path.read_text())
+    edit(doc)
+    _, key = open_backup(store, manifest["backup_id"])
+    doc["mac"] = manifest_mac(key, doc)
+    path.write_text(json.dumps(doc))
+    return manifest["backup_id"]
+
+
+def test_a_duckdb_backup_records_each_file_by_its_sha256_and_a_restore_proves_it(small_backup, tmp_path):
+    """A DuckDB table's manifest entry is its row count and its file's sha256; the restore writes
+    the file back byte for byte, checks that sha256 and counts every table again."""
+    import hashlib
+
+    store, manifest = small_backup
+    live = DuckDBWarehouse(tmp_path / "data" / "warehouse.duckdb")
+    sources = {"platform.duckdb": live.path, "m_tamper_test.duckdb": live.merchant_file("tamper_test")}
+    for item in manifest["items"]:
+        assert item["plain_sha256"] == hashlib.sha256(sources[item["name"]].read_bytes()).hexdigest()
+    table = manifest["tables"]["m_tamper_test.registry_channel_connections"]
+    assert table == {"rows": 0, "checksum": "file-sha256:" + manifest["items"][-1]["plain_sha256"]}
+    target = tmp_path / "restored" / "warehouse.duckdb"
+    result = restore_backup(live, store, manifest["backup_id"], f"duckdb:///{target}")
+    assert result.ok and result.tables_compared == len(manifest["tables"])
+    restored = DuckDBWarehouse(target).merchant_file("tamper_test")
+    assert restored.read_bytes() == sources["m_tamper_test.duckdb"].read_bytes()
+
+    # A row count the file does not hold is reported, table by table.
+    def one_more_row(doc):
+        doc["tables"]["platform.merchants"]["rows"] += 1
+
+    _resigned(store, manifest, one_more_row)
+    again = restore_backup(live, store, manifest["backup_id"], f"duckdb:///{target}", force=True)
+    assert [m.split(":")[0] for m in again.mismatches] == ["platform.merchants"]
+
+
+def test_a_plaintext_that_does_not_match_its_sha256_is_refused(small_backup, tmp_path):
+    store, manifest = small_backup
+
+    def other_digest(doc):
+        doc["items"][-1]["plain_sha256"] = "0" * 64
+
+    _resigned(store, manifest, other_digest)
+    target = tmp_path / "restored" / "warehouse.duckdb"
+    live = DuckDBWarehouse(tmp_path / "data" / "warehouse.duckdb")
+    with pytest.raises(BackupIntegrityError, match="plaintext does not match"):
+        restore_backup(live, store, manifest["backup_id"], f"duckdb:///{target}")
+    assert not target.exists() and not DuckDBWarehouse(target).merchants_dir.exists()
+
+
+def test_a_backup_with_row_checksums_from_before_file_checksums_still_restores(small_backup, tmp_path):
+    """Backups made before file checksums hold a checksum of every table's rows and no file
+    sha256: a restore hashes the rows again and compares those."""
+    from illuma_pipelines.backups.core import duckdb_stats
+
+    store, manifest = small_backup
+    live = DuckDBWarehouse(tmp_path / "data" / "warehouse.duckdb")
+    rows = {}
+    with live.connect() as conn:
+        rows.update(duckdb_stats(conn))
+    with live.merchant_scope("tamper_test") as conn:
+        rows.update(duckdb_stats(conn))
+
+    def as_before(doc):
+        for item in doc["items"]:
+            del item["plain_sha256"]
+        doc["tables"] = rows
+
+    _resigned(store, manifest, as_before)
+    target = tmp_path / "restored" / "warehouse.duckdb"
+    assert restore_backup(live, store, manifest["backup_id"], f"duckdb:///{target}").ok
+
+    def one_checksum_off(doc):
+        doc["tables"]["m_tamper_test.registry_channel_connections"]["checksum"] = "1"
+
+    _resigned(store, manifest, one_checksum_off)
+    again = restore_backup(live, store, manifest["backup_id"], f"duckdb:///{target}", force=True)
+    assert [m.split(":")[0] for m in again.mismatches] == ["m_tamper_test.registry_channel_connections"]
+
+
+def test_a_stream_stage_hands_on_its_failure_and_stops_with_its_consumer():
+    """`ahead` runs a stage on a thread: the producer's exception reaches the consumer, and a
+    consumer that stops early stops (and closes) the producer."""
+    import threading
+
+    from illuma_pipelines.backups.crypto import ahead
+
+    def failing():
+        yield b"a"
+        raise BackupIntegrityError("chunk 1 fails authentication")
+
+    got = []
+    with pytest.raises(BackupIntegrityError, match="chunk 1"):
+        for block in ahead(failing()):
+            got.append(block)
+    assert got == [b"a"]
+
+    closed = threading.Event()
+
+    def endless():
+        try:
+            while True:
+                yield b"x"
+        finally:
+            closed.set()
+
+    stream = ahead(endless())
+    assert next(stream) == b"x"
+    stream.close()
+    assert closed.wait(5)
+
+
+@pytest.mark.parametrize("size", [0, 1, 4095, 4096, 3 * 4096, 3 * 4096 + 17])
+def test_any_size_round_trips_and_ends_with_a_short_final_chunk(size):
+    """Chunks are full but the last, which is short (empty when the size is a multiple of the
+    chunk) and carries the final flag; a file read in whole chunks keeps the format."""
+    import hashlib
+    import io
+
+    from illuma_pipelines.backups.crypto import (
+        ChunkBuffers,
+        ItemStats,
+        decrypt_stream,
+        encrypt_stream,
+    )
+
+    key, data, buffers = secrets.token_bytes(32), secrets.token_bytes(size), ChunkBuffers()
+    stats = ItemStats()
+    sealed = b"".join(bytes(b) for b in encrypt_stream(key, "wh-20260101T000000Z-000000", "x", io.BytesIO(data), stats, 4096, buffers))
+    assert len(stats.chunk_sha256) == size // 4096 + 1 and stats.plain_bytes == size
+    assert stats.plain_sha256 == hashlib.sha256(data).hexdigest() and stats.encrypted_bytes == len(sealed)
+    back = b"".join(bytes(b) for b in decrypt_stream(key, "wh-20260101T000000Z-000000", "x", [sealed], stats.chunk_sha256, buffers, 4096))
+    assert back == data
+
+
+def test_a_duckdb_backup_waits_for_a_file_in_use_and_copies_it_once_free(tmp_path):
+    """Each file is attached (locked) while it is checkpointed, counted and copied: a file another
+    connection holds is waited for, then backed up with what that connection wrote."""
+    import threading
+    import time
+
+    import duckdb
+
+    wh = DuckDBWarehouse(tmp_path / "data" / "warehouse.duckdb")
+    wh.ensure_platform()
+    add_merchant(wh, "busy_test")
+    holder = duckdb.connect(str(wh.merchant_file("busy_test")))
+    holder.execute("CREATE TABLE main.late (i INTEGER)")
+    holder.execute("INSERT INTO main.late SELECT * FROM range(3)")
+    released = threading.Timer(0.5, holder.close)
+    released.start()
+    started = time.monotonic()
+    manifest = create_backup(wh, DirectoryStore(tmp_path / "backups"))
+    released.join()
+    assert time.monotonic() - started >= 0.4
+    assert manifest["tables"]["m_busy_test.late"]["rows"] == 3

@@ -21,11 +21,14 @@ import hashlib
 import hmac
 import json
 import os
+import queue
 import secrets
 import struct
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -40,6 +43,7 @@ _NONCE = 12
 _TAG = 16
 _AAD = b"illuma-backup\x00v1\x00"
 _WRAP_AAD = b"illuma-backup-data-key\x00v1\x00"
+T = TypeVar("T")
 _GENERATE_HINT = 'python -c "import base64, os; print(base64.b64encode(os.urandom(32)).decode())"'
 
 
@@ -167,70 +171,193 @@ class ItemStats:
     plain_bytes: int = 0
     encrypted_bytes: int = 0
     chunk_sha256: list[str] | None = None
+    plain_sha256: str = ""
 
 
-def _rechunk(blocks: Iterable[bytes], size: int) -> Iterator[bytes]:
-    buf = bytearray()
-    for block in blocks:
-        buf += block
-        while len(buf) >= size:
-            yield bytes(buf[:size])
-            del buf[:size]
-    yield bytes(buf)  # the last chunk, possibly empty: it carries the final flag
+_END = object()
+
+
+def ahead(items: Iterable[T], depth: int = 2) -> Iterator[T]:
+    """Yield `items`, produced on a thread of their own up to `depth` ahead of the consumer.
+
+    The stages of a backup stream (read, encrypt or decrypt, hash, write) spend most of their time
+    in code that releases the GIL (file I/O, hashlib), so stages on threads of their own share the
+    cores; memory grows by `depth` chunks. An exception of the producer is raised
+    in the consumer; a consumer that stops early stops the producer."""
+    slots: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def offer(entry) -> bool:
+        while not stop.is_set():
+            try:
+                slots.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        source = iter(items)
+        try:
+            for item in source:
+                if not offer((item, None)):
+                    return
+            offer((_END, None))
+        except BaseException as exc:  # raised again in the consumer
+            offer((_END, exc))
+        finally:
+            if hasattr(source, "close"):
+                source.close()  # stops a stage it feeds from, on this thread
+
+    worker = threading.Thread(target=produce, name="backup-stream", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item, failure = slots.get()
+            if item is _END:
+                if failure is not None:
+                    raise failure
+                return
+            yield item
+    finally:
+        stop.set()
+        worker.join(timeout=30)
+
+
+class ChunkBuffers:
+    """Chunk-sized buffers reused by the streams of one backup or restore. A fresh 8 MiB object
+    per chunk costs the kernel's page faults every time: reading a file in 8 MiB `bytes` ran at
+    1.1-1.5 GB/s here, into one reused buffer at 5-6 GB/s. A stream holds a few buffers at once
+    (its stages' queues), so few are ever made."""
+
+    def __init__(self) -> None:
+        self._free: dict[int, list[bytearray]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, size: int) -> bytearray:
+        with self._lock:
+            free = self._free.get(size)
+            if free:
+                return free.pop()
+        return bytearray(size)
+
+    def give(self, buf: bytearray) -> None:
+        with self._lock:
+            self._free.setdefault(len(buf), []).append(buf)
+
+
+def _fill(source, view: memoryview) -> int:
+    """Read from `source` until `view` is full or the source ends; the bytes read."""
+    done = 0
+    while done < len(view):
+        got = source.readinto(view[done:])
+        if not got:
+            break
+        done += got
+    return done
 
 
 def encrypt_stream(
-    data_key: bytes, backup_id: str, item: str, blocks: Iterable[bytes], stats: ItemStats,
-    chunk_bytes: int = CHUNK_BYTES,
-) -> Iterator[bytes]:
-    """Encrypt `blocks` (any sizes) into the chunk format, filling `stats` as it goes."""
+    data_key: bytes, backup_id: str, item: str, source, stats: ItemStats,
+    chunk_bytes: int = CHUNK_BYTES, buffers: ChunkBuffers | None = None,
+) -> Iterator[bytes | memoryview]:
+    """Encrypt the binary file `source` (anything with `readinto`: a file, a pipe) into the chunk
+    format, filling `stats` as it goes.
+
+    Three threads: reading and the plaintext's sha256; encrypting; the consumer's, which hashes
+    each sealed chunk and writes it. A chunk is final when it is short (possibly empty), as the
+    format has it. Each block yielded is valid until the next one is asked for (the stores write
+    or copy it at once): its buffer is then reused."""
     aes = AESGCM(data_key)
+    pool = buffers or ChunkBuffers()
+    plain = hashlib.sha256()
     stats.chunk_sha256 = []
+
+    def read() -> Iterator[tuple[bytearray, int]]:
+        while True:
+            buf = pool.take(chunk_bytes)
+            size = _fill(source, memoryview(buf))
+            plain.update(memoryview(buf)[:size])
+            yield buf, size
+            if size < chunk_bytes:
+                return
+
+    def seal() -> Iterator[tuple[bytes, bytearray, int]]:
+        for index, (buf, size) in enumerate(ahead(read())):
+            out = pool.take(chunk_bytes + _TAG)
+            nonce = secrets.token_bytes(_NONCE)
+            aad = chunk_aad(backup_id, item, index, size < chunk_bytes)
+            aes.encrypt_into(nonce, memoryview(buf)[:size], aad, memoryview(out)[:size + _TAG])
+            pool.give(buf)
+            yield struct.pack(">I", size + _TAG) + nonce, out, size
+
     yield MAGIC
     stats.encrypted_bytes = len(MAGIC)
-    chunks = _rechunk(blocks, chunk_bytes)
-    current = next(chunks)
-    index = 0
-    for following in chunks:
-        yield from _seal(aes, backup_id, item, index, current, False, stats)
-        current, index = following, index + 1
-    yield from _seal(aes, backup_id, item, index, current, True, stats)
-
-
-def _seal(aes, backup_id, item, index, chunk, final, stats) -> Iterator[bytes]:
-    nonce = secrets.token_bytes(_NONCE)
-    sealed = aes.encrypt(nonce, chunk, chunk_aad(backup_id, item, index, final))
-    record = struct.pack(">I", len(sealed)) + nonce + sealed
-    stats.plain_bytes += len(chunk)
-    stats.encrypted_bytes += len(record)
-    stats.chunk_sha256.append(hashlib.sha256(record).hexdigest())
-    yield record
+    for head, out, size in ahead(seal()):
+        body = memoryview(out)[:size + _TAG]
+        digest = hashlib.sha256(head)
+        digest.update(body)
+        stats.chunk_sha256.append(digest.hexdigest())
+        stats.plain_bytes += size
+        stats.encrypted_bytes += len(head) + len(body)
+        yield head
+        yield body
+        body.release()
+        pool.give(out)
+    stats.plain_sha256 = plain.hexdigest()
 
 
 class _Reader:
+    """Exact-size reads from a stream of blocks."""
+
     def __init__(self, blocks: Iterable[bytes]) -> None:
         self._it = iter(blocks)
-        self._buf = bytearray()
+        self._block = memoryview(b"")
+
+    def readinto(self, view: memoryview) -> int:
+        done = 0
+        while done < len(view):
+            if not self._block:
+                block = next(self._it, None)
+                if block is None:
+                    break
+                self._block = memoryview(block)
+                continue
+            step = min(len(self._block), len(view) - done)
+            view[done:done + step] = self._block[:step]
+            self._block = self._block[step:]
+            done += step
+        return done
 
     def read(self, n: int) -> bytes:
-        while len(self._buf) < n:
-            block = next(self._it, None)
-            if block is None:
-                break
-            self._buf += block
-        out = bytes(self._buf[:n])
-        del self._buf[:n]
-        return out
+        buf = bytearray(n)
+        return bytes(buf[:self.readinto(memoryview(buf))])
 
 
 def decrypt_stream(
     data_key: bytes, backup_id: str, item: str, blocks: Iterable[bytes], chunk_sha256: list[str],
-) -> Iterator[bytes]:
+    buffers: ChunkBuffers | None = None, chunk_bytes: int = CHUNK_BYTES,
+) -> Iterator[bytes | memoryview]:
     """Check and decrypt an encrypted item chunk by chunk against the manifest's chunk hashes.
 
     A chunk is yielded only once its hash and tag are checked; a missing, extra, reordered or
-    altered chunk raises BackupIntegrityError naming the item and chunk.
+    altered chunk raises BackupIntegrityError naming the item and chunk. Reading, checking and
+    decrypting run on a thread of their own, a chunk or two ahead of the consumer. With `buffers`,
+    each chunk yielded is a view valid until the next one is asked for (its buffer is then
+    reused); without, each is bytes of its own.
     """
+    pool = buffers or ChunkBuffers()
+    for out, size in ahead(_checked(data_key, backup_id, item, blocks, chunk_sha256, pool, chunk_bytes)):
+        if buffers is None:
+            yield bytes(memoryview(out)[:size])
+        else:
+            view = memoryview(out)[:size]
+            yield view
+            view.release()
+        pool.give(out)
+
+
+def _checked(data_key, backup_id, item, blocks, chunk_sha256, pool: ChunkBuffers, chunk_bytes: int) -> Iterator[tuple[bytearray, int]]:
     where = f"backup {backup_id}, {item}"
     reader = _Reader(blocks)
     if reader.read(len(MAGIC)) != MAGIC:
@@ -246,18 +373,29 @@ def decrypt_stream(
         (length,) = struct.unpack(">I", head)
         if length < _TAG or length > CHUNK_BYTES * 4 + _TAG:
             raise BackupIntegrityError(f"{where}: chunk {index} has an impossible length {length}: corrupt")
-        body = reader.read(_NONCE + length)
-        if len(body) < _NONCE + length:
+        nonce = reader.read(_NONCE)
+        sealed = pool.take(max(length, chunk_bytes + _TAG))
+        body = memoryview(sealed)[:length]
+        if len(nonce) < _NONCE or reader.readinto(body) < length:
             raise BackupIntegrityError(f"{where}: truncated inside chunk {index} of {expected}")
-        if hashlib.sha256(head + body).hexdigest() != chunk_sha256[index]:
+        digest = hashlib.sha256(head)
+        digest.update(nonce)
+        digest.update(body)
+        if digest.hexdigest() != chunk_sha256[index]:
             raise BackupIntegrityError(
                 f"{where}: chunk {index} does not match the manifest's sha256: tampered or corrupt"
             )
+        out = pool.take(max(length - _TAG, chunk_bytes))
         try:
-            yield aes.decrypt(body[:_NONCE], body[_NONCE:], chunk_aad(backup_id, item, index, index == expected - 1))
+            aes.decrypt_into(
+                nonce, body, chunk_aad(backup_id, item, index, index == expected - 1), memoryview(out)[:length - _TAG]
+            )
         except InvalidTag:
             raise BackupIntegrityError(
                 f"{where}: chunk {index} fails authentication: tampered, reordered or from another backup"
             ) from None
+        body.release()
+        pool.give(sealed)
+        yield out, length - _TAG
     if reader.read(1):
         raise BackupIntegrityError(f"{where}: bytes after the final chunk: the object was extended")

@@ -23,7 +23,6 @@ from pathlib import Path
 
 from illuma_pipelines.backups.core import (
     KEYSTORE,
-    _file_blocks,
     _Writer,
     decrypted,
     new_backup_id,
@@ -52,7 +51,8 @@ def backup_key_store(
     entries = sum(len(v) for v in doc.get("merchants", {}).values())
     writer = _Writer(store, keyring, backup_id, CHUNK_BYTES)
     try:
-        writer.put(ITEM, _file_blocks(path), format="illuma-keystore")
+        with path.open("rb") as source:
+            writer.put(ITEM, source, format="illuma-keystore")
         return writer.finish({
             "kind": KEYSTORE, "created_at": now.isoformat(), "source": str(path),
             "merchants": sorted(doc.get("merchants", {})), "tables": {}, "key_entries": entries,

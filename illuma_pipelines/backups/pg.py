@@ -124,29 +124,72 @@ def check_versions(con) -> dict:
     return {"server_major": server, "pg_dump_major": dump}
 
 
-def table_stats(con) -> dict[str, dict]:
-    """{"schema.table": {"rows", "checksum"}} of every table, in `con`'s transaction (which must be
-    open: a table whose column types have no hash function is retried under a savepoint)."""
+def table_stats(con, tables: list[tuple[str, str]] | None = None) -> dict[str, dict]:
+    """{"schema.table": {"rows", "checksum"}} of every table (or of `tables`), in `con`'s
+    transaction (which must be open: a table whose column types have no hash function is retried
+    under a savepoint)."""
     for statement in _SESSION.split("; "):
         con.execute(statement)
     out = {}
-    for schema, table in con.execute(_TABLES).fetchall():
+    for schema, table in con.execute(_TABLES).fetchall() if tables is None else tables:
         name = f"{_quote(schema)}.{_quote(table)}"
         try:
             # Hashes each column's binary value with its type's hash: no text formatting, twice
-            # as fast as hashing row::text (measured: 2.4 s vs 4.8 s for 1.2M rows).
+            # as fast as hashing row::text (measured: 2.4 s vs 4.8 s for 1.2M rows). The bigint
+            # sum is exact (a numeric result, added in 128 bits): the same figure as summing the
+            # hashes cast to numeric, without a numeric addition per row.
             with con.transaction():
                 rows, checksum = con.execute(
-                    f"SELECT count(*), coalesce(sum(hash_record_extended(t, 0)::numeric), 0)::text FROM ONLY {name} t"
+                    f"SELECT count(*), coalesce(sum(hash_record_extended(t, 0)), 0)::text FROM ONLY {name} t"
                 ).fetchone()
         except Exception as exc:  # e.g. a json column: no hash function for its type
             if "hash" not in str(exc):
                 raise
             rows, checksum = con.execute(
-                f"SELECT count(*), 't:' || coalesce(sum(hashtextextended(t::text, 0)::numeric), 0)::text FROM ONLY {name} t"
+                f"SELECT count(*), 't:' || coalesce(sum(hashtextextended(t::text, 0)), 0)::text FROM ONLY {name} t"
             ).fetchone()
         out[f"{schema}.{table}"] = {"rows": int(rows), "checksum": checksum}
     return out
+
+
+def table_stats_parallel(dsn: str, workers: int = 2) -> dict[str, dict]:
+    """table_stats of a database no one writes (a restored copy), its tables shared out, largest
+    first, among `workers` connections: the server hashes on as many cores."""
+    import threading
+
+    import psycopg
+
+    with psycopg.connect(dsn) as con:
+        con.execute("SET search_path = pg_catalog")
+        sized = con.execute(
+            "SELECT n.nspname, c.relname, pg_total_relation_size(c.oid) FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'r' "
+            "AND n.nspname NOT IN ('information_schema') AND n.nspname !~ '^pg_' ORDER BY 3 DESC, 1, 2"
+        ).fetchall()
+    shares: list[list[tuple[str, str]]] = [[] for _ in range(max(1, workers))]
+    loads = [0] * len(shares)
+    for schema, table, size in sized:
+        least = loads.index(min(loads))
+        shares[least].append((schema, table))
+        loads[least] += size + 8192  # an empty table still costs a query
+    out: dict[str, dict] = {}
+    failures: list[BaseException] = []
+
+    def count(share: list[tuple[str, str]]) -> None:
+        try:
+            with psycopg.connect(dsn) as con:
+                out.update(table_stats(con, share))
+        except BaseException as exc:  # raised below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=count, args=(share,), name="restore-table-stats") for share in shares if share]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise failures[0]
+    return dict(sorted(out.items()))
 
 
 def _env(dsn: str) -> tuple[list[str], dict]:
