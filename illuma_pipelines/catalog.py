@@ -33,7 +33,8 @@ validated with vectorized string operations, compared with the stored versions i
 written with `load_frame` (DuckDB's Arrow scan, PostgreSQL's COPY) and a handful of statements.
 The fitment rows (most of a catalog's rows) start loading, on a thread of their own, as soon as
 their own columns are checked, while the parts are validated; the few whose part is then refused
-are deleted before the transaction ends.
+are deleted before the transaction ends. New parts that supersede nothing (most of a first file)
+follow on that thread, in key order, while the others are resolved and compared.
 """
 
 from __future__ import annotations
@@ -184,7 +185,7 @@ def read_catalog(path: Path, data: bytes | None = None, *, block_size: int = CSV
     path = Path(path)
     if data is None:
         data = path.read_bytes()
-    if not data.strip():
+    if not data or data.isspace():  # (strip() would copy the file)
         raise CatalogFileError(f"{path.name} is empty: a catalog needs a header row with a `sku` column and rows")
     if data[:4] == b"PK\x03\x04":
         return _read_xlsx(path, data)
@@ -198,6 +199,8 @@ def read_catalog(path: Path, data: bytes | None = None, *, block_size: int = CSV
 
 
 def _encoding(path: Path, data: bytes) -> str:
+    if data.isascii():  # (no copy, unlike decoding)
+        return "utf-8"
     try:
         data.decode("utf-8")
         return "utf-8"
@@ -604,16 +607,33 @@ class _Fitment:
         return [*FITMENT_COLUMNS.values(), "extra"]
 
 
+def _subbed(values: pd.Series) -> np.ndarray:
+    """Whether each value holds OEM `SUB=` notation: the regex reads only the values with an `=`
+    (a substring search is several times faster, and few cells have one)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    array = _arrow(values)
+    out = _bools(pc.match_substring(array, "="))
+    if out.any():
+        where = np.flatnonzero(out)
+        out[where] = _bools(pc.match_substring_regex(array.take(pa.array(where)), _SUB_TEXT, ignore_case=True))
+    return out
+
+
 def _row_skus(values: pd.Series) -> pd.Series:
     """Each row's SKU as validation reads it: the first part number of a `SUB=` chain."""
-    subbed = _matches(values, _SUB_TEXT, ignore_case=True)
+    subbed = _subbed(values)
     if not subbed.any():
         return values.reset_index(drop=True)
     import pyarrow as pa
     import pyarrow.compute as pc
 
     where = pa.array(np.flatnonzero(subbed))
-    heads = [next((p for p in split_supersession(v) if p), "") for v in _arrow(values).take(where).to_pylist()]
+    # Each distinct cell split once (a part's fitment rows repeat it).
+    cells = _arrow(values).take(where).to_pylist()
+    head_of = {v: next((p for p in split_supersession(v) if p), "") for v in set(cells)}
+    heads = [head_of[v] for v in cells]
     array = pc.replace_with_mask(_arrow(values), pa.array(subbed), pa.array(heads, type=pa.large_string()))
     return pd.Series(pd.array(array, dtype="str"))
 
@@ -747,6 +767,13 @@ def _row_codes(frame: pd.DataFrame, columns: list[str], sep_free: bool | None = 
             if n > 1 and same.any():
                 same &= _bools(pc.equal(a.slice(1), a.slice(0, n - 1)))
         heads = np.flatnonzero(np.concatenate(([True], ~same))) if n else np.zeros(0, dtype=np.int64)
+        if "sku" in columns and len(heads):
+            # Commonly each SKU's rows are together and agree: the runs then have distinct SKUs,
+            # so they are distinct rows, numbered in order, without joining or hashing them.
+            skus = arrays[columns.index("sku")]
+            run_skus = skus.take(pa.array(heads)) if len(heads) < n else skus
+            if pc.count_distinct(run_skus).as_py() == len(heads):
+                return np.repeat(np.arange(len(heads), dtype=np.int64), np.diff(np.append(heads, n)))
         if len(heads) < n:
             arrays = [a.take(pa.array(heads)) for a in arrays]
         joined = pc.binary_join_element_wise(*arrays, pa.scalar(_SEP, pa.large_string())) if len(arrays) > 1 else arrays[0]
@@ -774,7 +801,7 @@ def _validate_parts(frame: pd.DataFrame, extra_cols: list[str]) -> tuple[pd.Data
     sku = frame["sku"]
     superseded = col["superseded_by"]
     implied: dict[str, str] = {}
-    subbed = _matches(sku, _SUB_TEXT, ignore_case=True) | _matches(superseded, _SUB_TEXT, ignore_case=True)
+    subbed = _subbed(sku) | _subbed(superseded)
     if subbed.any():
         import pyarrow as pa
         import pyarrow.compute as pc
@@ -1204,6 +1231,12 @@ def _apply(
         if known.any():
             parts.loc[known, c] = stored.loc[parts.loc[known, "sku"], c].to_numpy()
     rejects = list(checked.rejects)
+    # New parts that supersede nothing are final already: each is its own current part, and a
+    # cycle refuses only parts that supersede one. They start loading now (most of a file's
+    # parts), while the others are resolved and compared.
+    early = _early(parts, known)
+    if early.any():
+        _stream_new_parts(conn, schema, parts.loc[early], summary, streaming, now, effective)
 
     # Supersession across the whole catalog: the stored current edges, the file's, and those
     # named inside SUB= chains.
@@ -1261,8 +1294,7 @@ def _apply(
     def resolve(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
         """(current SKU, master part) of each row of a frame of parts (sku, brand, mpn)."""
         sku = frame["sku"]
-        mpn = frame["mpn"].str.strip().str.upper()
-        master = (frame["brand"].str.strip().str.upper() + "|" + mpn).where(mpn != "", sku)
+        master = _own_master(frame)
         cur = sku
         moved = _isin(sku, current) if current else np.zeros(len(frame), dtype=bool)
         if moved.any():
@@ -1273,22 +1305,25 @@ def _apply(
             master.iloc[positions] = [master_part_key(*target_part.get(e, (None, None)), e) for e in ends]
         return cur.astype("str"), master.astype("str")
 
-    parts["current_sku"], parts["master_part"] = resolve(parts)
-    parts["content_hash"] = _content_hash(parts)
     summary.parts_in_file = len(parts)
     summary.superseded = int((parts["superseded_by"] != "").sum())
+    summary.parts_new = int((~known).sum())
+    # The others: parts already stored, and new ones that supersede another (cycles refused).
+    rest_of = ~_early(parts, known)
+    rest, known = parts.loc[rest_of], known[rest_of]
+    rest["current_sku"], rest["master_part"] = resolve(rest)
+    rest["content_hash"] = _content_hash(rest)
 
-    before = stored.reindex(parts["sku"])
-    same_content = (before["content_hash"].to_numpy() == parts["content_hash"].to_numpy()) & known
+    before = stored.reindex(rest["sku"])
+    same_content = (before["content_hash"].to_numpy() == rest["content_hash"].to_numpy()) & known
     same_resolution = (
-        (before["current_sku"].to_numpy() == parts["current_sku"].to_numpy())
-        & (before["master_part"].to_numpy() == parts["master_part"].to_numpy())
+        (before["current_sku"].to_numpy() == rest["current_sku"].to_numpy())
+        & (before["master_part"].to_numpy() == rest["master_part"].to_numpy())
     )
     unchanged = same_content & same_resolution
-    summary.parts_new = int((~known).sum())
     summary.parts_changed = int((known & ~unchanged).sum())
     summary.parts_unchanged = int(unchanged.sum())
-    changed_known = parts.loc[known & ~unchanged, "sku"].tolist()
+    changed_known = rest.loc[known & ~unchanged, "sku"].tolist()
 
     # Stored parts outside the file whose chain now ends elsewhere (the file superseded their
     # current part, say): a new version with the same data and the new resolution.
@@ -1299,18 +1334,8 @@ def _apply(
     summary.parts_reresolved = len(moved_skus)
 
     # (Copy-on-write: a frame taken from another copies only the columns set in it.)
-    new_versions = parts.loc[~unchanged] if unchanged.any() else parts.copy(deep=False)
-    new_versions["_new"] = ~known[~unchanged]
-    if conn.dialect == "duckdb":
-        # A timestamp column built by numpy, which DuckDB scans through Arrow.
-        later, first = (pd.Timestamp(t).tz_convert(None).as_unit("us").to_datetime64() for t in (effective, effective_at_first(effective)))
-        valid_from = pd.Series(np.where(new_versions["_new"], first, later), index=new_versions.index).dt.tz_localize(UTC)
-    else:
-        # Text for PostgreSQL's COPY: Arrow writes a zoned timestamp to CSV one value at a time
-        # (a third of a second for 200,000 parts).
-        later, first = (t.astimezone(UTC).isoformat() for t in (effective, effective_at_first(effective)))
-        valid_from = pd.Series(np.where(new_versions["_new"], first, later), index=new_versions.index, dtype="str")
-    new_versions["valid_from"] = valid_from
+    new_versions = rest.loc[~unchanged] if unchanged.any() else rest.copy(deep=False)
+    new_versions["valid_from"] = _valid_from(conn, ~known[~unchanged], new_versions.index, effective)
     frames = [_part_rows(conn, new_versions, summary, now)]
     streaming.wait()  # the fitment is in: the connection is this thread's again
 
@@ -1356,6 +1381,52 @@ def _apply(
     )
 
 
+def _early(parts: pd.DataFrame, known: np.ndarray) -> np.ndarray:
+    """The parts whose rows are final before supersessions are resolved: new, superseding nothing."""
+    return ~known & (parts["superseded_by"] == "").to_numpy()
+
+
+def _own_master(parts: pd.DataFrame) -> pd.Series:
+    """Each part's master part by its own brand and MPN (master_part_key, vectorized)."""
+    mpn = parts["mpn"].str.strip().str.upper()
+    return (parts["brand"].str.strip().str.upper() + "|" + mpn).where(mpn != "", parts["sku"])
+
+
+# New parts go to the writer thread in slices of this many: the engine ingests one while the
+# next is built.
+_PART_SLICE = 50_000
+
+
+def _stream_new_parts(
+    conn: Connection, schema: str, parts: pd.DataFrame, summary: CatalogImport, streaming: _Streaming,
+    now: datetime, effective: datetime,
+) -> None:
+    """Queue the rows of new parts that supersede nothing (their first versions) on the writer
+    thread, in key order on PostgreSQL (see _part_rows)."""
+    if conn.dialect == "postgres":
+        import pyarrow.compute as pc
+
+        parts = parts.take(pc.sort_indices(_arrow(parts["sku"])).to_numpy())
+    for start in range(0, len(parts), _PART_SLICE):
+        piece = parts.iloc[start : start + _PART_SLICE].copy()
+        piece["current_sku"], piece["master_part"] = piece["sku"].astype("str"), _own_master(piece).astype("str")
+        piece["content_hash"] = _content_hash(piece)
+        piece["valid_from"] = _valid_from(conn, np.ones(len(piece), dtype=bool), piece.index, effective)
+        streaming.submit(conn.load_frame, schema, CATALOG_PARTS.name, _part_rows(conn, piece, summary, now))
+
+
+def _valid_from(conn: Connection, new: np.ndarray, index: pd.Index, effective: datetime) -> pd.Series:
+    """valid_from of new versions: effective_at_first for a SKU's first (`new`), else `effective`."""
+    if conn.dialect == "duckdb":
+        # A timestamp column built by numpy, which DuckDB scans through Arrow.
+        later, first = (pd.Timestamp(t).tz_convert(None).as_unit("us").to_datetime64() for t in (effective, effective_at_first(effective)))
+        return pd.Series(np.where(new, first, later), index=index).dt.tz_localize(UTC)
+    # Text for PostgreSQL's COPY: Arrow writes a zoned timestamp to CSV one value at a time
+    # (a third of a second for 200,000 parts).
+    later, first = (t.astimezone(UTC).isoformat() for t in (effective, effective_at_first(effective)))
+    return pd.Series(np.where(new, first, later), index=index, dtype="str")
+
+
 def effective_at_first(effective: datetime) -> datetime:
     """When a SKU's first version takes effect: FIRST_VERSION_FROM (see the module docstring)."""
     return min(FIRST_VERSION_FROM, effective)
@@ -1379,7 +1450,14 @@ def _part_rows(conn: Connection, parts: pd.DataFrame, summary: CatalogImport, no
         out["valid_to"] = None
     out["loaded_at"] = _stamp(conn, now)
     out["source_row"] = out["source_row"].astype("int64")
-    return out[CATALOG_PARTS.column_names]
+    out = out[CATALOG_PARTS.column_names]
+    if conn.dialect == "postgres" and len(out) > 1:
+        # In key order each row goes to the primary key's rightmost leaf (the B-tree's insert
+        # fast path) instead of descending it with a collation comparison per level.
+        import pyarrow.compute as pc
+
+        out = out.take(pc.sort_indices(_arrow(out["sku"])).to_numpy())
+    return out
 
 
 def _reresolved_rows(
