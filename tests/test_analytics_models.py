@@ -44,7 +44,7 @@ FIRST_BUILD, SECOND_BUILD = "2026-02-05", "2026-02-21"
 MODELS = (
     "stg_orders", "stg_order_lines", "stg_order_adjustments", "stg_inventory_snapshots",
     "stg_catalog_parts", "stg_settlements", "stg_settlement_lines", "stg_financial_events",
-    "stg_channel_connections", "settlement_reconciliation", "order_settlement_match",
+    "stg_channel_connections", "int_settlement_lines", "settlement_reconciliation", "order_settlement_match",
     "fees_by_category_daily", "net_proceeds_daily", "sku_profit_monthly", "part_profit_monthly",
     "channel_mix_daily", "inventory_health", "fee_categories",
 )

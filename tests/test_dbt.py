@@ -1,6 +1,7 @@
 """The dbt models build once per merchant partition, over all of the merchant's dates, into that
 merchant's schema, on both engines (ADR 0009)."""
 
+import json
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -10,6 +11,8 @@ from assets.analytics import (
     ALL_DATES_OF_THE_MERCHANT,
     IllumaDbtTranslator,
     analytics_dbt_models,
+    dbt_project,
+    parse_cache_dir,
     source_table_specs,
 )
 from assets.partitions import (
@@ -18,7 +21,15 @@ from assets.partitions import (
     merchant_daily_partitions,
     merchant_partitions,
 )
-from illuma_pipelines.dbt_vars import build_dbt_vars, dbt_target, validate_as_of_date
+from illuma_pipelines.dbt_vars import (
+    AS_OF_DATE_ENV,
+    build_dbt_vars,
+    dbt_target,
+    keep_partial_parse,
+    merchant_parse_cache,
+    seed_partial_parse,
+    validate_as_of_date,
+)
 from illuma_pipelines.definitions import defs
 from illuma_pipelines.merchant_ids import InvalidMerchantId, merchant_schema
 from illuma_pipelines.registry import ChannelConnection, add_merchant
@@ -35,15 +46,17 @@ def test_dbt_vars_confine_dbt_to_the_merchant(warehouse, merchant_id):
     mid = merchant_id("vars")
     add_merchant(warehouse, mid)
     dbt_vars, env = build_dbt_vars(mid, "2026-11-01", warehouse)
-    assert dbt_vars["merchant_id"] == mid and dbt_vars["as_of_date"] == "2026-11-01"
+    assert dbt_vars["merchant_id"] == mid
+    # The day changes every build: in the environment, so the vars (and dbt's parse) stay the same.
+    assert env[AS_OF_DATE_ENV] == "2026-11-01" and build_dbt_vars(mid, "2026-11-02", warehouse)[0] == dbt_vars
     assert "partition_date" not in dbt_vars  # one build covers every date of the merchant
     if warehouse.dialect == "duckdb":
-        assert dbt_vars["duckdb_path"] == str(warehouse.merchant_file(mid)) and env == {}
+        assert dbt_vars["duckdb_path"] == str(warehouse.merchant_file(mid)) and set(env) == {AS_OF_DATE_ENV}
     else:
         with warehouse.connect() as conn:
             (role,) = conn.fetchone("SELECT role_name FROM platform.merchant_logins WHERE merchant_id = ?", [mid])
         assert dbt_vars["pg_user"] == role and dbt_vars["pg_host"] == "127.0.0.1" and dbt_vars["pg_port"] == "5432"
-        assert set(env) == {"ILLUMA_PG_PASSWORD"} and len(env["ILLUMA_PG_PASSWORD"]) == 64
+        assert set(env) == {AS_OF_DATE_ENV, "ILLUMA_PG_PASSWORD"} and len(env["ILLUMA_PG_PASSWORD"]) == 64
         assert env["ILLUMA_PG_PASSWORD"] not in repr(dbt_vars)  # the password stays in the environment
     with pytest.raises(InvalidMerchantId):
         build_dbt_vars("a;drop", "2026-11-01", warehouse)
@@ -184,6 +197,58 @@ def test_as_of_date_defaults_to_today_and_a_bad_one_fails_clearly(tmp_path, merc
     )
     assert not bad.success
     assert "fix the run config's as_of_date" in str(bad.get_step_failure_events()[0].event_specific_data.error)
+
+
+def _parse_messages(run_id: str, mid: str) -> list[str]:
+    """What dbt said about parsing in the run's build (its log, in the build's own target path)."""
+    (log,) = (dbt_project().project_dir / dbt_project().target_path).glob(f"{mid}-{run_id[:8]}-*/dbt.log")
+    return [
+        event["info"]["msg"]
+        for event in map(json.loads, log.read_text().splitlines())
+        if event["info"]["name"] in ("UnableToPartialParse", "PartialParsingEnabled", "PartialParsingSkipParsing")
+    ]
+
+
+def test_the_next_build_reuses_the_merchants_parse_and_runs_as_of_its_own_day(tmp_path, merchant_id, instance):
+    """The build's day reaches dbt outside --vars: the merchant's next build, a day later, reuses
+    the parse its first build kept (dbt parses nothing), and its models still stand on the new day."""
+    mid, other = merchant_id("parse"), merchant_id("other")
+    url = f"duckdb:///{tmp_path / 'w.duckdb'}"
+    wh = Warehouse.from_url(url)
+    resources = {**resources_for("local"), "warehouse": WarehouseResource(url=url)}
+    for m in (mid, other):
+        add_merchant(wh, m, channels={"ebay": ChannelConnection("ebay", f"sandbox:{m}")})
+        instance.add_dynamic_partitions(MERCHANTS, [m])
+    cache = merchant_parse_cache(parse_cache_dir(), "duckdb", mid)
+    assert cache != merchant_parse_cache(parse_cache_dir(), "duckdb", other)  # builds side by side never share one
+    for day in ("2026-11-20", "2026-11-21"):
+        result = dg.materialize(
+            [analytics_dbt_models], partition_key=mid, resources=resources, instance=instance,
+            run_config={"ops": {ANALYTICS_OP: {"config": {"as_of_date": day}}}},
+        )
+        assert result.success and cache.exists()
+        with wh.merchant_scope(mid) as conn:
+            assert conn.fetchall(f"SELECT CAST(as_of_date AS VARCHAR) FROM {merchant_schema(mid)}.stg_channel_connections") == [(day,)]
+    said = _parse_messages(result.run_id, mid)
+    assert said[0] == "Partial parsing enabled: 0 files deleted, 0 files added, 0 files changed.", said
+    assert not [m for m in said if m.startswith("Unable to do partial parsing")], said
+
+
+def test_a_kept_parse_is_replaced_whole(tmp_path):
+    cache = merchant_parse_cache(tmp_path / "cache", "postgres", "acme")
+    assert cache == tmp_path / "cache" / "postgres" / "acme.msgpack"
+    with pytest.raises(InvalidMerchantId):
+        merchant_parse_cache(tmp_path, "duckdb", "../acme")
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert not seed_partial_parse(cache, first)  # nothing kept yet: dbt parses the project
+    keep_partial_parse(first, cache)  # dbt failed before it parsed: nothing to keep
+    assert not cache.exists()
+    (first / "partial_parse.msgpack").write_bytes(b"parse 1")
+    keep_partial_parse(first, cache)
+    assert seed_partial_parse(cache, second) and (second / "partial_parse.msgpack").read_bytes() == b"parse 1"
+    (second / "partial_parse.msgpack").write_bytes(b"parse 2")
+    keep_partial_parse(second, cache)
+    assert cache.read_bytes() == b"parse 2" and [p.name for p in cache.parent.iterdir()] == ["acme.msgpack"]
 
 
 def test_unonboarded_merchant_partition_fails_clearly(tmp_path, merchant_id, instance):

@@ -1,6 +1,9 @@
-{#- The build's date and its incremental window, from the vars the Dagster asset passes
+{#- The build's date and its incremental window, from what the Dagster asset passes
     (illuma_pipelines/dbt_vars.py; defaults in dbt_project.yml):
-    - as_of_date (YYYY-MM-DD): the day the build stands on (what is overdue, what is current);
+    - as_of_date (YYYY-MM-DD): the day the build stands on (what is overdue, what is current):
+      the environment variable ILLUMA_AS_OF_DATE, else the var. It is read only when models run,
+      never while dbt parses (`execute` is false then), so a new day does not make dbt parse the
+      project anew (a var would: any change of --vars does);
     - trailing_days: how far back an incremental build recomputes. Settlements close up to 14 days
       after their period and refunds come later still; the default 62 days (two months) lets a late
       settlement or refund correct the month before the last. A line that landed within the window
@@ -8,7 +11,7 @@
       settlement corrects the months it covers. Other older changes (a catalog cost corrected
       after the fact, an order line edited long ago) need --full-refresh. -#}
 {% macro as_of_date() -%}
-    {%- set value = var('as_of_date') | string -%}
+    {%- set value = (env_var('ILLUMA_AS_OF_DATE', '') if execute else '') or (var('as_of_date') | string) -%}
     {%- if not modules.re.fullmatch('[0-9]{4}-[0-9]{2}-[0-9]{2}', value) -%}
         {{ exceptions.raise_compiler_error("invalid as_of_date var (want YYYY-MM-DD): " ~ value) }}
     {%- endif -%}

@@ -13,9 +13,24 @@
       costed at 0. Refunds do not give cost back: whether a returned unit is resalable is not in
       the data.
     - quantity: the line's; a sale principal line without one (eBay's transactions and payouts
-      carry no quantity) takes its order's units when the order has exactly one SKU. -#}
+      carry no quantity) takes its order's units when the order has exactly one SKU.
+
+    Incremental, over the lines stg_settlement_lines rebuilt (posted or landed within the
+    trailing window, macros/build_window.sql): sku_profit_monthly then reads the few months it
+    recomputes from here instead of joining every line of the merchant's history to its orders
+    and the catalog at every build. Like the marts, an older line keeps the attribution and cost
+    it was given (a catalog cost corrected after the fact needs --full-refresh). -#}
+{{ config(
+    materialized='incremental',
+    incremental_strategy='delete+insert',
+    unique_key=['channel', 'settlement_id', 'line_seq'],
+    pre_hook="{{ delete_window('partition_date >= ' ~ window_start() ~ ' or posted_date >= ' ~ window_start()) }}",
+) }}
 with lines as (
     select * from {{ ref('int_settlement_lines_dated') }}
+    {% if is_incremental() %}
+    where partition_date >= {{ window_start() }} or posted_date >= {{ window_start() }}
+    {% endif %}
 ),
 
 order_skus as (

@@ -2,6 +2,13 @@
 -- cash basis: sku_profit_monthly summed (see its description for every figure). A part with any
 -- sale of unknown cost has NULL cost of goods, net profit and margin, and says why. The row with
 -- master_part NULL holds the unattributed pools no revenue could carry.
+-- Incremental like sku_profit_monthly: the months it recomputes are recomputed here.
+-- depends_on: {{ ref('stg_settlement_lines') }}, {{ ref('stg_settlements') }}
+{{ config(
+    materialized='incremental',
+    incremental_strategy='append',
+    pre_hook="{{ delete_window(month_in_window('basis', 'month')) }}",
+) }}
 select
     basis,
     month,
@@ -21,4 +28,7 @@ select
     cast(sum(uncosted_units) as integer) as uncosted_units,
     min(cost_missing_reason) as cost_missing_reason
 from {{ ref('sku_profit_monthly') }}
+{% if is_incremental() %}
+where {{ month_in_window('basis', 'month') }}
+{% endif %}
 group by basis, month, currency, master_part

@@ -1,4 +1,7 @@
 -- The merchant's connected marketplace channels, one row per channel, from the platform registry.
+-- A table, not a view: it records the build's as_of_date, which reports read as of when the
+-- analytics stand.
+{{ config(materialized='table') }}
 select
     merchant_id,
     channel,

@@ -1,4 +1,13 @@
 -- Orders, one row per channel and order id (core_orders), with their UTC purchase and ship days.
+-- Incremental, like stg_order_lines: a build re-reads the orders that landed (partition_date)
+-- within the trailing window (macros/build_window.sql); an order landed again replaces its earlier
+-- copy by key. (A table, not a view: the UTC days are computed once, not in every model that
+-- reads them.)
+{{ config(
+    materialized='incremental',
+    incremental_strategy='delete+insert',
+    unique_key=['channel', 'order_id'],
+) }}
 select
     channel,
     marketplace_order_id as order_id,
@@ -19,3 +28,6 @@ select
     {{ money('promotion_total') }} as promotion_total,
     {{ money('marketplace_fee_total') }} as marketplace_fee_total
 from {{ source('core', 'core_orders') }}
+{% if is_incremental() %}
+where partition_date >= {{ window_start() }}
+{% endif %}
