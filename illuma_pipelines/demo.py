@@ -334,6 +334,8 @@ class StopSignals:
     requested: int = 0  # the first stop signal's number
     current: str = ""  # what the demo is doing, for the stop message
     _done: threading.Event = field(default_factory=threading.Event)
+    _claims: threading.Lock = field(default_factory=threading.Lock)
+    _exiting: bool = False
     _out: TextIO = sys.stdout
 
     def __enter__(self) -> StopSignals:
@@ -397,8 +399,29 @@ class StopSignals:
             elif deadline is not None and time.monotonic() >= deadline:
                 self._hard_stop(f"no stop within {self.grace:.0f} s")
 
+    def guard_pool_claims(self, instance: dg.DagsterInstance) -> None:
+        """Route this process's pool claims through a lock the hard stop takes: Dagster's executor
+        goes on running steps in the main thread while the watcher fails the runs, and a slot it
+        claimed after their slots were freed stayed claimed by a failed run (seen in CI). Once the
+        hard stop holds the lock, every claim answers "blocked" until the process exits."""
+        from dagster._utils.concurrency import ConcurrencyClaimStatus, ConcurrencySlotStatus
+
+        self.instance = instance
+        storage = instance.event_log_storage
+        claim = storage.claim_concurrency_slot
+
+        def guarded(concurrency_key: str, run_id: str, step_key: str, priority: int | None = None):
+            with self._claims:
+                if self._exiting:
+                    return ConcurrencyClaimStatus(concurrency_key, ConcurrencySlotStatus.BLOCKED)
+                return claim(concurrency_key, run_id, step_key, priority)
+
+        storage.claim_concurrency_slot = guarded
+
     def _hard_stop(self, why: str) -> None:
         name = signal.Signals(self.requested).name
+        with self._claims:  # a claim under way ends first; none starts after
+            self._exiting = True
         try:
             from sensors.runs import abandon_own_runs
 
@@ -433,7 +456,7 @@ def run_demo(days: int = 3) -> int:
     with StopSignals() as stop:
         try:
             instance = dg.DagsterInstance.get()
-            stop.instance = instance
+            stop.guard_pool_claims(instance)
             from sensors.runs import recover_dead_runs
 
             checks = recover_dead_runs(instance, by="make demo")

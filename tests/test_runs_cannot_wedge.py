@@ -336,7 +336,7 @@ def test_sigterm_during_a_run_stops_the_demo_and_leaves_no_run_going(local, tmp_
     assert "demo stopped by SIGTERM" in output
     assert instance.get_runs(dg.RunsFilter(statuses=[*in_flight, dg.DagsterRunStatus.NOT_STARTED])) == []
     assert instance.get_run_by_id(run.run_id).status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
-    assert instance.event_log_storage.get_concurrency_info("warehouse").claimed_slots == []
+    assert instance.event_log_storage.get_concurrency_info("warehouse").claimed_slots == [], output
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", port)) != 0, "the demo's sandbox still serves"
 
