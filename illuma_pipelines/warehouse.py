@@ -23,10 +23,10 @@ import secrets
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 
@@ -616,18 +616,29 @@ _CONFINED = {
 }
 
 
+T = TypeVar("T")
+
+
 def _duckdb_connect(path: Path, config: dict, timeout: float) -> Any:
     """Open `path`, waiting (and saying so) while another process holds its write lock."""
+    import duckdb
+
+    return wait_for_duckdb_lock(path, lambda: duckdb.connect(str(path), config=config), timeout)
+
+
+def wait_for_duckdb_lock(path: Path, open_: Callable[[], T], timeout: float) -> T:
+    """`open_()` (a connect, an ATTACH) of DuckDB file `path`, retried with backoff while another
+    process holds the file's lock, saying so after 5 s; WarehouseError after `timeout` seconds."""
     import duckdb
 
     started = time.monotonic()
     delay, warned = 0.02, False
     while True:
         try:
-            return duckdb.connect(str(path), config=config)
-        except duckdb.IOException as exc:
+            return open_()
+        except duckdb.Error as exc:
             waited = time.monotonic() - started
-            if "lock" not in str(exc).lower():
+            if not any(word in str(exc).lower() for word in ("lock", "conflict")):
                 raise
             if waited >= timeout:
                 raise WarehouseError(

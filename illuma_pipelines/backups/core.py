@@ -42,7 +42,12 @@ from illuma_pipelines.backups.crypto import (
     manifest_mac,
 )
 from illuma_pipelines.backups.store import MANIFEST, BackupStore, check_backup_id
-from illuma_pipelines.warehouse import DuckDBWarehouse, PostgresWarehouse, Warehouse
+from illuma_pipelines.warehouse import (
+    DuckDBWarehouse,
+    PostgresWarehouse,
+    Warehouse,
+    wait_for_duckdb_lock,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -255,21 +260,8 @@ class _AttachedFiles:
             raise
 
     def _attach(self, cursor, path: Path, catalog: str) -> None:
-        import duckdb
-
-        started, delay = time.monotonic(), 0.02
-        while True:
-            try:
-                cursor.execute(f"ATTACH '{str(path).replace(chr(39), chr(39) * 2)}' AS {catalog} (READ_WRITE)")
-                return
-            except duckdb.Error as exc:
-                waited = time.monotonic() - started
-                if not any(word in str(exc).lower() for word in ("lock", "conflict")):
-                    raise
-                if waited >= self.lock_timeout:
-                    raise BackupError(f"{path.name} stayed locked for {waited:.0f} s ({exc}): retry the backup") from exc
-                time.sleep(delay)
-                delay = min(delay * 2, 0.5)
+        sql = f"ATTACH '{str(path).replace(chr(39), chr(39) * 2)}' AS {catalog} (READ_WRITE)"
+        wait_for_duckdb_lock(path, lambda: cursor.execute(sql), self.lock_timeout)
 
 
 class _Cursor:
