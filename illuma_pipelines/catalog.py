@@ -1412,7 +1412,7 @@ def _stream_new_parts(
         piece["current_sku"], piece["master_part"] = piece["sku"].astype("str"), _own_master(piece).astype("str")
         piece["content_hash"] = _content_hash(piece)
         piece["valid_from"] = _valid_from(conn, np.ones(len(piece), dtype=bool), piece.index, effective)
-        streaming.submit(conn.load_frame, schema, CATALOG_PARTS.name, _part_rows(conn, piece, summary, now))
+        streaming.submit(conn.load_frame, schema, CATALOG_PARTS.name, _part_rows(conn, piece, summary, now, in_key_order=True))
 
 
 def _valid_from(conn: Connection, new: np.ndarray, index: pd.Index, effective: datetime) -> pd.Series:
@@ -1438,7 +1438,10 @@ def _stamp(conn: Connection, moment: datetime) -> Any:
     return pd.Timestamp(moment).as_unit("us") if conn.dialect == "duckdb" else moment.astimezone(UTC).isoformat()
 
 
-def _part_rows(conn: Connection, parts: pd.DataFrame, summary: CatalogImport, now: datetime) -> pd.DataFrame:
+def _part_rows(
+    conn: Connection, parts: pd.DataFrame, summary: CatalogImport, now: datetime, *, in_key_order: bool = False
+) -> pd.DataFrame:
+    """The catalog_parts rows of `parts`, in key order on PostgreSQL (`in_key_order`: they are already)."""
     out = parts[["sku", *PART_COLUMNS, "current_sku", "master_part", "extra", "source_row", "content_hash", "valid_from"]]
     for c in (*PART_COLUMNS, "extra"):
         out[c] = out[c].where(out[c] != "", None)
@@ -1451,7 +1454,7 @@ def _part_rows(conn: Connection, parts: pd.DataFrame, summary: CatalogImport, no
     out["loaded_at"] = _stamp(conn, now)
     out["source_row"] = out["source_row"].astype("int64")
     out = out[CATALOG_PARTS.column_names]
-    if conn.dialect == "postgres" and len(out) > 1:
+    if conn.dialect == "postgres" and len(out) > 1 and not in_key_order:
         # In key order each row goes to the primary key's rightmost leaf (the B-tree's insert
         # fast path) instead of descending it with a collation comparison per level.
         import pyarrow.compute as pc
