@@ -10,7 +10,6 @@ import warnings
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -28,6 +27,7 @@ from illuma_pipelines.dbt_vars import (
     dbt_target,
     keep_partial_parse,
     merchant_parse_cache,
+    parse_cache_dir,
     seed_partial_parse,
     validate_as_of_date,
 )
@@ -185,11 +185,6 @@ def analytics_dbt_models(
         yield from invocation.stream()
     finally:
         keep_partial_parse(target_path, cache)
-
-
-def parse_cache_dir() -> Path:
-    """Where each merchant's parse of the dbt project is kept between its builds."""
-    return dbt_project().project_dir / dbt_project().target_path / "merchant_parse"
 
 
 @cache

@@ -14,6 +14,7 @@ from pathlib import Path
 from psycopg.conninfo import conninfo_to_dict
 
 from illuma_pipelines.merchant_ids import validate_merchant_id
+from illuma_pipelines.paths import DBT_PROJECT_DIR
 from illuma_pipelines.warehouse import DuckDBWarehouse, PostgresWarehouse, Warehouse
 
 PASSWORD_ENV = "ILLUMA_PG_PASSWORD"  # read by profiles.yml; set only for the dbt process
@@ -71,6 +72,21 @@ def build_dbt_vars(merchant_id: str, as_of_date: str, warehouse: Warehouse) -> t
         pg_dbname=str(parts.get("dbname") or "postgres"),
     )
     return vars_, {**env, PASSWORD_ENV: password}
+
+
+def parse_cache_dir() -> Path:
+    """Where each merchant's parse of the dbt project is kept between its builds."""
+    return DBT_PROJECT_DIR / "target" / "merchant_parse"
+
+
+def merchant_dbt_files(merchant_id: str) -> list[Path]:
+    """The merchant's kept parses (one per engine) and its builds' target directories (their
+    compiled SQL names its schema): erasure removes them with the merchant's other files."""
+    validate_merchant_id(merchant_id)
+    caches = [merchant_parse_cache(parse_cache_dir(), target, merchant_id) for target in ("duckdb", "postgres")]
+    # Build directories are "<merchant>-<run>-<n>": merchant ids hold no "-", so no other
+    # merchant's directory starts so.
+    return [p for p in caches if p.exists()] + sorted((DBT_PROJECT_DIR / "target").glob(f"{merchant_id}-*"))
 
 
 def merchant_parse_cache(cache_dir: Path, target: str, merchant_id: str) -> Path:

@@ -815,15 +815,16 @@ def already_erased(conn: Connection, merchant_id: str) -> bool:
 
 def merchant_files(merchant_id: str) -> list:
     """Files of the merchant outside the warehouse: its export folder under the data folder, its
-    reports and their outbox copies, and the demo's step output for it (dbt's log lines name its
-    schema). Its runs' files under the
+    reports and their outbox copies, the demo's step output for it (dbt's log lines name its
+    schema), and dbt's kept parses and build directories of it. Its runs' files under the
     Dagster home go with its runs (`sensors.merchants.forget_merchant_history`)."""
     validate_merchant_id(merchant_id)
+    from illuma_pipelines.dbt_vars import merchant_dbt_files
     from illuma_pipelines.reports.store import report_paths
 
     candidates = (
         data_dir() / "exports" / merchant_id, var_dir() / "logs" / "demo" / f"{merchant_id}.log",
-        *report_paths(merchant_id),
+        *report_paths(merchant_id), *merchant_dbt_files(merchant_id),
     )
     return [path for path in candidates if path.exists()]
 

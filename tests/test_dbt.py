@@ -12,7 +12,6 @@ from assets.analytics import (
     IllumaDbtTranslator,
     analytics_dbt_models,
     dbt_project,
-    parse_cache_dir,
     source_table_specs,
 )
 from assets.partitions import (
@@ -27,6 +26,7 @@ from illuma_pipelines.dbt_vars import (
     dbt_target,
     keep_partial_parse,
     merchant_parse_cache,
+    parse_cache_dir,
     seed_partial_parse,
     validate_as_of_date,
 )

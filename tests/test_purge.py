@@ -16,7 +16,9 @@ import pytest
 from illuma_pipelines import normalize, purge
 from illuma_pipelines.audit import purge_security_logs
 from illuma_pipelines.core.tables import BUYER_PII, ORDER_STATUS_HISTORY, ORDERS, PII_COLUMNS
+from illuma_pipelines.dbt_vars import merchant_parse_cache, parse_cache_dir
 from illuma_pipelines.merchant_ids import merchant_schema
+from illuma_pipelines.paths import DBT_PROJECT_DIR
 from illuma_pipelines.raw_records import QUARANTINE, raw_table
 from illuma_pipelines.registry import add_merchant, record_audit
 from illuma_pipelines.retention import DEFAULT_POLICY
@@ -442,8 +444,16 @@ def test_erasure_waits_30_days_then_leaves_only_the_ledger(warehouse, merchant_i
         purge.erase_account(warehouse, vault, mid, now=due - SECOND, run_id="early")
     assert mid in [s.merchant_id for s in purge.due_erasures(warehouse, due)]
 
+    # dbt's kept parse of the merchant and a build's directory (its compiled SQL names the schema).
+    dbt_files = [merchant_parse_cache(parse_cache_dir(), "duckdb", mid), DBT_PROJECT_DIR / "target" / f"{mid}-run1-0"]
+    other = DBT_PROJECT_DIR / "target" / f"{mid}x-run1-0"  # another merchant's, whose id starts alike
+    for path in (*dbt_files, other):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("compiled for m_" + mid)
     result = purge.erase_account(warehouse, vault, mid, now=due, run_id="erase")
     assert {e.rule_id for e in result.entries} == {"merchant_schema", "merchant_keys", "merchant_account"}
+    assert [p for p in dbt_files if p.exists()] == [] and other.exists()
+    other.unlink()
     assert_warehouse_erased(warehouse, mid, login)
     with warehouse.connect() as conn:
         for table in ("merchants", "channel_connections"):
