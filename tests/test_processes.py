@@ -1,5 +1,7 @@
 """The missing-service rule every service test follows: fail under CI, skip loudly elsewhere."""
 
+import warnings
+
 import pytest
 
 from tests.processes import free_port, port_open, service_unavailable
@@ -13,8 +15,15 @@ def test_a_missing_service_fails_under_ci(monkeypatch):
 
 def test_a_missing_service_skips_loudly_elsewhere(monkeypatch, capsys):
     monkeypatch.delenv("CI", raising=False)
-    with pytest.warns(UserWarning, match="SKIPPING CELERY TESTS"), pytest.raises(pytest.skip.Exception, match="unreachable"):
-        service_unavailable("Celery tests", "RabbitMQ at 127.0.0.1:5672 unreachable")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(pytest.skip.Exception) as skipped:
+            service_unavailable("Celery tests", "RabbitMQ at 127.0.0.1:5672 unreachable")
+    # The test is skipped (not failed, not passed) with the reason, a warning pytest's summary
+    # lists, and the banner on stderr.
+    assert str(skipped.value) == "RabbitMQ at 127.0.0.1:5672 unreachable"
+    assert [w.category for w in caught] == [UserWarning]
+    assert "SKIPPING CELERY TESTS: RabbitMQ at 127.0.0.1:5672 unreachable" in str(caught[0].message)
     assert "SKIPPING CELERY TESTS: RabbitMQ at 127.0.0.1:5672 unreachable" in capsys.readouterr().err
 
 
