@@ -49,9 +49,12 @@ browser:
 	@command -v chromium >/dev/null || { echo "installing Debian's chromium for the UI test"; \
 	  apt-get install -y -qq chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null); }
 
+# Two workers by default (the CI machine's two cores; many tests wait on servers, runs and daemons),
+# each test file kept on one worker (its module fixtures built once). TEST_WORKERS=0 runs serially.
+TEST_WORKERS ?= 2
 test: install dbt-prepare browser
 	$(BIN)/illuma instance-home >/dev/null
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 lint: install
 	$(BIN)/ruff check .

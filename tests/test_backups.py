@@ -122,8 +122,11 @@ def test_a_restore_never_brings_erased_or_purged_data_back(warehouse, merchant_i
 
     restored = restore_backup(warehouse, store, manifest["backup_id"], scratch_target, admin_url=PG_ADMIN_URL)
     assert restored.ok, restored.mismatches
-    assert restored.excluded_merchants == [erased]
-    assert restored.purges_reapplied == {purged: 1}
+    # Other tests' merchants share the session's database (and some left ledger rows dated in the
+    # future by their clocks): only this test's two are judged.
+    ours = {erased, purged}
+    assert [m for m in restored.excluded_merchants if m in ours] == [erased]
+    assert {m: n for m, n in restored.purges_reapplied.items() if m in ours} == {purged: 1}
 
     # Erased: not one byte of it in the restored copy, no registry row, its keys gone.
     files = restored_bytes(warehouse, scratch_target)
