@@ -7,7 +7,9 @@ resource serves every merchant; access tokens are cached per merchant and refres
 they expire, and again whenever Amazon answers 403 "expired".
 
 Every operation returns Amazon's records verbatim (dicts; JSON numbers with a fraction become
-`Decimal`, money strings stay strings) and accepts an optional `RequestStats`. A record that lacks
+`Decimal`, money strings stay strings) and accepts an optional `RequestStats`. Operations that take
+one marketplace (stock, prices, finances) are asked in each of the merchant's in turn; an inventory
+summary or a competitive pricing entry, which does not name its marketplace, gains `marketplaceId`. A record that lacks
 its identifier (e.g. an order without `orderId`) is still yielded, so the extract can quarantine
 it; it is counted in `stats.operation(...).malformed`. Each response's envelope is checked first
 (`ResponseShape`): an Orders v0 body answering searchOrders, say, fails naming the operation and
