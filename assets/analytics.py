@@ -21,6 +21,7 @@ from pydantic import Field
 from assets.concurrency import MERCHANT_STEP_TAGS, WAREHOUSE_POOL
 from assets.partitions import MERCHANT_DIM, merchant_partitions
 from illuma_pipelines.catalog import CATALOG_TABLES
+from illuma_pipelines.core.inventory import migrate_inventory_snapshots
 from illuma_pipelines.core.tables import CORE_TABLES
 from illuma_pipelines.dbt_vars import (
     build_dbt_vars,
@@ -31,7 +32,7 @@ from illuma_pipelines.dbt_vars import (
     seed_partial_parse,
     validate_as_of_date,
 )
-from illuma_pipelines.merchant_ids import validate_merchant_id
+from illuma_pipelines.merchant_ids import merchant_schema, validate_merchant_id
 from illuma_pipelines.paths import DBT_PROJECT_DIR
 from illuma_pipelines.warehouse import TableSpec
 from resources import dbt_executable
@@ -160,6 +161,10 @@ def analytics_dbt_models(
             f"merchant {merchant_id!r} has no warehouse schema: onboard it with "
             "'illuma merchants add' before materializing its partitions"
         )
+    # A snapshot table from before stock was read per marketplace gains its key column first (a
+    # NOT NULL column cannot be added to rows already there).
+    with wh.merchant_scope(merchant_id) as conn:
+        migrate_inventory_snapshots(conn, merchant_schema(merchant_id))
     # A merchant with no catalog yet, or no settlement so far, still gets every model (empty).
     for spec in source_table_specs():
         wh.ensure_merchant_table(merchant_id, spec)

@@ -158,7 +158,7 @@ order_adjustments_quality = _table_check(
 )
 inventory_quality = _table_check(
     INVENTORY_SNAPSHOTS_KEY, INVENTORY_QUALITY, INVENTORY_SNAPSHOTS.name, "inventory_snapshots",
-    "snapshot_date", "One row per day, SKU and channel; no negative quantities.",
+    "snapshot_date", "One row per day, channel, marketplace and SKU; no negative quantities.",
 )
 
 

@@ -169,10 +169,11 @@ def core_orders(
     op_tags=MERCHANT_STEP_TAGS,
 )
 def inventory_snapshots(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
-    """One row per day, SKU and channel from the inventory extracts: FBA/WFS fulfillable, inbound,
+    """One row per day, channel, marketplace and SKU from the inventory extracts (each marketplace's
+    stock is its own pool; eBay's is the seller's, marketplace `*`): FBA/WFS fulfillable, inbound,
     reserved and unfulfillable, merchant-fulfilled (eBay, Walmart) stock, the master part (the
     catalog's brand and MPN after supersession, else eBay's MPN, else the SKU; `part_match` says
-    which), days of cover at the last 30 days' sales from core order lines, and a stock-out flag."""
+    which), days of cover at the last 30 days' sales there, and a stock-out flag."""
     merchant_id, day = partition_parts(context)
     done = load_inventory_partition(warehouse.get(), merchant_id, day, context.run.run_id)
     if done.rejected:

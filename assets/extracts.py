@@ -262,10 +262,17 @@ def _amazon_settlement_problem(record: dict) -> str | None:
 
 # ------------------------------------------------------------------------------------ Amazon
 def _amazon_pricing(client: Any, creds: ChannelCredentials, window: Window, stats: RequestStats, ectx: ExtractContext):
-    skus = sorted({p["sellerSku"] for p in ectx.upstream_payloads("amazon", "inventory") if p.get("sellerSku")})
-    if not skus:
-        return []
-    return client.competitive_pricing(creds, skus, marketplace_ids=ectx.marketplace_ids, stats=stats)
+    """Each marketplace is asked for the SKUs of its own stock (a summary landed before stock was
+    read per marketplace names none: its SKUs are asked in every marketplace of the connection)."""
+    skus_in: dict[str | None, set[str]] = {}
+    for p in ectx.upstream_payloads("amazon", "inventory"):
+        if isinstance(p.get("sellerSku"), str) and p["sellerSku"]:
+            skus_in.setdefault(p.get("marketplaceId") or None, set()).add(p["sellerSku"])
+    unplaced = skus_in.pop(None, set())
+    for marketplace_id, skus in sorted(skus_in.items()):
+        yield from client.competitive_pricing(creds, sorted(skus), marketplace_ids=[marketplace_id], stats=stats)
+    if unplaced:
+        yield from client.competitive_pricing(creds, sorted(unplaced), marketplace_ids=ectx.marketplace_ids, stats=stats)
 
 
 AMAZON_EXTRACTS = (
@@ -294,15 +301,19 @@ AMAZON_EXTRACTS = (
     ExtractSpec(
         "amazon", "inventory", "getInventorySummaries",
         lambda c, creds, w, stats, e: c.inventory_summaries(creds, marketplace_ids=e.marketplace_ids, stats=stats),
-        RecordRule(key_fields=("sellerSku",), required=("sellerSku",), check=_amazon_inventory_problem),
-        "Amazon FBA inventory summaries (FBA Inventory API v1, details=true) as of extraction.",
+        RecordRule(
+            key_fields=("sellerSku",), required=("sellerSku",), check=_amazon_inventory_problem, scope=("marketplaceId",)
+        ),
+        "Amazon FBA inventory summaries (FBA Inventory API v1, details=true) as of extraction, in "
+        "each marketplace of the merchant's connection (`marketplaceId` added by the client).",
         windowed=False,
     ),
     ExtractSpec(
         "amazon", "competitive_pricing", "getCompetitivePricing",
         _amazon_pricing,
-        RecordRule(key_fields=("SellerSKU", "ASIN"), required=("status",)),
-        "Amazon competitive prices (Product Pricing API v0) for the SKUs in the day's inventory extract.",
+        RecordRule(key_fields=("SellerSKU", "ASIN"), required=("status",), scope=("marketplaceId",)),
+        "Amazon competitive prices (Product Pricing API v0) in each marketplace of the merchant's "
+        "connection, for the SKUs of that marketplace's inventory in the day's extract.",
         windowed=False,
         deps=("amazon_inventory",),
     ),
@@ -372,8 +383,9 @@ WALMART_EXTRACTS = (
     ExtractSpec(
         "walmart", "inventory", "getInventories",
         lambda c, creds, w, stats, e: c.inventory(creds, marketplace_ids=e.marketplace_ids, stats=stats),
-        RecordRule(key_fields=("sku",), required=("sku",)),
-        "Walmart inventory by ship node (Marketplace /v3/inventories) as of extraction.",
+        RecordRule(key_fields=("sku",), required=("sku",), scope=("market",)),
+        "Walmart inventory by ship node (Marketplace /v3/inventories) as of extraction, in each "
+        "market of the merchant's connection (`market` added by the client).",
         windowed=False,
     ),
     ExtractSpec(

@@ -400,10 +400,10 @@ def _fill(conn, *, schema: str, d: Dialect, shape: Shape, first_day: int, horizo
     # ---- inventory snapshots of the last 30 days (at most) up to the horizon
     sku = "'SKU-' || lpad(CAST(s AS VARCHAR), 6, '0')"
     conn.execute(f"""
-        INSERT INTO {schema}.core_inventory_snapshots (snapshot_date, channel, sku, master_part, mpn, brand, part_match,
+        INSERT INTO {schema}.core_inventory_snapshots (snapshot_date, channel, marketplace_id, sku, master_part, mpn, brand, part_match,
             asin_or_item_id, fulfillable, inbound, reserved, unfulfillable, merchant_fulfilled, total_quantity,
             available, units_sold_30d, days_of_cover, stock_out, as_of, loaded_at, run_id)
-        SELECT {day_sql('day')}, channel, {sku},
+        SELECT {day_sql('day')}, channel, '*', {sku},
             CASE WHEN s % 50 = 7 THEN {sku} ELSE 'BR' || CAST(s % 10 AS VARCHAR) || '|MPN' || lpad(CAST(s AS VARCHAR), 6, '0') END,
             'MPN' || lpad(CAST(s AS VARCHAR), 6, '0'), 'BR' || CAST(s % 10 AS VARCHAR),
             CASE WHEN s % 50 = 7 THEN 'sku' ELSE 'catalog' END, 'B0' || lpad(CAST(s AS VARCHAR), 8, '0'),

@@ -104,7 +104,7 @@ def extract_offers(
     skus: list[str],
 ) -> None:
     for sku in skus:
-        client.listing_offers(creds(merchant), sku, stats=stats)
+        list(client.listing_offers(creds(merchant), sku, stats=stats))
 
 
 # (label, operation whose rate sets the speed-up, operations reported, extract, sandbox overrides, client overrides)

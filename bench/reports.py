@@ -116,7 +116,7 @@ def _tables(lines: int, skus: int) -> dict[str, str]:
                    sum(l.quantity_ordered) AS units, sum(l.item_price) AS items_sales
             FROM stg_orders AS o JOIN stg_order_lines AS l USING (channel, order_id) GROUP BY ALL""",
         "inventory_health": f"""
-            SELECT ['amazon', 'ebay', 'walmart'][1 + (s % 3)] AS channel, printf('SKU-%05d', s) AS sku,
+            SELECT ['amazon', 'ebay', 'walmart'][1 + (s % 3)] AS channel, '*' AS marketplace_id, printf('SKU-%05d', s) AS sku,
                    printf('BRAND|P%05d', s) AS master_part, DATE '2026-02-03' AS snapshot_date,
                    CAST(CAST(hash(s) % 300 AS BIGINT) AS INTEGER) - 40 AS raw_available, 0 AS inbound, 0 AS reserved,
                    CAST(CAST(hash(s) % 8 AS BIGINT) AS INTEGER) AS stock_out_days_30d, CAST(CAST(hash(s) % 90 AS BIGINT) AS INTEGER) AS units_sold_30d,
@@ -145,7 +145,7 @@ def _generate(url: str, lines: int, skus: int) -> None:
         for name, sql in _tables(lines, skus).items():
             conn.execute(f"CREATE TABLE {name} AS {sql}")
         conn.execute(
-            "CREATE TABLE inventory_health_final AS SELECT channel, sku, master_part, snapshot_date, "
+            "CREATE TABLE inventory_health_final AS SELECT channel, marketplace_id, sku, master_part, snapshot_date, "
             "greatest(raw_available, 0) AS available, inbound, reserved, raw_available <= 0 AS stock_out, "
             "stock_out_days_30d, units_sold_30d, units_sold_90d, "
             "CASE WHEN units_sold_30d > 0 THEN CAST(round(greatest(raw_available, 0) * 30.0 / units_sold_30d) AS DECIMAL(18, 4)) END AS days_of_cover, "

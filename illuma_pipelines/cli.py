@@ -33,9 +33,10 @@ def _warehouse(args: argparse.Namespace) -> PlacedWarehouse:
 
 
 def _parse_channel(text: str) -> tuple[str, ChannelConnection]:
-    """`amazon=env:AMAZON_REFRESH_ACME[@ATVPDKIKX0DER,A2EUQ1WTGCTBG2]`; `amazon` alone: sandbox."""
-    name, _, rest = text.partition("=")
-    ref, _, mps = rest.partition("@")
+    """`amazon=env:AMAZON_REFRESH_ACME[@ATVPDKIKX0DER,A2EUQ1WTGCTBG2]`; `amazon` alone: sandbox;
+    `amazon@A1PA6795UKMFR9[,...]`: the sandbox in those marketplaces (a reference never holds @)."""
+    head, _, mps = text.partition("@")
+    name, _, ref = head.partition("=")
     return name, ChannelConnection(name, ref, tuple(m for m in mps.split(",") if m))
 
 
@@ -506,9 +507,11 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument(
         "--channel",
         action="append",
-        metavar="CHANNEL[=REF[@MARKETPLACES]]",
+        metavar="CHANNEL[=REF][@MARKETPLACES]",
         help=f"connect a channel ({', '.join(CHANNELS)}); REF is env:VAR or sandbox:<id> "
-        "(default: the local sandbox); repeat for more channels",
+        "(default: the local sandbox); MARKETPLACES the channel's ids, comma-separated (e.g. "
+        "amazon@A1PA6795UKMFR9,A1F83G8C2ARO7P, ebay=env:EBAY_REFRESH_ACME@EBAY_DE, walmart@US,CA); "
+        "repeat for more channels",
     )
     add.add_argument(
         "--report-email",

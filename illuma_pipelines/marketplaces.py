@@ -13,6 +13,7 @@ module path and imported on use, so this module can sit below all of them.
 from __future__ import annotations
 
 import importlib
+import re
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -48,6 +49,13 @@ class Marketplace:
     normalizer: str
     # Sandbox plug-in: a module exposing `routes(state)`, mounted under "/<channel>".
     sandbox: str
+    # The shape of the channel's marketplace ids, as a channel connection names them (the
+    # registry refuses another channel's: an Amazon id on eBay), and examples for the message.
+    marketplace_id_pattern: str
+    marketplace_id_examples: str
+
+    def is_marketplace_id(self, value: str) -> bool:
+        return re.fullmatch(self.marketplace_id_pattern, value) is not None
 
     def dataset(self, name: str) -> Dataset:
         for dataset in self.datasets:
@@ -89,6 +97,9 @@ MARKETPLACES: tuple[Marketplace, ...] = (
         ),
         normalizer="illuma_pipelines.normalize.amazon",
         sandbox="illuma_pipelines.sandbox.amazon",
+        # Amazon's obfuscated marketplace ids: "A" and 9 to 14 capitals or digits.
+        marketplace_id_pattern=r"A[A-Z0-9]{9,14}",
+        marketplace_id_examples="ATVPDKIKX0DER (US), A1PA6795UKMFR9 (DE), A1F83G8C2ARO7P (UK)",
     ),
     Marketplace(
         channel="ebay",
@@ -110,6 +121,9 @@ MARKETPLACES: tuple[Marketplace, ...] = (
         ),
         normalizer="illuma_pipelines.normalize.ebay",
         sandbox="illuma_pipelines.sandbox.ebay",
+        # eBay's MarketplaceIdEnum: EBAY_US, EBAY_DE, EBAY_MOTORS_US...
+        marketplace_id_pattern=r"EBAY_[A-Z][A-Z_]*[A-Z]",
+        marketplace_id_examples="EBAY_US, EBAY_DE, EBAY_GB",
     ),
     Marketplace(
         channel="walmart",
@@ -128,6 +142,9 @@ MARKETPLACES: tuple[Marketplace, ...] = (
         ),
         normalizer="illuma_pipelines.normalize.walmart",
         sandbox="illuma_pipelines.sandbox.walmart",
+        # The WM_MARKET values of Walmart's Global Marketplace APIs (the client checks the same).
+        marketplace_id_pattern=r"(?i:us|ca|mx|cl)",
+        marketplace_id_examples="US, CA, MX, CL",
     ),
 )
 

@@ -265,9 +265,11 @@ def _quotes(record: Mapping[str, Any], prices: list[normalize.PriceObservation])
     if "Product" in record:
         product = record.get("Product") or {}
         identifiers = product.get("Identifiers") or {}
-        marketplace = (identifiers.get("MarketplaceASIN") or {}).get("MarketplaceId") or (
-            identifiers.get("SKUIdentifier") or {}
-        ).get("MarketplaceId")
+        marketplace = (
+            (identifiers.get("MarketplaceASIN") or {}).get("MarketplaceId")
+            or (identifiers.get("SKUIdentifier") or {}).get("MarketplaceId")
+            or record.get("marketplaceId")
+        )
         sku = (identifiers.get("SKUIdentifier") or {}).get("SellerSKU") or record.get("SellerSKU") or None
         asin = (identifiers.get("MarketplaceASIN") or {}).get("ASIN") or record.get("ASIN") or None
         raw_prices = list((product.get("CompetitivePricing") or {}).get("CompetitivePrices") or ())

@@ -90,10 +90,10 @@ SUITES: dict[str, list[Expect]] = {
     "inventory_snapshots": [
         Expect(
             "ExpectCompoundColumnsToBeUnique",
-            {"column_list": ["snapshot_date", "sku", "channel"]},
+            {"column_list": ["snapshot_date", "channel", "marketplace_id", "sku"]},
             column="snapshot_date",
         ),
-        *_not_null("sku", "channel"),
+        *_not_null("sku", "channel", "marketplace_id"),
         *_non_negative(
             "fulfillable", "inbound", "reserved", "unfulfillable", "merchant_fulfilled"
         ),

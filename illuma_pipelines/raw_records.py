@@ -329,6 +329,10 @@ class RecordRule:
     key_fields: Sequence[str] = ()  # first non-empty wins; none: content hash
     required: Sequence[str] = ()  # dotted paths that must be present and non-empty
     check: Callable[[dict], str | None] | None = None  # extra check; returns a reason or None
+    # Dotted paths whose values, when present, qualify the key: a record the API returns once per
+    # marketplace (a SKU's stock or price) is keyed "marketplace:SKU", so one does not replace
+    # another in the partition.
+    scope: Sequence[str] = ()
 
 
 def _dig(record: dict, path: str) -> Any:
@@ -341,10 +345,11 @@ def _dig(record: dict, path: str) -> Any:
 
 
 def record_key(record: dict, rule: RecordRule) -> str | None:
+    scope = [str(v) for v in (_dig(record, path) for path in rule.scope) if isinstance(v, str | int) and str(v).strip()]
     for name in rule.key_fields:
         value = _dig(record, name)
         if isinstance(value, str | int) and str(value).strip():
-            return str(value)
+            return ":".join([*scope, str(value)])
     return None if rule.key_fields else fallback_key(record)
 
 

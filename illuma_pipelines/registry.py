@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from illuma_pipelines.environment import EnvironmentConfigError, validate_warehouse_name
-from illuma_pipelines.marketplaces import CHANNELS
+from illuma_pipelines.marketplaces import CHANNELS, marketplace
 from illuma_pipelines.merchant_ids import merchant_schema, validate_merchant_id
 from illuma_pipelines.placement import PLACEMENT_TABLE, read_placement
 from illuma_pipelines.retention import effective_policy, erasure_deadline
@@ -380,6 +380,13 @@ def add_merchant(
         for mp in conn_spec.marketplace_ids:
             if not MARKETPLACE_ID.fullmatch(mp):
                 raise RegistryError(f"invalid marketplace id {mp!r} for channel {name}")
+            if not marketplace(name).is_marketplace_id(mp):
+                # Another channel's id would reach every request of this one (an Amazon id as
+                # eBay's X-EBAY-C-MARKETPLACE-ID): refuse it before anything is stored.
+                raise RegistryError(
+                    f"{mp!r} is not a {name} marketplace id (such as {marketplace(name).marketplace_id_examples}); "
+                    f"check the --channel {name}=REF@... value"
+                )
     email = validate_report_email(report_email) if report_email is not None else None
     at = at or utcnow()
     warehouse.ensure_platform()

@@ -7,7 +7,9 @@ resource serves every merchant; access tokens are cached per merchant and refres
 they expire, and again whenever Amazon answers 403 "expired".
 
 Every operation returns Amazon's records verbatim (dicts; JSON numbers with a fraction become
-`Decimal`, money strings stay strings) and accepts an optional `RequestStats`. A record that lacks
+`Decimal`, money strings stay strings) and accepts an optional `RequestStats`. Operations that take
+one marketplace (stock, prices, finances) are asked in each of the merchant's in turn; an inventory
+summary or a competitive pricing entry, which does not name its marketplace, gains `marketplaceId`. A record that lacks
 its identifier (e.g. an order without `orderId`) is still yielded, so the extract can quarantine
 it; it is counted in `stats.operation(...).malformed`. Each response's envelope is checked first
 (`ResponseShape`): an Orders v0 body answering searchOrders, say, fails naming the operation and
@@ -94,8 +96,8 @@ class AmazonSellingPartner(dg.ConfigurableResource):
 
     marketplace_ids: list[str] = Field(
         default_factory=lambda: ["ATVPDKIKX0DER"],
-        description="Marketplaces read when a call names none (the first is the inventory and "
-        "pricing marketplace). The extracts pass each merchant's own, from its channel connection.",
+        description="Marketplaces read when a call names none. The extracts pass each merchant's "
+        "own, from its channel connection.",
     )
 
     def _marketplaces(self, marketplace_ids: Sequence[str] | None) -> list[str]:
@@ -131,8 +133,10 @@ class AmazonSellingPartner(dg.ConfigurableResource):
         marketplace_ids: Sequence[str] | None = None,
         stats: RequestStats | None = None,
     ) -> Iterator[dict[str, Any]]:
-        """FBA Inventory getInventorySummaries (details=true) for the merchant's first
-        marketplace, every page."""
+        """FBA Inventory getInventorySummaries (details=true) in each of the merchant's
+        marketplaces in turn (granularity Marketplace: what can be fulfilled there), every page.
+        A summary does not name its marketplace, so each gains `marketplaceId`, the one it was
+        read in; the same SKU comes once per marketplace."""
 
     @abstractmethod
     def list_transactions(
@@ -187,8 +191,9 @@ class AmazonSellingPartner(dg.ConfigurableResource):
         marketplace_ids: Sequence[str] | None = None,
         stats: RequestStats | None = None,
     ) -> Iterator[dict[str, Any]]:
-        """Product Pricing v0 getCompetitivePricing in the merchant's first marketplace, 20 items
-        per request; one payload entry per item."""
+        """Product Pricing v0 getCompetitivePricing in each of the merchant's marketplaces (the
+        operation takes one), 20 items per request; one payload entry per item and marketplace,
+        each with `marketplaceId` added (an error entry names none of its own)."""
 
     @abstractmethod
     def listing_offers(
@@ -199,9 +204,9 @@ class AmazonSellingPartner(dg.ConfigurableResource):
         item_condition: str = "New",
         marketplace_ids: Sequence[str] | None = None,
         stats: RequestStats | None = None,
-    ) -> dict[str, Any]:
-        """Product Pricing v0 getListingOffers for one of the merchant's SKUs in its first
-        marketplace; returns `payload`."""
+    ) -> Iterator[dict[str, Any]]:
+        """Product Pricing v0 getListingOffers for one of the merchant's SKUs in each of its
+        marketplaces (the operation takes one): one `payload` per marketplace, in its currency."""
 
 
 class AmazonSellingPartnerHttp(AmazonSellingPartner, MarketplaceHttpClient):
@@ -379,8 +384,14 @@ class AmazonSellingPartnerHttp(AmazonSellingPartner, MarketplaceHttpClient):
         stats: RequestStats | None = None,
     ) -> Iterator[dict[str, Any]]:
         stats = stats if stats is not None else RequestStats()
-        # One marketplace: the extract keys stock by SKU, and a marketplace's stock is its own.
-        marketplace = self._marketplaces(marketplace_ids)[0]
+        # Each marketplace's stock is its own pool (a DE/UK seller's), read apart; in a Pan-European
+        # network the EU marketplaces may show the same units, so pools are never summed here.
+        for marketplace in self._marketplaces(marketplace_ids):
+            yield from self._inventory_in(creds, marketplace, stats)
+
+    def _inventory_in(
+        self, creds: ChannelCredentials, marketplace: str, stats: RequestStats
+    ) -> Iterator[dict[str, Any]]:
         base = {
             "details": "true",
             "granularityType": "Marketplace",
@@ -411,6 +422,8 @@ class AmazonSellingPartnerHttp(AmazonSellingPartner, MarketplaceHttpClient):
             # nextToken is outside `payload` in this API.
             next_token = shape.get("pagination.nextToken", str, required=False)
             for summary in summaries:
+                if isinstance(summary, dict):
+                    summary = {**summary, "marketplaceId": marketplace}
                 sku = summary.get("sellerSku") if isinstance(summary, dict) else None
                 if not isinstance(sku, str):
                     stats.add("getInventorySummaries", malformed=1)
@@ -720,7 +733,6 @@ class AmazonSellingPartnerHttp(AmazonSellingPartner, MarketplaceHttpClient):
         stats: RequestStats | None = None,
     ) -> Iterator[dict[str, Any]]:
         stats = stats if stats is not None else RequestStats()
-        marketplace = self._marketplaces(marketplace_ids)[0]
         if skus and asins:
             raise ValueError(
                 "pass skus or asins, not both: getCompetitivePricing takes one ItemType per request"
@@ -728,29 +740,31 @@ class AmazonSellingPartnerHttp(AmazonSellingPartner, MarketplaceHttpClient):
         item_type, key, ids = (
             ("Sku", "Skus", list(skus)) if skus else ("Asin", "Asins", list(asins))
         )
-        for start in range(0, len(ids), 20):
-            chunk = ids[start : start + 20]
-            params = {
-                "MarketplaceId": marketplace,
-                "ItemType": item_type,
-                key: ",".join(chunk),
-            }
-            body = self._call(
-                creds,
-                "getCompetitivePricing",
-                "GET",
-                "/products/pricing/v0/competitivePrice",
-                params=params,
-                stats=stats,
-            )
-            entries = ResponseShape(
-                "getCompetitivePricing",
-                body,
-                "Product Pricing v0: {payload: [one entry per item]}",
-            ).records("payload")
-            for entry in entries:
-                stats.add("getCompetitivePricing", records=1)
-                yield entry
+        for marketplace in self._marketplaces(marketplace_ids):
+            for start in range(0, len(ids), 20):
+                chunk = ids[start : start + 20]
+                params = {
+                    "MarketplaceId": marketplace,
+                    "ItemType": item_type,
+                    key: ",".join(chunk),
+                }
+                body = self._call(
+                    creds,
+                    "getCompetitivePricing",
+                    "GET",
+                    "/products/pricing/v0/competitivePrice",
+                    params=params,
+                    stats=stats,
+                )
+                entries = ResponseShape(
+                    "getCompetitivePricing",
+                    body,
+                    "Product Pricing v0: {payload: [one entry per item]}",
+                ).records("payload")
+                for entry in entries:
+                    stats.add("getCompetitivePricing", records=1)
+                    # The same SKU comes once per marketplace: the entry says which.
+                    yield {**entry, "marketplaceId": marketplace} if isinstance(entry, dict) else entry
 
     def listing_offers(
         self,
@@ -760,25 +774,22 @@ class AmazonSellingPartnerHttp(AmazonSellingPartner, MarketplaceHttpClient):
         item_condition: str = "New",
         marketplace_ids: Sequence[str] | None = None,
         stats: RequestStats | None = None,
-    ) -> dict[str, Any]:
+    ) -> Iterator[dict[str, Any]]:
         stats = stats if stats is not None else RequestStats()
-        params = {
-            "MarketplaceId": self._marketplaces(marketplace_ids)[0],
-            "ItemCondition": item_condition,
-        }
-        body = self._call(
-            creds,
-            "getListingOffers",
-            "GET",
-            f"/products/pricing/v0/listings/{quote(sku, safe='')}/offers",
-            params=params,
-            stats=stats,
-        )
-        payload = ResponseShape(
-            "getListingOffers", body, "Product Pricing v0: {payload: {SKU, Offers, ...}}"
-        ).get("payload", dict)
-        stats.add("getListingOffers", records=1)
-        return payload
+        for marketplace in self._marketplaces(marketplace_ids):
+            body = self._call(
+                creds,
+                "getListingOffers",
+                "GET",
+                f"/products/pricing/v0/listings/{quote(sku, safe='')}/offers",
+                params={"MarketplaceId": marketplace, "ItemCondition": item_condition},
+                stats=stats,
+            )
+            payload = ResponseShape(
+                "getListingOffers", body, "Product Pricing v0: {payload: {SKU, Offers, ...}}"
+            ).get("payload", dict)
+            stats.add("getListingOffers", records=1)
+            yield payload
 
 
 def _settlement_id(text: str) -> str | None:

@@ -390,6 +390,9 @@ class EbaySellHttp(EbaySell, MarketplaceHttpClient):
 
     def inventory_items(self, creds, *, marketplace_ids=None, stats=None):
         stats = stats if stats is not None else RequestStats()
+        # One call, whatever the sites: an inventory item (SKU, quantity) is the seller's, not a
+        # site's (offers are per site), and getInventoryItems does not filter by the marketplace
+        # header, so asking each site would only repeat the same items.
         yield from self._paged(
             creds,
             "getInventoryItems",

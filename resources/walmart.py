@@ -16,7 +16,9 @@ extract to quarantine and counted in `stats.operation(...).malformed`.
   `SellerFulfilled` orders unless asked for `WFSFulfilled`), following `list.meta.nextCursor` (a
   ready query string) to the end, deduped by purchaseOrderId. Walmart serves 180 days back: an older
   start raises `WalmartLookbackError` (or is clamped with `clamp_start=True`).
-- `inventory`: GET /v3/inventories, following `meta.nextCursor`, deduped by sku.
+- `inventory`: GET /v3/inventories in each market of the connection (each holds its own stock),
+  following `meta.nextCursor`, deduped by sku within a market; each record gains `market` (US,
+  CA...), as a record does not name it.
 - `recon_reports`: the available report dates in [since, until], then each report's JSON, paged
   with `offset`/`noOfRecords` and followed while `nextOffset` is not -1; one record per report:
   {"reportDate": "MMDDYYYY", "reportVersion": "v1", "rows": [every page's rows, in order]}.
@@ -116,7 +118,8 @@ class WalmartMarketplace(dg.ConfigurableResource):
         marketplace_ids: Sequence[str] | None = None,
         stats: RequestStats | None = None,
     ) -> Iterator[dict[str, Any]]:
-        """Multi-node inventory, every page, deduped by sku."""
+        """Multi-node inventory in each of the merchant's markets, every page, deduped by sku
+        within a market; each record names its market in `market`."""
 
     @abstractmethod
     def recon_reports(
@@ -152,11 +155,6 @@ class WalmartMarketplaceHttp(WalmartMarketplace, MarketplaceHttpClient):
     recon_page_size: int = Field(
         default=1000, description="Rows per reconFileJson page (noOfRecords); Walmart pages 1,000."
     )
-
-    @classmethod
-    def _market(cls, marketplace_ids: Sequence[str] | None) -> str | None:
-        """The WM_MARKET value of the merchant's first market, or None (the US by default)."""
-        return cls._markets(marketplace_ids)[0]
 
     @staticmethod
     def _markets(marketplace_ids: Sequence[str] | None) -> list[str | None]:
@@ -313,7 +311,15 @@ class WalmartMarketplaceHttp(WalmartMarketplace, MarketplaceHttpClient):
     # -- inventory ---------------------------------------------------------------------------
     def inventory(self, creds, *, marketplace_ids=None, stats=None):
         stats = stats if stats is not None else RequestStats()
-        market = self._market(marketplace_ids)
+        for market in self._markets(marketplace_ids):
+            yield from self._inventory_in(creds, market, stats)
+
+    def _inventory_in(
+        self, creds: ChannelCredentials, market: str | None, stats: RequestStats
+    ) -> Iterator[dict[str, Any]]:
+        """The stock of one market (the US when sent without WM_MARKET), every record labelled
+        with it as recon reports are."""
+        label = (market or "us").upper()
         seen: set[str] = set()
         cursor: str | None = None
         pages = self._pager("getMultiNodeInventory", what="nextCursor")
@@ -330,6 +336,8 @@ class WalmartMarketplaceHttp(WalmartMarketplace, MarketplaceHttpClient):
                 "GET /v3/inventories: {meta: {totalCount, nextCursor?}, elements: {inventories: [...]}}",
             )
             for row in rows:
+                if isinstance(row, dict):
+                    row = {**row, "market": label}
                 sku = row.get("sku") if isinstance(row, dict) else None
                 if not isinstance(sku, str) or not sku:
                     stats.add("getMultiNodeInventory", malformed=1)

@@ -122,7 +122,8 @@ def test_inventory_example_with_empty_times_and_a_500_first(sandbox, client):
     )
     stats = RequestStats()
     got = list(client.inventory_summaries(creds(MERCHANT), stats=stats))
-    assert got == example["payload"]["inventorySummaries"]
+    # Verbatim, each with the marketplace it was read in (a summary names none).
+    assert got == [{**s, "marketplaceId": "ATVPDKIKX0DER"} for s in example["payload"]["inventorySummaries"]]
     assert [s["lastUpdatedTime"] for s in got][:2] == ["", ""]
     assert (
         stats.operation("getInventorySummaries").retries == 1
@@ -168,13 +169,15 @@ def test_pricing_examples(sandbox, client):
         ),
     ):
         queue(sandbox, "getCompetitivePricing", name)
-        assert list(client.competitive_pricing(creds(MERCHANT), **kwargs)) == load(name)["payload"]
+        assert list(client.competitive_pricing(creds(MERCHANT), **kwargs)) == [
+            {**entry, "marketplaceId": "ATVPDKIKX0DER"} for entry in load(name)["payload"]
+        ]
     for name in (
         "amazon_getListingOffers_sandbox_1.json",
         "amazon_getListingOffers_sandbox_2_business.json",
     ):
         queue(sandbox, "getListingOffers", name)
-        payload = client.listing_offers(creds(MERCHANT), "NABetaASINB00V5DG6IQ")
+        [payload] = client.listing_offers(creds(MERCHANT), "NABetaASINB00V5DG6IQ")
         assert payload == load(name)["payload"]
     # Amounts such as 10.00 keep their exact text.
     assert (
@@ -194,10 +197,10 @@ def test_listing_offers_old_and_current_marketplace_names(sandbox, client):
     from illuma_pipelines.normalize import amazon as normalizer
 
     queue(sandbox, "getListingOffers", "amazon_getListingOffers_sandbox_2_business.json")
-    legacy = client.listing_offers(creds(MERCHANT), "NABetaASINB00V5DG6IQ")
+    [legacy] = client.listing_offers(creds(MERCHANT), "NABetaASINB00V5DG6IQ")
     assert legacy["MarketplaceID"] == "ATVPDKIKX0DER" and "marketplaceId" not in legacy
     sku = sandbox.state.world(MERCHANT).catalog[0].sku
-    current = client.listing_offers(creds(MERCHANT), sku, marketplace_ids=["A1PA6795UKMFR9"])
+    [current] = client.listing_offers(creds(MERCHANT), sku, marketplace_ids=["A1PA6795UKMFR9"])
     assert current["marketplaceId"] == "A1PA6795UKMFR9" and "MarketplaceID" not in current
     for payload, marketplace, currency in (
         (legacy, "ATVPDKIKX0DER", "USD"),

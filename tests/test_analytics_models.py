@@ -49,6 +49,7 @@ MODELS = (
     "channel_mix_daily", "inventory_health", "fee_categories",
 )
 D = Decimal
+AMAZON_US, AMAZON_DE = "ATVPDKIKX0DER", "A1PA6795UKMFR9"
 
 
 def _at(text: str) -> datetime:
@@ -69,9 +70,9 @@ def _insert(conn, schema: str, spec: TableSpec, rows: list[dict], landed: str) -
         )
 
 
-def _order(channel, order_id, purchased, shipped, status, items, *, shipping="0", promotion="0", tax="0"):
+def _order(channel, order_id, purchased, shipped, status, items, *, shipping="0", promotion="0", tax="0", marketplace=None):
     return {
-        "channel": channel, "marketplace_order_id": order_id, "purchased_at": _at(purchased),
+        "channel": channel, "marketplace_order_id": order_id, "marketplace_id": marketplace, "purchased_at": _at(purchased),
         "shipped_at": _at(shipped) if shipped else None, "status": status, "channel_status": status,
         "fulfillment_channel": "marketplace", "currency": "USD", "items_subtotal": D(items),
         "shipping_total": D(shipping), "promotion_total": D(promotion), "tax_total": D(tax),
@@ -166,10 +167,10 @@ def _first_load() -> dict[TableSpec, list[dict]]:
     ]
     return {
         ORDERS: [
-            _order("amazon", "A1", "2026-01-10T09:00:00", "2026-01-11T09:00:00", "shipped", "50.00", shipping="5.00", tax="4.00"),
-            _order("amazon", "A2", "2026-01-25T09:00:00", "2026-01-26T09:00:00", "delivered", "30.00", promotion="3.00"),
-            _order("amazon", "A3", "2026-01-27T09:00:00", "2026-01-28T09:00:00", "shipped", "25.00"),
-            _order("amazon", "A4", "2026-01-27T09:00:00", None, "cancelled", "25.00"),
+            _order("amazon", "A1", "2026-01-10T09:00:00", "2026-01-11T09:00:00", "shipped", "50.00", shipping="5.00", tax="4.00", marketplace=AMAZON_US),
+            _order("amazon", "A2", "2026-01-25T09:00:00", "2026-01-26T09:00:00", "delivered", "30.00", promotion="3.00", marketplace=AMAZON_US),
+            _order("amazon", "A3", "2026-01-27T09:00:00", "2026-01-28T09:00:00", "shipped", "25.00", marketplace=AMAZON_US),
+            _order("amazon", "A4", "2026-01-27T09:00:00", None, "cancelled", "25.00", marketplace=AMAZON_US),
             _order("ebay", "E1", "2026-01-14T09:00:00", "2026-01-15T09:00:00", "shipped", "28.00", shipping="4.00"),
             # The order says 31.00; 30.00 settled.
             _order("ebay", "E2", "2026-01-20T09:00:00", "2026-01-21T09:00:00", "delivered", "31.00"),
@@ -225,13 +226,19 @@ def _second_load() -> dict[TableSpec, list[dict]]:
         SETTLEMENTS: [amazon.row(), walmart.row()],
         SETTLEMENT_LINES: [*amazon.lines, *walmart.lines],
         INVENTORY_SNAPSHOTS: [
-            {**snapshot, "snapshot_date": date(2026, 2, 20), "channel": "amazon", "sku": "BRK-1",
+            # Read before stock was per marketplace: dropped once the SKU has later pools.
+            {**snapshot, "snapshot_date": date(2026, 2, 18), "channel": "amazon", "marketplace_id": "*", "sku": "BRK-1",
+             "master_part": "ACME|BP100", "available": 0, "stock_out": True},
+            {**snapshot, "snapshot_date": date(2026, 2, 20), "channel": "amazon", "marketplace_id": AMAZON_US, "sku": "BRK-1",
              "master_part": "ACME|BP100", "available": 6, "stock_out": False},
-            {**snapshot, "snapshot_date": date(2026, 2, 19), "channel": "amazon", "sku": "FLT-2",
+            # The same SKU's own pool in Amazon.de, where it has not sold: never summed with the US's.
+            {**snapshot, "snapshot_date": date(2026, 2, 20), "channel": "amazon", "marketplace_id": AMAZON_DE, "sku": "BRK-1",
+             "master_part": "ACME|BP100", "available": 4, "stock_out": False},
+            {**snapshot, "snapshot_date": date(2026, 2, 19), "channel": "amazon", "marketplace_id": AMAZON_US, "sku": "FLT-2",
              "master_part": "ACME|OF200", "available": 0, "stock_out": True},
-            {**snapshot, "snapshot_date": date(2026, 2, 20), "channel": "amazon", "sku": "FLT-2",
+            {**snapshot, "snapshot_date": date(2026, 2, 20), "channel": "amazon", "marketplace_id": AMAZON_US, "sku": "FLT-2",
              "master_part": "ACME|OF200", "available": 0, "stock_out": True},
-            {**snapshot, "snapshot_date": date(2026, 2, 20), "channel": "walmart", "sku": "OLD-7",
+            {**snapshot, "snapshot_date": date(2026, 2, 20), "channel": "walmart", "marketplace_id": "*", "sku": "OLD-7",
              "master_part": "OLD-7", "available": 40, "stock_out": False},
         ],
     }
@@ -444,17 +451,18 @@ def test_settlement_analytics_to_the_cent_incremental_equals_full_refresh(wareho
     }
     assert mix == {"ebay": (1, 2, D("31"), D("0.5849")), "walmart": (1, 2, D("22"), D("0.4151"))}
     health = {
-        (r[0], r[1]): r[2:]
+        (r[0], r[1], r[2]): r[3:]
         for r in _rows(
             warehouse, mid,
-            "SELECT channel, sku, available, units_sold_30d, units_sold_90d, days_of_cover, stock_out, "
+            "SELECT channel, marketplace_id, sku, available, units_sold_30d, units_sold_90d, days_of_cover, stock_out, "
             "stock_out_days_30d, slow_mover FROM {schema}.inventory_health",
         )
     }
     assert health == {
-        ("amazon", "BRK-1"): (6, 1, 3, D("180"), False, 0, False),  # A3 in 30 days, A1 too in 90
-        ("amazon", "FLT-2"): (0, 3, 3, D("0"), True, 2, False),
-        ("walmart", "OLD-7"): (40, 0, 0, None, False, 0, True),  # stock and no sale in 90 days
+        ("amazon", AMAZON_US, "BRK-1"): (6, 1, 3, D("180"), False, 0, False),  # A3 in 30 days, A1 too in 90
+        ("amazon", AMAZON_DE, "BRK-1"): (4, 0, 0, None, False, 0, True),  # its own pool, no sale there
+        ("amazon", AMAZON_US, "FLT-2"): (0, 3, 3, D("0"), True, 2, False),
+        ("walmart", "*", "OLD-7"): (40, 0, 0, None, False, 0, True),  # stock and no sale in 90 days
     }
     # The demo's money summary reads these models: the short payout is listed with its difference.
     summary = money_summary(warehouse, mid)

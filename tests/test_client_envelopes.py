@@ -338,7 +338,7 @@ AMAZON_CASES = [
     (
         "getListingOffers",
         load("amazon/amazon_getCompetitivePricing_sandbox_2_sku.json"),
-        lambda sb: amazon(sb).listing_offers(creds(MERCHANT), "BRK-PAD-4471"),
+        lambda sb: list(amazon(sb).listing_offers(creds(MERCHANT), "BRK-PAD-4471")),
         "'payload' is a list, not an object",
     ),
 ]

@@ -362,13 +362,30 @@ def test_inventory_rows_sum_locations_map_parts_and_compute_cover():
         rec(channel="ebay", sku="B", location=None, fulfillable=None, merchant_fulfilled=0, **base),
     ]
     parts = master_parts_from_ebay([{"sku": "A", "product": {"mpn": "17D828", "brand": "ACDelco"}}, {"sku": "B"}])
-    rows = snapshot_rows(records, parts, {("walmart", "A"): 12}, "2026-11-01")
+    # Records without a marketplace are one channel-wide pool: its cover counts every market's sales.
+    rows = snapshot_rows(records, parts, {("walmart", "WALMART_US", "A"): 8, ("walmart", "WALMART_CA", "A"): 4}, "2026-11-01")
     by_key = {(r["channel"], r["sku"]): r for r in rows}
+    assert {r["marketplace_id"] for r in rows} == {"*"}
     a, b = by_key[("walmart", "A")], by_key[("ebay", "B")]
     assert (a["available"], a["merchant_fulfilled"], a["fulfillable"]) == (6, 4, 2)
     assert (a["mpn"], a["brand"], a["part_match"]) == ("17D828", "ACDelco", "ebay_mpn")
     assert a["days_of_cover"] == 15.0 and not a["stock_out"]
     assert (b["master_part"], b["part_match"], b["stock_out"], b["days_of_cover"]) == ("B", "sku", True, None)
+
+
+def test_inventory_rows_keep_each_marketplace_pool_and_its_own_sales():
+    rec = normalize.InventoryRecord
+    base = dict(asin_or_item_id=None, fnsku=None, condition=None, inbound=None, reserved=None,
+                unfulfillable=None, total_quantity=None, as_of=None, location=None, merchant_fulfilled=None)
+    records = [
+        rec(channel="amazon", sku="A", marketplace_id="A1PA6795UKMFR9", fulfillable=6, **base),
+        rec(channel="amazon", sku="A", marketplace_id="A1F83G8C2ARO7P", fulfillable=0, **base),
+    ]
+    sold = {("amazon", "A1PA6795UKMFR9", "A"): 6, ("amazon", "A1F83G8C2ARO7P", "A"): 3}
+    rows = {r["marketplace_id"]: r for r in snapshot_rows(records, {}, sold, "2026-11-01")}
+    de, uk = rows["A1PA6795UKMFR9"], rows["A1F83G8C2ARO7P"]
+    assert (de["available"], de["units_sold_30d"], de["days_of_cover"], de["stock_out"]) == (6, 6, 30.0, False)
+    assert (uk["available"], uk["units_sold_30d"], uk["days_of_cover"], uk["stock_out"]) == (0, 3, 0.0, True)
 
 
 @pytest.mark.parametrize("env_key", [True, False])

@@ -36,6 +36,7 @@ from illuma_pipelines.registry import ChannelConnection, add_merchant
 from illuma_pipelines.warehouse import Warehouse
 from resources import resources_for
 from resources.warehouse import WarehouseResource
+from tests.test_inventory_marketplaces import BEFORE as SNAPSHOTS_BEFORE_MARKETPLACES
 
 ANALYTICS_OP = analytics_dbt_models.op.name
 
@@ -142,7 +143,15 @@ def test_staging_model_materializes_into_the_merchant_schema(warehouse, warehous
         "walmart": ChannelConnection("walmart", f"sandbox:{mid}"),
     })
     add_merchant(warehouse, other, channels={"ebay": ChannelConnection("ebay", f"sandbox:{other}")})
-    # No core or catalog table yet (a merchant just onboarded): the asset creates them empty.
+    # No core or catalog table yet (a merchant just onboarded): the asset creates them empty; but
+    # an inventory snapshot table from before stock was per marketplace, which it migrates first.
+    with warehouse.merchant_scope(mid) as conn:
+        conn.create_table(merchant_schema(mid), SNAPSHOTS_BEFORE_MARKETPLACES)
+        conn.execute(
+            f"INSERT INTO {merchant_schema(mid)}.core_inventory_snapshots (snapshot_date, channel, sku, master_part, "
+            "part_match, available, units_sold_30d, stock_out, loaded_at, run_id) "
+            "VALUES (DATE '2026-11-19', 'amazon', 'BRK-1', 'BRK-1', 'sku', 5, 0, false, TIMESTAMPTZ '2026-11-19 06:00:00+00', 'r')"
+        )
     instance.add_dynamic_partitions(MERCHANTS, [mid])
     resources = {**resources_for("local"), "warehouse": WarehouseResource(url=warehouse_url)}
     for full_refresh in (False, True):  # a re-run replaces, never duplicates; so does a full refresh
@@ -166,6 +175,9 @@ def test_staging_model_materializes_into_the_merchant_schema(warehouse, warehous
     with warehouse.merchant_scope(other) as conn:
         assert not conn.table_exists(merchant_schema(other), "stg_channel_connections")
     assert rows == [(mid, "amazon", "2026-11-20"), (mid, "walmart", "2026-11-20")]
+    with warehouse.merchant_scope(mid) as conn:
+        health = conn.fetchall(f"SELECT channel, marketplace_id, sku, available FROM {merchant_schema(mid)}.inventory_health")
+    assert health == [("amazon", "*", "BRK-1", 5)]
     if warehouse.dialect == "postgres":
         with warehouse.merchant_scope(mid) as conn:
             owner, me = conn.fetchone(

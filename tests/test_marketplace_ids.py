@@ -16,9 +16,17 @@ import pytest
 
 from assets.extracts import day_window, extract_assets
 from assets.partitions import MERCHANTS, merchant_date_key
+from illuma_pipelines.core.inventory import load_inventory_partition
+from illuma_pipelines.core.tables import INVENTORY_SNAPSHOTS
+from illuma_pipelines.merchant_ids import merchant_schema
 from illuma_pipelines.normalize import amazon as amazon_normalizer
 from illuma_pipelines.normalize import ebay as ebay_normalizer
 from illuma_pipelines.normalize.money import loads
+from illuma_pipelines.pricing import (
+    COMPETITIVE_PRICES,
+    competitive_quotes,
+    load_competitive_prices_partition,
+)
 from illuma_pipelines.raw_records import raw_payloads
 from illuma_pipelines.registry import ChannelConnection, add_merchant
 from illuma_pipelines.sandbox.amazon import (
@@ -27,17 +35,28 @@ from illuma_pipelines.sandbox.amazon import (
 )
 from illuma_pipelines.sandbox.ebay import ebay_orders_modified_between
 from illuma_pipelines.sandbox.server import SandboxServer
+from illuma_pipelines.sandbox.walmart import walmart_inventory
 from illuma_pipelines.warehouse import Warehouse
 from resources.http import ApiRequestError
 from resources.vault import VaultResource
 from resources.walmart import WalmartMarketplaceHttp, walmart_credentials
 from resources.warehouse import WarehouseResource
-from tests.sandbox_helpers import amazon_client, amazon_sandbox, creds, ebay_client, sandbox_now
+from tests.sandbox_helpers import (
+    amazon_client,
+    amazon_sandbox,
+    creds,
+    ebay_client,
+    sandbox_now,
+    walmart_client,
+)
 
 AMAZON_DE = "A1PA6795UKMFR9"
 AMAZON_UK = "A1F83G8C2ARO7P"
 AMAZON_US = "ATVPDKIKX0DER"
-WANTED = ("amazon_orders", "amazon_financial_transactions", "ebay_orders", "ebay_financial_transactions")
+WANTED = (
+    "amazon_orders", "amazon_financial_transactions", "amazon_inventory", "amazon_competitive_pricing",
+    "ebay_orders", "ebay_financial_transactions", "walmart_inventory",
+)
 ASSETS = [a for a in extract_assets if a.key.path[-1] in WANTED]
 
 
@@ -47,7 +66,11 @@ def duckdb_url(tmp_path) -> str:
 
 
 def _clients(sandbox: SandboxServer) -> dict[str, object]:
-    return {"amazon": amazon_client(sandbox), "ebay": ebay_client(sandbox.base_url)}
+    return {
+        "amazon": amazon_client(sandbox),
+        "ebay": ebay_client(sandbox.base_url),
+        "walmart": walmart_client(sandbox.base_url),
+    }
 
 
 def _extract(url: str, sandbox: SandboxServer, merchant_id: str, day: str) -> dg.ExecuteInProcessResult:
@@ -155,6 +178,38 @@ def test_de_uk_merchant_is_extracted_in_its_marketplaces_and_currencies(duckdb_u
     ebay_money = _landed(warehouse, mid, "ebay", "financial_transactions", day)
     assert ebay_money and all(_currencies(t) <= {"EUR"} for t in ebay_money)
 
+    # Stock: each marketplace's own pool, every SKU in both, as the sandbox holds it there.
+    stock = _landed(warehouse, mid, "amazon", "inventory", day)
+    pools = {(s["marketplaceId"], s["sellerSku"]): s["totalQuantity"] for s in stock}
+    assert len(pools) == len(stock)
+    de = {sku: q for (m, sku), q in pools.items() if m == AMAZON_DE}
+    uk = {sku: q for (m, sku), q in pools.items() if m == AMAZON_UK}
+    assert de and de.keys() == uk.keys() and de != uk and {m for m, _ in pools} == {AMAZON_DE, AMAZON_UK}
+    load_inventory_partition(warehouse, mid, day, "test-run")
+    with warehouse.merchant_scope(mid) as conn:
+        snapshot = conn.fetchall(
+            f"SELECT marketplace_id, sku, total_quantity FROM {merchant_schema(mid)}.{INVENTORY_SNAPSHOTS.name} "
+            "WHERE snapshot_date = ? AND channel = 'amazon'",
+            [day],
+        )
+    assert {(m, sku): q for m, sku, q in snapshot} == pools
+
+    # Prices: every SKU asked in both marketplaces, each answered in its currency.
+    priced = _landed(warehouse, mid, "amazon", "competitive_pricing", day)
+    asked = {(e["marketplaceId"], e["SellerSKU"]) for e in priced}
+    assert asked == set(pools)
+    for entry in priced:
+        assert entry["Product"]["Identifiers"]["MarketplaceASIN"]["MarketplaceId"] == entry["marketplaceId"]
+        assert _currencies(entry) == {"EUR" if entry["marketplaceId"] == AMAZON_DE else "GBP"}
+    load_competitive_prices_partition(warehouse, mid, day, "test-run")
+    with warehouse.merchant_scope(mid) as conn:
+        prices = conn.fetchall(
+            f"SELECT DISTINCT marketplace_id, currency FROM {merchant_schema(mid)}.{COMPETITIVE_PRICES.name} "
+            "WHERE price_date = ? AND buy_box_price IS NOT NULL",
+            [day],
+        )
+    assert set(prices) == {(AMAZON_DE, "EUR"), (AMAZON_UK, "GBP")}
+
 
 def test_merchant_without_marketplaces_keeps_the_us_defaults(duckdb_url):
     warehouse = Warehouse.from_url(duckdb_url)
@@ -177,21 +232,36 @@ def test_merchant_without_marketplaces_keeps_the_us_defaults(duckdb_url):
     assert set().union(*(_currencies(o) for o in _landed(warehouse, mid, "ebay", "orders", day))) == {"USD"}
 
 
-def test_pricing_is_asked_and_answered_in_the_merchants_first_marketplace():
+def test_pricing_is_asked_and_answered_in_every_marketplace_of_the_merchant():
     with amazon_sandbox() as sandbox:
         client = amazon_client(sandbox)
         mid = "uk_pricing"
         world = sandbox.state.world(mid)
         skus = [p.sku for p in world.catalog[:3]]
         entries = list(client.competitive_pricing(creds(mid), skus, marketplace_ids=[AMAZON_UK, AMAZON_DE]))
-        assert [e["SellerSKU"] for e in entries] == skus
+        assert [(e["marketplaceId"], e["SellerSKU"]) for e in entries] == [
+            (m, sku) for m in (AMAZON_UK, AMAZON_DE) for sku in skus
+        ]
         for entry in entries:
-            assert entry["Product"]["Identifiers"]["MarketplaceASIN"]["MarketplaceId"] == AMAZON_UK
-            assert _currencies(entry) == {"GBP"}
-        offers = client.listing_offers(creds(mid), skus[0], marketplace_ids=[AMAZON_DE])
-        assert offers["marketplaceId"] == AMAZON_DE and _currencies(offers) == {"EUR"}
-        prices = amazon_normalizer.normalize_pricing({"payload": offers})
-        assert prices.prices and {(p.marketplace_id, p.currency) for p in prices.prices} == {(AMAZON_DE, "EUR")}
+            assert entry["Product"]["Identifiers"]["MarketplaceASIN"]["MarketplaceId"] == entry["marketplaceId"]
+            assert _currencies(entry) == {"GBP" if entry["marketplaceId"] == AMAZON_UK else "EUR"}
+        # Each marketplace's price stays its own: no quote mixes two currencies.
+        quotes = {(q.marketplace_id, frozenset(q.currencies)) for e in entries for q in competitive_quotes(e)}
+        assert quotes == {(AMAZON_UK, frozenset({"GBP"})), (AMAZON_DE, frozenset({"EUR"}))}
+        offers = list(client.listing_offers(creds(mid), skus[0], marketplace_ids=[AMAZON_DE, AMAZON_UK]))
+        assert [(o["marketplaceId"], _currencies(o)) for o in offers] == [(AMAZON_DE, {"EUR"}), (AMAZON_UK, {"GBP"})]
+        for payload, marketplace, currency in zip(offers, (AMAZON_DE, AMAZON_UK), ("EUR", "GBP"), strict=True):
+            prices = amazon_normalizer.normalize_pricing({"payload": payload})
+            assert prices.prices and {(p.marketplace_id, p.currency) for p in prices.prices} == {(marketplace, currency)}
+        # The sandbox refuses a marketplace it does not know, for stock and prices alike.
+        strict = amazon_client(sandbox, max_retries=0)
+        for call in (
+            lambda: list(strict.competitive_pricing(creds(mid), skus, marketplace_ids=["A1XXNOTREAL9"])),
+            lambda: list(strict.listing_offers(creds(mid), skus[0], marketplace_ids=["A1XXNOTREAL9"])),
+            lambda: list(strict.inventory_summaries(creds(mid), marketplace_ids=["A1XXNOTREAL9"])),
+        ):
+            with pytest.raises(ApiRequestError, match="400"):
+                call()
 
 
 def test_the_sandbox_refuses_a_marketplace_it_does_not_know():
@@ -213,7 +283,8 @@ def test_the_sandbox_refuses_a_marketplace_it_does_not_know():
 
 class _WalmartCapture(BaseHTTPRequestHandler):
     """A stand-in Walmart host that records each request's WM_MARKET header and answers with one
-    empty page of the documented shapes (the sandbox's Walmart plug-in has no markets)."""
+    empty page of the documented shapes: what the client sends, whatever a server does with it
+    (the sandbox's own market checks are in test_sandbox_walmart.py)."""
 
     seen: list[tuple[str, str | None]] = []
 
@@ -266,7 +337,35 @@ def test_listing_offers_money_is_exact_in_every_currency():
     with amazon_sandbox() as sandbox:
         client = amazon_client(sandbox)
         sku = sandbox.state.world("fr_parts").catalog[5].sku
-        offers = client.listing_offers(creds("fr_parts"), sku, marketplace_ids=["A13V1IB3VIYZZH"])
+        [offers] = client.listing_offers(creds("fr_parts"), sku, marketplace_ids=["A13V1IB3VIYZZH"])
         amounts = [o["ListingPrice"]["Amount"] for o in offers["Offers"]]
         assert all(isinstance(a, Decimal) for a in amounts)
         assert {o["ListingPrice"]["CurrencyCode"] for o in offers["Offers"]} == {"EUR"}
+
+
+def test_walmart_stock_is_extracted_in_each_market_of_the_connection(duckdb_url):
+    warehouse = Warehouse.from_url(duckdb_url)
+    warehouse.ensure_platform()
+    mid = "us_ca_parts"
+    add_merchant(warehouse, mid, channels={"walmart": ChannelConnection("walmart", f"sandbox:{mid}", ("US", "CA"))})
+    day = (sandbox_now() - timedelta(days=3)).date().isoformat()
+    with amazon_sandbox() as sandbox:
+        assert _extract(duckdb_url, sandbox, mid, day).success
+        expected = {
+            market.upper(): {r["sku"]: r["nodes"][0]["availToSellQty"]["amount"] for r in walmart_inventory(sandbox.state, mid, market=market)}
+            for market in ("us", "ca")
+        }
+    assert expected["US"] and expected["US"].keys() == expected["CA"].keys() and expected["US"] != expected["CA"]
+    landed = _landed(warehouse, mid, "walmart", "inventory", day)
+    assert {(r["market"], r["sku"]) for r in landed} == {(m, sku) for m, skus in expected.items() for sku in skus}
+    load_inventory_partition(warehouse, mid, day, "test-run")
+    with warehouse.merchant_scope(mid) as conn:
+        rows = conn.fetchall(
+            f"SELECT marketplace_id, sku, merchant_fulfilled FROM {merchant_schema(mid)}.{INVENTORY_SNAPSHOTS.name} "
+            "WHERE snapshot_date = ? AND channel = 'walmart'",
+            [day],
+        )
+    # Each market's pool as its own row, named as Walmart orders name their market.
+    assert {(m, sku): q for m, sku, q in rows} == {
+        (f"WALMART_{m}", sku): q for m, skus in expected.items() for sku, q in skus.items()
+    }

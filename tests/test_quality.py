@@ -61,20 +61,23 @@ def test_bad_orders_are_reported_with_counts(column, values, failed):
 def test_inventory_suite_checks_keys_and_quantities():
     frame = pd.DataFrame(
         {
-            "snapshot_date": ["2026-11-01"] * 2,
-            "sku": ["BS-491588S", "BS-491588S"],
-            "channel": ["amazon", "amazon"],
-            "fulfillable": [3, -1],
-            "inbound": [0, 0],
-            "reserved": [0, 0],
-            "unfulfillable": [0, 0],
-            "merchant_fulfilled": [0, 0],
+            "snapshot_date": ["2026-11-01"] * 3,
+            "sku": ["BS-491588S"] * 3,
+            "channel": ["amazon"] * 3,
+            # The same SKU in two marketplaces is two pools; twice in one is a duplicate.
+            "marketplace_id": ["A1PA6795UKMFR9", "A1PA6795UKMFR9", "A1F83G8C2ARO7P"],
+            "fulfillable": [3, -1, 2],
+            "inbound": [0, 0, 0],
+            "reserved": [0, 0, 0],
+            "unfulfillable": [0, 0, 0],
+            "merchant_fulfilled": [0, 0, 0],
         }
     )
-    failed = {f.expectation for f in validate_frame("inventory_snapshots", frame).failures}
+    report = validate_frame("inventory_snapshots", frame)
+    failed = {f.expectation: f.unexpected_count for f in report.failures}
     assert failed == {
-        "ExpectCompoundColumnsToBeUnique(snapshot_date,sku,channel)",
-        "ExpectColumnValuesToBeBetween(fulfillable)",
+        "ExpectCompoundColumnsToBeUnique(snapshot_date,channel,marketplace_id,sku)": 2,
+        "ExpectColumnValuesToBeBetween(fulfillable)": 1,
     }
 
 

@@ -100,6 +100,32 @@ def test_cli_merchants_commands(warehouse_url, merchant_id, capsys):
     assert "offboarded" in capsys.readouterr().out
 
 
+def test_cli_channel_marketplaces_with_or_without_a_reference(warehouse, warehouse_url, merchant_id, capsys):
+    mid = merchant_id()
+    assert main([
+        "--warehouse-url", warehouse_url, "merchants", "add", mid,
+        "--channel", "amazon@A1PA6795UKMFR9,A1F83G8C2ARO7P",  # as issue 13 writes it: the sandbox
+        "--channel", "ebay=env:EBAY_REFRESH_ACME@EBAY_DE",
+        "--channel", "walmart@US,CA",
+    ]) == 0
+    connections = {c.channel: (c.credential_ref, c.marketplace_ids) for c in get_merchant(warehouse, mid).channels}
+    assert connections == {
+        "amazon": (f"sandbox:{mid}", ("A1PA6795UKMFR9", "A1F83G8C2ARO7P")),
+        "ebay": ("env:EBAY_REFRESH_ACME", ("EBAY_DE",)),
+        "walmart": (f"sandbox:{mid}", ("US", "CA")),
+    }
+
+
+@pytest.mark.parametrize(
+    ("channel", "foreign"), [("ebay", "ATVPDKIKX0DER"), ("amazon", "EBAY_DE"), ("walmart", "A1PA6795UKMFR9"), ("walmart", "EBAY_US")]
+)
+def test_a_marketplace_id_of_another_channel_is_refused(warehouse, merchant_id, channel, foreign):
+    mid = merchant_id()
+    with pytest.raises(RegistryError, match=f"'{foreign}' is not a {channel} marketplace id"):
+        add_merchant(warehouse, mid, channels={channel: ChannelConnection(channel, f"sandbox:{mid}", (foreign,))})
+    assert not any(m.merchant_id == mid for m in list_merchants(warehouse))
+
+
 @pytest.mark.parametrize("bad", ["a;drop schema x", "../etc", "a|b"])
 def test_cli_refuses_bad_ids_with_a_clear_message(warehouse_url, bad, capsys):
     assert main(["--warehouse-url", warehouse_url, "merchants", "add", bad]) == 2

@@ -32,6 +32,8 @@ from illuma_pipelines.reports.data import (
 from illuma_pipelines.reports.pdf import render_pdf
 from illuma_pipelines.reports.xlsx import MONEY_FORMAT, PERCENT_FORMAT, currency_format, render_xlsx
 from tests.test_analytics_models import (
+    AMAZON_DE,
+    AMAZON_US,
     SECOND_BUILD,
     _dbt_build,
     _first_load,
@@ -186,7 +188,10 @@ def test_monthly_report_figures_equal_across_workbook_pdf_and_warehouse(built, w
     streamed = load_workbook(xlsx, read_only=True)
     assert [streamed[t].max_row for t in ("Orders", "SKU profit")] == [len(orders), len(profit)]
     health = [[c.value for c in row] for row in wb["Inventory health"].iter_rows()]
-    assert {r[1]: r[health[0].index("stock_out")] for r in health[1:]} == {"FLT-2": True, "BRK-1": False, "OLD-7": False}
+    hh = health[0]
+    assert {(r[hh.index("marketplace_id")], r[hh.index("sku")]): r[hh.index("stock_out")] for r in health[1:]} == {
+        (AMAZON_US, "FLT-2"): True, (AMAZON_US, "BRK-1"): False, (AMAZON_DE, "BRK-1"): False, ("*", "OLD-7"): False,
+    }
     unsettled = [[c.value for c in row] for row in wb["Unsettled orders"].iter_rows()]
     assert sorted(r[1] for r in unsettled[1:]) == ["A3", "E3"]
 

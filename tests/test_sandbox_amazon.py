@@ -642,7 +642,7 @@ def test_inventory_and_pricing():
             "ListingPrice"
         ]["Amount"]
         assert isinstance(amount, Decimal)
-        offers = client.listing_offers(creds(MERCHANT), skus[0])
+        [offers] = client.listing_offers(creds(MERCHANT), skus[0])
         assert offers["SKU"] == skus[0] and sum(o["MyOffer"] for o in offers["Offers"]) == 1
         # The current Product Pricing model's name (February 2026), not the old MarketplaceID.
         assert offers["marketplaceId"] == "ATVPDKIKX0DER" and "MarketplaceID" not in offers

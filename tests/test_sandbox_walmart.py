@@ -718,7 +718,8 @@ def test_inventory_pages_to_the_end():
     with _sandbox(inventory_page_size=7) as sb:
         stats = RequestStats()
         rows = list(_client(sb).inventory(creds(MERCHANT), stats=stats))
-        assert rows == walmart_inventory(sb.state, MERCHANT) and len(rows) == 48
+        # Verbatim, each labelled with its market (the US: no WM_MARKET sent).
+        assert rows == [{**r, "market": "US"} for r in walmart_inventory(sb.state, MERCHANT)] and len(rows) == 48
         assert stats.operation("getMultiNodeInventory").pages == 7
 
 
@@ -850,7 +851,7 @@ def test_faults_of_every_kind_lose_and_duplicate_nothing(caplog):
                     for r in got["inventory"]
                     if isinstance(r, dict) and isinstance(r.get("sku"), str)
                 ]
-                assert inventory == walmart_inventory(sb.state, merchant)
+                assert inventory == [{**r, "market": "US"} for r in walmart_inventory(sb.state, merchant)]
                 reports = [(r["reportDate"], _clean_rows(r["rows"])) for r in got["reports"]]
                 want = [
                     (
@@ -966,10 +967,14 @@ def test_a_merchant_in_two_markets_gets_both_in_their_currencies():
                 sb.state, MERCHANT, report["reportDate"], market=report["market"].lower()
             )
 
-        # Stock is the first market's: the extract keys it by SKU.
-        mx_stock = {r["sku"]: r for r in client.inventory(creds(MERCHANT), marketplace_ids=["MX", "US"])}
-        assert mx_stock == {r["sku"]: r for r in walmart_inventory(sb.state, MERCHANT, market="mx")}
-        assert mx_stock != {r["sku"]: r for r in walmart_inventory(sb.state, MERCHANT)}
+        # Stock is read in every market, each its own pool, each record labelled with its market.
+        stock = list(client.inventory(creds(MERCHANT), marketplace_ids=["MX", "US"]))
+        by_market = {m: {r["sku"]: r for r in stock if r["market"] == m} for m in ("MX", "US")}
+        assert len(stock) == sum(len(rows) for rows in by_market.values())
+        for market, rows in by_market.items():
+            assert rows == {r["sku"]: {**r, "market": market} for r in walmart_inventory(sb.state, MERCHANT, market=market.lower())}
+        assert by_market["MX"].keys() == by_market["US"].keys()
+        assert [r["nodes"] for r in by_market["MX"].values()] != [r["nodes"] for r in by_market["US"].values()]
 
 
 def test_the_sandbox_refuses_a_market_it_does_not_sell_in():

@@ -1,5 +1,10 @@
-"""Daily inventory snapshots: one row per day, SKU and channel from the inventory extracts, mapped
-to the master part, with days of cover at the last 30 days' sales and a stock-out flag.
+"""Daily inventory snapshots: one row per day, channel, marketplace and SKU from the inventory
+extracts, mapped to the master part, with days of cover at the last 30 days' sales in that
+marketplace and a stock-out flag.
+
+Each marketplace's stock is its own pool (a DE/UK seller ships from two): Amazon summaries and
+Walmart records carry the marketplace they were read in. eBay's inventory items are the seller's,
+on every site: their rows carry CHANNEL_WIDE, and their cover counts the sales of every site.
 
 The master part of a SKU comes from the merchant's catalog first (brand and MPN of its current part,
 after supersession, in the catalog version valid at the end of the day), then from eBay's product
@@ -25,6 +30,7 @@ from illuma_pipelines.catalog import (
     master_parts_by_own_key,
 )
 from illuma_pipelines.core.tables import (
+    CHANNEL_WIDE,
     INVENTORY_QUARANTINE_DATASET,
     INVENTORY_SNAPSHOTS,
     ORDER_LINES,
@@ -39,7 +45,7 @@ from illuma_pipelines.raw_records import (
     raw_payloads,
     replace_day_and_quarantine,
 )
-from illuma_pipelines.warehouse import Connection, Warehouse
+from illuma_pipelines.warehouse import IN_SCHEMA, Connection, Warehouse
 
 SALES_WINDOW_DAYS = 30
 # `part_match`: where a snapshot row's master part came from.
@@ -109,33 +115,43 @@ def master_part_columns(
 def snapshot_rows(
     records: Sequence[normalize.InventoryRecord],
     parts: dict[str, tuple[str, str | None]],
-    units_sold: dict[tuple[str, str], int],
+    units_sold: dict[tuple[str, str, str], int],
     snapshot_date: str,
     catalog: dict[str, Part] | None = None,
     catalog_by_key: dict[str, Part] | None = None,
 ) -> list[dict[str, Any]]:
-    """One row per (channel, SKU): location rows summed, mapped to the master part, with cover.
-    `parts`: SKU -> (MPN, brand) from eBay; `catalog`: SKU -> (master part, brand, MPN) from the
-    catalog (`catalog.master_parts`); `catalog_by_key`: the catalog's parts by their own
-    `BRAND|MPN` (`catalog.master_parts_by_own_key`)."""
+    """One row per (channel, marketplace, SKU): location rows summed, mapped to the master part,
+    with cover. `units_sold`: (channel, marketplace, SKU) -> units (`units_sold_last_30_days`); a
+    CHANNEL_WIDE row's cover counts every marketplace's. `parts`: SKU -> (MPN, brand) from eBay;
+    `catalog`: SKU -> (master part, brand, MPN) from the catalog (`catalog.master_parts`);
+    `catalog_by_key`: the catalog's parts by their own `BRAND|MPN`
+    (`catalog.master_parts_by_own_key`)."""
     catalog = catalog or {}
-    grouped: dict[tuple[str, str], list[normalize.InventoryRecord]] = defaultdict(list)
+    grouped: dict[tuple[str, str, str], list[normalize.InventoryRecord]] = defaultdict(list)
     for rec in records:
-        grouped[(rec.channel, rec.sku)].append(rec)
+        grouped[(rec.channel, rec.marketplace_id or CHANNEL_WIDE, rec.sku)].append(rec)
+    sold_anywhere: dict[tuple[str, str], int] = defaultdict(int)
+    for (channel, _, sku), units in units_sold.items():
+        sold_anywhere[(channel, sku)] += units
     rows = []
-    for (channel, sku), recs in sorted(grouped.items()):
+    for (channel, marketplace, sku), recs in sorted(grouped.items()):
         qty = {
             name: _sum_known(getattr(r, name) for r in recs)
             for name in ("fulfillable", "inbound", "reserved", "unfulfillable", "merchant_fulfilled", "total_quantity")
         }
         available = (qty["fulfillable"] or 0) + (qty["merchant_fulfilled"] or 0)
-        sold = units_sold.get((channel, sku), 0)
+        sold = (
+            sold_anywhere.get((channel, sku), 0)
+            if marketplace == CHANNEL_WIDE
+            else units_sold.get((channel, marketplace, sku), 0)
+        )
         (master, brand, mpn), match = master_part_of(sku, catalog, parts, catalog_by_key)
         stamps = [r.as_of for r in recs if r.as_of is not None]
         rows.append(
             {
                 "snapshot_date": snapshot_date,
                 "channel": channel,
+                "marketplace_id": marketplace,
                 "sku": sku,
                 "master_part": master,
                 "mpn": mpn,
@@ -154,21 +170,61 @@ def snapshot_rows(
     return rows
 
 
-def units_sold_last_30_days(conn: Connection, schema: str, snapshot_date: str) -> dict[tuple[str, str], int]:
-    """(channel, SKU) -> units ordered in the 30 days up to the snapshot day, cancellations excluded."""
+def units_sold_last_30_days(conn: Connection, schema: str, snapshot_date: str) -> dict[tuple[str, str, str], int]:
+    """(channel, marketplace, SKU) -> units ordered in the 30 days up to the snapshot day,
+    cancellations excluded (an order without a marketplace counts under CHANNEL_WIDE)."""
     if not (conn.table_exists(schema, ORDERS.name) and conn.table_exists(schema, ORDER_LINES.name)):
         return {}
     end = datetime.fromisoformat(snapshot_date).replace(tzinfo=UTC) + timedelta(days=1)
     start = end - timedelta(days=SALES_WINDOW_DAYS)
     rows = conn.fetchall(
-        f"SELECT l.channel, l.sku, SUM(COALESCE(l.quantity_ordered, 0)) "
+        f"SELECT l.channel, COALESCE(o.marketplace_id, '{CHANNEL_WIDE}'), l.sku, SUM(COALESCE(l.quantity_ordered, 0)) "
         f"FROM {schema}.{ORDER_LINES.name} l JOIN {schema}.{ORDERS.name} o "
         "ON o.channel = l.channel AND o.marketplace_order_id = l.marketplace_order_id "
         "WHERE o.purchased_at >= ? AND o.purchased_at < ? AND o.status <> 'cancelled' "
-        "AND l.line_status <> 'cancelled' AND l.sku IS NOT NULL GROUP BY l.channel, l.sku",
+        "AND l.line_status <> 'cancelled' AND l.sku IS NOT NULL GROUP BY 1, 2, 3",
         [start, end],
     )
-    return {(channel, sku): int(units) for channel, sku, units in rows}
+    return {(channel, marketplace, sku): int(units) for channel, marketplace, sku, units in rows}
+
+
+def migrate_inventory_snapshots(conn: Connection, schema: str) -> None:
+    """Give a snapshot table made before stock was read per marketplace its `marketplace_id` (in
+    the key): its rows get CHANNEL_WIDE, as the marketplace they were read in was not recorded
+    (the connection's first, for Amazon and Walmart). Nothing to do for a new or migrated table.
+
+    PostgreSQL changes the table in place (a view reads it: it cannot be dropped); DuckDB cannot
+    change a primary key, so the table is rebuilt under the same name in the transaction."""
+    table = f"{schema}.{INVENTORY_SNAPSHOTS.name}"
+    columns = [r[0] for r in conn.fetchall(
+        f"SELECT column_name FROM information_schema.columns WHERE table_name = ? AND {IN_SCHEMA} "
+        "ORDER BY ordinal_position",
+        [INVENTORY_SNAPSHOTS.name, schema, schema],
+    )]
+    if not columns or "marketplace_id" in columns:
+        return
+    key = ", ".join(INVENTORY_SNAPSHOTS.primary_key)
+    if conn.dialect == "postgres":
+        conn.execute(f"ALTER TABLE {table} ADD COLUMN marketplace_id TEXT")
+        conn.execute(f"UPDATE {table} SET marketplace_id = ?", [CHANNEL_WIDE])
+        conn.execute(f"ALTER TABLE {table} ALTER COLUMN marketplace_id SET NOT NULL")
+        for (name,) in conn.fetchall(
+            "SELECT constraint_name FROM information_schema.table_constraints "
+            "WHERE table_schema = ? AND table_name = ? AND constraint_type = 'PRIMARY KEY'",
+            [schema, INVENTORY_SNAPSHOTS.name],
+        ):
+            conn.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
+        conn.execute(f"ALTER TABLE {table} ADD PRIMARY KEY ({key})")
+        return
+    kept = ", ".join(c for c in columns if c in INVENTORY_SNAPSHOTS.column_names)
+    old = f"{schema}.{INVENTORY_SNAPSHOTS.name}_before_marketplaces"
+    conn.execute(f"CREATE TABLE {old} AS SELECT * FROM {table}")
+    conn.execute(f"DROP TABLE {table}")
+    conn.create_table(schema, INVENTORY_SNAPSHOTS)
+    conn.execute(
+        f"INSERT INTO {table} ({kept}, marketplace_id) SELECT {kept}, ? FROM {old}", [CHANNEL_WIDE]
+    )
+    conn.execute(f"DROP TABLE {old}")
 
 
 @dataclass
@@ -239,6 +295,7 @@ def load_inventory_partition(wh: Warehouse, merchant_id: str, day: str, run_id: 
     frame["run_id"] = run_id
     rejects = pd.concat(quarantine) if quarantine else empty_quarantine()
     with wh.merchant_scope(merchant_id) as conn:
+        migrate_inventory_snapshots(conn, schema)
         replace_day_and_quarantine(
             conn, schema, INVENTORY_SNAPSHOTS, {"snapshot_date": day}, frame,
             dataset=INVENTORY_QUARANTINE_DATASET, partition_date=day, rejects=rejects,

@@ -65,17 +65,22 @@ BUYER_PII = TableSpec(
     ),
     primary_key=("channel", "marketplace_order_id"),
 )
+# One row per day, channel, marketplace and SKU: each marketplace's stock is a pool of its own
+# (Amazon's Marketplace granularity, Walmart's WM_MARKET). A channel whose stock is not per
+# marketplace (eBay's inventory items are the seller's, listed on every site), and rows landed
+# before stock was read per marketplace, carry CHANNEL_WIDE (see migrate_inventory_snapshots).
+CHANNEL_WIDE = "*"
 INVENTORY_SNAPSHOTS = TableSpec(
     "core_inventory_snapshots",
     cols(
-        "snapshot_date date!", "channel text!", "sku text!", "master_part text!", "mpn text",
-        "brand text", "part_match text!", "asin_or_item_id text", "fulfillable integer",
+        "snapshot_date date!", "channel text!", "marketplace_id text!", "sku text!", "master_part text!",
+        "mpn text", "brand text", "part_match text!", "asin_or_item_id text", "fulfillable integer",
         "inbound integer", "reserved integer", "unfulfillable integer", "merchant_fulfilled integer",
         "total_quantity integer", "available integer!", "units_sold_30d integer!",
         "days_of_cover double", "stock_out boolean!", "as_of timestamptz", "loaded_at timestamptz!",
         "run_id text!",
     ),
-    primary_key=("snapshot_date", "sku", "channel"),
+    primary_key=("snapshot_date", "channel", "marketplace_id", "sku"),
 )
 # The money (issue 15): a settlement is an Amazon settlement report, an eBay payout or a Walmart
 # reconciliation report; its lines are every signed amount in it, each with our fee category

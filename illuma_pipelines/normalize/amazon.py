@@ -701,7 +701,8 @@ def _inventory_row(
         sku=sku,
         asin_or_item_id=text(rec.get("asin")),
         fnsku=text(rec.get("fnSku")),
-        marketplace_id=marketplace_id,
+        # The client adds the marketplace a summary was read in; the argument is for older rows.
+        marketplace_id=text(rec.get("marketplaceId")) or marketplace_id,
         location=None,
         condition=text(rec.get("condition")),
         fulfillable=fulfillable,
@@ -889,7 +890,10 @@ def _product_prices(entry: Mapping[str, Any], observed_at: datetime | None) -> l
     identifiers = product.get("Identifiers") or {}
     market_asin = identifiers.get("MarketplaceASIN") or {}
     sku_ident = identifiers.get("SKUIdentifier") or {}
-    marketplace = text(market_asin.get("MarketplaceId")) or text(sku_ident.get("MarketplaceId"))
+    # `marketplaceId` beside the entry: the marketplace the client asked (Amazon's model has none).
+    marketplace = (
+        text(market_asin.get("MarketplaceId")) or text(sku_ident.get("MarketplaceId")) or text(entry.get("marketplaceId"))
+    )
     asin = text(market_asin.get("ASIN")) or text(entry.get("ASIN"))
     sku = text(sku_ident.get("SellerSKU")) or text(entry.get("SellerSKU"))
     rows = []

@@ -18,11 +18,14 @@ Decisions:
 * Walmart's API is per market (the ``WM_MARKET`` header), and an order names none: its
   ``marketplace_id`` is the caller's when given, else the market of the order's currency
   (USD ``WALMART_US``, CAD ``WALMART_CA``, MXN ``WALMART_MX``, CLP ``WALMART_CL``).
+* An inventory record names its market only in the ``market`` the client adds (US, CA...): its
+  rows' ``marketplace_id`` is ``WALMART_<market>``, as orders', else None.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -443,7 +446,11 @@ def normalize_inventory(
     result = NormalizeResult()
     for index, rec in enumerate(records):
         try:
-            result.inventory.extend(_inventory_rows(rec, as_of))
+            rows = _inventory_rows(rec, as_of)
+            market = rec.get("market")
+            if isinstance(market, str) and market.strip():
+                rows = [replace(r, marketplace_id=f"WALMART_{market.strip().upper()}") for r in rows]
+            result.inventory.extend(rows)
         except RECORD_ERRORS as exc:
             sku = rec.get("sku") if isinstance(rec, Mapping) else None
             result.rejects.append((sku if isinstance(sku, str) and sku else index, describe(exc)))

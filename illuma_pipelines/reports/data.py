@@ -456,9 +456,9 @@ def _monthly_tables(conn: Connection, schema: str, start: date, following: date)
         [start],
     )
     inventory = conn.fetch_df(
-        "SELECT channel, sku, master_part, snapshot_date, available, inbound, reserved, stock_out, stock_out_days_30d, "
-        f"units_sold_30d, units_sold_90d, days_of_cover, slow_mover FROM {schema}.inventory_health "
-        "ORDER BY stock_out DESC, days_of_cover NULLS LAST, channel, sku"
+        "SELECT channel, marketplace_id, sku, master_part, snapshot_date, available, inbound, reserved, stock_out, "
+        f"stock_out_days_30d, units_sold_30d, units_sold_90d, days_of_cover, slow_mover FROM {schema}.inventory_health "
+        "ORDER BY stock_out DESC, days_of_cover NULLS LAST, channel, marketplace_id, sku"
     )
     exceptions = conn.fetch_df(
         "SELECT 'settlement' AS level, channel, settlement_id, CAST(NULL AS VARCHAR) AS order_id, "

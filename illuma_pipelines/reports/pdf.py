@@ -229,7 +229,12 @@ def _inventory_page(data: ReportData) -> tuple[Figure, str | None]:
         if len(outs):
             outs["days"] = outs["stock_out_days_30d"].astype(float)
             rows = outs.nlargest(15, "days").iloc[::-1]
-            bars = outs_ax.barh([f"{s} ({c})" for s, c in zip(rows["sku"], rows["channel"], strict=True)], rows["days"], color=LOSS_COLOR)
+            # A SKU has a pool per marketplace: name it, unless the pool is the channel's ("*").
+            labels = [
+                f"{s} ({c})" if m in (None, "*") else f"{s} ({c} {m})"
+                for s, c, m in zip(rows["sku"], rows["channel"], rows.get("marketplace_id", [None] * len(rows)), strict=True)
+            ]
+            bars = outs_ax.barh(labels, rows["days"], color=LOSS_COLOR)
             outs_ax.bar_label(bars, labels=[f"{int(d)}" for d in rows["days"]], fontsize=7, padding=2)
             outs_ax.tick_params(axis="y", labelsize=7)
         else:

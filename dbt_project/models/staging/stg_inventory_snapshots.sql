@@ -1,7 +1,9 @@
--- Daily stock per channel and SKU (core_inventory_snapshots).
+-- Daily stock per channel, marketplace and SKU (core_inventory_snapshots): each marketplace's
+-- pool apart; marketplace_id '*' is a channel-wide pool (eBay's, and rows from before the split).
 select
     snapshot_date,
     channel,
+    marketplace_id,
     sku,
     master_part,
     fulfillable,
