@@ -520,9 +520,16 @@ def _isin(values: pd.Series | Sequence[str], universe: Iterable[str]) -> np.ndar
     return _bools(pc.is_in(array.cast(pa.large_string()), value_set=pool.cast(pa.large_string())))
 
 
-def _fixed(canonical: pd.Series) -> pd.Series:
-    """Canonical amounts as fixed-width text: compared as strings, they compare as numbers."""
-    return canonical.str.zfill(_MONEY_INT_DIGITS + 1 + _MONEY_DECIMALS)
+def _greater(left: pd.Series, right: pd.Series, both: np.ndarray) -> np.ndarray:
+    """Where both canonical amounts are present (`both`), whether `left` is above `right`: as
+    exact decimals, through Arrow (the others compare as 0 > 0)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    exact = pa.decimal128(_MONEY_INT_DIGITS + _MONEY_DECIMALS, _MONEY_DECIMALS)
+    mask = pa.array(both)
+    left_, right_ = (pc.cast(pc.if_else(mask, _arrow(v), "0"), exact) for v in (left, right))
+    return both & _bools(pc.greater(left_, right_))
 
 
 def _gtin_problems(values: pd.Series, reasons: _Reasons) -> None:
@@ -566,7 +573,8 @@ def split_supersession(cell: str) -> list[str]:
 @dataclass
 class _Validated:
     parts: pd.DataFrame  # one row per SKU: sku, part columns (canonical), source_row, extra, content_hash
-    fitment: pd.DataFrame  # sku, fitment columns, extra, source_row; indexed by position in the file's frame
+    fitment: _Fitment  # every row's fitment: kept_fitment() picks the rows that stay
+    good_rows: np.ndarray  # positions (in the file's frame) of the rows whose part may load
     rejects: list[tuple[int, str, str]]  # (row, sku, reason)
     present: set[str]  # part columns the file has
     has_fitment: bool
@@ -725,18 +733,23 @@ def validate(raw: RawCatalog, fitment: _Fitment | None = None) -> _Validated:
         keep = ~_isin(rows_of_sku["sku"], conflicted)
         rows_of_sku, good_rows = rows_of_sku.loc[keep], good_rows[keep]
     parts = candidates if unique_skus else candidates.drop_duplicates("sku")
-
-    # The good rows with some fitment, each distinct fitment of a SKU once (its first row).
-    good_fit = np.zeros(n, dtype=bool)
-    good_fit[good_rows] = True
-    good_fit &= fitment.streamable
-    fit = fitment.rows.loc[good_fit]
-    fit = fit.loc[~_duplicated(fit, ["sku", *fitment.fields])]
     return _Validated(
-        parts=parts.reset_index(drop=True), fitment=fit, rejects=raw.rejects + rejects,
+        parts=parts.reset_index(drop=True), fitment=fitment, good_rows=good_rows, rejects=raw.rejects + rejects,
         present=present | ({"extra"} if part_extra_cols else set()), has_fitment=fitment.has_fitment,
         implied=implied, rows_read=n + len(raw.rejects), rows_of_sku=rows_of_sku,
     )
+
+
+def kept_fitment(checked: _Validated) -> pd.DataFrame:
+    """The fitment rows that stay (sku, fitment columns; indexed by position in the file's frame):
+    the good rows with some fitment, each distinct fitment of a SKU once (its first good row).
+    The parts do not need it: the import computes it once they have started loading."""
+    fitment = checked.fitment
+    good_fit = np.zeros(len(fitment.streamable), dtype=bool)
+    good_fit[checked.good_rows] = True
+    good_fit &= fitment.streamable
+    fit = fitment.rows.loc[good_fit, ["sku", *fitment.fields]]
+    return fit.loc[~_duplicated(fit, ["sku", *fitment.fields])]
 
 
 def _duplicated(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
@@ -849,7 +862,7 @@ def _validate_parts(frame: pd.DataFrame, extra_cols: list[str]) -> tuple[pd.Data
         reasons.add(any_money & ~has_currency, "amounts without a cost_currency (add the currency, e.g. USD)")
     both = ((money["min_price"] != "") & (money["max_price"] != "")).to_numpy()
     if both.any():
-        above = both & (_fixed(money["min_price"]) > _fixed(money["max_price"])).to_numpy()
+        above = _greater(money["min_price"], money["max_price"], both)
         reasons.add(above, lambda i: f"min_price {col['min_price'].iat[i]} is above max_price {col['max_price'].iat[i]}")
     _gtin_problems(col["gtin"], reasons)
 
@@ -1066,25 +1079,11 @@ def _select(names: Sequence[str]) -> str:
 def _stored_current(conn: Connection, schema: str, missing: Iterable[str] = ()) -> pd.DataFrame:
     """The current version of every stored SKU: the _STORED columns and `missing` (part columns
     the file does not have), as text ('' for NULL)."""
-    import pyarrow as pa
-
     names = [*_STORED, *sorted(set(missing) - set(_STORED))]
-    sql = f"SELECT {_select(names)} FROM {schema}.{CATALOG_PARTS.name} WHERE valid_to IS NULL"
-    if conn.dialect == "duckdb":
-        frame = conn.fetch_df(sql)
-        if frame.empty:
-            return pd.DataFrame({c: pd.Series(dtype="str") for c in names})
-        for c in names:
-            frame[c] = frame[c].astype("str").where(frame[c].notna(), "")
-        return frame
-    # PostgreSQL rows come as tuples: each column goes to Arrow in one call (a DataFrame built
-    # from the tuples would infer every value's type).
-    rows = conn.fetchall(sql)
-    columns = list(zip(*rows, strict=True)) if rows else [()] * len(names)
-    return pd.DataFrame({
-        c: pd.array(pa.array(values, type=pa.large_string()).fill_null(""), dtype="str")
-        for c, values in zip(names, columns, strict=True)
-    })
+    frame = conn.fetch_text(f"SELECT {_select(names)} FROM {schema}.{CATALOG_PARTS.name} WHERE valid_to IS NULL")
+    if frame.empty:
+        return pd.DataFrame({c: pd.Series(dtype="str") for c in names})
+    return frame
 
 
 def _content_hash(parts: pd.DataFrame) -> pd.Series:
@@ -1279,9 +1278,9 @@ def _apply(
                     rejects.append((int(r), s, f"supersession cycle {text}: a part cannot replace itself; fix superseded_by of {', '.join(cycle)}"))
         parts = parts.loc[~_isin(parts["sku"], refused)].reset_index(drop=True)
         known = _isin(parts["sku"], stored.index)
-        checked.fitment = checked.fitment.loc[~_isin(checked.fitment["sku"], refused)]
-    # The file's parts are known: the fitment's deletions follow its load on the writing thread.
-    streaming.submit(_finish_fitment, conn, schema, checked.fitment, checked.has_fitment, parts["sku"], streaming, summary)
+    # The file's parts are known (the fitment of refused ones is dropped by _finish_fitment, which
+    # keeps that of `parts`): the fitment's deletions follow its load on the writing thread.
+    streaming.submit(_finish_fitment, conn, schema, kept_fitment(checked), checked.has_fitment, parts["sku"], streaming, summary)
 
     # Only superseded SKUs (those in `current`) point at another part; the others are their own.
     targets = sorted({c for c in current.values() if c})

@@ -14,6 +14,7 @@ SQL in this project uses `?` placeholders; the PostgreSQL backend translates the
 from __future__ import annotations
 
 import contextlib
+import csv
 import getpass
 import io
 import logging
@@ -339,6 +340,12 @@ class Connection(ABC):
     def fetch_df(self, sql: str, params: Sequence[Any] = ()) -> pd.DataFrame: ...
 
     @abstractmethod
+    def fetch_text(self, sql: str) -> pd.DataFrame:
+        """A query's result (no parameters) with every column as text ('' for NULL), in pandas'
+        Arrow-backed string dtype: for comparing many rows by value without a Python object per
+        value. Cast in SQL what must read the same on both engines (amounts: CAST AS VARCHAR)."""
+
+    @abstractmethod
     def iter_batches(self, sql: str, params: Sequence[Any] = (), size: int = 10_000) -> Iterator[list[tuple]]:
         """The rows of a query, `size` at a time, without holding all of them; other statements
         may run on this connection between batches. Stream committed data only: on DuckDB the rows
@@ -552,6 +559,12 @@ class _DuckDBConnection(Connection):
 
     def fetch_df(self, sql: str, params: Sequence[Any] = ()) -> pd.DataFrame:
         return self._con.execute(sql, list(params)).df()
+
+    def fetch_text(self, sql: str) -> pd.DataFrame:
+        frame = self._con.execute(sql).df()
+        for name in frame.columns:
+            frame[name] = frame[name].astype("str").where(frame[name].notna(), "")
+        return frame
 
     def iter_batches(self, sql: str, params: Sequence[Any] = (), size: int = 10_000) -> Iterator[list[tuple]]:
         # A pending result is dropped by the next statement on the same DuckDB connection, so the
@@ -823,6 +836,35 @@ class _PostgresConnection(Connection):
         cur = self._con.execute(_pg_sql(sql), list(params) or None)
         names = [d.name for d in cur.description] if cur.description else []
         return pd.DataFrame(cur.fetchall(), columns=names)
+
+    def fetch_text(self, sql: str) -> pd.DataFrame:
+        # The server writes the rows as CSV and Arrow parses them, both in C: a fetch builds a
+        # Python tuple and an object per value (0.5 s for 200,000 rows of 7 columns, against 0.1 s).
+        import pyarrow as pa
+        import pyarrow.csv as pcsv
+
+        with self._con.cursor() as cur:
+            buf = io.BytesIO()
+            with cur.copy(f"COPY ({sql}) TO STDOUT (FORMAT csv, HEADER)") as copy:
+                for chunk in copy:
+                    buf.write(chunk)
+        data = buf.getbuffer()
+        # The header (always written, rows or none) names the columns, each read as text.
+        names = next(csv.reader([bytes(data[: 1 << 16]).split(b"\n", 1)[0].decode()]))
+        table = pcsv.read_csv(
+            pa.py_buffer(data),
+            read_options=pcsv.ReadOptions(column_names=names, skip_rows=1),
+            # A value with a line break comes quoted; NULL is the unquoted empty field, read as
+            # '' like an empty string (strings_can_be_null=False).
+            parse_options=pcsv.ParseOptions(newlines_in_values=True, ignore_empty_lines=False),
+            convert_options=pcsv.ConvertOptions(
+                column_types={name: pa.large_string() for name in names}, strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+        return pd.DataFrame({
+            name: pd.array(column, dtype="str") for name, column in zip(table.column_names, table.columns, strict=True)
+        })
 
     def load_frame(self, schema: str, table: str, frame: pd.DataFrame) -> int:
         if not len(frame):

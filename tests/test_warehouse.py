@@ -200,6 +200,25 @@ def test_iter_batches_streams_while_the_connection_writes(warehouse, merchant_id
         assert conn.row_count(schema, copy.name) == 25
 
 
+def test_fetch_text_gives_every_value_as_text_on_both_engines(warehouse, merchant_id):
+    # PostgreSQL's goes through the server's CSV: quoting, line breaks, NULL against '' and a lone
+    # empty column (an empty line) must come back as the values they were.
+    mid = merchant_id()
+    add_merchant(warehouse, mid)
+    with warehouse.merchant_scope(mid) as conn:
+        frame = conn.fetch_text(
+            "SELECT * FROM (VALUES ('a,b', NULL, 'say \"hi\"'), ('', 'two\nlines', CAST(CAST(12.5 AS DECIMAL(18,4)) AS VARCHAR))) "
+            "AS t(p, q, r) ORDER BY p DESC"
+        )
+        assert frame.to_dict("records") == [
+            {"p": "a,b", "q": "", "r": 'say "hi"'}, {"p": "", "q": "two\nlines", "r": "12.5000"},
+        ]
+        assert all(str(t) == "str" for t in frame.dtypes)
+        assert conn.fetch_text("SELECT * FROM (VALUES (CAST(NULL AS VARCHAR)), ('x'), ('')) AS t(v)")["v"].tolist() == ["", "x", ""]
+        empty = conn.fetch_text("SELECT 'a' AS x, 'b' AS y WHERE 1 = 0")
+        assert list(empty.columns) == ["x", "y"] and len(empty) == 0
+
+
 def test_duckdb_memory_is_capped_and_a_bad_cap_is_refused(tmp_path, monkeypatch):
     wh = Warehouse.from_url(f"duckdb:///{tmp_path / 'w.duckdb'}")
     with wh.connect() as conn:
