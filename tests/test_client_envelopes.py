@@ -324,6 +324,12 @@ AMAZON_CASES = [
         "'url' string",
     ),
     (
+        "createReport",
+        load("amazon/amazon_getReports_sandbox_1.json"),
+        lambda sb: amazon(sb).request_report(creds(MERCHANT), "GET_MERCHANT_LISTINGS_ALL_DATA"),
+        "'reportId' string",
+    ),
+    (
         "getReport",
         load("amazon/amazon_getReports_sandbox_1.json"),
         lambda sb: amazon(sb).request_report(creds(MERCHANT), "GET_MERCHANT_LISTINGS_ALL_DATA"),
