@@ -1,30 +1,53 @@
 """The missing-service rule every service test follows: fail under CI, skip loudly elsewhere."""
 
-import warnings
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
 
-import pytest
+from tests.processes import free_port, port_open
 
-from tests.processes import free_port, port_open, service_unavailable
-
-
-def test_a_missing_service_fails_under_ci(monkeypatch):
-    monkeypatch.setenv("CI", "true")
-    with pytest.raises(pytest.fail.Exception, match="CI is set: the celery tests must run"):
-        service_unavailable("Celery tests", "RabbitMQ at 127.0.0.1:5672 unreachable")
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+MESSAGE = "RabbitMQ at 127.0.0.1:5672 unreachable"
 
 
-def test_a_missing_service_skips_loudly_elsewhere(monkeypatch, capsys):
-    monkeypatch.delenv("CI", raising=False)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        with pytest.raises(pytest.skip.Exception) as skipped:
-            service_unavailable("Celery tests", "RabbitMQ at 127.0.0.1:5672 unreachable")
-    # The test is skipped (not failed, not passed) with the reason, a warning pytest's summary
-    # lists, and the banner on stderr.
-    assert str(skipped.value) == "RabbitMQ at 127.0.0.1:5672 unreachable"
-    assert [w.category for w in caught] == [UserWarning]
-    assert "SKIPPING CELERY TESTS: RabbitMQ at 127.0.0.1:5672 unreachable" in str(caught[0].message)
-    assert "SKIPPING CELERY TESTS: RabbitMQ at 127.0.0.1:5672 unreachable" in capsys.readouterr().err
+def _session_with_a_missing_service(tmp_path: Path, ci: bool) -> subprocess.CompletedProcess:
+    """A pytest session of its own whose one test finds its service missing: its outcome is what
+    pytest reports, not what a wrapper around the call saw."""
+    test_file = tmp_path / "test_needs_rabbitmq.py"
+    test_file.write_text(
+        "from tests.processes import service_unavailable\n\n\n"
+        "def test_needs_rabbitmq():\n"
+        f"    service_unavailable('Celery tests', {MESSAGE!r})\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "CI"} | {"PYTHONPATH": str(PROJECT_ROOT)}
+    if ci:
+        env["CI"] = "true"
+    return subprocess.run(
+        # -s: the banner goes to the real stderr; -rs lists skips with their reasons.
+        [sys.executable, "-m", "pytest", "-q", "-s", "-rs", "-p", "no:cacheprovider", "-p", "no:xdist",
+         "--rootdir", str(tmp_path), str(test_file)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )
+
+
+def test_a_missing_service_fails_under_ci(tmp_path):
+    done = _session_with_a_missing_service(tmp_path, ci=True)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "1 failed" in done.stdout
+    assert f"{MESSAGE} (CI is set: the celery tests must run)" in done.stdout
+
+
+def test_a_missing_service_skips_loudly_elsewhere(tmp_path):
+    done = _session_with_a_missing_service(tmp_path, ci=False)
+    # Skipped (not failed, not passed) with the reason, a warning in pytest's summary, and the
+    # banner on stderr.
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 skipped" in done.stdout and "passed" not in done.stdout
+    assert re.search(r"SKIPPED \[1\] \S+: " + re.escape(MESSAGE), done.stdout), done.stdout
+    assert "UserWarning" in done.stdout and f"SKIPPING CELERY TESTS: {MESSAGE}" in done.stdout
+    assert f"SKIPPING CELERY TESTS: {MESSAGE}" in done.stderr
 
 
 def test_a_free_port_is_free():
