@@ -72,6 +72,10 @@ def raw_table_name(channel: str, dataset: str) -> str:
     return f"raw_{channel}_{dataset}"
 
 
+# Walmart's markets, named in the WM_MARKET header of the Global Marketplace APIs (same host;
+# without the header Walmart serves the US).
+WALMART_MARKETS = ("us", "ca", "mx", "cl")
+
 MARKETPLACES: tuple[Marketplace, ...] = (
     Marketplace(
         channel="amazon",
@@ -143,8 +147,8 @@ MARKETPLACES: tuple[Marketplace, ...] = (
         normalizer="illuma_pipelines.normalize.walmart",
         sandbox="illuma_pipelines.sandbox.walmart",
         # The WM_MARKET values of Walmart's Global Marketplace APIs (the client checks the same).
-        marketplace_id_pattern=r"(?i:us|ca|mx|cl)",
-        marketplace_id_examples="US, CA, MX, CL",
+        marketplace_id_pattern=f"(?i:{'|'.join(WALMART_MARKETS)})",
+        marketplace_id_examples=", ".join(m.upper() for m in WALMART_MARKETS),
     ),
 )
 

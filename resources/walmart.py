@@ -42,6 +42,7 @@ import dagster as dg
 import requests
 from pydantic import Field
 
+from illuma_pipelines.marketplaces import WALMART_MARKETS
 from resources.client_base import MarketplaceHttpClient
 from resources.http import (
     ApiRequestError,
@@ -65,9 +66,6 @@ ORDERS_LOOKBACK = timedelta(days=180)
 LOOKBACK_MARGIN = timedelta(minutes=10)
 SHIP_NODE_TYPES = ("SellerFulfilled", "WFSFulfilled")
 SERVICE_NAME = "Walmart Marketplace"
-# Walmart's markets, named in the WM_MARKET header of the Global Marketplace APIs (same host;
-# without the header Walmart serves the US).
-WALMART_MARKETS = ("us", "ca", "mx", "cl")
 MAX_TOKEN_REFRESHES_PER_CALL = 3
 
 
