@@ -116,18 +116,8 @@ def warehouse(warehouse_url: str):
 
 @pytest.fixture
 def instance():
-    import gc
-
     import dagster as dg
-    from dagster._core.storage.defs_state.base import _current_storage
 
-    # Entering a Dagster instance makes its state storage the current one (a context variable that
-    # `materialize` reads); leaving it restores the one before. An instance an earlier test left
-    # entered (in a generator never finished) restores a stale one whenever it is collected:
-    # mid-test, that made a run fail with "Attempted to resolve undefined DagsterInstance
-    # weakref". Collect now, start from none, and this test's instance stays current throughout.
-    gc.collect()
-    _current_storage.set(None)
     with dg.instance_for_test() as inst:
         yield inst
 
