@@ -277,6 +277,17 @@ def _dbt_build(warehouse, warehouse_url: str, mid: str, as_of: str, work: Path, 
     return json.loads((work / "target" / "run_results.json").read_text())
 
 
+def _reland(warehouse, mid: str, channel: str, settlement_id: str, line_seq: int, landed: str) -> None:
+    """A settlement line landed again as the core loader lands it: its row replaced, with the new
+    day's provenance."""
+    with warehouse.merchant_scope(mid) as conn:
+        conn.execute(
+            f"UPDATE {merchant_schema(mid)}.{SETTLEMENT_LINES.name} SET partition_date = ?, loaded_at = ? "
+            "WHERE channel = ? AND settlement_id = ? AND line_seq = ?",
+            [date.fromisoformat(landed), _at(landed + "T06:00:00"), channel, settlement_id, line_seq],
+        )
+
+
 def _rows(warehouse, mid: str, sql: str) -> list[tuple]:
     with warehouse.merchant_scope(mid) as conn:
         return conn.fetchall(sql.replace("{schema}", merchant_schema(mid)))
@@ -319,6 +330,9 @@ def test_settlement_analytics_to_the_cent_incremental_equals_full_refresh(wareho
 
     # --- Second build, incremental: a later Amazon settlement with a January refund, Walmart's next report.
     _load(warehouse, mid, _second_load(), SECOND_BUILD)
+    # eBay sends E1's sale line of EB-P1 again (posted, and first landed, before the window): the
+    # loader replaces its core row, landed anew; the build must replace its copy, not add one.
+    _reland(warehouse, mid, "ebay", "EB-P1", 1, SECOND_BUILD)
     # A 10-day window: January is recomputed only because lines posted in it landed since.
     second = _statuses(_dbt_build(warehouse, warehouse_url, mid, SECOND_BUILD, tmp_path / "b2", trailing_days=10))
     assert second["test.illuma.settlements_add_up"] == ("warn", 1)

@@ -66,6 +66,41 @@
      or ({{ basis_column }} = 'cash' and {{ month_column }} in ({{ landed('cash_month') }})))
 {%- endmacro %}
 
+{#- The settlements a build of settlement lines rewrites (a select of channel, settlement_id from
+    `relation`, a table of settlement lines): every settlement with a line posted or landed
+    (partition_date) within the window. A settlement is rewritten whole: a line landed again
+    replaces its earlier copy however old its posting, without joining every line of the model to
+    the new ones by key (bench/analytics.py: that join was most of the daily build of the two
+    settlement-line models). -#}
+{% macro window_settlements(relation) -%}
+    select distinct channel, settlement_id
+    from {{ relation }}
+    where partition_date >= {{ window_start() }} or posted_date >= {{ window_start() }}
+{%- endmacro %}
+
+{#- Whether the settlement line aliased `alias` belongs to a settlement of window_settlements. -#}
+{% macro in_window_settlements(alias, relation) -%}
+    exists (
+        select 1 from ({{ window_settlements(relation) }}) as window_settlement
+        where window_settlement.channel = {{ alias }}.channel
+            and window_settlement.settlement_id = {{ alias }}.settlement_id
+    )
+{%- endmacro %}
+
+{#- Pre-hook of an incremental model of settlement lines (append): delete its lines of the
+    settlements the build rewrites from `relation` (window_settlements), and its own lines of the
+    window, so a line that disappeared from the source disappears here too. Every line the build
+    then inserts belongs to a settlement deleted here, so none can be there twice. -#}
+{% macro delete_window_settlements(relation) -%}
+    {%- if is_incremental() -%}
+        delete from {{ this }} as target
+        where target.partition_date >= {{ window_start() }} or target.posted_date >= {{ window_start() }}
+            or {{ in_window_settlements('target', relation) }}
+    {%- else -%}
+        select 1
+    {%- endif -%}
+{%- endmacro %}
+
 {#- Pre-hook of an incremental model: delete the rows of the window before they are rebuilt, so a
     row that disappeared from the source within the window disappears here too. -#}
 {% macro delete_window(condition) -%}

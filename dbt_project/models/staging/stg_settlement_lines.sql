@@ -1,12 +1,11 @@
 -- Every signed amount of every settlement (core_settlement_lines; money to the seller positive).
--- Incremental: a build re-reads the lines posted or landed (partition_date) within the trailing
--- window (trailing_days, see macros/build_window.sql); a line landed again replaces its earlier
--- copy by key.
+-- Incremental: a build rewrites whole every settlement with a line posted or landed
+-- (partition_date) within the trailing window (trailing_days; macros/build_window.sql,
+-- window_settlements), so a line landed again replaces its earlier copy.
 {{ config(
     materialized='incremental',
-    incremental_strategy='delete+insert',
-    unique_key=['channel', 'settlement_id', 'line_seq'],
-    pre_hook="{{ delete_window('partition_date >= ' ~ window_start() ~ ' or posted_date >= ' ~ window_start()) }}",
+    incremental_strategy='append',
+    pre_hook="{{ delete_window_settlements(source('core', 'core_settlement_lines')) }}",
 ) }}
 select
     channel,
@@ -28,7 +27,7 @@ select
     currency,
     marketplace_id,
     partition_date
-from {{ source('core', 'core_settlement_lines') }}
+from {{ source('core', 'core_settlement_lines') }} as src
 {% if is_incremental() %}
-where partition_date >= {{ window_start() }} or posted_date >= {{ window_start() }}
+where {{ in_window_settlements('src', source('core', 'core_settlement_lines')) }}
 {% endif %}

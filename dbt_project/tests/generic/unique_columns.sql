@@ -4,11 +4,12 @@
     runs on its own: dbt's per-node cost was a large part of the daily build, bench/analytics.py).
     Failing rows: each key that occurs more than once or has a NULL where none may be.
 
-    `written_since` (an incremental model with a unique_key): the columns by which the model's
-    incremental build selects what it rewrites (its rows with any of them within the trailing
-    window, macros/build_window.sql). An incremental build tests only those rows: the build
-    replaced every older row with a key among them, and left the others as the last build tested
-    them. A full refresh tests every row. -#}
+    `written_since` (an incremental model): the columns by which the model's incremental build
+    selects what it rewrites (its rows with any of them within the trailing window,
+    macros/build_window.sql). An incremental build tests only those rows: the build replaced every
+    older row with a key among them (by its unique_key, or, for settlement lines, by rewriting
+    their settlements whole), and left the others as the last build tested them. A full refresh
+    tests every row. -#}
 {% test unique_columns(model, columns, not_null=[], written_since=[]) %}
 select {{ columns | join(', ') }}, count(*) as occurrences
 from {{ model }}
