@@ -40,6 +40,7 @@ from illuma_pipelines.backups.crypto import (
     decrypt_stream,
     encrypt_stream,
     manifest_mac,
+    tags_digest,
 )
 from illuma_pipelines.backups.store import MANIFEST, BackupStore, check_backup_id
 from illuma_pipelines.warehouse import (
@@ -58,8 +59,21 @@ DAGSTER = "dagster"  # the Dagster instance's PostgreSQL database, in production
 DAGSTER_PG_URL_VAR = "DAGSTER_PG_URL"
 PG_ITEM = "warehouse.pgdump"  # main's dump; a named warehouse's is `<name>.pgdump`
 PLATFORM_ITEM = "platform.duckdb"
-# A DuckDB table's checksum in the manifest: the sha256 of the file that holds it, as copied.
+# A DuckDB table's checksum in the manifest: its file's, as copied: the digest of the file's
+# chunk tags (crypto.tags_digest, a keyed checksum of its bytes: backups since 2026-12), or the
+# sha256 of its bytes (backups before, still restored and verified that way).
+FILE_TAGS_CHECKSUM = "file-gcm-tags:"
 FILE_CHECKSUM = "file-sha256:"
+
+
+def file_checksum(item: dict) -> str | None:
+    """The checksum a DuckDB file object's tables carry in the manifest; None for a backup from
+    before file checksums (its tables' rows were hashed)."""
+    if item.get("tags_sha256"):
+        return FILE_TAGS_CHECKSUM + item["tags_sha256"]
+    if item.get("plain_sha256"):
+        return FILE_CHECKSUM + item["plain_sha256"]
+    return None
 
 
 def new_backup_id(kind: str, now: datetime) -> str:
@@ -114,7 +128,7 @@ class _Writer:
         item = {
             "name": name, **extra, "plain_bytes": stats.plain_bytes,
             "encrypted_bytes": stats.encrypted_bytes, "chunk_bytes": self.chunk_bytes, "chunk_sha256": stats.chunk_sha256,
-            "plain_sha256": stats.plain_sha256,
+            "tags_sha256": stats.tags_sha256,
         }
         self.items.append(item)
         return item
@@ -156,21 +170,28 @@ def _duckdb_tables(conn) -> list[tuple[str, str, str]]:
     """(manifest name, schema, table) of every base table of the open DuckDB file."""
     catalog = conn.fetchone("SELECT current_database()")[0]
     rows = conn.fetchall(
-        "SELECT table_schema, table_name FROM information_schema.tables WHERE table_catalog = ? "
-        "AND table_type = 'BASE TABLE' ORDER BY 1, 2",
+        "SELECT schema_name, table_name FROM duckdb_tables() WHERE database_name = ? AND NOT temporary ORDER BY 1, 2",
         [catalog],
     )
     # A merchant file's tables live in `main` of a catalog named after the schema, m_<id>.
     return [(f"{catalog if schema == 'main' else schema}.{table}", schema, table) for schema, table in rows]
 
 
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
 def duckdb_counts(conn) -> dict[str, int]:
     """{"schema.table": rows} of every base table of the open DuckDB file (from its row groups'
-    counts: no column is read)."""
-    return {
-        name: int(conn.fetchone(f'SELECT count(*) FROM "{schema}"."{table}"')[0])
-        for name, schema, table in _duckdb_tables(conn)
-    }
+    counts: no column is read), in one query."""
+    tables = _duckdb_tables(conn)
+    if not tables:
+        return {}
+    sql = " UNION ALL ".join(
+        f"SELECT {n}, count(*) FROM {_quoted(schema)}.{_quoted(table)}" for n, (_, schema, table) in enumerate(tables)
+    )
+    counts = dict(conn.fetchall(sql))
+    return {name: int(counts[n]) for n, (name, _, _) in enumerate(tables)}
 
 
 def duckdb_stats(conn) -> dict[str, dict]:
@@ -208,7 +229,7 @@ def _backup_duckdb(name: str, wh: DuckDBWarehouse, writer: _Writer) -> tuple[lis
                 if n + 1 < len(scopes):
                     following = opener.submit(files.hold, scopes[n + 1][2])
                 entry = writer.put(item, source, format="duckdb", merchant_id=merchant, warehouse=name)
-            checksum = FILE_CHECKSUM + entry["plain_sha256"]
+            checksum = file_checksum(entry)
             tables.update({table_key(name, k): {"rows": rows, "checksum": checksum} for k, rows in counts.items()})
     finally:
         if following is not None:
@@ -408,24 +429,32 @@ def item_of(manifest: dict, name: str) -> dict:
 
 def decrypted(
     store: BackupStore, manifest: dict, data_key: bytes, name: str, buffers: ChunkBuffers | None = None,
+    *, hashes: bool = True,
 ) -> Iterator[bytes | memoryview]:
-    """The plaintext of object `name`, checked chunk by chunk (each chunk's sha256 and tag; its
-    size and sha256 at the end). With `buffers`, each block is a view valid until the next one is
-    asked for: for a consumer that writes it at once."""
+    """The plaintext of object `name`, checked chunk by chunk (each chunk's tag and, with
+    `hashes`, its sha256), then as a whole: its size, and the digest of its chunk tags (or, in a
+    backup from before tag digests, the sha256 of its plaintext). With `buffers`, each block is a
+    view valid until the next one is asked for: for a consumer that writes it at once."""
     item = item_of(manifest, name)
+    where = f"backup {manifest['backup_id']}, {name}"
     size = 0
-    plain = hashlib.sha256() if item.get("plain_sha256") else None
+    tags = tags_digest() if item.get("tags_sha256") else None
+    plain = hashlib.sha256() if item.get("plain_sha256") and tags is None else None
     blocks = decrypt_stream(
         data_key, manifest["backup_id"], name, store.read(manifest["backup_id"], name), item["chunk_sha256"],
-        buffers, item.get("chunk_bytes") or CHUNK_BYTES,
+        buffers, item.get("chunk_bytes") or CHUNK_BYTES, tags=tags, hashes=hashes,
     )
     for block in blocks:
         size += len(block)
         if plain is not None:
             plain.update(block)
         yield block
-    if size != item["plain_bytes"] or (plain is not None and plain.hexdigest() != item["plain_sha256"]):
-        raise BackupIntegrityError(f"backup {manifest['backup_id']}, {name}: the plaintext does not match the manifest")
+    if size != item["plain_bytes"]:
+        raise BackupIntegrityError(f"{where}: {size} bytes decrypted, {item['plain_bytes']} in the manifest")
+    if tags is not None and tags.hexdigest() != item["tags_sha256"]:
+        raise BackupIntegrityError(f"{where}: its chunk tags do not match the manifest's digest of them")
+    if plain is not None and plain.hexdigest() != item["plain_sha256"]:
+        raise BackupIntegrityError(f"{where}: the plaintext does not match the manifest's sha256")
 
 
 def verify_backup(store: BackupStore, backup_id: str, keyring: BackupKeyring | None = None) -> dict:
