@@ -4,6 +4,7 @@ DuckDB and PostgreSQL: real pg_dump/pg_restore, real files, the real vault and p
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import re
 import secrets
@@ -614,11 +615,13 @@ def test_a_stream_stage_hands_on_its_failure_and_stops_with_its_consumer():
 
 
 @pytest.mark.parametrize("size", [0, 1, 4095, 4096, 3 * 4096, 3 * 4096 + 17])
-def test_any_size_round_trips_and_ends_with_a_short_final_chunk(size):
+def test_any_size_round_trips_and_ends_with_a_short_final_chunk(size, tmp_path):
     """Chunks are full but the last, which is short (empty when the size is a multiple of the
-    chunk) and carries the final flag; a file read in whole chunks keeps the format."""
+    chunk) and carries the final flag; a file read in whole chunks and a file's mapped bytes give
+    the same format, and it decrypts from blocks, from a stream and from a mapped file alike."""
     import hashlib
     import io
+    import mmap
 
     from illuma_pipelines.backups.crypto import (
         ChunkBuffers,
@@ -629,17 +632,27 @@ def test_any_size_round_trips_and_ends_with_a_short_final_chunk(size):
     )
 
     key, data, buffers = secrets.token_bytes(32), secrets.token_bytes(size), ChunkBuffers()
-    stats = ItemStats()
-    sealed = b"".join(bytes(b) for b in encrypt_stream(key, "wh-20260101T000000Z-000000", "x", io.BytesIO(data), stats, 4096, buffers))
-    assert len(stats.chunk_sha256) == size // 4096 + 1 and stats.plain_bytes == size
-    assert stats.encrypted_bytes == len(sealed)
-    assert stats.chunk_sha256 == [hashlib.sha256(r).hexdigest() for r in _records(sealed)]
-    for hashes in (True, False):
-        tags = tags_digest()
-        back = b"".join(bytes(b) for b in decrypt_stream(
-            key, "wh-20260101T000000Z-000000", "x", [sealed], stats.chunk_sha256, buffers, 4096, tags=tags, hashes=hashes,
-        ))
-        assert back == data and tags.hexdigest() == stats.tags_sha256
+    backup_id = "wh-20260101T000000Z-000000"
+    plain = tmp_path / "plain"
+    plain.write_bytes(data)
+    with plain.open("rb") as handle, contextlib.ExitStack() as stack:
+        mapped = stack.enter_context(mmap.mmap(handle.fileno(), 0, prot=mmap.PROT_READ)) if size else io.BytesIO()
+        for source in (io.BytesIO(data), mapped):
+            stats = ItemStats()
+            sealed = b"".join(bytes(b) for b in encrypt_stream(key, backup_id, "x", source, stats, 4096, buffers))
+            assert len(stats.chunk_sha256) == size // 4096 + 1 and stats.plain_bytes == size
+            assert stats.encrypted_bytes == len(sealed)
+            assert stats.chunk_sha256 == [hashlib.sha256(r).hexdigest() for r in _records(sealed)]
+            stored = tmp_path / "sealed"
+            stored.write_bytes(sealed)
+            for hashes in (True, False):
+                for where in ([sealed], io.BytesIO(sealed), stored.open("rb", buffering=0)):
+                    tags = tags_digest()
+                    with contextlib.closing(where) if hasattr(where, "close") else contextlib.nullcontext():
+                        back = b"".join(bytes(b) for b in decrypt_stream(
+                            key, backup_id, "x", where, stats.chunk_sha256, buffers, 4096, tags=tags, hashes=hashes,
+                        ))
+                    assert back == data and tags.hexdigest() == stats.tags_sha256
 
 
 def test_a_duckdb_backup_waits_for_a_file_in_use_and_copies_it_once_free(tmp_path):

@@ -166,9 +166,10 @@ def pg_item(warehouse: str) -> str:
     return PG_ITEM if warehouse == MAIN else f"{warehouse}.pgdump"
 
 
-def _duckdb_tables(conn) -> list[tuple[str, str, str]]:
-    """(manifest name, schema, table) of every base table of the open DuckDB file."""
-    catalog = conn.fetchone("SELECT current_database()")[0]
+def _duckdb_tables(conn, catalog: str | None = None) -> list[tuple[str, str, str]]:
+    """(manifest name, schema, table) of every base table of DuckDB catalog `catalog` (default:
+    the open file's)."""
+    catalog = catalog or conn.fetchone("SELECT current_database()")[0]
     rows = conn.fetchall(
         "SELECT schema_name, table_name FROM duckdb_tables() WHERE database_name = ? AND NOT temporary ORDER BY 1, 2",
         [catalog],
@@ -177,30 +178,32 @@ def _duckdb_tables(conn) -> list[tuple[str, str, str]]:
     return [(f"{catalog if schema == 'main' else schema}.{table}", schema, table) for schema, table in rows]
 
 
-def _quoted(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
+def _quoted(*names: str) -> str:
+    return ".".join('"' + name.replace('"', '""') + '"' for name in names)
 
 
-def duckdb_counts(conn) -> dict[str, int]:
-    """{"schema.table": rows} of every base table of the open DuckDB file (from its row groups'
-    counts: no column is read), in one query."""
-    tables = _duckdb_tables(conn)
+def duckdb_counts(conn, catalog: str | None = None) -> dict[str, int]:
+    """{"schema.table": rows} of every base table of DuckDB catalog `catalog` (default: the open
+    file's), from its row groups' counts (no column is read), in one query."""
+    catalog = catalog or conn.fetchone("SELECT current_database()")[0]
+    tables = _duckdb_tables(conn, catalog)
     if not tables:
         return {}
     sql = " UNION ALL ".join(
-        f"SELECT {n}, count(*) FROM {_quoted(schema)}.{_quoted(table)}" for n, (_, schema, table) in enumerate(tables)
+        f"SELECT {n}, count(*) FROM {_quoted(catalog, schema, table)}" for n, (_, schema, table) in enumerate(tables)
     )
     counts = dict(conn.fetchall(sql))
     return {name: int(counts[n]) for n, (name, _, _) in enumerate(tables)}
 
 
-def duckdb_stats(conn) -> dict[str, dict]:
+def duckdb_stats(conn, catalog: str | None = None) -> dict[str, dict]:
     """{"schema.table": {"rows", "checksum"}} with a logical checksum (every row read and hashed):
     what backups made before file checksums recorded, still compared when one is restored."""
+    catalog = catalog or conn.fetchone("SELECT current_database()")[0]
     out = {}
-    for name, schema, table in _duckdb_tables(conn):
+    for name, schema, table in _duckdb_tables(conn, catalog):
         rows, checksum = conn.fetchone(
-            f'SELECT count(*), coalesce(sum(hash(t)::HUGEINT), 0)::VARCHAR FROM "{schema}"."{table}" t'
+            f"SELECT count(*), coalesce(sum(hash(t)::HUGEINT), 0)::VARCHAR FROM {_quoted(catalog, schema, table)} t"
         )
         out[name] = {"rows": int(rows), "checksum": checksum}
     return out
@@ -225,10 +228,10 @@ def _backup_duckdb(name: str, wh: DuckDBWarehouse, writer: _Writer) -> tuple[lis
         for n, (item, merchant, path) in enumerate(scopes):
             held, counts = (following or opener.submit(files.hold, path)).result()
             following = None
-            with held, path.open("rb", buffering=0) as source:
+            with held, path.open("rb", buffering=0) as source, _mapped(source) as data:
                 if n + 1 < len(scopes):
                     following = opener.submit(files.hold, scopes[n + 1][2])
-                entry = writer.put(item, source, format="duckdb", merchant_id=merchant, warehouse=name)
+                entry = writer.put(item, data, format="duckdb", merchant_id=merchant, warehouse=name)
             checksum = file_checksum(entry)
             tables.update({table_key(name, k): {"rows": rows, "checksum": checksum} for k, rows in counts.items()})
     finally:
@@ -240,6 +243,20 @@ def _backup_duckdb(name: str, wh: DuckDBWarehouse, writer: _Writer) -> tuple[lis
     return merchants, tables
 
 
+@contextlib.contextmanager
+def _mapped(source) -> Iterator:
+    """The file's bytes memory-mapped read-only (encrypted where they lie), or the file itself
+    when empty (nothing to map). Nobody writes the file meanwhile: it is attached, so locked."""
+    import mmap
+
+    size = os.fstat(source.fileno()).st_size
+    if not size:
+        yield source
+        return
+    with mmap.mmap(source.fileno(), size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ) as data:
+        yield data
+
+
 class _AttachedFiles:
     """One in-memory DuckDB to which each file of a warehouse is attached in turn, read-write:
     attached, the file is locked against every other process as when it is opened, but in 2 ms
@@ -249,7 +266,8 @@ class _AttachedFiles:
     def __init__(self, wh: DuckDBWarehouse) -> None:
         import duckdb
 
-        self._con = duckdb.connect(config={"memory_limit": wh.memory_limit})
+        # One thread: it checkpoints and counts metadata, and the copy needs the other core.
+        self._con = duckdb.connect(config={"memory_limit": wh.memory_limit, "threads": 1})
         self.lock_timeout = wh.lock_timeout
 
     def close(self) -> None:
@@ -260,7 +278,7 @@ class _AttachedFiles:
         CHECKPOINT it and count its tables: the counts, and a stack whose closing detaches it.
         While it is attached, nobody writes the file: it is counted and copied as it is."""
         cursor = self._con.cursor()
-        catalog = '"' + path.stem.replace('"', '""') + '"'
+        catalog = _quoted(path.stem)
         self._attach(cursor, path, catalog)
         held = contextlib.ExitStack()
         held.callback(cursor.close)
@@ -270,13 +288,8 @@ class _AttachedFiles:
             wal = path.with_name(path.name + ".wal")
             if wal.exists() and wal.stat().st_size:
                 raise BackupError(f"{path.name}: its write-ahead log is not empty after CHECKPOINT; retry the backup")
-            cursor.execute(f"USE {catalog}")
-            counts = duckdb_counts(_Cursor(cursor))
-            cursor.execute("USE memory")
-            return held, counts
+            return held, duckdb_counts(_Cursor(cursor), path.stem)
         except BaseException:
-            with contextlib.suppress(Exception):
-                cursor.execute("USE memory")
             held.close()
             raise
 
@@ -440,15 +453,19 @@ def decrypted(
     size = 0
     tags = tags_digest() if item.get("tags_sha256") else None
     plain = hashlib.sha256() if item.get("plain_sha256") and tags is None else None
-    blocks = decrypt_stream(
-        data_key, manifest["backup_id"], name, store.read(manifest["backup_id"], name), item["chunk_sha256"],
-        buffers, item.get("chunk_bytes") or CHUNK_BYTES, tags=tags, hashes=hashes,
-    )
-    for block in blocks:
-        size += len(block)
-        if plain is not None:
-            plain.update(block)
-        yield block
+    # Closed in this order when the consumer stops early: the stream's thread, then the file.
+    with (
+        contextlib.closing(store.reader(manifest["backup_id"], name)) as source,
+        contextlib.closing(decrypt_stream(
+            data_key, manifest["backup_id"], name, source, item["chunk_sha256"],
+            buffers, item.get("chunk_bytes") or CHUNK_BYTES, tags=tags, hashes=hashes,
+        )) as blocks,
+    ):
+        for block in blocks:
+            size += len(block)
+            if plain is not None:
+                plain.update(block)
+            yield block
     if size != item["plain_bytes"]:
         raise BackupIntegrityError(f"{where}: {size} bytes decrypted, {item['plain_bytes']} in the manifest")
     if tags is not None and tags.hexdigest() != item["tags_sha256"]:

@@ -20,12 +20,14 @@ import binascii
 import hashlib
 import hmac
 import json
+import mmap
 import os
 import queue
 import secrets
+import stat
 import struct
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -279,8 +281,9 @@ def encrypt_stream(
     data_key: bytes, backup_id: str, item: str, source, stats: ItemStats,
     chunk_bytes: int = CHUNK_BYTES, buffers: ChunkBuffers | None = None,
 ) -> Iterator[bytes | memoryview]:
-    """Encrypt the binary file `source` (anything with `readinto`: a file, a pipe) into the chunk
-    format, filling `stats` as it goes.
+    """Encrypt `source` into the chunk format, filling `stats` as it goes: a binary file (anything
+    with `readinto`: a file, a pipe), or the bytes of a memory-mapped file, which are encrypted
+    where they lie (no copy into a buffer of ours: that read cost half what the sha256 costs).
 
     Stages on threads of their own: reading; encrypting; hashing each sealed chunk, on two
     threads (the sha256 costs five times the encryption, about what writing the chunk costs, and
@@ -293,7 +296,13 @@ def encrypt_stream(
     tags = tags_digest()
     stats.chunk_sha256 = []
 
-    def read() -> Iterator[tuple[bytearray, int]]:
+    def read() -> Iterator[tuple[bytearray | memoryview, int]]:
+        if not hasattr(source, "readinto"):
+            with memoryview(source) as whole:
+                for start in range(0, len(whole) + 1, chunk_bytes):  # the last is short, maybe empty
+                    part = whole[start:start + chunk_bytes]
+                    yield part, len(part)
+            return
         while True:
             buf = pool.take(chunk_bytes)
             size = _fill(source, memoryview(buf))
@@ -308,7 +317,10 @@ def encrypt_stream(
             aad = chunk_aad(backup_id, item, index, size < chunk_bytes)
             body = memoryview(out)[:size + _TAG]
             aes.encrypt_into(nonce, memoryview(buf)[:size], aad, body)
-            pool.give(buf)
+            if isinstance(buf, memoryview):
+                buf.release()
+            else:
+                pool.give(buf)
             tags.update(body[size:])
             head = struct.pack(">I", size + _TAG) + nonce
             yield head, out, size, hashers.submit(_sealed_sha256, head, body)
@@ -354,12 +366,82 @@ class _Reader:
         buf = bytearray(n)
         return bytes(buf[:self.readinto(memoryview(buf))])
 
+    def chunk(self, n: int, pool: ChunkBuffers, size: int) -> tuple[memoryview, Callable[[], None]]:
+        """The next `n` bytes (fewer at the end) in a buffer of `pool`, and how to give it back."""
+        sealed = pool.take(size)
+        view = memoryview(sealed)[:n]
+        part = view[:self.readinto(view)]
+
+        def done() -> None:
+            part.release()
+            view.release()
+            pool.give(sealed)
+
+        return part, done
+
+    def close(self) -> None:
+        pass
+
+
+class _FileReader(_Reader):
+    """Exact-size reads from a binary file."""
+
+    def __init__(self, source) -> None:
+        self._source = source
+
+    def readinto(self, view: memoryview) -> int:
+        return _fill(self._source, view)
+
+
+class _MappedReader(_Reader):
+    """Exact-size reads from a memory-mapped file: a chunk is decrypted where it lies, with no
+    copy into a buffer of ours (that read cost half what a sha256 of the chunk costs)."""
+
+    def __init__(self, data: mmap.mmap) -> None:
+        self._data = data
+        self._view = memoryview(data)
+        self._at = 0
+
+    def readinto(self, view: memoryview) -> int:
+        part = self._next(len(view))
+        view[:len(part)] = part
+        return len(part)
+
+    def _next(self, n: int) -> memoryview:
+        part = self._view[self._at:self._at + n]
+        self._at += len(part)
+        return part
+
+    def chunk(self, n: int, pool: ChunkBuffers, size: int) -> tuple[memoryview, Callable[[], None]]:
+        part = self._next(n)
+        return part, part.release
+
+    def close(self) -> None:
+        self._view.release()
+        self._data.close()
+
+
+def _reader_of(source) -> _Reader:
+    """A reader of an encrypted object: a regular file mapped, another file (a pipe) read,
+    blocks copied."""
+    if not hasattr(source, "readinto"):
+        return _Reader(source)
+    try:
+        fd = source.fileno()
+        info = os.fstat(fd)
+    except (AttributeError, OSError, ValueError):
+        return _FileReader(source)
+    if stat.S_ISREG(info.st_mode) and info.st_size:
+        return _MappedReader(mmap.mmap(fd, info.st_size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ))
+    return _FileReader(source)
+
 
 def decrypt_stream(
-    data_key: bytes, backup_id: str, item: str, blocks: Iterable[bytes], chunk_sha256: list[str],
+    data_key: bytes, backup_id: str, item: str, blocks, chunk_sha256: list[str],
     buffers: ChunkBuffers | None = None, chunk_bytes: int = CHUNK_BYTES, *, tags=None, hashes: bool = True,
 ) -> Iterator[bytes | memoryview]:
-    """Check and decrypt an encrypted item chunk by chunk against the manifest's chunk hashes.
+    """Check and decrypt an encrypted item (a binary file, or a stream of blocks) chunk by chunk
+    against the manifest's chunk hashes.
 
     A chunk is yielded only once its tag (and, with `hashes`, its sha256) is checked; a missing,
     extra, reordered or altered chunk raises BackupIntegrityError naming the item and chunk. The
@@ -385,8 +467,17 @@ def decrypt_stream(
 def _checked(
     data_key, backup_id, item, blocks, chunk_sha256, pool: ChunkBuffers, chunk_bytes: int, tags, hashes: bool,
 ) -> Iterator[tuple[bytearray, int]]:
+    reader = _reader_of(blocks)
+    try:
+        yield from _checked_chunks(data_key, backup_id, item, reader, chunk_sha256, pool, chunk_bytes, tags, hashes)
+    finally:
+        reader.close()
+
+
+def _checked_chunks(
+    data_key, backup_id, item, reader: _Reader, chunk_sha256, pool: ChunkBuffers, chunk_bytes: int, tags, hashes: bool,
+) -> Iterator[tuple[bytearray, int]]:
     where = f"backup {backup_id}, {item}"
-    reader = _Reader(blocks)
     if reader.read(len(MAGIC)) != MAGIC:
         raise BackupIntegrityError(f"{where}: not an ILLUMA backup object (bad header)")
     aes = AESGCM(data_key)
@@ -401,31 +492,31 @@ def _checked(
         if length < _TAG or length > CHUNK_BYTES * 4 + _TAG:
             raise BackupIntegrityError(f"{where}: chunk {index} has an impossible length {length}: corrupt")
         nonce = reader.read(_NONCE)
-        sealed = pool.take(max(length, chunk_bytes + _TAG))
-        body = memoryview(sealed)[:length]
-        if len(nonce) < _NONCE or reader.readinto(body) < length:
-            raise BackupIntegrityError(f"{where}: truncated inside chunk {index} of {expected}")
-        if hashes:
-            digest = hashlib.sha256(head)
-            digest.update(nonce)
-            digest.update(body)
-            if digest.hexdigest() != chunk_sha256[index]:
-                raise BackupIntegrityError(
-                    f"{where}: chunk {index} does not match the manifest's sha256: tampered or corrupt"
-                )
-        out = pool.take(max(length - _TAG, chunk_bytes))
+        body, done = reader.chunk(length, pool, max(length, chunk_bytes + _TAG))
         try:
-            aes.decrypt_into(
-                nonce, body, chunk_aad(backup_id, item, index, index == expected - 1), memoryview(out)[:length - _TAG]
-            )
-        except InvalidTag:
-            raise BackupIntegrityError(
-                f"{where}: chunk {index} fails authentication: tampered, reordered or from another backup"
-            ) from None
-        if tags is not None:
-            tags.update(body[length - _TAG:])
-        body.release()
-        pool.give(sealed)
+            if len(nonce) < _NONCE or len(body) < length:
+                raise BackupIntegrityError(f"{where}: truncated inside chunk {index} of {expected}")
+            if hashes:
+                digest = hashlib.sha256(head)
+                digest.update(nonce)
+                digest.update(body)
+                if digest.hexdigest() != chunk_sha256[index]:
+                    raise BackupIntegrityError(
+                        f"{where}: chunk {index} does not match the manifest's sha256: tampered or corrupt"
+                    )
+            out = pool.take(max(length - _TAG, chunk_bytes))
+            try:
+                aes.decrypt_into(
+                    nonce, body, chunk_aad(backup_id, item, index, index == expected - 1), memoryview(out)[:length - _TAG]
+                )
+            except InvalidTag:
+                raise BackupIntegrityError(
+                    f"{where}: chunk {index} fails authentication: tampered, reordered or from another backup"
+                ) from None
+            if tags is not None:
+                tags.update(body[length - _TAG:])
+        finally:
+            done()
         yield out, length - _TAG
     if reader.read(1):
         raise BackupIntegrityError(f"{where}: bytes after the final chunk: the object was extended")

@@ -286,7 +286,8 @@ class _Counter:
     def __enter__(self) -> _Counter:
         import duckdb
 
-        self._con = duckdb.connect(config={"memory_limit": self.memory_limit})
+        # One thread: it reads metadata only, and the restore's decryption needs the other core.
+        self._con = duckdb.connect(config={"memory_limit": self.memory_limit, "threads": 1})
         return self
 
     def __exit__(self, *exc) -> None:
@@ -306,13 +307,12 @@ class _Counter:
         catalog = '"' + staged.stem.replace('"', '""') + '"'
         self._con.execute(f"ATTACH '{str(staged).replace(chr(39), chr(39) * 2)}' AS {catalog} (READ_ONLY)")
         try:
-            self._con.execute(f"USE {catalog}")
             checksum = file_checksum(item)
             if checksum is None:
-                return duckdb_stats(self)
-            return {name: {"rows": rows, "checksum": checksum} for name, rows in duckdb_counts(self).items()}
+                return duckdb_stats(self, staged.stem)
+            counts = duckdb_counts(self, staged.stem)
+            return {name: {"rows": rows, "checksum": checksum} for name, rows in counts.items()}
         finally:
-            self._con.execute("USE memory")
             self._con.execute(f"DETACH {catalog}")
 
 
