@@ -271,6 +271,15 @@ def _fill(source, view: memoryview) -> int:
     return done
 
 
+def _drop_pages(data: mmap.mmap, start: int, end: int) -> None:
+    """Unmap the pages of bytes [start, end) of a read-only file mapping once they are read: they
+    stay in the page cache, but no longer count in the process's resident memory (a mapped
+    object would otherwise count whole: 340 MB for a restore of a 182 MB dump, read twice)."""
+    first = start - start % mmap.PAGESIZE
+    if end > first:
+        data.madvise(mmap.MADV_DONTNEED, first, end - first)
+
+
 def _sealed_sha256(head: bytes, body: memoryview) -> str:
     digest = hashlib.sha256(head)
     digest.update(body)
@@ -319,6 +328,7 @@ def encrypt_stream(
             aes.encrypt_into(nonce, memoryview(buf)[:size], aad, body)
             if isinstance(buf, memoryview):
                 buf.release()
+                _drop_pages(source, index * chunk_bytes, index * chunk_bytes + size)
             else:
                 pool.give(buf)
             tags.update(body[size:])
@@ -413,8 +423,14 @@ class _MappedReader(_Reader):
         return part
 
     def chunk(self, n: int, pool: ChunkBuffers, size: int) -> tuple[memoryview, Callable[[], None]]:
-        part = self._next(n)
-        return part, part.release
+        start, part = self._at, self._next(n)
+        end = start + len(part)
+
+        def done() -> None:
+            part.release()
+            _drop_pages(self._data, start, end)
+
+        return part, done
 
     def close(self) -> None:
         self._view.release()
