@@ -291,8 +291,9 @@ def encrypt_stream(
     chunk_bytes: int = CHUNK_BYTES, buffers: ChunkBuffers | None = None,
 ) -> Iterator[bytes | memoryview]:
     """Encrypt `source` into the chunk format, filling `stats` as it goes: a binary file (anything
-    with `readinto`: a file, a pipe), or the bytes of a memory-mapped file, which are encrypted
-    where they lie (no copy into a buffer of ours: that read cost half what the sha256 costs).
+    with `readinto`: a file, a pipe), or bytes, such as a memory-mapped file's, which are
+    encrypted where they lie (no copy into a buffer of ours: that read cost half what the sha256
+    costs).
 
     Stages on threads of their own: reading; encrypting; hashing each sealed chunk, on two
     threads (the sha256 costs five times the encryption, about what writing the chunk costs, and
@@ -328,7 +329,8 @@ def encrypt_stream(
             aes.encrypt_into(nonce, memoryview(buf)[:size], aad, body)
             if isinstance(buf, memoryview):
                 buf.release()
-                _drop_pages(source, index * chunk_bytes, index * chunk_bytes + size)
+                if isinstance(source, mmap.mmap):
+                    _drop_pages(source, index * chunk_bytes, index * chunk_bytes + size)
             else:
                 pool.give(buf)
             tags.update(body[size:])
