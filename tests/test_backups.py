@@ -4,6 +4,7 @@ DuckDB and PostgreSQL: real pg_dump/pg_restore, real files, the real vault and p
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import re
 import secrets
@@ -372,8 +373,9 @@ def test_the_dagster_instance_database_is_backed_up_and_restored_alone(pg_url, t
 
 
 def test_a_chunk_tampered_late_in_the_dump_leaves_the_target_untouched(warehouse, merchant_id, vault_resource, tmp_path, scratch_target):
-    """The restore checks each chunk as it streams; the first bad one stops it, and the target is
-    as before (PostgreSQL: one transaction; DuckDB: nothing leaves the staging folder)."""
+    """The restore checks each chunk (its GCM tag) as it streams; the first bad one stops it, and
+    the target is as before (PostgreSQL: one transaction; DuckDB: nothing leaves the staging
+    folder)."""
     vault = vault_resource.get(warehouse)
     mid = merchant_id("late")
     add_merchant(warehouse, mid)
@@ -387,7 +389,7 @@ def test_a_chunk_tampered_late_in_the_dump_leaves_the_target_untouched(warehouse
     data = bytearray(path.read_bytes())
     data[-100] ^= 0x01  # inside the last chunk
     path.write_bytes(bytes(data))
-    with pytest.raises(BackupIntegrityError, match=r"chunk \d+ does not match") as caught:
+    with pytest.raises(BackupIntegrityError, match=r"chunk \d+ fails authentication") as caught:
         restore_backup(warehouse, store, manifest["backup_id"], scratch_target, admin_url=PG_ADMIN_URL)
     bad = int(re.search(r"chunk (\d+)", str(caught.value)).group(1))
     assert bad >= len(item["chunk_sha256"]) - 2  # late: most of the object had streamed
@@ -414,18 +416,35 @@ def _resigned(store, manifest, edit) -> str:
     return manifest["backup_id"]
 
 
-def test_a_duckdb_backup_records_each_file_by_its_sha256_and_a_restore_proves_it(small_backup, tmp_path):
-    """A DuckDB table's manifest entry is its row count and its file's sha256; the restore writes
-    the file back byte for byte, checks that sha256 and counts every table again."""
-    import hashlib
+def _records(raw: bytes) -> list[bytes]:
+    """The chunk records of an encrypted object (after its 16-byte header)."""
+    records, pos = [], 16
+    while pos < len(raw):
+        length = int.from_bytes(raw[pos:pos + 4], "big")
+        records.append(raw[pos:pos + 4 + 12 + length])
+        pos += 4 + 12 + length
+    return records
+
+
+def test_a_duckdb_backup_records_each_file_by_its_chunk_tags_and_a_restore_proves_it(small_backup, tmp_path):
+    """A DuckDB table's manifest entry is its row count and its file's checksum: the digest of the
+    file's chunk tags in order (a keyed checksum of its bytes, made with the encryption at no
+    cost). The restore writes the file back byte for byte, checks that digest with the tags it
+    authenticated, and counts every table again."""
+    from illuma_pipelines.backups.crypto import tags_digest
 
     store, manifest = small_backup
     live = DuckDBWarehouse(tmp_path / "data" / "warehouse.duckdb")
     sources = {"platform.duckdb": live.path, "m_tamper_test.duckdb": live.merchant_file("tamper_test")}
     for item in manifest["items"]:
-        assert item["plain_sha256"] == hashlib.sha256(sources[item["name"]].read_bytes()).hexdigest()
+        assert "plain_sha256" not in item
+        digest = tags_digest()
+        for record in _records(_object(store, manifest, item["name"]).read_bytes()):
+            digest.update(record[-16:])
+        assert item["tags_sha256"] == digest.hexdigest()
+        assert item["plain_bytes"] == sources[item["name"]].stat().st_size
     table = manifest["tables"]["m_tamper_test.registry_channel_connections"]
-    assert table == {"rows": 0, "checksum": "file-sha256:" + manifest["items"][-1]["plain_sha256"]}
+    assert table == {"rows": 0, "checksum": "file-gcm-tags:" + manifest["items"][-1]["tags_sha256"]}
     target = tmp_path / "restored" / "warehouse.duckdb"
     result = restore_backup(live, store, manifest["backup_id"], f"duckdb:///{target}")
     assert result.ok and result.tables_compared == len(manifest["tables"])
@@ -441,18 +460,96 @@ def test_a_duckdb_backup_records_each_file_by_its_sha256_and_a_restore_proves_it
     assert [m.split(":")[0] for m in again.mismatches] == ["platform.merchants"]
 
 
-def test_a_plaintext_that_does_not_match_its_sha256_is_refused(small_backup, tmp_path):
+def test_chunk_tags_that_do_not_match_the_manifest_are_refused(small_backup, tmp_path):
     store, manifest = small_backup
+
+    def other_digest(doc):
+        doc["items"][-1]["tags_sha256"] = "0" * 64
+
+    _resigned(store, manifest, other_digest)
+    target = tmp_path / "restored" / "warehouse.duckdb"
+    live = DuckDBWarehouse(tmp_path / "data" / "warehouse.duckdb")
+    with pytest.raises(BackupIntegrityError, match="chunk tags do not match"):
+        restore_backup(live, store, manifest["backup_id"], f"duckdb:///{target}")
+    assert not target.exists() and not DuckDBWarehouse(target).merchants_dir.exists()
+    with pytest.raises(BackupIntegrityError, match="chunk tags do not match"):
+        verify_backup(store, manifest["backup_id"])
+
+
+def _as_file_sha256(store, manifest, live: DuckDBWarehouse):
+    """An edit making `manifest` what a backup made before tag digests holds: each object's
+    plaintext sha256, and its tables' checksum `file-sha256:<it>`."""
+    import hashlib
+
+    sources = {"platform.duckdb": live.path, "m_tamper_test.duckdb": live.merchant_file("tamper_test")}
+
+    def edit(doc):
+        for item in doc["items"]:
+            del item["tags_sha256"]
+            item["plain_sha256"] = hashlib.sha256(sources[item["name"]].read_bytes()).hexdigest()
+        for name, table in doc["tables"].items():
+            item = next(i for i in doc["items"] if i["name"].removesuffix(".duckdb") == name.split(".")[0])
+            table["checksum"] = "file-sha256:" + item["plain_sha256"]
+
+    return edit
+
+
+def test_a_backup_with_file_sha256_from_before_tag_digests_still_restores_and_verifies(small_backup, tmp_path):
+    """Backups made before tag digests name each DuckDB file by the sha256 of its plaintext: a
+    restore and a verification hash the plaintext again and compare it, and refuse a mismatch."""
+    store, manifest = small_backup
+    live = DuckDBWarehouse(tmp_path / "data" / "warehouse.duckdb")
+    _resigned(store, manifest, _as_file_sha256(store, manifest, live))
+    assert verify_backup(store, manifest["backup_id"])["items"][-1]["plain_sha256"]
+    target = tmp_path / "restored" / "warehouse.duckdb"
+    result = restore_backup(live, store, manifest["backup_id"], f"duckdb:///{target}")
+    assert result.ok and result.tables_compared == len(manifest["tables"])
 
     def other_digest(doc):
         doc["items"][-1]["plain_sha256"] = "0" * 64
 
     _resigned(store, manifest, other_digest)
+    with pytest.raises(BackupIntegrityError, match="plaintext does not match"):
+        restore_backup(live, store, manifest["backup_id"], f"duckdb:///{tmp_path / 'again' / 'warehouse.duckdb'}")
+    assert not (tmp_path / "again" / "warehouse.duckdb").exists()
+    with pytest.raises(BackupIntegrityError, match="plaintext does not match"):
+        verify_backup(store, manifest["backup_id"])
+
+
+def _flip(records):
+    records[1] = records[1][:40] + bytes([records[1][40] ^ 1]) + records[1][41:]
+    return records
+
+
+@pytest.mark.parametrize(
+    ("edit", "error"),
+    [
+        (_flip, r"chunk 1 fails authentication"),
+        (lambda r: [r[0], r[2], r[1], *r[3:]], r"chunk 1 fails authentication"),
+        (lambda r: r[:-1], r"truncated after chunk \d+"),
+        (lambda r: [*r[:-1], r[-1][:-5]], r"truncated inside chunk \d+"),
+        (lambda r: [*r, r[0]], r"extended"),
+    ],
+    ids=["flipped-byte", "swapped-chunks", "final-chunk-dropped", "cut-short", "chunk-appended"],
+)
+def test_a_restore_refuses_a_tampered_truncated_or_reordered_object(small_backup, tmp_path, edit, error):
+    """The restore checks each chunk by its GCM tag, which binds it to its backup, object, index
+    and final flag: an altered, swapped, dropped or added chunk stops it before anything reaches
+    the target, and the error names the object and chunk. `verify` refuses the same object."""
+    store, manifest = small_backup
+    path = _object(store, manifest)
+    raw = path.read_bytes()
+    records = _records(raw)
+    assert len(records) >= 4
+    path.write_bytes(raw[:16] + b"".join(edit(list(records))))
     target = tmp_path / "restored" / "warehouse.duckdb"
     live = DuckDBWarehouse(tmp_path / "data" / "warehouse.duckdb")
-    with pytest.raises(BackupIntegrityError, match="plaintext does not match"):
+    with pytest.raises(BackupIntegrityError, match=error) as caught:
         restore_backup(live, store, manifest["backup_id"], f"duckdb:///{target}")
+    assert manifest["items"][-1]["name"] in str(caught.value)
     assert not target.exists() and not DuckDBWarehouse(target).merchants_dir.exists()
+    with pytest.raises(BackupIntegrityError, match=manifest["items"][-1]["name"]):
+        verify_backup(store, manifest["backup_id"])
 
 
 def test_a_backup_with_row_checksums_from_before_file_checksums_still_restores(small_backup, tmp_path):
@@ -470,7 +567,7 @@ def test_a_backup_with_row_checksums_from_before_file_checksums_still_restores(s
 
     def as_before(doc):
         for item in doc["items"]:
-            del item["plain_sha256"]
+            del item["tags_sha256"]
         doc["tables"] = rows
 
     _resigned(store, manifest, as_before)
@@ -518,26 +615,44 @@ def test_a_stream_stage_hands_on_its_failure_and_stops_with_its_consumer():
 
 
 @pytest.mark.parametrize("size", [0, 1, 4095, 4096, 3 * 4096, 3 * 4096 + 17])
-def test_any_size_round_trips_and_ends_with_a_short_final_chunk(size):
+def test_any_size_round_trips_and_ends_with_a_short_final_chunk(size, tmp_path):
     """Chunks are full but the last, which is short (empty when the size is a multiple of the
-    chunk) and carries the final flag; a file read in whole chunks keeps the format."""
+    chunk) and carries the final flag; a file read in whole chunks and a file's mapped bytes give
+    the same format, and it decrypts from blocks, from a stream and from a mapped file alike."""
     import hashlib
     import io
+    import mmap
 
     from illuma_pipelines.backups.crypto import (
         ChunkBuffers,
         ItemStats,
         decrypt_stream,
         encrypt_stream,
+        tags_digest,
     )
 
     key, data, buffers = secrets.token_bytes(32), secrets.token_bytes(size), ChunkBuffers()
-    stats = ItemStats()
-    sealed = b"".join(bytes(b) for b in encrypt_stream(key, "wh-20260101T000000Z-000000", "x", io.BytesIO(data), stats, 4096, buffers))
-    assert len(stats.chunk_sha256) == size // 4096 + 1 and stats.plain_bytes == size
-    assert stats.plain_sha256 == hashlib.sha256(data).hexdigest() and stats.encrypted_bytes == len(sealed)
-    back = b"".join(bytes(b) for b in decrypt_stream(key, "wh-20260101T000000Z-000000", "x", [sealed], stats.chunk_sha256, buffers, 4096))
-    assert back == data
+    backup_id = "wh-20260101T000000Z-000000"
+    plain = tmp_path / "plain"
+    plain.write_bytes(data)
+    with plain.open("rb") as handle, contextlib.ExitStack() as stack:
+        mapped = stack.enter_context(mmap.mmap(handle.fileno(), 0, prot=mmap.PROT_READ)) if size else io.BytesIO()
+        for source in (io.BytesIO(data), mapped):
+            stats = ItemStats()
+            sealed = b"".join(bytes(b) for b in encrypt_stream(key, backup_id, "x", source, stats, 4096, buffers))
+            assert len(stats.chunk_sha256) == size // 4096 + 1 and stats.plain_bytes == size
+            assert stats.encrypted_bytes == len(sealed)
+            assert stats.chunk_sha256 == [hashlib.sha256(r).hexdigest() for r in _records(sealed)]
+            stored = tmp_path / "sealed"
+            stored.write_bytes(sealed)
+            for hashes in (True, False):
+                for where in ([sealed], io.BytesIO(sealed), stored.open("rb", buffering=0)):
+                    tags = tags_digest()
+                    with contextlib.closing(where) if hasattr(where, "close") else contextlib.nullcontext():
+                        back = b"".join(bytes(b) for b in decrypt_stream(
+                            key, backup_id, "x", where, stats.chunk_sha256, buffers, 4096, tags=tags, hashes=hashes,
+                        ))
+                    assert back == data and tags.hexdigest() == stats.tags_sha256
 
 
 def test_a_duckdb_backup_waits_for_a_file_in_use_and_copies_it_once_free(tmp_path):

@@ -40,6 +40,7 @@ from illuma_pipelines.backups.crypto import (
     decrypt_stream,
     encrypt_stream,
     manifest_mac,
+    tags_digest,
 )
 from illuma_pipelines.backups.store import MANIFEST, BackupStore, check_backup_id
 from illuma_pipelines.warehouse import (
@@ -58,8 +59,21 @@ DAGSTER = "dagster"  # the Dagster instance's PostgreSQL database, in production
 DAGSTER_PG_URL_VAR = "DAGSTER_PG_URL"
 PG_ITEM = "warehouse.pgdump"  # main's dump; a named warehouse's is `<name>.pgdump`
 PLATFORM_ITEM = "platform.duckdb"
-# A DuckDB table's checksum in the manifest: the sha256 of the file that holds it, as copied.
+# A DuckDB table's checksum in the manifest: its file's, as copied: the digest of the file's
+# chunk tags (crypto.tags_digest, a keyed checksum of its bytes: backups since 2026-12), or the
+# sha256 of its bytes (backups before, still restored and verified that way).
+FILE_TAGS_CHECKSUM = "file-gcm-tags:"
 FILE_CHECKSUM = "file-sha256:"
+
+
+def file_checksum(item: dict) -> str | None:
+    """The checksum a DuckDB file object's tables carry in the manifest; None for a backup from
+    before file checksums (its tables' rows were hashed)."""
+    if item.get("tags_sha256"):
+        return FILE_TAGS_CHECKSUM + item["tags_sha256"]
+    if item.get("plain_sha256"):
+        return FILE_CHECKSUM + item["plain_sha256"]
+    return None
 
 
 def new_backup_id(kind: str, now: datetime) -> str:
@@ -114,7 +128,7 @@ class _Writer:
         item = {
             "name": name, **extra, "plain_bytes": stats.plain_bytes,
             "encrypted_bytes": stats.encrypted_bytes, "chunk_bytes": self.chunk_bytes, "chunk_sha256": stats.chunk_sha256,
-            "plain_sha256": stats.plain_sha256,
+            "tags_sha256": stats.tags_sha256,
         }
         self.items.append(item)
         return item
@@ -152,34 +166,44 @@ def pg_item(warehouse: str) -> str:
     return PG_ITEM if warehouse == MAIN else f"{warehouse}.pgdump"
 
 
-def _duckdb_tables(conn) -> list[tuple[str, str, str]]:
-    """(manifest name, schema, table) of every base table of the open DuckDB file."""
-    catalog = conn.fetchone("SELECT current_database()")[0]
+def _duckdb_tables(conn, catalog: str | None = None) -> list[tuple[str, str, str]]:
+    """(manifest name, schema, table) of every base table of DuckDB catalog `catalog` (default:
+    the open file's)."""
+    catalog = catalog or conn.fetchone("SELECT current_database()")[0]
     rows = conn.fetchall(
-        "SELECT table_schema, table_name FROM information_schema.tables WHERE table_catalog = ? "
-        "AND table_type = 'BASE TABLE' ORDER BY 1, 2",
+        "SELECT schema_name, table_name FROM duckdb_tables() WHERE database_name = ? AND NOT temporary ORDER BY 1, 2",
         [catalog],
     )
     # A merchant file's tables live in `main` of a catalog named after the schema, m_<id>.
     return [(f"{catalog if schema == 'main' else schema}.{table}", schema, table) for schema, table in rows]
 
 
-def duckdb_counts(conn) -> dict[str, int]:
-    """{"schema.table": rows} of every base table of the open DuckDB file (from its row groups'
-    counts: no column is read)."""
-    return {
-        name: int(conn.fetchone(f'SELECT count(*) FROM "{schema}"."{table}"')[0])
-        for name, schema, table in _duckdb_tables(conn)
-    }
+def _quoted(*names: str) -> str:
+    return ".".join('"' + name.replace('"', '""') + '"' for name in names)
 
 
-def duckdb_stats(conn) -> dict[str, dict]:
+def duckdb_counts(conn, catalog: str | None = None) -> dict[str, int]:
+    """{"schema.table": rows} of every base table of DuckDB catalog `catalog` (default: the open
+    file's), from its row groups' counts (no column is read), in one query."""
+    catalog = catalog or conn.fetchone("SELECT current_database()")[0]
+    tables = _duckdb_tables(conn, catalog)
+    if not tables:
+        return {}
+    sql = " UNION ALL ".join(
+        f"SELECT {n}, count(*) FROM {_quoted(catalog, schema, table)}" for n, (_, schema, table) in enumerate(tables)
+    )
+    counts = dict(conn.fetchall(sql))
+    return {name: int(counts[n]) for n, (name, _, _) in enumerate(tables)}
+
+
+def duckdb_stats(conn, catalog: str | None = None) -> dict[str, dict]:
     """{"schema.table": {"rows", "checksum"}} with a logical checksum (every row read and hashed):
     what backups made before file checksums recorded, still compared when one is restored."""
+    catalog = catalog or conn.fetchone("SELECT current_database()")[0]
     out = {}
-    for name, schema, table in _duckdb_tables(conn):
+    for name, schema, table in _duckdb_tables(conn, catalog):
         rows, checksum = conn.fetchone(
-            f'SELECT count(*), coalesce(sum(hash(t)::HUGEINT), 0)::VARCHAR FROM "{schema}"."{table}" t'
+            f"SELECT count(*), coalesce(sum(hash(t)::HUGEINT), 0)::VARCHAR FROM {_quoted(catalog, schema, table)} t"
         )
         out[name] = {"rows": int(rows), "checksum": checksum}
     return out
@@ -204,11 +228,11 @@ def _backup_duckdb(name: str, wh: DuckDBWarehouse, writer: _Writer) -> tuple[lis
         for n, (item, merchant, path) in enumerate(scopes):
             held, counts = (following or opener.submit(files.hold, path)).result()
             following = None
-            with held, path.open("rb", buffering=0) as source:
+            with held, path.open("rb", buffering=0) as source, _mapped(source) as data:
                 if n + 1 < len(scopes):
                     following = opener.submit(files.hold, scopes[n + 1][2])
-                entry = writer.put(item, source, format="duckdb", merchant_id=merchant, warehouse=name)
-            checksum = FILE_CHECKSUM + entry["plain_sha256"]
+                entry = writer.put(item, data, format="duckdb", merchant_id=merchant, warehouse=name)
+            checksum = file_checksum(entry)
             tables.update({table_key(name, k): {"rows": rows, "checksum": checksum} for k, rows in counts.items()})
     finally:
         if following is not None:
@@ -217,6 +241,20 @@ def _backup_duckdb(name: str, wh: DuckDBWarehouse, writer: _Writer) -> tuple[lis
         opener.shutdown()
         files.close()
     return merchants, tables
+
+
+@contextlib.contextmanager
+def _mapped(source) -> Iterator:
+    """The file's bytes memory-mapped read-only (encrypted where they lie), or the file itself
+    when empty (nothing to map). Nobody writes the file meanwhile: it is attached, so locked."""
+    import mmap
+
+    size = os.fstat(source.fileno()).st_size
+    if not size:
+        yield source
+        return
+    with mmap.mmap(source.fileno(), size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ) as data:
+        yield data
 
 
 class _AttachedFiles:
@@ -228,7 +266,8 @@ class _AttachedFiles:
     def __init__(self, wh: DuckDBWarehouse) -> None:
         import duckdb
 
-        self._con = duckdb.connect(config={"memory_limit": wh.memory_limit})
+        # One thread: it checkpoints and counts metadata, and the copy needs the other core.
+        self._con = duckdb.connect(config={"memory_limit": wh.memory_limit, "threads": 1})
         self.lock_timeout = wh.lock_timeout
 
     def close(self) -> None:
@@ -239,7 +278,7 @@ class _AttachedFiles:
         CHECKPOINT it and count its tables: the counts, and a stack whose closing detaches it.
         While it is attached, nobody writes the file: it is counted and copied as it is."""
         cursor = self._con.cursor()
-        catalog = '"' + path.stem.replace('"', '""') + '"'
+        catalog = _quoted(path.stem)
         self._attach(cursor, path, catalog)
         held = contextlib.ExitStack()
         held.callback(cursor.close)
@@ -249,13 +288,8 @@ class _AttachedFiles:
             wal = path.with_name(path.name + ".wal")
             if wal.exists() and wal.stat().st_size:
                 raise BackupError(f"{path.name}: its write-ahead log is not empty after CHECKPOINT; retry the backup")
-            cursor.execute(f"USE {catalog}")
-            counts = duckdb_counts(_Cursor(cursor))
-            cursor.execute("USE memory")
-            return held, counts
+            return held, duckdb_counts(_Cursor(cursor), path.stem)
         except BaseException:
-            with contextlib.suppress(Exception):
-                cursor.execute("USE memory")
             held.close()
             raise
 
@@ -408,24 +442,36 @@ def item_of(manifest: dict, name: str) -> dict:
 
 def decrypted(
     store: BackupStore, manifest: dict, data_key: bytes, name: str, buffers: ChunkBuffers | None = None,
+    *, hashes: bool = True,
 ) -> Iterator[bytes | memoryview]:
-    """The plaintext of object `name`, checked chunk by chunk (each chunk's sha256 and tag; its
-    size and sha256 at the end). With `buffers`, each block is a view valid until the next one is
-    asked for: for a consumer that writes it at once."""
+    """The plaintext of object `name`, checked chunk by chunk (each chunk's tag and, with
+    `hashes`, its sha256), then as a whole: its size, and the digest of its chunk tags (or, in a
+    backup from before tag digests, the sha256 of its plaintext). With `buffers`, each block is a
+    view valid until the next one is asked for: for a consumer that writes it at once."""
     item = item_of(manifest, name)
+    where = f"backup {manifest['backup_id']}, {name}"
     size = 0
-    plain = hashlib.sha256() if item.get("plain_sha256") else None
-    blocks = decrypt_stream(
-        data_key, manifest["backup_id"], name, store.read(manifest["backup_id"], name), item["chunk_sha256"],
-        buffers, item.get("chunk_bytes") or CHUNK_BYTES,
-    )
-    for block in blocks:
-        size += len(block)
-        if plain is not None:
-            plain.update(block)
-        yield block
-    if size != item["plain_bytes"] or (plain is not None and plain.hexdigest() != item["plain_sha256"]):
-        raise BackupIntegrityError(f"backup {manifest['backup_id']}, {name}: the plaintext does not match the manifest")
+    tags = tags_digest() if item.get("tags_sha256") else None
+    plain = hashlib.sha256() if item.get("plain_sha256") and tags is None else None
+    # Closed in this order when the consumer stops early: the stream's thread, then the file.
+    with (
+        contextlib.closing(store.reader(manifest["backup_id"], name)) as source,
+        contextlib.closing(decrypt_stream(
+            data_key, manifest["backup_id"], name, source, item["chunk_sha256"],
+            buffers, item.get("chunk_bytes") or CHUNK_BYTES, tags=tags, hashes=hashes,
+        )) as blocks,
+    ):
+        for block in blocks:
+            size += len(block)
+            if plain is not None:
+                plain.update(block)
+            yield block
+    if size != item["plain_bytes"]:
+        raise BackupIntegrityError(f"{where}: {size} bytes decrypted, {item['plain_bytes']} in the manifest")
+    if tags is not None and tags.hexdigest() != item["tags_sha256"]:
+        raise BackupIntegrityError(f"{where}: its chunk tags do not match the manifest's digest of them")
+    if plain is not None and plain.hexdigest() != item["plain_sha256"]:
+        raise BackupIntegrityError(f"{where}: the plaintext does not match the manifest's sha256")
 
 
 def verify_backup(store: BackupStore, backup_id: str, keyring: BackupKeyring | None = None) -> dict:

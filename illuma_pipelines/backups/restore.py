@@ -33,13 +33,13 @@ from pathlib import Path
 from illuma_pipelines.backups.core import (
     DAGSTER,
     DAGSTER_PG_URL_VAR,
-    FILE_CHECKSUM,
     MAIN,
     PLATFORM_ITEM,
     WAREHOUSE,
     decrypted,
     duckdb_counts,
     duckdb_stats,
+    file_checksum,
     latest_backup,
     main_of,
     open_backup,
@@ -76,6 +76,12 @@ LEDGER_COLUMNS = (
 )
 # Rows a purge of buyer PII writes; a restore re-applies them.
 PURGE_RULES = tuple(r.id for r in DEFAULT_POLICY.rules if r.category in (Category.BUYER_PII, Category.RAW_PAYLOAD_PII))
+# A restore checks each chunk by its GCM tag, not also by the manifest's sha256 of it: the tag
+# authenticates the chunk under the data key, bound to its backup, object, index and final flag,
+# and the manifest (MAC verified) gives the count of chunks, so a tampered, swapped, dropped or
+# added chunk fails either way; the sha256 (read every byte once more, the costliest stage of a
+# DuckDB restore) is checked by `illuma backups verify`, which needs no target (ADR 0013).
+CHUNK_SHA256_ON_RESTORE = False
 # Platform tables whose rows of an erased merchant the erasure deletes; the audit log, the ledger
 # and the rights requests stay (ADR 0004).
 _KEPT_AFTER_ERASURE = {"audit_log", "retention_ledger", "data_requests"}
@@ -250,7 +256,7 @@ def _restore_duckdb(live, store, manifest, data_key, items, path: Path, erased: 
                 staged = staging / str(n) / final.name  # its final name: DuckDB names its catalog after it
                 staged.parent.mkdir(mode=0o700)
                 with staged.open("wb") as handle:
-                    for block in decrypted(store, manifest, data_key, item["name"], buffers):
+                    for block in decrypted(store, manifest, data_key, item["name"], buffers, hashes=CHUNK_SHA256_ON_RESTORE):
                         handle.write(block)
                 placed.append((staged, final))
                 counting.append(counter.submit(count, staged, item))
@@ -280,7 +286,8 @@ class _Counter:
     def __enter__(self) -> _Counter:
         import duckdb
 
-        self._con = duckdb.connect(config={"memory_limit": self.memory_limit})
+        # One thread: it reads metadata only, and the restore's decryption needs the other core.
+        self._con = duckdb.connect(config={"memory_limit": self.memory_limit, "threads": 1})
         return self
 
     def __exit__(self, *exc) -> None:
@@ -294,19 +301,18 @@ class _Counter:
 
     def __call__(self, staged: Path, item: dict) -> dict[str, dict]:
         """The tables of file `staged` as the manifest describes them: each one's row count,
-        counted in the file, and the file's sha256 (`decrypted` checked it against the manifest's
-        while the file was written). A backup from before file checksums gets every row hashed,
-        as it was made."""
+        counted in the file, and the file's checksum (`decrypted` checked it against the
+        manifest's while the file was written). A backup from before file checksums gets every
+        row hashed, as it was made."""
         catalog = '"' + staged.stem.replace('"', '""') + '"'
         self._con.execute(f"ATTACH '{str(staged).replace(chr(39), chr(39) * 2)}' AS {catalog} (READ_ONLY)")
         try:
-            self._con.execute(f"USE {catalog}")
-            if not item.get("plain_sha256"):
-                return duckdb_stats(self)
-            checksum = FILE_CHECKSUM + item["plain_sha256"]
-            return {name: {"rows": rows, "checksum": checksum} for name, rows in duckdb_counts(self).items()}
+            checksum = file_checksum(item)
+            if checksum is None:
+                return duckdb_stats(self, staged.stem)
+            counts = duckdb_counts(self, staged.stem)
+            return {name: {"rows": rows, "checksum": checksum} for name, rows in counts.items()}
         finally:
-            self._con.execute("USE memory")
             self._con.execute(f"DETACH {catalog}")
 
 
@@ -374,7 +380,8 @@ def _restore_postgres(live, store, manifest, data_key, warehouse, into_url, eras
         # Pass 1: pg_restore reads the archive's table of contents (its first chunks, checked).
         toc_path = workdir / "toc.list"
         with toc_path.open("wb") as toc_out:
-            _run_fed([pg.tool("pg_restore"), "-l"], dict(os.environ), decrypted(store, manifest, data_key, pg_item(warehouse)), stdout=toc_out)
+            blocks = decrypted(store, manifest, data_key, pg_item(warehouse), hashes=CHUNK_SHA256_ON_RESTORE)
+            _run_fed([pg.tool("pg_restore"), "-l"], dict(os.environ), blocks, stdout=toc_out)
         toc, left_out = pg.toc_lines_without(toc_path.read_text(), {merchant_schema(m) for m in erased})
         list_path = workdir / "restore.list"
         list_path.write_text(toc)
@@ -383,7 +390,7 @@ def _restore_postgres(live, store, manifest, data_key, warehouse, into_url, eras
         # Pass 2: every chunk checked as it streams, in one transaction: a bad chunk or any failure
         # leaves the target as it was.
         cmd, env = pg.restore_command(pg.plain_dsn(into_url), str(list_path), clean=bool(occupied and force), no_owner=False)
-        blocks = decrypted(store, manifest, data_key, pg_item(warehouse), ChunkBuffers())
+        blocks = decrypted(store, manifest, data_key, pg_item(warehouse), ChunkBuffers(), hashes=CHUNK_SHA256_ON_RESTORE)
         _run_fed(cmd, env, blocks, stdout=subprocess.DEVNULL)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -72,6 +72,11 @@ class BackupStore(ABC):
     def read_bytes(self, backup_id: str, name: str) -> bytes:
         return b"".join(self.read(backup_id, name))
 
+    def reader(self, backup_id: str, name: str):
+        """Object `name` of `backup_id` for a consumer that reads it once, in order: a binary
+        file (`readinto`, `close`) where the store has one, else the blocks of `read`."""
+        return self.read(backup_id, name)
+
 
 class DirectoryStore(BackupStore):
     """`<root>/<backup id>/<object>`, files 0600 in folders 0700.
@@ -131,6 +136,14 @@ class DirectoryStore(BackupStore):
         with handle:
             while block := handle.read(_READ_BLOCK):
                 yield block
+
+    def reader(self, backup_id: str, name: str):
+        """The object's file, unbuffered: a restore reads it straight into its chunk buffers."""
+        path = self._dir(backup_id) / _check_object(name)
+        try:
+            return path.open("rb", buffering=0)
+        except FileNotFoundError:
+            raise BackupError(f"backup {backup_id} has no object {name} in {self.description}") from None
 
     def _ids(self) -> list[str]:
         if not self.root.is_dir():
