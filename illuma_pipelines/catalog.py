@@ -70,8 +70,13 @@ CATALOG_PARTS = TableSpec(
         "sku text!", "brand text", "mpn text", "part_type text", "gtin text", "unit_cost money",
         "cost_currency text", "landed_cost money", "map_price money", "min_price money",
         "max_price money", "superseded_by text", "current_sku text!", "master_part text!",
-        "extra text", "source_file text!", "source_sha256 text!", "source_row integer!",
-        "valid_from timestamptz!", "valid_to timestamptz", "loaded_at timestamptz!",
+        # The file (catalog_files.file_id: its name, digest and load time) and row the version's
+        # data came from. A number, not the file's name, digest and load time on every row: those
+        # were most of a row's bytes and two thirds of a first load's COPY time on PostgreSQL
+        # beyond the key's (ADR 0008). Nullable only so that older tables gain the column
+        # (_migrate_provenance); every row written has one.
+        "extra text", "file_id integer", "source_row integer!",
+        "valid_from timestamptz!", "valid_to timestamptz",
         # A digest of the part's own data (not its resolution or provenance): an unchanged row is
         # recognised by it without reading every column back.
         "content_hash text!",
@@ -82,7 +87,7 @@ CATALOG_PARTS = TableSpec(
 # file is `file_id` in catalog_files (name, digest, load time): a catalog has several rows per
 # part, and a small number keeps them narrow (the digest was 64 characters of each row, and as
 # much text for the database to parse). Nullable only so that older tables gain the column
-# (_migrate_fitment); every row written has one.
+# (_migrate_provenance); every row written has one.
 CATALOG_FITMENT = TableSpec(
     "catalog_fitment",
     cols(
@@ -105,7 +110,7 @@ CATALOG_FILES = TableSpec(
         "parts_new integer!", "parts_changed integer!", "parts_unchanged integer!",
         "parts_reresolved integer!", "fitment_rows integer!",
         # Numbers files in load order, for catalog_fitment (nullable: older tables gain it, and
-        # _migrate_fitment numbers their rows).
+        # _migrate_provenance numbers their rows).
         "file_id integer",
     ),
     primary_key=("sha256",),
@@ -1044,27 +1049,48 @@ def _kind(reason: str) -> str:
 def ensure_catalog_tables(conn: Connection, schema: str) -> None:
     for spec in CATALOG_TABLES:
         conn.create_table(schema, spec)
-    _migrate_fitment(conn, schema)
+    _migrate_provenance(conn, schema)
 
 
-def _migrate_fitment(conn: Connection, schema: str) -> None:
-    """Catalogs loaded before files had numbers: number them (in load order) and point their
-    fitment rows at the number instead of the digest, whose column goes (it is NOT NULL: rows
-    written without it would fail)."""
-    fit, files = f"{schema}.{CATALOG_FITMENT.name}", f"{schema}.{CATALOG_FILES.name}"
-    columns = {r[0] for r in conn.fetchall(
-        f"SELECT column_name FROM information_schema.columns WHERE table_name = ? AND {IN_SCHEMA}",
-        [CATALOG_FITMENT.name, schema, schema],
+def _columns(conn: Connection, schema: str, table: str) -> set[str]:
+    return {r[0] for r in conn.fetchall(
+        f"SELECT column_name FROM information_schema.columns WHERE table_name = ? AND {IN_SCHEMA}", [table, schema, schema],
     )}
-    if "source_sha256" not in columns:
+
+
+def _migrate_provenance(conn: Connection, schema: str) -> None:
+    """Catalogs loaded before rows named their file by number: number the files (in load order)
+    and point the fitment and part rows at the number instead of the file's digest (and, for the
+    parts, its name and load time, which catalog_files holds), whose columns go (they are NOT
+    NULL: rows written without them would fail). A part version re-resolved by a later file
+    keeps the file its data came from: its load time is now that file's."""
+    fit, files, parts = (f"{schema}.{spec.name}" for spec in (CATALOG_FITMENT, CATALOG_FILES, CATALOG_PARTS))
+    old_fitment = "source_sha256" in _columns(conn, schema, CATALOG_FITMENT.name)
+    old_parts = "source_sha256" in _columns(conn, schema, CATALOG_PARTS.name)
+    if not (old_fitment or old_parts):
         return
     conn.execute(
         f"UPDATE {files} SET file_id = numbered.n FROM (SELECT sha256, row_number() OVER (ORDER BY loaded_at, sha256) "
         f"+ (SELECT coalesce(max(file_id), 0) FROM {files}) AS n FROM {files} WHERE file_id IS NULL) numbered "
         f"WHERE {files}.sha256 = numbered.sha256"
     )
-    conn.execute(f"UPDATE {fit} SET file_id = f.file_id FROM {files} f WHERE {fit}.source_sha256 = f.sha256")
-    conn.execute(f"ALTER TABLE {fit} DROP COLUMN source_sha256")
+    if old_fitment:
+        conn.execute(f"UPDATE {fit} SET file_id = f.file_id FROM {files} f WHERE {fit}.source_sha256 = f.sha256")
+        conn.execute(f"ALTER TABLE {fit} DROP COLUMN source_sha256")
+    if not old_parts:
+        return
+    conn.execute(f"UPDATE {parts} SET file_id = f.file_id FROM {files} f WHERE {parts}.source_sha256 = f.sha256")
+    if conn.dialect == "postgres":
+        conn.execute(f"ALTER TABLE {parts} DROP COLUMN source_file, DROP COLUMN source_sha256, DROP COLUMN loaded_at")
+        return
+    # DuckDB drops no column that a later column's index depends on (valid_from, in the primary
+    # key, comes after them): the table is rebuilt. (Its views bind by name when queried.)
+    rebuilt = TableSpec(f"{CATALOG_PARTS.name}_rebuilt", CATALOG_PARTS.columns, CATALOG_PARTS.primary_key)
+    conn.create_table(schema, rebuilt)
+    names = ", ".join(CATALOG_PARTS.column_names)
+    conn.execute(f"INSERT INTO {schema}.{rebuilt.name} ({names}) SELECT {names} FROM {parts}")
+    conn.execute(f"DROP TABLE {parts}")
+    conn.execute(f"ALTER TABLE {schema}.{rebuilt.name} RENAME TO {CATALOG_PARTS.name}")
 
 
 # What the comparison reads of the stored current versions (plus the part columns a file lacks).
@@ -1235,7 +1261,7 @@ def _apply(
     # parts), while the others are resolved and compared.
     early = _early(parts, known)
     if early.any():
-        _stream_new_parts(conn, schema, parts.loc[early], summary, streaming, now, effective)
+        _stream_new_parts(conn, schema, parts.loc[early], summary, streaming, effective)
 
     # Supersession across the whole catalog: the stored current edges, the file's, and those
     # named inside SUB= chains.
@@ -1335,7 +1361,7 @@ def _apply(
     # (Copy-on-write: a frame taken from another copies only the columns set in it.)
     new_versions = rest.loc[~unchanged] if unchanged.any() else rest.copy(deep=False)
     new_versions["valid_from"] = _valid_from(conn, ~known[~unchanged], new_versions.index, effective)
-    frames = [_part_rows(conn, new_versions, summary, now)]
+    frames = [_part_rows(conn, new_versions, summary)]
     streaming.wait()  # the fitment is in: the connection is this thread's again
 
     closing = changed_known + moved_skus
@@ -1358,7 +1384,7 @@ def _apply(
     if moved_skus:
         other_skus = others["sku"].tolist()
         frames.append(_reresolved_rows(conn, schema, moved_skus, dict(zip(other_skus, cur.tolist(), strict=True)),
-                                       dict(zip(other_skus, master.tolist(), strict=True)), effective, now))
+                                       dict(zip(other_skus, master.tolist(), strict=True)), effective))
     for frame in frames:
         if len(frame):
             conn.load_frame(schema, CATALOG_PARTS.name, frame)
@@ -1398,7 +1424,7 @@ _PART_SLICE = 50_000
 
 def _stream_new_parts(
     conn: Connection, schema: str, parts: pd.DataFrame, summary: CatalogImport, streaming: _Streaming,
-    now: datetime, effective: datetime,
+    effective: datetime,
 ) -> None:
     """Queue the rows of new parts that supersede nothing (their first versions) on the writer
     thread, in key order on PostgreSQL (see _part_rows)."""
@@ -1411,7 +1437,7 @@ def _stream_new_parts(
         piece["current_sku"], piece["master_part"] = piece["sku"].astype("str"), _own_master(piece).astype("str")
         piece["content_hash"] = _content_hash(piece)
         piece["valid_from"] = _valid_from(conn, np.ones(len(piece), dtype=bool), piece.index, effective)
-        streaming.submit(conn.load_frame, schema, CATALOG_PARTS.name, _part_rows(conn, piece, summary, now, in_key_order=True))
+        streaming.submit(conn.load_frame, schema, CATALOG_PARTS.name, _part_rows(conn, piece, summary, in_key_order=True))
 
 
 def _valid_from(conn: Connection, new: np.ndarray, index: pd.Index, effective: datetime) -> pd.Series:
@@ -1438,19 +1464,18 @@ def _stamp(conn: Connection, moment: datetime) -> Any:
 
 
 def _part_rows(
-    conn: Connection, parts: pd.DataFrame, summary: CatalogImport, now: datetime, *, in_key_order: bool = False
+    conn: Connection, parts: pd.DataFrame, summary: CatalogImport, *, in_key_order: bool = False
 ) -> pd.DataFrame:
     """The catalog_parts rows of `parts`, in key order on PostgreSQL (`in_key_order`: they are already)."""
     out = parts[["sku", *PART_COLUMNS, "current_sku", "master_part", "extra", "source_row", "content_hash", "valid_from"]]
     for c in (*PART_COLUMNS, "extra"):
         out[c] = out[c].where(out[c] != "", None)
-    out["source_file"], out["source_sha256"] = summary.file, summary.sha256
+    out["file_id"] = np.int32(summary.file_id)
     if conn.dialect == "duckdb":
         out["valid_to"] = pd.Series([pd.NaT] * len(out), dtype="datetime64[us, UTC]", index=out.index)
         out["valid_from"] = out["valid_from"].astype("datetime64[us, UTC]")
     else:
         out["valid_to"] = None
-    out["loaded_at"] = _stamp(conn, now)
     out["source_row"] = out["source_row"].astype("int64")
     out = out[CATALOG_PARTS.column_names]
     if conn.dialect == "postgres" and len(out) > 1 and not in_key_order:
@@ -1464,8 +1489,9 @@ def _part_rows(
 
 def _reresolved_rows(
     conn: Connection, schema: str, skus: list[str], current: dict[str, str], master: dict[str, str],
-    effective: datetime, now: datetime,
+    effective: datetime,
 ) -> pd.DataFrame:
+    """New versions of stored parts with a new resolution: their data, file and row as they were."""
     names = list(CATALOG_PARTS.column_names)
     frame = conn.fetch_df(
         f"SELECT {_select(names)} FROM {schema}.{CATALOG_PARTS.name} "
@@ -1474,9 +1500,9 @@ def _reresolved_rows(
     )
     frame["current_sku"] = frame["sku"].map(current)
     frame["master_part"] = frame["sku"].map(master)
+    frame["file_id"] = frame["file_id"].astype("Int64")  # (NULL only in a migrated table, for a file it lacked)
     frame["valid_from"] = _stamp(conn, effective)
     frame["valid_to"] = pd.Series([pd.NaT] * len(frame), dtype="datetime64[us, UTC]") if conn.dialect == "duckdb" else None
-    frame["loaded_at"] = _stamp(conn, now)
     return frame[names]
 
 
@@ -1502,7 +1528,7 @@ class CatalogPart:
     current_sku: str
     master_part: str
     extra: dict
-    source_file: str
+    source_file: str  # the file's name, digest and load time (catalog_files)
     source_sha256: str
     source_row: int
     valid_from: datetime
@@ -1511,6 +1537,8 @@ class CatalogPart:
 
 
 _PART_FIELDS = [f for f in CatalogPart.__dataclass_fields__]
+# CatalogPart's fields that catalog_files holds: its column for each.
+_FILE_FIELDS = {"source_file": "name", "source_sha256": "sha256", "loaded_at": "loaded_at"}
 
 
 def _valid_on(at: datetime) -> tuple[str, list]:
@@ -1523,8 +1551,14 @@ def parts_valid_on(conn: Connection, schema: str, at: datetime) -> dict[str, Cat
     if not conn.table_exists(schema, CATALOG_PARTS.name):
         return {}
     where, params = _valid_on(at)
+    if "file_id" in _columns(conn, schema, CATALOG_PARTS.name):
+        fields = ", ".join(f"f.{_FILE_FIELDS[c]}" if c in _FILE_FIELDS else f"p.{c}" for c in _PART_FIELDS)
+        source = (f"{schema}.{CATALOG_PARTS.name} p LEFT JOIN {schema}.{CATALOG_FILES.name} f "
+                  "ON f.file_id = p.file_id")
+    else:  # a table no load has migrated yet (_migrate_provenance): the file on each row
+        fields, source = ", ".join(_PART_FIELDS), f"{schema}.{CATALOG_PARTS.name}"
     out = {}
-    for row in conn.fetchall(f"SELECT {', '.join(_PART_FIELDS)} FROM {schema}.{CATALOG_PARTS.name} WHERE {where}", params):
+    for row in conn.fetchall(f"SELECT {fields} FROM {source} WHERE {where}", params):
         values = dict(zip(_PART_FIELDS, row, strict=True))
         for c in MONEY_COLUMNS:
             if values[c] is not None:
