@@ -550,8 +550,16 @@ def _gtin_problems(values: pd.Series, reasons: _Reasons) -> None:
     )
     if not shaped.any():
         return
-    padded = values[shaped].str.zfill(14)
-    grid = np.frombuffer("".join(padded.tolist()).encode("ascii"), dtype=np.uint8).reshape(-1, 14).astype(np.int64) - 48
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    # Digits only, each padded to 14: the values' bytes, back to back, are a grid of 14 columns.
+    padded = pc.utf8_lpad(_arrow(values).filter(pa.array(shaped)), 14, "0")
+    if isinstance(padded, pa.ChunkedArray):
+        padded = padded.combine_chunks()
+    offsets = np.frombuffer(padded.buffers()[1], dtype=np.int64)[padded.offset : padded.offset + len(padded) + 1]
+    data = np.frombuffer(padded.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
+    grid = data.reshape(-1, 14).astype(np.int64) - 48
     weights = np.array([3, 1] * 6 + [3], dtype=np.int64)
     expected = (10 - (grid[:, :13] @ weights) % 10) % 10
     wrong = np.zeros(len(values), dtype=bool)
@@ -695,7 +703,7 @@ def validate(raw: RawCatalog, fitment: _Fitment | None = None) -> _Validated:
     in_file = ["sku", *(c for c in PART_COLUMNS if c in frame.columns), *part_extra_cols]
     codes = _row_codes(frame, in_file, raw.sep_free)
     _, first = np.unique(codes, return_index=True)  # codes number rows by first appearance
-    distinct = frame.iloc[first].reset_index(drop=True)
+    distinct = frame[in_file].iloc[first].reset_index(drop=True)  # (the fitment columns are checked)
     content, found, implied, present = _validate_parts(distinct, part_extra_cols)
 
     reasons = _Reasons(n)
@@ -715,14 +723,21 @@ def validate(raw: RawCatalog, fitment: _Fitment | None = None) -> _Validated:
     good_codes, first_good = np.unique(codes[good_rows], return_index=True)
     content["_row"] = -1
     content.loc[good_codes, "_row"] = raw.rows[good_rows[first_good]]
-    candidates = content.iloc[good_codes]
-    rows_of_sku = pd.DataFrame({"sku": sku.iloc[good_rows].reset_index(drop=True), "_row": raw.rows[good_rows]})
+    # (Commonly every distinct row is good: no copy of them then.)
+    candidates = content if len(good_codes) == len(content) else content.iloc[good_codes]
+    all_good = len(good_rows) == n
+    rows_of_sku = pd.DataFrame({"sku": sku if all_good else sku.iloc[good_rows].reset_index(drop=True),
+                                "_row": raw.rows if all_good else raw.rows[good_rows]})
     # A SKU with two different distinct rows (once amounts are canonical: 12.5 is 12.50) conflicts.
     # (Commonly each SKU has one distinct row: nothing to compare.)
-    unique_skus = candidates["sku"].is_unique
+    import pyarrow.compute as pc
+
+    unique_skus = pc.count_distinct(_arrow(candidates["sku"])).as_py() == len(candidates)
     conflicted = []
     if not unique_skus:
-        pairs = pd.DataFrame({"sku": pd.factorize(candidates["sku"])[0], "data": pd.factorize(candidates["_joined"])[0]})
+        # A row's own data, as one string: equal rows of one SKU agree, different ones conflict.
+        joined = _join(candidates, [*PART_COLUMNS, "_extra"])
+        pairs = pd.DataFrame({"sku": pd.factorize(candidates["sku"])[0], "data": pd.factorize(joined)[0]})
         pairs = pairs.drop_duplicates()
         twice = pairs["sku"].duplicated(keep=False).to_numpy()
         conflicted = candidates["sku"].iloc[pairs.index[twice]].unique().tolist() if twice.any() else []
@@ -876,8 +891,6 @@ def _validate_parts(frame: pd.DataFrame, extra_cols: list[str]) -> tuple[pd.Data
     texts["superseded_by"] = superseded
     content = pd.DataFrame({"sku": sku, **texts, **money}).reset_index(drop=True)
     content["_extra"] = _json_objects(frame, extra_cols) if extra_cols else ""
-    # A row's own data, as one string: equal rows of one SKU agree, different ones conflict.
-    content["_joined"] = _join(content, [*PART_COLUMNS, "_extra"])
     return content, reasons, implied, present
 
 
@@ -1208,7 +1221,7 @@ def _start_fitment(conn: Connection, schema: str, fitment: _Fitment, summary: Ca
     streaming = _Streaming(concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="catalog-writes"), [], sent,
                            fitment.rows["source_row"].to_numpy(), had_rows)
     if sent.any():
-        fit = fitment.rows.loc[sent]
+        fit = fitment.rows if sent.all() else fitment.rows.loc[sent]
         frame = pd.DataFrame({c: fit[c] for c in ("sku", "year_from", "year_to")})
         for c in ("make", "model", "engine", "equipment_model", "extra"):
             frame[c] = fit[c].where(fit[c] != "", None)
@@ -1418,8 +1431,8 @@ def _own_master(parts: pd.DataFrame) -> pd.Series:
 
 
 # New parts go to the writer thread in slices of this many: the engine ingests one while the
-# next is built.
-_PART_SLICE = 50_000
+# next is built. The first is smaller: the engine, done with the fitment, waits for it.
+_PART_SLICE, _FIRST_PART_SLICE = 50_000, 10_000
 
 
 def _stream_new_parts(
@@ -1432,8 +1445,9 @@ def _stream_new_parts(
         import pyarrow.compute as pc
 
         parts = parts.take(pc.sort_indices(_arrow(parts["sku"])).to_numpy())
-    for start in range(0, len(parts), _PART_SLICE):
-        piece = parts.iloc[start : start + _PART_SLICE].copy()
+    starts = [0, *range(_FIRST_PART_SLICE, len(parts), _PART_SLICE)]
+    for start, end in zip(starts, [*starts[1:], len(parts)], strict=True):
+        piece = parts.iloc[start:end].copy()
         piece["current_sku"], piece["master_part"] = piece["sku"].astype("str"), _own_master(piece).astype("str")
         piece["content_hash"] = _content_hash(piece)
         piece["valid_from"] = _valid_from(conn, np.ones(len(piece), dtype=bool), piece.index, effective)
