@@ -42,6 +42,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import csv
+import functools
 import hashlib
 import io
 import json
@@ -1187,23 +1188,30 @@ def import_catalog_file(
             del raw
             _apply(conn, schema, checked, stored, summary, streaming, now=now, effective=effective)
         finally:
-            streaming.pool.shutdown(wait=True)  # a failed load ends (and rolls back) after its writes
+            streaming.shutdown()  # a failed load ends (and rolls back) after its writes
     return summary
 
 
 @dataclass
 class _Streaming:
     """The fitment rows of a file on their way in. The connection's writes run in order on one
-    thread (`pool`) while this one computes: nothing else may use the connection before `wait()`."""
+    thread (`pool`) while this one computes: nothing else may use the connection before `wait()`.
+    `aside` computes what a later write needs off both their paths (never with the connection)."""
 
     pool: concurrent.futures.ThreadPoolExecutor
     pending: list[concurrent.futures.Future]
     sent: np.ndarray  # which rows of the file's frame (by position)
     rows: np.ndarray  # the source row of each
     had_rows: bool  # the table had rows before: those of the file's parts are replaced
+    aside: concurrent.futures.ThreadPoolExecutor = field(
+        default_factory=lambda: concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="catalog-aside"))
 
     def submit(self, fn: Any, *args: Any) -> None:
         self.pending.append(self.pool.submit(fn, *args))
+
+    def shutdown(self) -> None:
+        self.aside.shutdown(wait=True)
+        self.pool.shutdown(wait=True)
 
     def wait(self) -> None:
         """Until every write submitted is done; raises the first one's error."""
@@ -1231,25 +1239,31 @@ def _start_fitment(conn: Connection, schema: str, fitment: _Fitment, summary: Ca
     return streaming
 
 
-def _finish_fitment(conn: Connection, schema: str, fitment: pd.DataFrame, has_fitment: bool, skus: pd.Series,
-                    streaming: _Streaming, summary: CatalogImport) -> None:
-    """Once the streamed rows are in: delete those whose part was refused (or that repeat a
-    fitment of their SKU), and the fitment other files gave the file's parts `skus` (when the
-    file has fitment columns: it lists each part's whole fitment)."""
-    table = f"{schema}.{CATALOG_FITMENT.name}"
+def _refused_fitment(checked: _Validated, skus: pd.Series, streaming: _Streaming, summary: CatalogImport) -> list[int]:
+    """The source rows of streamed fitment rows whose part was refused (or that repeat a fitment
+    of their SKU): those of the file's parts `skus` stay."""
+    fitment = kept_fitment(checked)
     kept = fitment.loc[_isin(fitment["sku"], skus)]
-    summary.fitment_rows = len(kept) if has_fitment else 0
+    summary.fitment_rows = len(kept) if checked.has_fitment else 0
     gone = streaming.sent.copy()
     gone[kept.index.to_numpy()] = False
-    if gone.any():
-        refused = streaming.rows[gone]
-        rows = ("source_row = ANY(?)" if conn.dialect == "postgres"
-                else "source_row IN (SELECT unnest(CAST(? AS INTEGER[])))")
-        conn.execute(f"DELETE FROM {table} WHERE file_id = ? AND {rows}", [summary.file_id, refused.tolist()])
-    if has_fitment and streaming.had_rows and len(skus):
+    return streaming.rows[gone].tolist()
+
+
+def _delete_fitment(conn: Connection, schema: str, summary: CatalogImport, *,
+                    refused: concurrent.futures.Future | None = None, replaced: list[str] | None = None) -> None:
+    """Once the streamed rows are in: delete those `refused` gives (_refused_fitment), or the
+    fitment other files gave the file's parts `replaced` (when the file has fitment columns: it
+    lists each part's whole fitment)."""
+    table = f"{schema}.{CATALOG_FITMENT.name}"
+    if refused is not None and (rows := refused.result()):
+        match = ("source_row = ANY(?)" if conn.dialect == "postgres"
+                 else "source_row IN (SELECT unnest(CAST(? AS INTEGER[])))")
+        conn.execute(f"DELETE FROM {table} WHERE file_id = ? AND {match}", [summary.file_id, rows])
+    if replaced:
         conn.execute(
             f"DELETE FROM {table} WHERE (file_id IS NULL OR file_id <> ?) AND {any_of(conn.dialect, 'sku')}",
-            [summary.file_id, skus.tolist()],
+            [summary.file_id, replaced],
         )
 
 
@@ -1317,9 +1331,14 @@ def _apply(
                     rejects.append((int(r), s, f"supersession cycle {text}: a part cannot replace itself; fix superseded_by of {', '.join(cycle)}"))
         parts = parts.loc[~_isin(parts["sku"], refused)].reset_index(drop=True)
         known = _isin(parts["sku"], stored.index)
-    # The file's parts are known (the fitment of refused ones is dropped by _finish_fitment, which
-    # keeps that of `parts`): the fitment's deletions follow its load on the writing thread.
-    streaming.submit(_finish_fitment, conn, schema, kept_fitment(checked), checked.has_fitment, parts["sku"], streaming, summary)
+    # The file's parts are known: the fitment's deletions follow its load on the writing thread.
+    # Other files' fitment of these parts first (on a re-load, most of the engine's work), then
+    # the streamed rows of refused parts, found aside meanwhile (this thread compares, the
+    # writer's formats the parts' rows).
+    if checked.has_fitment and streaming.had_rows and len(parts):
+        streaming.submit(functools.partial(_delete_fitment, conn, schema, summary, replaced=parts["sku"].tolist()))
+    refused = streaming.aside.submit(_refused_fitment, checked, parts["sku"], streaming, summary)
+    streaming.submit(functools.partial(_delete_fitment, conn, schema, summary, refused=refused))
 
     # Only superseded SKUs (those in `current`) point at another part; the others are their own.
     targets = sorted({c for c in current.values() if c})
