@@ -1,6 +1,6 @@
 """Benchmark: loading a merchant's parts catalog (issue 14) against a bare load of the same file.
 
-    .venv/bin/python bench/catalog.py [--parts 200000] [--fitments 3] [--engines duckdb,postgres] [--keep]
+    .venv/bin/python bench/catalog.py [--parts 200000] [--fitments 3] [--engines duckdb,postgres] [--bare-runs 3] [--keep]
 
 A deterministic catalog CSV of `--parts` parts with 1 to 2*fitments-1 fitment rows each (`--fitments`
 on average: 600,000 rows for the defaults), OEM-style part numbers, brands and part types of
@@ -10,7 +10,12 @@ fifty superseded (some through `SUB=` in the SKU cell, some in chains) and one e
 Per engine, in a throwaway warehouse (bench/common.py), each step timed through its commit:
 1. bare: the file into one table by the engine alone, as the admin: DuckDB
    `CREATE TABLE ... AS SELECT * FROM read_csv(...)` in a new database file of its own, PostgreSQL
-   `COPY ... FROM STDIN (FORMAT csv, HEADER)` into a table of text columns.
+   `COPY ... FROM STDIN (FORMAT csv, HEADER)` into a new table of text columns: the file as it is,
+   so no key or index (the file has none), logged like the catalog's tables (an UNLOGGED table
+   would skip the WAL the import must write), created in the COPY's transaction (which skips
+   nothing unless the server runs wal_level=minimal; the `wal_level` is printed). `--bare-runs`
+   loads (3 by default), each into a fresh table, before the imports; the ratios are to their
+   median (single loads of the same file ranged 0.79-1.11 s on the shared 2-core machine).
 2. import: `illuma_pipelines.catalog.import_catalog_file` (parse, validate, resolve supersessions,
    compare with the stored versions, write parts, fitment, rejects and the file record), run in a
    child process of its own so its peak resident memory (getrusage ru_maxrss) is the import's
@@ -31,6 +36,7 @@ import concurrent.futures
 import csv
 import multiprocessing
 import resource
+import statistics
 import sys
 import tempfile
 import time
@@ -134,6 +140,13 @@ def bare_postgres(csv_path: Path, url: str) -> float:
     return elapsed
 
 
+def _wal_level(url: str) -> str:
+    import psycopg
+
+    with psycopg.connect(admin_url(pg_dbname(url))) as con:
+        return con.execute("SHOW wal_level").fetchone()[0]
+
+
 # ------------------------------------------------------------------------------------ the import
 
 
@@ -184,7 +197,7 @@ def run_import(url: str, path: Path) -> dict:
         return pool.submit(_import_in_child, url, str(path)).result()
 
 
-def run_engine(engine: str, first: Path, second: Path, rows: int, work: Path) -> None:
+def run_engine(engine: str, first: Path, second: Path, rows: int, work: Path, bare_runs: int) -> None:
     from illuma_pipelines.registry import add_merchant
     from illuma_pipelines.warehouse import Warehouse
 
@@ -193,8 +206,11 @@ def run_engine(engine: str, first: Path, second: Path, rows: int, work: Path) ->
         wh = Warehouse.from_url(url)
         wh.ensure_platform()
         add_merchant(wh, MERCHANT)
-        bare = bare_duckdb(first, work) if engine == "duckdb" else bare_postgres(first, url)
-        print(f"{engine:<9} bare    {bare:6.2f} s  {rows / bare:>10,.0f} rows/s", flush=True)
+        bares = [bare_duckdb(first, work) if engine == "duckdb" else bare_postgres(first, url) for _ in range(bare_runs)]
+        bare = statistics.median(bares)
+        setting = f", wal_level {_wal_level(url)}" if engine == "postgres" else ""
+        print(f"{engine:<9} bare    {bare:6.2f} s  {rows / bare:>10,.0f} rows/s  "
+              f"(median of {', '.join(f'{b:.2f}' for b in bares)}{setting})", flush=True)
         for label, path in (("import", first), ("change", second), ("again", second)):
             r = run_import(url, path)
             extra = (
@@ -216,6 +232,7 @@ def main() -> int:
     parser.add_argument("--parts", type=int, default=200_000)
     parser.add_argument("--fitments", type=int, default=3, help="fitment rows per part, on average")
     parser.add_argument("--engines", default="duckdb,postgres")
+    parser.add_argument("--bare-runs", type=int, default=3, help="bare loads per engine; ratios are to their median")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (the CSV files)")
     args = parser.parse_args()
     tmp = tempfile.mkdtemp(prefix="illuma-catalog-bench-")
@@ -229,7 +246,7 @@ def main() -> int:
     )
     try:
         for engine in args.engines.split(","):
-            run_engine(engine, first, second, rows, work / engine)
+            run_engine(engine, first, second, rows, work / engine, max(1, args.bare_runs))
     finally:
         if not args.keep:
             import shutil

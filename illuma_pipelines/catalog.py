@@ -42,6 +42,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import csv
+import functools
 import hashlib
 import io
 import json
@@ -70,8 +71,13 @@ CATALOG_PARTS = TableSpec(
         "sku text!", "brand text", "mpn text", "part_type text", "gtin text", "unit_cost money",
         "cost_currency text", "landed_cost money", "map_price money", "min_price money",
         "max_price money", "superseded_by text", "current_sku text!", "master_part text!",
-        "extra text", "source_file text!", "source_sha256 text!", "source_row integer!",
-        "valid_from timestamptz!", "valid_to timestamptz", "loaded_at timestamptz!",
+        # The file (catalog_files.file_id: its name, digest and load time) and row the version's
+        # data came from. A number, not the file's name, digest and load time on every row: those
+        # were a third of a row's bytes as COPY reads them, and about 0.3 s of the 1 s a
+        # 200,000-part first load spent in PostgreSQL's COPY of the parts (ADR 0008). Nullable
+        # only so that older tables gain the column (_migrate_provenance); every row written has one.
+        "extra text", "file_id integer", "source_row integer!",
+        "valid_from timestamptz!", "valid_to timestamptz",
         # A digest of the part's own data (not its resolution or provenance): an unchanged row is
         # recognised by it without reading every column back.
         "content_hash text!",
@@ -82,7 +88,7 @@ CATALOG_PARTS = TableSpec(
 # file is `file_id` in catalog_files (name, digest, load time): a catalog has several rows per
 # part, and a small number keeps them narrow (the digest was 64 characters of each row, and as
 # much text for the database to parse). Nullable only so that older tables gain the column
-# (_migrate_fitment); every row written has one.
+# (_migrate_provenance); every row written has one.
 CATALOG_FITMENT = TableSpec(
     "catalog_fitment",
     cols(
@@ -105,7 +111,7 @@ CATALOG_FILES = TableSpec(
         "parts_new integer!", "parts_changed integer!", "parts_unchanged integer!",
         "parts_reresolved integer!", "fitment_rows integer!",
         # Numbers files in load order, for catalog_fitment (nullable: older tables gain it, and
-        # _migrate_fitment numbers their rows).
+        # _migrate_provenance numbers their rows).
         "file_id integer",
     ),
     primary_key=("sha256",),
@@ -545,8 +551,16 @@ def _gtin_problems(values: pd.Series, reasons: _Reasons) -> None:
     )
     if not shaped.any():
         return
-    padded = values[shaped].str.zfill(14)
-    grid = np.frombuffer("".join(padded.tolist()).encode("ascii"), dtype=np.uint8).reshape(-1, 14).astype(np.int64) - 48
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    # Digits only, each padded to 14: the values' bytes, back to back, are a grid of 14 columns.
+    padded = pc.utf8_lpad(_arrow(values).filter(pa.array(shaped)), 14, "0")
+    if isinstance(padded, pa.ChunkedArray):
+        padded = padded.combine_chunks()
+    offsets = np.frombuffer(padded.buffers()[1], dtype=np.int64)[padded.offset : padded.offset + len(padded) + 1]
+    data = np.frombuffer(padded.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
+    grid = data.reshape(-1, 14).astype(np.int64) - 48
     weights = np.array([3, 1] * 6 + [3], dtype=np.int64)
     expected = (10 - (grid[:, :13] @ weights) % 10) % 10
     wrong = np.zeros(len(values), dtype=bool)
@@ -690,7 +704,7 @@ def validate(raw: RawCatalog, fitment: _Fitment | None = None) -> _Validated:
     in_file = ["sku", *(c for c in PART_COLUMNS if c in frame.columns), *part_extra_cols]
     codes = _row_codes(frame, in_file, raw.sep_free)
     _, first = np.unique(codes, return_index=True)  # codes number rows by first appearance
-    distinct = frame.iloc[first].reset_index(drop=True)
+    distinct = frame[in_file].iloc[first].reset_index(drop=True)  # (the fitment columns are checked)
     content, found, implied, present = _validate_parts(distinct, part_extra_cols)
 
     reasons = _Reasons(n)
@@ -710,14 +724,21 @@ def validate(raw: RawCatalog, fitment: _Fitment | None = None) -> _Validated:
     good_codes, first_good = np.unique(codes[good_rows], return_index=True)
     content["_row"] = -1
     content.loc[good_codes, "_row"] = raw.rows[good_rows[first_good]]
-    candidates = content.iloc[good_codes]
-    rows_of_sku = pd.DataFrame({"sku": sku.iloc[good_rows].reset_index(drop=True), "_row": raw.rows[good_rows]})
+    # (Commonly every distinct row is good: no copy of them then.)
+    candidates = content if len(good_codes) == len(content) else content.iloc[good_codes]
+    all_good = len(good_rows) == n
+    rows_of_sku = pd.DataFrame({"sku": sku if all_good else sku.iloc[good_rows].reset_index(drop=True),
+                                "_row": raw.rows if all_good else raw.rows[good_rows]})
     # A SKU with two different distinct rows (once amounts are canonical: 12.5 is 12.50) conflicts.
     # (Commonly each SKU has one distinct row: nothing to compare.)
-    unique_skus = candidates["sku"].is_unique
+    import pyarrow.compute as pc
+
+    unique_skus = pc.count_distinct(_arrow(candidates["sku"])).as_py() == len(candidates)
     conflicted = []
     if not unique_skus:
-        pairs = pd.DataFrame({"sku": pd.factorize(candidates["sku"])[0], "data": pd.factorize(candidates["_joined"])[0]})
+        # A row's own data, as one string: equal rows of one SKU agree, different ones conflict.
+        joined = _join(candidates, [*PART_COLUMNS, "_extra"])
+        pairs = pd.DataFrame({"sku": pd.factorize(candidates["sku"])[0], "data": pd.factorize(joined)[0]})
         pairs = pairs.drop_duplicates()
         twice = pairs["sku"].duplicated(keep=False).to_numpy()
         conflicted = candidates["sku"].iloc[pairs.index[twice]].unique().tolist() if twice.any() else []
@@ -871,8 +892,6 @@ def _validate_parts(frame: pd.DataFrame, extra_cols: list[str]) -> tuple[pd.Data
     texts["superseded_by"] = superseded
     content = pd.DataFrame({"sku": sku, **texts, **money}).reset_index(drop=True)
     content["_extra"] = _json_objects(frame, extra_cols) if extra_cols else ""
-    # A row's own data, as one string: equal rows of one SKU agree, different ones conflict.
-    content["_joined"] = _join(content, [*PART_COLUMNS, "_extra"])
     return content, reasons, implied, present
 
 
@@ -1044,27 +1063,48 @@ def _kind(reason: str) -> str:
 def ensure_catalog_tables(conn: Connection, schema: str) -> None:
     for spec in CATALOG_TABLES:
         conn.create_table(schema, spec)
-    _migrate_fitment(conn, schema)
+    _migrate_provenance(conn, schema)
 
 
-def _migrate_fitment(conn: Connection, schema: str) -> None:
-    """Catalogs loaded before files had numbers: number them (in load order) and point their
-    fitment rows at the number instead of the digest, whose column goes (it is NOT NULL: rows
-    written without it would fail)."""
-    fit, files = f"{schema}.{CATALOG_FITMENT.name}", f"{schema}.{CATALOG_FILES.name}"
-    columns = {r[0] for r in conn.fetchall(
-        f"SELECT column_name FROM information_schema.columns WHERE table_name = ? AND {IN_SCHEMA}",
-        [CATALOG_FITMENT.name, schema, schema],
+def _columns(conn: Connection, schema: str, table: str) -> set[str]:
+    return {r[0] for r in conn.fetchall(
+        f"SELECT column_name FROM information_schema.columns WHERE table_name = ? AND {IN_SCHEMA}", [table, schema, schema],
     )}
-    if "source_sha256" not in columns:
+
+
+def _migrate_provenance(conn: Connection, schema: str) -> None:
+    """Catalogs loaded before rows named their file by number: number the files (in load order)
+    and point the fitment and part rows at the number instead of the file's digest (and, for the
+    parts, its name and load time, which catalog_files holds), whose columns go (they are NOT
+    NULL: rows written without them would fail). A part version re-resolved by a later file
+    keeps the file its data came from: its load time is now that file's."""
+    fit, files, parts = (f"{schema}.{spec.name}" for spec in (CATALOG_FITMENT, CATALOG_FILES, CATALOG_PARTS))
+    old_fitment = "source_sha256" in _columns(conn, schema, CATALOG_FITMENT.name)
+    old_parts = "source_sha256" in _columns(conn, schema, CATALOG_PARTS.name)
+    if not (old_fitment or old_parts):
         return
     conn.execute(
         f"UPDATE {files} SET file_id = numbered.n FROM (SELECT sha256, row_number() OVER (ORDER BY loaded_at, sha256) "
         f"+ (SELECT coalesce(max(file_id), 0) FROM {files}) AS n FROM {files} WHERE file_id IS NULL) numbered "
         f"WHERE {files}.sha256 = numbered.sha256"
     )
-    conn.execute(f"UPDATE {fit} SET file_id = f.file_id FROM {files} f WHERE {fit}.source_sha256 = f.sha256")
-    conn.execute(f"ALTER TABLE {fit} DROP COLUMN source_sha256")
+    if old_fitment:
+        conn.execute(f"UPDATE {fit} SET file_id = f.file_id FROM {files} f WHERE {fit}.source_sha256 = f.sha256")
+        conn.execute(f"ALTER TABLE {fit} DROP COLUMN source_sha256")
+    if not old_parts:
+        return
+    conn.execute(f"UPDATE {parts} SET file_id = f.file_id FROM {files} f WHERE {parts}.source_sha256 = f.sha256")
+    if conn.dialect == "postgres":
+        conn.execute(f"ALTER TABLE {parts} DROP COLUMN source_file, DROP COLUMN source_sha256, DROP COLUMN loaded_at")
+        return
+    # DuckDB drops no column that a later column's index depends on (valid_from, in the primary
+    # key, comes after them): the table is rebuilt. (Its views bind by name when queried.)
+    rebuilt = TableSpec(f"{CATALOG_PARTS.name}_rebuilt", CATALOG_PARTS.columns, CATALOG_PARTS.primary_key)
+    conn.create_table(schema, rebuilt)
+    names = ", ".join(CATALOG_PARTS.column_names)
+    conn.execute(f"INSERT INTO {schema}.{rebuilt.name} ({names}) SELECT {names} FROM {parts}")
+    conn.execute(f"DROP TABLE {parts}")
+    conn.execute(f"ALTER TABLE {schema}.{rebuilt.name} RENAME TO {CATALOG_PARTS.name}")
 
 
 # What the comparison reads of the stored current versions (plus the part columns a file lacks).
@@ -1148,23 +1188,30 @@ def import_catalog_file(
             del raw
             _apply(conn, schema, checked, stored, summary, streaming, now=now, effective=effective)
         finally:
-            streaming.pool.shutdown(wait=True)  # a failed load ends (and rolls back) after its writes
+            streaming.shutdown()  # a failed load ends (and rolls back) after its writes
     return summary
 
 
 @dataclass
 class _Streaming:
     """The fitment rows of a file on their way in. The connection's writes run in order on one
-    thread (`pool`) while this one computes: nothing else may use the connection before `wait()`."""
+    thread (`pool`) while this one computes: nothing else may use the connection before `wait()`.
+    `aside` computes what a later write needs off both their paths (never with the connection)."""
 
     pool: concurrent.futures.ThreadPoolExecutor
     pending: list[concurrent.futures.Future]
     sent: np.ndarray  # which rows of the file's frame (by position)
     rows: np.ndarray  # the source row of each
     had_rows: bool  # the table had rows before: those of the file's parts are replaced
+    aside: concurrent.futures.ThreadPoolExecutor = field(
+        default_factory=lambda: concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="catalog-aside"))
 
     def submit(self, fn: Any, *args: Any) -> None:
         self.pending.append(self.pool.submit(fn, *args))
+
+    def shutdown(self) -> None:
+        self.aside.shutdown(wait=True)
+        self.pool.shutdown(wait=True)
 
     def wait(self) -> None:
         """Until every write submitted is done; raises the first one's error."""
@@ -1182,7 +1229,7 @@ def _start_fitment(conn: Connection, schema: str, fitment: _Fitment, summary: Ca
     streaming = _Streaming(concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="catalog-writes"), [], sent,
                            fitment.rows["source_row"].to_numpy(), had_rows)
     if sent.any():
-        fit = fitment.rows.loc[sent]
+        fit = fitment.rows if sent.all() else fitment.rows.loc[sent]
         frame = pd.DataFrame({c: fit[c] for c in ("sku", "year_from", "year_to")})
         for c in ("make", "model", "engine", "equipment_model", "extra"):
             frame[c] = fit[c].where(fit[c] != "", None)
@@ -1192,25 +1239,31 @@ def _start_fitment(conn: Connection, schema: str, fitment: _Fitment, summary: Ca
     return streaming
 
 
-def _finish_fitment(conn: Connection, schema: str, fitment: pd.DataFrame, has_fitment: bool, skus: pd.Series,
-                    streaming: _Streaming, summary: CatalogImport) -> None:
-    """Once the streamed rows are in: delete those whose part was refused (or that repeat a
-    fitment of their SKU), and the fitment other files gave the file's parts `skus` (when the
-    file has fitment columns: it lists each part's whole fitment)."""
-    table = f"{schema}.{CATALOG_FITMENT.name}"
+def _refused_fitment(checked: _Validated, skus: pd.Series, streaming: _Streaming, summary: CatalogImport) -> list[int]:
+    """The source rows of streamed fitment rows whose part was refused (or that repeat a fitment
+    of their SKU): those of the file's parts `skus` stay."""
+    fitment = kept_fitment(checked)
     kept = fitment.loc[_isin(fitment["sku"], skus)]
-    summary.fitment_rows = len(kept) if has_fitment else 0
+    summary.fitment_rows = len(kept) if checked.has_fitment else 0
     gone = streaming.sent.copy()
     gone[kept.index.to_numpy()] = False
-    if gone.any():
-        refused = streaming.rows[gone]
-        rows = ("source_row = ANY(?)" if conn.dialect == "postgres"
-                else "source_row IN (SELECT unnest(CAST(? AS INTEGER[])))")
-        conn.execute(f"DELETE FROM {table} WHERE file_id = ? AND {rows}", [summary.file_id, refused.tolist()])
-    if has_fitment and streaming.had_rows and len(skus):
+    return streaming.rows[gone].tolist()
+
+
+def _delete_fitment(conn: Connection, schema: str, summary: CatalogImport, *,
+                    refused: concurrent.futures.Future | None = None, replaced: list[str] | None = None) -> None:
+    """Once the streamed rows are in: delete those `refused` gives (_refused_fitment), or the
+    fitment other files gave the file's parts `replaced` (when the file has fitment columns: it
+    lists each part's whole fitment)."""
+    table = f"{schema}.{CATALOG_FITMENT.name}"
+    if refused is not None and (rows := refused.result()):
+        match = ("source_row = ANY(?)" if conn.dialect == "postgres"
+                 else "source_row IN (SELECT unnest(CAST(? AS INTEGER[])))")
+        conn.execute(f"DELETE FROM {table} WHERE file_id = ? AND {match}", [summary.file_id, rows])
+    if replaced:
         conn.execute(
             f"DELETE FROM {table} WHERE (file_id IS NULL OR file_id <> ?) AND {any_of(conn.dialect, 'sku')}",
-            [summary.file_id, skus.tolist()],
+            [summary.file_id, replaced],
         )
 
 
@@ -1235,7 +1288,7 @@ def _apply(
     # parts), while the others are resolved and compared.
     early = _early(parts, known)
     if early.any():
-        _stream_new_parts(conn, schema, parts.loc[early], summary, streaming, now, effective)
+        _stream_new_parts(conn, schema, parts.loc[early], summary, streaming, effective)
 
     # Supersession across the whole catalog: the stored current edges, the file's, and those
     # named inside SUB= chains.
@@ -1278,9 +1331,14 @@ def _apply(
                     rejects.append((int(r), s, f"supersession cycle {text}: a part cannot replace itself; fix superseded_by of {', '.join(cycle)}"))
         parts = parts.loc[~_isin(parts["sku"], refused)].reset_index(drop=True)
         known = _isin(parts["sku"], stored.index)
-    # The file's parts are known (the fitment of refused ones is dropped by _finish_fitment, which
-    # keeps that of `parts`): the fitment's deletions follow its load on the writing thread.
-    streaming.submit(_finish_fitment, conn, schema, kept_fitment(checked), checked.has_fitment, parts["sku"], streaming, summary)
+    # The file's parts are known: the fitment's deletions follow its load on the writing thread.
+    # Other files' fitment of these parts first (on a re-load, most of the engine's work), then
+    # the streamed rows of refused parts, found aside meanwhile (this thread compares, the
+    # writer's formats the parts' rows).
+    if checked.has_fitment and streaming.had_rows and len(parts):
+        streaming.submit(functools.partial(_delete_fitment, conn, schema, summary, replaced=parts["sku"].tolist()))
+    refused = streaming.aside.submit(_refused_fitment, checked, parts["sku"], streaming, summary)
+    streaming.submit(functools.partial(_delete_fitment, conn, schema, summary, refused=refused))
 
     # Only superseded SKUs (those in `current`) point at another part; the others are their own.
     targets = sorted({c for c in current.values() if c})
@@ -1335,7 +1393,7 @@ def _apply(
     # (Copy-on-write: a frame taken from another copies only the columns set in it.)
     new_versions = rest.loc[~unchanged] if unchanged.any() else rest.copy(deep=False)
     new_versions["valid_from"] = _valid_from(conn, ~known[~unchanged], new_versions.index, effective)
-    frames = [_part_rows(conn, new_versions, summary, now)]
+    frames = [_part_rows(conn, new_versions, summary)]
     streaming.wait()  # the fitment is in: the connection is this thread's again
 
     closing = changed_known + moved_skus
@@ -1358,7 +1416,7 @@ def _apply(
     if moved_skus:
         other_skus = others["sku"].tolist()
         frames.append(_reresolved_rows(conn, schema, moved_skus, dict(zip(other_skus, cur.tolist(), strict=True)),
-                                       dict(zip(other_skus, master.tolist(), strict=True)), effective, now))
+                                       dict(zip(other_skus, master.tolist(), strict=True)), effective))
     for frame in frames:
         if len(frame):
             conn.load_frame(schema, CATALOG_PARTS.name, frame)
@@ -1392,13 +1450,13 @@ def _own_master(parts: pd.DataFrame) -> pd.Series:
 
 
 # New parts go to the writer thread in slices of this many: the engine ingests one while the
-# next is built.
-_PART_SLICE = 50_000
+# next is built. The first is smaller: the engine, done with the fitment, waits for it.
+_PART_SLICE, _FIRST_PART_SLICE = 50_000, 10_000
 
 
 def _stream_new_parts(
     conn: Connection, schema: str, parts: pd.DataFrame, summary: CatalogImport, streaming: _Streaming,
-    now: datetime, effective: datetime,
+    effective: datetime,
 ) -> None:
     """Queue the rows of new parts that supersede nothing (their first versions) on the writer
     thread, in key order on PostgreSQL (see _part_rows)."""
@@ -1406,12 +1464,13 @@ def _stream_new_parts(
         import pyarrow.compute as pc
 
         parts = parts.take(pc.sort_indices(_arrow(parts["sku"])).to_numpy())
-    for start in range(0, len(parts), _PART_SLICE):
-        piece = parts.iloc[start : start + _PART_SLICE].copy()
+    starts = [0, *range(_FIRST_PART_SLICE, len(parts), _PART_SLICE)]
+    for start, end in zip(starts, [*starts[1:], len(parts)], strict=True):
+        piece = parts.iloc[start:end].copy()
         piece["current_sku"], piece["master_part"] = piece["sku"].astype("str"), _own_master(piece).astype("str")
         piece["content_hash"] = _content_hash(piece)
         piece["valid_from"] = _valid_from(conn, np.ones(len(piece), dtype=bool), piece.index, effective)
-        streaming.submit(conn.load_frame, schema, CATALOG_PARTS.name, _part_rows(conn, piece, summary, now, in_key_order=True))
+        streaming.submit(conn.load_frame, schema, CATALOG_PARTS.name, _part_rows(conn, piece, summary, in_key_order=True))
 
 
 def _valid_from(conn: Connection, new: np.ndarray, index: pd.Index, effective: datetime) -> pd.Series:
@@ -1438,19 +1497,18 @@ def _stamp(conn: Connection, moment: datetime) -> Any:
 
 
 def _part_rows(
-    conn: Connection, parts: pd.DataFrame, summary: CatalogImport, now: datetime, *, in_key_order: bool = False
+    conn: Connection, parts: pd.DataFrame, summary: CatalogImport, *, in_key_order: bool = False
 ) -> pd.DataFrame:
     """The catalog_parts rows of `parts`, in key order on PostgreSQL (`in_key_order`: they are already)."""
     out = parts[["sku", *PART_COLUMNS, "current_sku", "master_part", "extra", "source_row", "content_hash", "valid_from"]]
     for c in (*PART_COLUMNS, "extra"):
         out[c] = out[c].where(out[c] != "", None)
-    out["source_file"], out["source_sha256"] = summary.file, summary.sha256
+    out["file_id"] = np.int32(summary.file_id)
     if conn.dialect == "duckdb":
         out["valid_to"] = pd.Series([pd.NaT] * len(out), dtype="datetime64[us, UTC]", index=out.index)
         out["valid_from"] = out["valid_from"].astype("datetime64[us, UTC]")
     else:
         out["valid_to"] = None
-    out["loaded_at"] = _stamp(conn, now)
     out["source_row"] = out["source_row"].astype("int64")
     out = out[CATALOG_PARTS.column_names]
     if conn.dialect == "postgres" and len(out) > 1 and not in_key_order:
@@ -1464,8 +1522,9 @@ def _part_rows(
 
 def _reresolved_rows(
     conn: Connection, schema: str, skus: list[str], current: dict[str, str], master: dict[str, str],
-    effective: datetime, now: datetime,
+    effective: datetime,
 ) -> pd.DataFrame:
+    """New versions of stored parts with a new resolution: their data, file and row as they were."""
     names = list(CATALOG_PARTS.column_names)
     frame = conn.fetch_df(
         f"SELECT {_select(names)} FROM {schema}.{CATALOG_PARTS.name} "
@@ -1474,9 +1533,9 @@ def _reresolved_rows(
     )
     frame["current_sku"] = frame["sku"].map(current)
     frame["master_part"] = frame["sku"].map(master)
+    frame["file_id"] = frame["file_id"].astype("Int64")  # (NULL only in a migrated table, for a file it lacked)
     frame["valid_from"] = _stamp(conn, effective)
     frame["valid_to"] = pd.Series([pd.NaT] * len(frame), dtype="datetime64[us, UTC]") if conn.dialect == "duckdb" else None
-    frame["loaded_at"] = _stamp(conn, now)
     return frame[names]
 
 
@@ -1502,7 +1561,7 @@ class CatalogPart:
     current_sku: str
     master_part: str
     extra: dict
-    source_file: str
+    source_file: str  # the file's name, digest and load time (catalog_files)
     source_sha256: str
     source_row: int
     valid_from: datetime
@@ -1511,6 +1570,8 @@ class CatalogPart:
 
 
 _PART_FIELDS = [f for f in CatalogPart.__dataclass_fields__]
+# CatalogPart's fields that catalog_files holds: its column for each.
+_FILE_FIELDS = {"source_file": "name", "source_sha256": "sha256", "loaded_at": "loaded_at"}
 
 
 def _valid_on(at: datetime) -> tuple[str, list]:
@@ -1523,8 +1584,14 @@ def parts_valid_on(conn: Connection, schema: str, at: datetime) -> dict[str, Cat
     if not conn.table_exists(schema, CATALOG_PARTS.name):
         return {}
     where, params = _valid_on(at)
+    if "file_id" in _columns(conn, schema, CATALOG_PARTS.name):
+        fields = ", ".join(f"f.{_FILE_FIELDS[c]}" if c in _FILE_FIELDS else f"p.{c}" for c in _PART_FIELDS)
+        source = (f"{schema}.{CATALOG_PARTS.name} p LEFT JOIN {schema}.{CATALOG_FILES.name} f "
+                  "ON f.file_id = p.file_id")
+    else:  # a table no load has migrated yet (_migrate_provenance): the file on each row
+        fields, source = ", ".join(_PART_FIELDS), f"{schema}.{CATALOG_PARTS.name}"
     out = {}
-    for row in conn.fetchall(f"SELECT {', '.join(_PART_FIELDS)} FROM {schema}.{CATALOG_PARTS.name} WHERE {where}", params):
+    for row in conn.fetchall(f"SELECT {fields} FROM {source} WHERE {where}", params):
         values = dict(zip(_PART_FIELDS, row, strict=True))
         for c in MONEY_COLUMNS:
             if values[c] is not None:

@@ -247,7 +247,7 @@ def _second_load() -> dict[TableSpec, list[dict]]:
 def _part(sku, master_part, unit_cost, valid_from, valid_to):
     return {
         "sku": sku, "current_sku": sku, "master_part": master_part, "unit_cost": D(unit_cost),
-        "cost_currency": "USD", "source_file": "parts.csv", "source_sha256": "0" * 64, "source_row": 2,
+        "cost_currency": "USD", "file_id": 1, "source_row": 2,
         "valid_from": _at(valid_from), "valid_to": _at(valid_to) if valid_to else None, "content_hash": sku + unit_cost,
     }
 

@@ -236,29 +236,50 @@ def test_refused_rows_leave_no_fitment_and_each_fitment_of_a_sku_loads_once(ware
     assert rows == [("P-1", "Toro", 3), ("P-1", "Honda", 5)] and summary.fitment_rows == 2
 
 
-def test_fitment_stored_with_the_file_digest_is_migrated_to_file_numbers(warehouse, merchant_id):
-    # Catalogs loaded before files were numbered: each fitment row carried its file's SHA-256.
-    from illuma_pipelines.warehouse import TableSpec
+# catalog_parts as it was before its rows named their file by number.
+OLD_PARTS_COLUMNS = (
+    "sku text!", "brand text", "mpn text", "part_type text", "gtin text", "unit_cost money", "cost_currency text",
+    "landed_cost money", "map_price money", "min_price money", "max_price money", "superseded_by text",
+    "current_sku text!", "master_part text!", "extra text", "source_file text!", "source_sha256 text!",
+    "source_row integer!", "valid_from timestamptz!", "valid_to timestamptz", "loaded_at timestamptz!", "content_hash text!",
+)
+
+
+def test_rows_stored_with_the_file_digest_are_migrated_to_file_numbers(warehouse, merchant_id):
+    # Catalogs loaded before files were numbered: each fitment row carried its file's SHA-256,
+    # each part row its file's name, SHA-256 and load time.
+    from illuma_pipelines.warehouse import TableSpec, cols
 
     mid = _merchant(warehouse, merchant_id)
     schema = merchant_schema(mid)
     old_fitment = TableSpec(CATALOG_FITMENT.name, tuple(
-        c for c in CATALOG_FITMENT.columns if c.name != "file_id") + tuple(
-        c for c in CATALOG_PARTS.columns if c.name == "source_sha256"))
+        c for c in CATALOG_FITMENT.columns if c.name != "file_id") + cols("source_sha256 text!"))
     old_files = TableSpec(CATALOG_FILES.name, tuple(c for c in CATALOG_FILES.columns if c.name != "file_id"),
                           CATALOG_FILES.primary_key)
+    old_parts = TableSpec(CATALOG_PARTS.name, cols(*OLD_PARTS_COLUMNS), CATALOG_PARTS.primary_key)
+    loaded = {"old-0.csv": T0 - timedelta(days=1), "old-1.csv": T0 - timedelta(days=2)}
     with warehouse.merchant_scope(mid) as conn:
-        for spec in (old_fitment, old_files):
+        for spec in (old_fitment, old_files, old_parts):
             conn.create_table(schema, spec)
-        for n, (sha, day) in enumerate((("a" * 64, 1), ("b" * 64, 2))):
+        for n, (sha, name) in enumerate((("a" * 64, "old-0.csv"), ("b" * 64, "old-1.csv"))):
             conn.execute(
                 f"INSERT INTO {schema}.{CATALOG_FILES.name} ({', '.join(old_files.column_names)}) "
-                "VALUES (?, ?, 1, ?, ?, 1, 0, 1, 0, 0, 0, 1)", [sha, f"old-{n}.csv", T0 - timedelta(days=day), T0 - timedelta(days=day)],
+                "VALUES (?, ?, 1, ?, ?, 1, 0, 1, 0, 0, 0, 1)", [sha, name, loaded[name], loaded[name]],
             )
             conn.execute(
                 f"INSERT INTO {schema}.{CATALOG_FITMENT.name} (sku, make, source_sha256, source_row) VALUES (?, 'Stihl', ?, 2)",
                 [f"OLD-{n}", sha],
             )
+            # OLD-1 is BS-593260 at another cost: the new file closes that version.
+            conn.execute(
+                f"INSERT INTO {schema}.{CATALOG_PARTS.name} (sku, unit_cost, cost_currency, current_sku, master_part, "
+                "source_file, source_sha256, source_row, valid_from, loaded_at, content_hash) "
+                "VALUES (?, ?, 'USD', ?, ?, ?, ?, ?, ?, ?, 'old')",
+                [sku := ("OLD-0", "BS-593260")[n], Decimal("1.50"), sku, sku, name, sha, 7 + n,
+                 datetime(1970, 1, 1, tzinfo=UTC), loaded[name]],
+            )
+        # Read as they are until a load migrates them.
+        assert parts_valid_on(conn, schema, T0)["OLD-0"].source_file == "old-0.csv"
     summary = import_catalog_file(warehouse, mid, GOOD, now=T0)
     # Numbered in load order (not by digest or name: old-1 came first), the new file after them.
     assert summary.file_id == 3
@@ -269,11 +290,26 @@ def test_fitment_stored_with_the_file_digest_is_migrated_to_file_numbers(warehou
         ("OLD-0", 2), ("OLD-1", 1),
     ]
     assert _rows(warehouse, mid, f"SELECT count(*) FROM {{s}}.{CATALOG_FITMENT.name} WHERE file_id = 3") == [(12,)]
+    assert _rows(warehouse, mid, f"SELECT sku, file_id, source_row FROM {{s}}.{CATALOG_PARTS.name} "
+                                 "WHERE sku IN ('OLD-0', 'BS-593260') ORDER BY sku, valid_from") == [
+        ("BS-593260", 1, 8), ("BS-593260", 3, 2), ("OLD-0", 2, 7),
+    ]
+    assert summary.parts_changed == 1 and summary.parts_new == 8
     with warehouse.merchant_scope(mid) as conn:
-        columns = {r[0] for r in conn.fetchall(
-            "SELECT column_name FROM information_schema.columns WHERE table_name = ? AND "
-            "(table_schema = ? OR (table_catalog = ? AND table_schema = 'main'))", [CATALOG_FITMENT.name, schema, schema])}
-    assert columns == set(CATALOG_FITMENT.column_names)
+        for spec in (CATALOG_FITMENT, CATALOG_PARTS):
+            columns = {r[0] for r in conn.fetchall(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = ? AND "
+                "(table_schema = ? OR (table_catalog = ? AND table_schema = 'main'))", [spec.name, schema, schema])}
+            assert columns == set(spec.column_names)
+        # The file's name, digest and load time come from catalog_files.
+        before, now = parts_valid_on(conn, schema, T0 - timedelta(hours=1)), parts_valid_on(conn, schema, T0)
+    assert (before["OLD-0"].source_file, before["OLD-0"].source_sha256, before["OLD-0"].loaded_at) == (
+        "old-0.csv", "a" * 64, loaded["old-0.csv"])
+    assert (before["BS-593260"].source_file, before["BS-593260"].unit_cost) == ("old-1.csv", Decimal("1.50"))
+    assert (now["BS-593260"].source_file, now["BS-593260"].source_sha256, now["BS-593260"].loaded_at) == (
+        GOOD.name, summary.sha256, T0)
+    # The migrated tables take the next load as any other.
+    assert import_catalog_file(warehouse, mid, BAD, now=T0 + timedelta(days=1)).rows_read
 
 
 def test_amounts_without_a_currency_and_a_conflicting_sub_notation_are_rejected(warehouse, merchant_id, tmp_path):
