@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import weakref
 from collections.abc import Iterator
 
 import pytest
@@ -161,7 +162,8 @@ def _stop_signals_reach_child_processes() -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
 
 
-_LAST_TEST: list[str] = ["(none yet)"]
+# For the warning below: the first test after which each defs-state storage was seen current.
+_CURRENT_AFTER: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 @pytest.fixture(autouse=True)
@@ -170,24 +172,27 @@ def _no_dead_dagster_instance_is_current(request: pytest.FixtureRequest) -> Iter
 
     Entering a DagsterInstance puts its definitions-state storage in a context variable
     (dagster._core.storage.defs_state.base) that loading any Definitions then reads; the storage
-    holds its instance by a weak reference. An instance entered and never exited, or exits out of
-    order, leave a storage whose instance is gone, and every later load of the project's
-    definitions on that worker fails with "Attempted to resolve undefined DagsterInstance weakref"
-    (seen twice in full runs on two workers, in test_quality_checks and test_ui_browser, both
-    passing alone). Such a storage is cleared here, with a warning naming the test that ran
-    before, so that the one that leaves it can be found."""
+    holds its instance by a weak reference. Instances exited out of order (enter A, enter B, exit
+    A, exit B: B's exit restores A's) leave a storage whose instance is later gone, and every
+    later load of the project's definitions on that worker fails with "Attempted to resolve
+    undefined DagsterInstance weakref" (3 errors in test_ui_browser in a full run on two
+    workers, test_quality_checks once before; each passes alone). Such a storage is cleared here,
+    with a warning naming the first test after which it was seen current, so that the test (or
+    the fixture) that leaves it can be found."""
     from dagster._core.storage.defs_state import base
 
     storage = base.DefsStateStorage.get()
-    weakref = getattr(storage, "_instance_weakref", None)
-    if storage is not None and weakref is not None and weakref() is None:
+    instance_ref = getattr(storage, "_instance_weakref", None)
+    if storage is not None and instance_ref is not None and instance_ref() is None:
         import warnings
 
         warnings.warn(
-            f"a disposed Dagster instance's state storage was still current after {_LAST_TEST[0]}; "
-            f"cleared before {request.node.nodeid}",
+            "a disposed Dagster instance's state storage was still current, first seen after "
+            f"{_CURRENT_AFTER.get(storage, '(not seen after any test)')}; cleared before {request.node.nodeid}",
             stacklevel=1,
         )
         base._current_storage.set(None)
     yield
-    _LAST_TEST[0] = request.node.nodeid
+    left = base.DefsStateStorage.get()
+    if left is not None:
+        _CURRENT_AFTER.setdefault(left, request.node.nodeid)

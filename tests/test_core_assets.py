@@ -419,8 +419,8 @@ def test_vault_resource_keeps_keys_outside_the_data_folder(tmp_path, monkeypatch
 
 
 def test_key_rotation_schedule_requests_one_run_per_day():
-    context = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 11, 27, 4, 30, tzinfo=UTC))
-    (request,) = key_rotation_schedule.evaluate_tick(context).run_requests
+    with dg.build_schedule_context(scheduled_execution_time=datetime(2026, 11, 27, 4, 30, tzinfo=UTC)) as context:
+        (request,) = key_rotation_schedule.evaluate_tick(context).run_requests
     assert request.run_key == "key_rotation:2026-11-27"
     assert key_rotation_schedule.job_name == key_rotation_job.name
 

@@ -51,14 +51,14 @@ def test_schedule_requests_yesterday_for_every_active_merchant(tmp_path):
     definitions = defs()
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(MERCHANTS, ["acme_parts", "bolt_power", "gone_gaskets"])
-        context = dg.build_schedule_context(
+        with dg.build_schedule_context(
             instance=instance,
             scheduled_execution_time=datetime(2026, 11, 27, 6, tzinfo=UTC),
             repository_def=definitions.get_repository_def(),
             resources={"warehouse": WarehouseResource(url=url)},
-        )
-        schedule = definitions.resolve_schedule_def("merchant_daily_schedule")
-        requests = list(schedule.evaluate_tick(context).run_requests)
+        ) as context:
+            schedule = definitions.resolve_schedule_def("merchant_daily_schedule")
+            requests = list(schedule.evaluate_tick(context).run_requests)
     assert [r.run_key for r in requests] == [
         "merchant_daily:2026-11-26:acme_parts",
         "merchant_daily:2026-11-26:bolt_power",

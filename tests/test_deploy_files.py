@@ -260,13 +260,13 @@ def test_the_daily_schedule_tags_each_run_with_the_merchants_channels(tmp_path):
     definitions = defs()
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(MERCHANTS, ["acme_parts", "bolt_power"])
-        context = dg.build_schedule_context(
+        with dg.build_schedule_context(
             instance=instance,
             scheduled_execution_time=datetime(2026, 11, 27, 6, tzinfo=UTC),
             repository_def=definitions.get_repository_def(),
             resources={"warehouse": WarehouseResource(url=url)},
-        )
-        requests = list(definitions.resolve_schedule_def("merchant_daily_schedule").evaluate_tick(context).run_requests)
+        ) as context:
+            requests = list(definitions.resolve_schedule_def("merchant_daily_schedule").evaluate_tick(context).run_requests)
     illuma_tags = {r.tags[MERCHANT_TAG]: {k: v for k, v in r.tags.items() if k.startswith("illuma/")} for r in requests}
     assert illuma_tags == {
         "acme_parts": merchant_run_tags("acme_parts", ["amazon", "ebay"]),

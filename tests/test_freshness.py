@@ -20,7 +20,9 @@ def test_deadline_is_the_last_0900_utc_and_judges_the_day_before():
 
 
 def _evaluate(instance, warehouse_url, at: datetime) -> dg.AssetCheckEvaluation:
-    (request,) = [freshness_schedule(dg.build_schedule_context(instance=instance, scheduled_execution_time=at))]
+    # A context is closed after use: it enters an instance of its own (from the given one's ref).
+    with dg.build_schedule_context(instance=instance, scheduled_execution_time=at) as context:
+        (request,) = [freshness_schedule(context)]
     job = dg.Definitions(
         jobs=[freshness_job],
         assets=[dg.AssetSpec(ORDERS_KEY)],

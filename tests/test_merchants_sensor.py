@@ -161,8 +161,8 @@ def test_a_bad_key_with_a_run_in_flight_waits_and_onboarding_goes_on(instance, w
 def test_the_pii_purge_schedule_skips_a_key_that_is_not_a_merchant_id(instance, merchant_id):
     mid = merchant_id()
     instance.add_dynamic_partitions(MERCHANTS, [BAD_KEY, mid])
-    context = dg.build_schedule_context(instance=instance, scheduled_execution_time=datetime(2026, 11, 27, 2, tzinfo=UTC))
-    requests = list(pii_purge_schedule(context))
+    with dg.build_schedule_context(instance=instance, scheduled_execution_time=datetime(2026, 11, 27, 2, tzinfo=UTC)) as context:
+        requests = list(pii_purge_schedule(context))
     assert [r.tags["illuma/merchant"] for r in requests] == [mid]
 
 
