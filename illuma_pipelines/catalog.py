@@ -61,7 +61,7 @@ import pandas as pd
 
 from illuma_pipelines.merchant_ids import merchant_schema
 from illuma_pipelines.normalize.money import ISO_4217_ACTIVE
-from illuma_pipelines.warehouse import IN_SCHEMA, Connection, TableSpec, Warehouse, any_of, cols
+from illuma_pipelines.warehouse import Connection, TableSpec, Warehouse, any_of, cols
 
 # ------------------------------------------------------------------------------------ the tables
 
@@ -1066,12 +1066,6 @@ def ensure_catalog_tables(conn: Connection, schema: str) -> None:
     _migrate_provenance(conn, schema)
 
 
-def _columns(conn: Connection, schema: str, table: str) -> set[str]:
-    return {r[0] for r in conn.fetchall(
-        f"SELECT column_name FROM information_schema.columns WHERE table_name = ? AND {IN_SCHEMA}", [table, schema, schema],
-    )}
-
-
 def _migrate_provenance(conn: Connection, schema: str) -> None:
     """Catalogs loaded before rows named their file by number: number the files (in load order)
     and point the fitment and part rows at the number instead of the file's digest (and, for the
@@ -1079,8 +1073,8 @@ def _migrate_provenance(conn: Connection, schema: str) -> None:
     NULL: rows written without them would fail). A part version re-resolved by a later file
     keeps the file its data came from: its load time is now that file's."""
     fit, files, parts = (f"{schema}.{spec.name}" for spec in (CATALOG_FITMENT, CATALOG_FILES, CATALOG_PARTS))
-    old_fitment = "source_sha256" in _columns(conn, schema, CATALOG_FITMENT.name)
-    old_parts = "source_sha256" in _columns(conn, schema, CATALOG_PARTS.name)
+    old_fitment = "source_sha256" in conn.table_columns(schema, CATALOG_FITMENT.name)
+    old_parts = "source_sha256" in conn.table_columns(schema, CATALOG_PARTS.name)
     if not (old_fitment or old_parts):
         return
     conn.execute(
@@ -1098,13 +1092,8 @@ def _migrate_provenance(conn: Connection, schema: str) -> None:
         conn.execute(f"ALTER TABLE {parts} DROP COLUMN source_file, DROP COLUMN source_sha256, DROP COLUMN loaded_at")
         return
     # DuckDB drops no column that a later column's index depends on (valid_from, in the primary
-    # key, comes after them): the table is rebuilt. (Its views bind by name when queried.)
-    rebuilt = TableSpec(f"{CATALOG_PARTS.name}_rebuilt", CATALOG_PARTS.columns, CATALOG_PARTS.primary_key)
-    conn.create_table(schema, rebuilt)
-    names = ", ".join(CATALOG_PARTS.column_names)
-    conn.execute(f"INSERT INTO {schema}.{rebuilt.name} ({names}) SELECT {names} FROM {parts}")
-    conn.execute(f"DROP TABLE {parts}")
-    conn.execute(f"ALTER TABLE {schema}.{rebuilt.name} RENAME TO {CATALOG_PARTS.name}")
+    # key, comes after them): the table is rebuilt.
+    conn.rebuild_table(schema, CATALOG_PARTS)
 
 
 # What the comparison reads of the stored current versions (plus the part columns a file lacks).
@@ -1584,7 +1573,7 @@ def parts_valid_on(conn: Connection, schema: str, at: datetime) -> dict[str, Cat
     if not conn.table_exists(schema, CATALOG_PARTS.name):
         return {}
     where, params = _valid_on(at)
-    if "file_id" in _columns(conn, schema, CATALOG_PARTS.name):
+    if "file_id" in conn.table_columns(schema, CATALOG_PARTS.name):
         fields = ", ".join(f"f.{_FILE_FIELDS[c]}" if c in _FILE_FIELDS else f"p.{c}" for c in _PART_FIELDS)
         source = (f"{schema}.{CATALOG_PARTS.name} p LEFT JOIN {schema}.{CATALOG_FILES.name} f "
                   "ON f.file_id = p.file_id")

@@ -362,17 +362,19 @@ class Connection(ABC):
         rows = self.fetchall(sql, params)
         return rows[0] if rows else None
 
+    def table_columns(self, schema: str, table: str) -> list[str]:
+        """The columns of `schema.table`, in order (none when it does not exist)."""
+        return [r[0] for r in self.fetchall(
+            f"SELECT column_name FROM information_schema.columns WHERE table_name = ? AND {IN_SCHEMA} "
+            "ORDER BY ordinal_position",
+            [table, schema, schema],
+        )]
+
     def create_table(self, schema: str, spec: TableSpec) -> None:
         """Create the table if it is missing, and add the nullable columns a newer `spec` has
         that an existing table lacks (additive evolution: rows already there read NULL)."""
         self.execute(spec.ddl(schema, self.dialect))
-        present = {
-            r[0]
-            for r in self.fetchall(
-                f"SELECT column_name FROM information_schema.columns WHERE table_name = ? AND {IN_SCHEMA}",
-                [spec.name, schema, schema],
-            )
-        }
+        present = set(self.table_columns(schema, spec.name))
         for column in spec.columns:
             if not present or column.name in present:
                 continue
@@ -384,6 +386,26 @@ class Connection(ABC):
             self.execute(
                 f"ALTER TABLE {_ident(schema)}.{_ident(spec.name)} ADD COLUMN {spec.column_ddl(column, self.dialect)}"
             )
+
+    def rebuild_table(self, schema: str, spec: TableSpec, values: Mapping[str, Any] | None = None) -> None:
+        """Rebuild the existing table `spec.name` as `spec` has it, within the transaction: its
+        rows copied by column name into a new table, which then takes its name. A column of `spec`
+        the table lacks takes `values[column]` (a bound value) in every row; a column it has that
+        `spec` has not is left behind. For the changes DuckDB cannot make in place: a new primary
+        key, or dropping a column that a later column's index depends on. (A view over the table
+        binds by name when it is queried.)"""
+        old = set(self.table_columns(schema, spec.name))
+        added = {name: value for name, value in (values or {}).items() if name not in old}
+        kept = [name for name in spec.column_names if name in old]
+        rebuilt = TableSpec(f"{spec.name}_rebuilt", spec.columns, spec.primary_key)
+        self.create_table(schema, rebuilt)
+        self.execute(
+            f"INSERT INTO {_ident(schema)}.{rebuilt.name} ({', '.join([*kept, *added])}) "
+            f"SELECT {', '.join([*kept, *('?' for _ in added)])} FROM {_ident(schema)}.{_ident(spec.name)}",
+            list(added.values()),
+        )
+        self.execute(f"DROP TABLE {_ident(schema)}.{_ident(spec.name)}")
+        self.execute(f"ALTER TABLE {_ident(schema)}.{rebuilt.name} RENAME TO {_ident(spec.name)}")
 
     def replace_rows(
         self, schema: str, table: str, where: Mapping[str, Any], frame: pd.DataFrame

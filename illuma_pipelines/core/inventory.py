@@ -45,7 +45,7 @@ from illuma_pipelines.raw_records import (
     raw_payloads,
     replace_day_and_quarantine,
 )
-from illuma_pipelines.warehouse import IN_SCHEMA, Connection, Warehouse
+from illuma_pipelines.warehouse import Connection, Warehouse
 
 SALES_WINDOW_DAYS = 30
 # `part_match`: where a snapshot row's master part came from.
@@ -196,35 +196,23 @@ def migrate_inventory_snapshots(conn: Connection, schema: str) -> None:
     PostgreSQL changes the table in place (a view reads it: it cannot be dropped); DuckDB cannot
     change a primary key, so the table is rebuilt under the same name in the transaction."""
     table = f"{schema}.{INVENTORY_SNAPSHOTS.name}"
-    columns = [r[0] for r in conn.fetchall(
-        f"SELECT column_name FROM information_schema.columns WHERE table_name = ? AND {IN_SCHEMA} "
-        "ORDER BY ordinal_position",
-        [INVENTORY_SNAPSHOTS.name, schema, schema],
-    )]
+    columns = conn.table_columns(schema, INVENTORY_SNAPSHOTS.name)
     if not columns or "marketplace_id" in columns:
         return
-    key = ", ".join(INVENTORY_SNAPSHOTS.primary_key)
-    if conn.dialect == "postgres":
-        conn.execute(f"ALTER TABLE {table} ADD COLUMN marketplace_id TEXT")
-        conn.execute(f"UPDATE {table} SET marketplace_id = ?", [CHANNEL_WIDE])
-        conn.execute(f"ALTER TABLE {table} ALTER COLUMN marketplace_id SET NOT NULL")
-        for (name,) in conn.fetchall(
-            "SELECT constraint_name FROM information_schema.table_constraints "
-            "WHERE table_schema = ? AND table_name = ? AND constraint_type = 'PRIMARY KEY'",
-            [schema, INVENTORY_SNAPSHOTS.name],
-        ):
-            conn.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
-        conn.execute(f"ALTER TABLE {table} ADD PRIMARY KEY ({key})")
+    if conn.dialect != "postgres":
+        conn.rebuild_table(schema, INVENTORY_SNAPSHOTS, {"marketplace_id": CHANNEL_WIDE})
         return
-    kept = ", ".join(c for c in columns if c in INVENTORY_SNAPSHOTS.column_names)
-    old = f"{schema}.{INVENTORY_SNAPSHOTS.name}_before_marketplaces"
-    conn.execute(f"CREATE TABLE {old} AS SELECT * FROM {table}")
-    conn.execute(f"DROP TABLE {table}")
-    conn.create_table(schema, INVENTORY_SNAPSHOTS)
-    conn.execute(
-        f"INSERT INTO {table} ({kept}, marketplace_id) SELECT {kept}, ? FROM {old}", [CHANNEL_WIDE]
-    )
-    conn.execute(f"DROP TABLE {old}")
+    key = ", ".join(INVENTORY_SNAPSHOTS.primary_key)
+    conn.execute(f"ALTER TABLE {table} ADD COLUMN marketplace_id TEXT")
+    conn.execute(f"UPDATE {table} SET marketplace_id = ?", [CHANNEL_WIDE])
+    conn.execute(f"ALTER TABLE {table} ALTER COLUMN marketplace_id SET NOT NULL")
+    for (name,) in conn.fetchall(
+        "SELECT constraint_name FROM information_schema.table_constraints "
+        "WHERE table_schema = ? AND table_name = ? AND constraint_type = 'PRIMARY KEY'",
+        [schema, INVENTORY_SNAPSHOTS.name],
+    ):
+        conn.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
+    conn.execute(f"ALTER TABLE {table} ADD PRIMARY KEY ({key})")
 
 
 @dataclass
