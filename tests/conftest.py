@@ -176,22 +176,22 @@ def _no_dead_dagster_instance_is_current(request: pytest.FixtureRequest) -> Iter
     A, exit B: B's exit restores A's) leave a storage whose instance is later gone, and every
     later load of the project's definitions on that worker fails with "Attempted to resolve
     undefined DagsterInstance weakref" (3 errors in test_ui_browser in a full run on two
-    workers, test_quality_checks once before; each passes alone). Such a storage is cleared here,
-    with a warning naming the first test after which it was seen current, so that the test (or
-    the fixture) that leaves it can be found."""
+    workers, test_quality_checks once before; each passes alone: five tests built schedule
+    contexts they never closed). The test that finds such a storage fails, naming the first test
+    after which it was seen current, which is the one (or whose fixture) to mend; it is cleared, so
+    the tests after it run."""
     from dagster._core.storage.defs_state import base
 
     storage = base.DefsStateStorage.get()
     instance_ref = getattr(storage, "_instance_weakref", None)
     if storage is not None and instance_ref is not None and instance_ref() is None:
-        import warnings
-
-        warnings.warn(
-            "a disposed Dagster instance's state storage was still current, first seen after "
-            f"{_CURRENT_AFTER.get(storage, '(not seen after any test)')}; cleared before {request.node.nodeid}",
-            stacklevel=1,
+        base._current_storage.set(None)  # one failure here, not one in every later test
+        pytest.fail(
+            "a disposed Dagster instance's state storage is still current, first seen after "
+            f"{_CURRENT_AFTER.get(storage, '(not seen after any test)')}: that test (or a fixture it used) "
+            "left an instance entered, e.g. a schedule context built with an instance and never closed "
+            "(use it as `with dg.build_schedule_context(...) as context`)"
         )
-        base._current_storage.set(None)
     yield
     left = base.DefsStateStorage.get()
     if left is not None:

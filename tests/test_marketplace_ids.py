@@ -91,6 +91,12 @@ def _extract(url: str, sandbox: SandboxServer, merchant_id: str, day: str) -> dg
         )
 
 
+def _stored(warehouse, mid: str, spec, columns: str, where: str, day) -> list[tuple]:
+    """Rows of the merchant's core table `spec` (a `where` taking the day)."""
+    with warehouse.merchant_scope(mid) as conn:
+        return conn.fetchall(f"SELECT {columns} FROM {merchant_schema(mid)}.{spec.name} WHERE {where}", [day])
+
+
 def _landed(warehouse: Warehouse, merchant_id: str, channel: str, dataset: str, day: str) -> list[dict]:
     with warehouse.merchant_scope(merchant_id) as conn:
         return [loads(payload) for _, payload, _ in raw_payloads(conn, merchant_id, channel, dataset, day)]
@@ -186,12 +192,8 @@ def test_de_uk_merchant_is_extracted_in_its_marketplaces_and_currencies(duckdb_u
     uk = {sku: q for (m, sku), q in pools.items() if m == AMAZON_UK}
     assert de and de.keys() == uk.keys() and de != uk and {m for m, _ in pools} == {AMAZON_DE, AMAZON_UK}
     load_inventory_partition(warehouse, mid, day, "test-run")
-    with warehouse.merchant_scope(mid) as conn:
-        snapshot = conn.fetchall(
-            f"SELECT marketplace_id, sku, total_quantity FROM {merchant_schema(mid)}.{INVENTORY_SNAPSHOTS.name} "
-            "WHERE snapshot_date = ? AND channel = 'amazon'",
-            [day],
-        )
+    snapshot = _stored(warehouse, mid, INVENTORY_SNAPSHOTS, "marketplace_id, sku, total_quantity",
+                       "snapshot_date = ? AND channel = 'amazon'", day)
     assert {(m, sku): q for m, sku, q in snapshot} == pools
 
     # Prices: every SKU asked in both marketplaces, each answered in its currency.
@@ -202,12 +204,8 @@ def test_de_uk_merchant_is_extracted_in_its_marketplaces_and_currencies(duckdb_u
         assert entry["Product"]["Identifiers"]["MarketplaceASIN"]["MarketplaceId"] == entry["marketplaceId"]
         assert _currencies(entry) == {"EUR" if entry["marketplaceId"] == AMAZON_DE else "GBP"}
     load_competitive_prices_partition(warehouse, mid, day, "test-run")
-    with warehouse.merchant_scope(mid) as conn:
-        prices = conn.fetchall(
-            f"SELECT DISTINCT marketplace_id, currency FROM {merchant_schema(mid)}.{COMPETITIVE_PRICES.name} "
-            "WHERE price_date = ? AND buy_box_price IS NOT NULL",
-            [day],
-        )
+    prices = _stored(warehouse, mid, COMPETITIVE_PRICES, "DISTINCT marketplace_id, currency",
+                     "price_date = ? AND buy_box_price IS NOT NULL", day)
     assert set(prices) == {(AMAZON_DE, "EUR"), (AMAZON_UK, "GBP")}
 
 
