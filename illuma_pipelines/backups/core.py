@@ -178,7 +178,8 @@ def _duckdb_tables(conn, catalog: str | None = None) -> list[tuple[str, str, str
     return [(f"{catalog if schema == 'main' else schema}.{table}", schema, table) for schema, table in rows]
 
 
-def _quoted(*names: str) -> str:
+def quoted_name(*names: str) -> str:
+    """A DuckDB name (catalog, schema, table), each part quoted."""
     return ".".join('"' + name.replace('"', '""') + '"' for name in names)
 
 
@@ -190,7 +191,7 @@ def duckdb_counts(conn, catalog: str | None = None) -> dict[str, int]:
     if not tables:
         return {}
     sql = " UNION ALL ".join(
-        f"SELECT {n}, count(*) FROM {_quoted(catalog, schema, table)}" for n, (_, schema, table) in enumerate(tables)
+        f"SELECT {n}, count(*) FROM {quoted_name(catalog, schema, table)}" for n, (_, schema, table) in enumerate(tables)
     )
     counts = dict(conn.fetchall(sql))
     return {name: int(counts[n]) for n, (name, _, _) in enumerate(tables)}
@@ -203,7 +204,7 @@ def duckdb_stats(conn, catalog: str | None = None) -> dict[str, dict]:
     out = {}
     for name, schema, table in _duckdb_tables(conn, catalog):
         rows, checksum = conn.fetchone(
-            f"SELECT count(*), coalesce(sum(hash(t)::HUGEINT), 0)::VARCHAR FROM {_quoted(catalog, schema, table)} t"
+            f"SELECT count(*), coalesce(sum(hash(t)::HUGEINT), 0)::VARCHAR FROM {quoted_name(catalog, schema, table)} t"
         )
         out[name] = {"rows": int(rows), "checksum": checksum}
     return out
@@ -278,7 +279,7 @@ class _AttachedFiles:
         CHECKPOINT it and count its tables: the counts, and a stack whose closing detaches it.
         While it is attached, nobody writes the file: it is counted and copied as it is."""
         cursor = self._con.cursor()
-        catalog = _quoted(path.stem)
+        catalog = quoted_name(path.stem)
         self._attach(cursor, path, catalog)
         held = contextlib.ExitStack()
         held.callback(cursor.close)

@@ -45,6 +45,7 @@ from illuma_pipelines.backups.core import (
     open_backup,
     parts,
     pg_item,
+    quoted_name,
     read_manifest,
     table_key,
 )
@@ -304,7 +305,7 @@ class _Counter:
         counted in the file, and the file's checksum (`decrypted` checked it against the
         manifest's while the file was written). A backup from before file checksums gets every
         row hashed, as it was made."""
-        catalog = '"' + staged.stem.replace('"', '""') + '"'
+        catalog = quoted_name(staged.stem)
         self._con.execute(f"ATTACH '{str(staged).replace(chr(39), chr(39) * 2)}' AS {catalog} (READ_ONLY)")
         try:
             checksum = file_checksum(item)
