@@ -294,6 +294,25 @@ class AmazonSellingPartnerHttp(AmazonSellingPartner, MarketplaceHttpClient):
             )
         return response.data
 
+    def _call_for(
+        self,
+        creds: ChannelCredentials,
+        operation: str,
+        method: str,
+        path: str,
+        *,
+        stats: RequestStats,
+        shape: str,
+        key: str,
+        kind: type,
+        params: Any = None,
+        json_body: Any = None,
+    ) -> Any:
+        """`_call`, then the response's `key` as `kind` (ResponseShape: a clear error naming the
+        operation and `shape`, what the API documents, when it is missing or of another type)."""
+        body = self._call(creds, operation, method, path, stats=stats, params=params, json_body=json_body)
+        return ResponseShape(operation, body, shape).get(key, kind)
+
     @staticmethod
     def _end(before: datetime | None) -> datetime:
         latest = _utcnow() - API_LAG
@@ -361,17 +380,17 @@ class AmazonSellingPartnerHttp(AmazonSellingPartner, MarketplaceHttpClient):
         self, creds: ChannelCredentials, order_id: str, *, stats: RequestStats | None = None
     ) -> dict[str, Any]:
         stats = stats if stats is not None else RequestStats()
-        body = self._call(
+        order = self._call_for(
             creds,
             "getOrder",
             "GET",
             f"/orders/2026-01-01/orders/{quote(order_id, safe='')}",
             params={"includedData": ",".join(DEFAULT_ORDER_DATASETS)},
             stats=stats,
+            shape="Orders API v2026-01-01: {order: {orderId, ...}}",
+            key="order",
+            kind=dict,
         )
-        order = ResponseShape(
-            "getOrder", body, "Orders API v2026-01-01: {order: {orderId, ...}}"
-        ).get("order", dict)
         stats.add("getOrder", records=1)
         return order
 
@@ -682,17 +701,17 @@ class AmazonSellingPartnerHttp(AmazonSellingPartner, MarketplaceHttpClient):
             body["dataEndTime"] = _iso(data_end)
         if report_options:
             body["reportOptions"] = dict(report_options)
-        created = self._call(
+        report_id = self._call_for(
             creds,
             "createReport",
             "POST",
             "/reports/2021-06-30/reports",
             json_body=body,
             stats=stats,
+            shape=f"Reports 2021-06-30: {{reportId}} for {report_type}",
+            key="reportId",
+            kind=str,
         )
-        report_id = ResponseShape(
-            "createReport", created, f"Reports 2021-06-30: {{reportId}} for {report_type}"
-        ).get("reportId", str)
         deadline = time.monotonic() + self.report_timeout_seconds
         while True:
             report = self._get_report(creds, report_id, stats)
@@ -777,17 +796,17 @@ class AmazonSellingPartnerHttp(AmazonSellingPartner, MarketplaceHttpClient):
     ) -> Iterator[dict[str, Any]]:
         stats = stats if stats is not None else RequestStats()
         for marketplace in self._marketplaces(marketplace_ids):
-            body = self._call(
+            payload = self._call_for(
                 creds,
                 "getListingOffers",
                 "GET",
                 f"/products/pricing/v0/listings/{quote(sku, safe='')}/offers",
                 params={"MarketplaceId": marketplace, "ItemCondition": item_condition},
                 stats=stats,
+                shape="Product Pricing v0: {payload: {SKU, Offers, ...}}",
+                key="payload",
+                kind=dict,
             )
-            payload = ResponseShape(
-                "getListingOffers", body, "Product Pricing v0: {payload: {SKU, Offers, ...}}"
-            ).get("payload", dict)
             stats.add("getListingOffers", records=1)
             yield payload
 
