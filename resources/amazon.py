@@ -274,7 +274,13 @@ class AmazonSellingPartnerHttp(AmazonSellingPartner, MarketplaceHttpClient):
         stats: RequestStats,
         params: Any = None,
         json_body: Any = None,
+        shape: str = "",
+        key: str | None = None,
+        kind: type = dict,
     ) -> Any:
+        """The operation's JSON object; with `key`, that key's value as `kind` (ResponseShape: a
+        clear error naming the operation and `shape`, what the API documents, when it is missing
+        or of another type)."""
         response = self._api().request(
             operation,
             method,
@@ -292,26 +298,7 @@ class AmazonSellingPartnerHttp(AmazonSellingPartner, MarketplaceHttpClient):
                 operation,
                 "the response was not a JSON object; Amazon changed the shape or a proxy answered instead",
             )
-        return response.data
-
-    def _call_for(
-        self,
-        creds: ChannelCredentials,
-        operation: str,
-        method: str,
-        path: str,
-        *,
-        stats: RequestStats,
-        shape: str,
-        key: str,
-        kind: type,
-        params: Any = None,
-        json_body: Any = None,
-    ) -> Any:
-        """`_call`, then the response's `key` as `kind` (ResponseShape: a clear error naming the
-        operation and `shape`, what the API documents, when it is missing or of another type)."""
-        body = self._call(creds, operation, method, path, stats=stats, params=params, json_body=json_body)
-        return ResponseShape(operation, body, shape).get(key, kind)
+        return response.data if key is None else ResponseShape(operation, response.data, shape).get(key, kind)
 
     @staticmethod
     def _end(before: datetime | None) -> datetime:
@@ -380,7 +367,7 @@ class AmazonSellingPartnerHttp(AmazonSellingPartner, MarketplaceHttpClient):
         self, creds: ChannelCredentials, order_id: str, *, stats: RequestStats | None = None
     ) -> dict[str, Any]:
         stats = stats if stats is not None else RequestStats()
-        order = self._call_for(
+        order = self._call(
             creds,
             "getOrder",
             "GET",
@@ -389,7 +376,6 @@ class AmazonSellingPartnerHttp(AmazonSellingPartner, MarketplaceHttpClient):
             stats=stats,
             shape="Orders API v2026-01-01: {order: {orderId, ...}}",
             key="order",
-            kind=dict,
         )
         stats.add("getOrder", records=1)
         return order
@@ -701,7 +687,7 @@ class AmazonSellingPartnerHttp(AmazonSellingPartner, MarketplaceHttpClient):
             body["dataEndTime"] = _iso(data_end)
         if report_options:
             body["reportOptions"] = dict(report_options)
-        report_id = self._call_for(
+        report_id = self._call(
             creds,
             "createReport",
             "POST",
@@ -796,7 +782,7 @@ class AmazonSellingPartnerHttp(AmazonSellingPartner, MarketplaceHttpClient):
     ) -> Iterator[dict[str, Any]]:
         stats = stats if stats is not None else RequestStats()
         for marketplace in self._marketplaces(marketplace_ids):
-            payload = self._call_for(
+            payload = self._call(
                 creds,
                 "getListingOffers",
                 "GET",
@@ -805,7 +791,6 @@ class AmazonSellingPartnerHttp(AmazonSellingPartner, MarketplaceHttpClient):
                 stats=stats,
                 shape="Product Pricing v0: {payload: {SKU, Offers, ...}}",
                 key="payload",
-                kind=dict,
             )
             stats.add("getListingOffers", records=1)
             yield payload
