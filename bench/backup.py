@@ -15,9 +15,15 @@ and its peak memory (its own, or pg_dump's/pg_restore's when larger). Goals (iss
 Fairness: bare and ours run in the same process tree, alternately, `--repeat` rounds (each
 round: bare backup, ours, bare restore, ours), and the median of the rounds is reported with the
 range. Before every step the outputs of the previous round are deleted and the page cache's
-dirty pages flushed (`sync`), so no step pays for another's writeback and each writes fresh
-files into the same page-cache state: sources read hot (the build just wrote them). The bare
-steps import nothing of ours. DuckDB's bare backup is reported twice: the plain copy (the
+dirty pages flushed (`sync`), so no step pays for another's writeback; then the step waits
+`--settle` seconds (default 5). On this platform's VMs memory freed a few seconds ago has gone
+back to the host (virtio-balloon free page reporting), and a page touched afresh costs 1-3 s a
+GiB: a 3.7 GB copy that starts at once reuses the pages its previous round's output just freed
+(1.7 s), one that starts 5 s later does not (6-12 s). A backup at 03:00 does not start a moment
+after 3.7 GB were freed; `--settle 0` gives the old figures. Sources of backups are read hot (the
+build just wrote them: a warehouse in use); restores read the backup cold, bare and ours alike
+(its files evicted from the page cache before the step), as a restore reads a backup written
+days before; `--warm-backups` reads them hot. The bare steps import nothing of ours. DuckDB's bare backup is reported twice: the plain copy (the
 issue's baseline, its writes left in the page cache) and the copy with every file flushed to
 disk, as our directory store does before it writes a backup's manifest.
 
@@ -157,12 +163,31 @@ def _own_peak_mb() -> float:
     return max(own, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
 
 
-def measured(op: str, args: dict, clear: tuple[Path, ...] = ()) -> dict:
+SETTLE = {"seconds": 5.0, "evict": True}
+
+
+def _evict(root: Path) -> None:
+    """Drop the (clean, flushed) pages of every file under `root` from the page cache."""
+    for folder, _, names in os.walk(root):
+        for name in names:
+            fd = os.open(os.path.join(folder, name), os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+
+
+def measured(op: str, args: dict, clear: tuple[Path, ...] = (), cold: tuple[Path, ...] = ()) -> dict:
     """Run `op` in a child process: wall time, CPU time, peak RSS (`_own_peak_mb`), its report.
-    First `clear` is deleted and the dirty pages flushed (module docstring: fairness)."""
+    First `clear` is deleted, the dirty pages flushed, `cold` evicted from the page cache, and
+    the memory left to settle (module docstring: fairness)."""
     for path in clear:
         shutil.rmtree(path, ignore_errors=True)
     os.sync()
+    if SETTLE["evict"]:
+        for path in cold:
+            _evict(path)
+    time.sleep(SETTLE["seconds"])
     out = Path(tempfile.mkstemp(prefix="bench-backup-")[1])
     started = time.monotonic()
     proc = subprocess.Popen([sys.executable, __file__, "--step", op, json.dumps(args), str(out)])
@@ -228,10 +253,12 @@ def run_engine(engine: str, merchants: int, orders: int, payloads: bool, work: P
                 keep("bare restore", measured("bare_pg_restore", {"file": str(dump), "db": f"{db}_bare"}))
             else:
                 out_files = [str(p) for p in sorted(out.rglob("*.duckdb"))]
-                keep("bare restore", measured("bare_copy", {"files": out_files, "root": str(out), "dest": str(back)}, (back,)))
+                keep("bare restore", measured(
+                    "bare_copy", {"files": out_files, "root": str(out), "dest": str(back)}, (back,), (out,)
+                ))
             keep("restore", measured(
                 "restore", {"url": url, "store": str(store), "backup_id": ours_b["backup_id"], "into": into},
-                (restored,) if engine == "duckdb" else (),
+                (restored,) if engine == "duckdb" else (), (store,) if engine == "duckdb" else (),
             ))
             if engine == "postgres":
                 subprocess.run(["psql", "-q", "-d", PG_ADMIN, "-c", f"DROP DATABASE IF EXISTS {db}_restored WITH (FORCE)"], check=True)
@@ -253,8 +280,13 @@ def main() -> int:
     parser.add_argument("--no-payloads", action="store_true", help="core tables only, no raw order payloads")
     parser.add_argument("--repeat", type=int, default=3, help="rounds of bare and ours; medians reported")
     parser.add_argument("--work", default="", help="a folder for the DuckDB files and backups (default: a temp dir)")
+    parser.add_argument("--settle", type=float, default=5.0,
+                        help="seconds each step waits after the previous outputs are freed (docstring: fairness)")
+    parser.add_argument("--warm-backups", action="store_true",
+                        help="DuckDB restores read the backup from the page cache (default: evicted first)")
     parser.add_argument("--step", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    SETTLE.update(seconds=args.settle, evict=not args.warm_backups)
     if args.step:
         op, params, out = args.step
         report = step(op, json.loads(params))
@@ -270,7 +302,8 @@ def main() -> int:
         finally:
             shutil.rmtree(work, ignore_errors=True)
     print(f"\n{args.merchants} merchants, {args.orders:,} orders{'' if not args.no_payloads else ' (no payloads)'}, "
-          f"medians of {args.repeat} rounds (the range in brackets)")
+          f"medians of {args.repeat} rounds (the range in brackets); settle {args.settle:g} s, "
+          f"backups read {'warm' if args.warm_backups else 'cold'} by DuckDB restores")
     print(f"{'engine':<9} {'step':<10} {'bare s':>8} {'ours s':>8} {'ratio':>6} {'bare cpu':>8} {'ours cpu':>8} "
           f"{'ours MB/s':>10} {'bare MB':>8} {'ours MB':>8} {'peak MB ours':>12} {'peak MB bare':>12}  bare / ours range s")
     for engine, what, bare, ours, size in results:

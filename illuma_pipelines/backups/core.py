@@ -25,7 +25,7 @@ import secrets
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -64,6 +64,7 @@ PLATFORM_ITEM = "platform.duckdb"
 # sha256 of its bytes (backups before, still restored and verified that way).
 FILE_TAGS_CHECKSUM = "file-gcm-tags:"
 FILE_CHECKSUM = "file-sha256:"
+COPIERS = 2  # DuckDB files encrypted and written at once
 
 
 def file_checksum(item: dict) -> str | None:
@@ -120,8 +121,9 @@ class _Writer:
         self.items: list[dict] = []
         self.buffers = ChunkBuffers()  # one set for every object of the backup
 
-    def put(self, name: str, source, **extra) -> dict:
-        """Encrypt binary file `source` (a file, a pipe) into the store as object `name`."""
+    def put(self, name: str, source, *, keep: bool = True, **extra) -> dict:
+        """Encrypt binary file `source` (a file, a pipe) into the store as object `name`; its
+        manifest entry is kept, unless the caller keeps it in an order of its own."""
         stats = ItemStats()
         blocks = encrypt_stream(self.data_key, self.backup_id, name, source, stats, self.chunk_bytes, self.buffers)
         self.store.write(self.backup_id, name, blocks)
@@ -130,7 +132,8 @@ class _Writer:
             "encrypted_bytes": stats.encrypted_bytes, "chunk_bytes": self.chunk_bytes, "chunk_sha256": stats.chunk_sha256,
             "tags_sha256": stats.tags_sha256,
         }
-        self.items.append(item)
+        if keep:
+            self.items.append(item)
         return item
 
     def finish(self, manifest: dict) -> dict:
@@ -221,26 +224,46 @@ def _backup_duckdb(name: str, wh: DuckDBWarehouse, writer: _Writer) -> tuple[lis
     prefix = "" if name == MAIN else f"{name}."
     scopes = [(PLATFORM_ITEM, None, wh.path)] if name == MAIN else []
     scopes += [(prefix + wh.merchant_file(m).name, m, wh.merchant_file(m)) for m in merchants]
-    # The next file is attached, checkpointed and counted on a thread while this one is copied.
+    # Files are attached, checkpointed and counted on a thread of their own, in order, a few
+    # ahead; COPIERS of them are encrypted and written at once (one file's chunks are too few to
+    # keep both cores busy: most merchant files are a few chunks).
     files = _AttachedFiles(wh)
+    holds: dict[int, Future] = {}
+    lock = threading.Lock()
+
+    def hold(n: int) -> Future:
+        with lock:
+            if n not in holds:
+                holds[n] = opener.submit(files.hold, scopes[n][2])
+            return holds[n]
+
+    def copy(n: int) -> tuple[dict, dict[str, int]]:
+        item, merchant, path = scopes[n]
+        if n + COPIERS < len(scopes):
+            hold(n + COPIERS)
+        held, counts = hold(n).result()
+        with held, path.open("rb", buffering=0) as source, _mapped(source) as data:
+            entry = writer.put(item, data, keep=False, format="duckdb", merchant_id=merchant, warehouse=name)
+        return entry, counts
+
     opener = ThreadPoolExecutor(1, thread_name_prefix="backup-open")
-    following = None
+    copiers = ThreadPoolExecutor(COPIERS, thread_name_prefix="backup-copy")
+    copies: list[Future] = []
     try:
-        for n, (item, merchant, path) in enumerate(scopes):
-            held, counts = (following or opener.submit(files.hold, path)).result()
-            following = None
-            with held, path.open("rb", buffering=0) as source, _mapped(source) as data:
-                if n + 1 < len(scopes):
-                    following = opener.submit(files.hold, scopes[n + 1][2])
-                entry = writer.put(item, data, format="duckdb", merchant_id=merchant, warehouse=name)
+        for n in range(min(COPIERS, len(scopes))):
+            hold(n)
+        copies += [copiers.submit(copy, n) for n in range(len(scopes))]
+        for done in copies:
+            entry, counts = done.result()
+            writer.items.append(entry)
             checksum = file_checksum(entry)
             tables.update({table_key(name, k): {"rows": rows, "checksum": checksum} for k, rows in counts.items()})
     finally:
-        if following is not None:
-            with contextlib.suppress(Exception):  # the failure that got us here is the one to report
-                following.result()[0].close()
-        opener.shutdown()
-        files.close()
+        for pending in copies:
+            pending.cancel()
+        copiers.shutdown(wait=True)
+        opener.shutdown(wait=True)
+        files.close()  # detaches every file still attached (held ahead of a copy that failed)
     return merchants, tables
 
 

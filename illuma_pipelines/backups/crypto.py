@@ -392,7 +392,9 @@ class _Reader:
         return part, done
 
     def close(self) -> None:
-        pass
+        stream = getattr(self, "_it", None)
+        if hasattr(stream, "close"):
+            stream.close()  # a stream that holds a file or a thread
 
 
 class _FileReader(_Reader):

@@ -50,6 +50,7 @@ from illuma_pipelines.backups.core import (
     table_key,
 )
 from illuma_pipelines.backups.crypto import BackupError, BackupKeyring, ChunkBuffers
+from illuma_pipelines.backups.directio import AlignedBuffers, write_file
 from illuma_pipelines.backups.store import BackupStore
 from illuma_pipelines.merchant_ids import merchant_schema
 from illuma_pipelines.retention import DEFAULT_POLICY, Category
@@ -242,7 +243,7 @@ def _restore_duckdb(live, store, manifest, data_key, items, path: Path, erased: 
     stats: dict = {}
     try:
         placed: list[tuple[Path, Path]] = []
-        buffers = ChunkBuffers()
+        buffers, aligned = ChunkBuffers(), AlignedBuffers()
         # Each file is counted on a thread while the next one is decrypted, attached read-only to
         # one in-memory DuckDB: opening each file as a database of its own cost 20 ms a file
         # (DuckDB builds its catalog of functions per database), attaching it 2 ms.
@@ -256,9 +257,8 @@ def _restore_duckdb(live, store, manifest, data_key, items, path: Path, erased: 
                 final = path if item["name"] == PLATFORM_ITEM else target.merchant_file(merchant)
                 staged = staging / str(n) / final.name  # its final name: DuckDB names its catalog after it
                 staged.parent.mkdir(mode=0o700)
-                with staged.open("wb") as handle:
-                    for block in decrypted(store, manifest, data_key, item["name"], buffers, hashes=CHUNK_SHA256_ON_RESTORE):
-                        handle.write(block)
+                blocks = decrypted(store, manifest, data_key, item["name"], buffers, hashes=CHUNK_SHA256_ON_RESTORE)
+                write_file(staged, blocks, aligned)
                 placed.append((staged, final))
                 counting.append(counter.submit(count, staged, item))
             for done in counting:
