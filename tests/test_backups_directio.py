@@ -115,3 +115,23 @@ def test_a_failed_copy_leaves_no_file_attached_and_no_backup(tmp_path):
         con = duckdb.connect(str(wh.merchant_file(mid)))  # raises while our process still holds it
         con.close()
     assert create_backup(wh, DirectoryStore(tmp_path / "again"))["tables"]
+
+
+def test_a_reader_closed_before_or_while_reading_releases_its_file(tmp_path):
+    """A restore that fails before reading an object, or stops inside it, leaves no descriptor
+    open and no reading thread behind."""
+    import threading
+
+    path, buffers = tmp_path / "object", AlignedBuffers()
+    write_file(path, [secrets.token_bytes(3 * BLOCK_BYTES + 5)], buffers)
+    open_fds = len(os.listdir("/proc/self/fd"))
+    threads = threading.active_count()
+    unstarted = read_blocks(path, buffers)
+    assert len(os.listdir("/proc/self/fd")) == open_fds + 1
+    unstarted.close()
+    assert len(os.listdir("/proc/self/fd")) == open_fds
+    stopped = read_blocks(path, buffers)
+    assert len(next(stopped)) == BLOCK_BYTES
+    stopped.close()
+    assert len(os.listdir("/proc/self/fd")) == open_fds
+    assert threading.active_count() == threads

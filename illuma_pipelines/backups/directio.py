@@ -113,25 +113,34 @@ def _write_all(fd: int, view: memoryview) -> None:
         done += os.write(fd, view[done:])
 
 
-def read_blocks(path: Path, buffers: AlignedBuffers, depth: int = 2) -> Iterator[memoryview] | None:
+def read_blocks(path: Path, buffers: AlignedBuffers, depth: int = 2) -> DirectBlocks | None:
     """The bytes of `path` in aligned blocks read with O_DIRECT, `depth` blocks ahead on a
-    thread; None where the file system refuses O_DIRECT. Each block is valid until the next one
-    is asked for."""
+    thread; None where the file system refuses O_DIRECT."""
     fd = open_direct(path, os.O_RDONLY)
-    if fd is None:
-        return None
-    return _read_blocks(fd, buffers, depth)
+    return None if fd is None else DirectBlocks(fd, buffers, depth)
 
 
-def _read_blocks(fd: int, buffers: AlignedBuffers, depth: int) -> Iterator[memoryview]:
-    ring = [buffers.take() for _ in range(depth + 2)]  # queued, being filled, held by the consumer
+class DirectBlocks:
+    """An iterator of a file's blocks, each valid until the next one is asked for. `close`
+    releases the file, the reading thread and the buffers, whether reading began or not."""
 
-    def fill() -> Iterator[memoryview]:
+    def __init__(self, fd: int, buffers: AlignedBuffers, depth: int) -> None:
+        self._fd, self._buffers = fd, buffers
+        self._ring = [buffers.take() for _ in range(depth + 2)]  # queued, being filled, held
+        self._blocks = ahead(self._fill(), depth)
+
+    def __iter__(self) -> DirectBlocks:
+        return self
+
+    def __next__(self) -> memoryview:
+        return next(self._blocks)
+
+    def _fill(self) -> Iterator[memoryview]:
         for n in range(1 << 62):
-            buf = ring[n % len(ring)]
+            buf = self._ring[n % len(self._ring)]
             got = 0
             while got < BLOCK_BYTES:  # short only at the end of the file
-                step = os.readv(fd, [buf[got:]])
+                step = os.readv(self._fd, [buf[got:]])
                 if not step:
                     break
                 got += step
@@ -139,9 +148,11 @@ def _read_blocks(fd: int, buffers: AlignedBuffers, depth: int) -> Iterator[memor
             if got < BLOCK_BYTES:
                 return
 
-    try:
-        yield from ahead(fill(), depth)
-    finally:
-        os.close(fd)
-        for buf in ring:
-            buffers.give(buf)
+    def close(self) -> None:
+        self._blocks.close()  # stops and joins the reading thread, if it started
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+            for buf in self._ring:
+                self._buffers.give(buf)
+            self._ring = []
