@@ -167,14 +167,15 @@ SETTLE = {"seconds": 5.0, "evict": True}
 
 
 def _evict(root: Path) -> None:
-    """Drop the (clean, flushed) pages of every file under `root` from the page cache."""
-    for folder, _, names in os.walk(root):
-        for name in names:
-            fd = os.open(os.path.join(folder, name), os.O_RDONLY)
-            try:
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-            finally:
-                os.close(fd)
+    """Drop the (clean, flushed) pages of file `root`, or of every file under it, from the page
+    cache."""
+    files = [root] if root.is_file() else [Path(f, n) for f, _, names in os.walk(root) for n in names]
+    for path in files:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
 
 
 def measured(op: str, args: dict, clear: tuple[Path, ...] = (), cold: tuple[Path, ...] = ()) -> dict:
@@ -250,7 +251,7 @@ def run_engine(engine: str, merchants: int, orders: int, payloads: bool, work: P
                 ))
             ours_b = keep("backup", measured("backup", {"url": url, "store": str(store)}, (store,)))
             if engine == "postgres":
-                keep("bare restore", measured("bare_pg_restore", {"file": str(dump), "db": f"{db}_bare"}))
+                keep("bare restore", measured("bare_pg_restore", {"file": str(dump), "db": f"{db}_bare"}, (), (dump,)))
             else:
                 out_files = [str(p) for p in sorted(out.rglob("*.duckdb"))]
                 keep("bare restore", measured(
@@ -258,7 +259,7 @@ def run_engine(engine: str, merchants: int, orders: int, payloads: bool, work: P
                 ))
             keep("restore", measured(
                 "restore", {"url": url, "store": str(store), "backup_id": ours_b["backup_id"], "into": into},
-                (restored,) if engine == "duckdb" else (), (store,) if engine == "duckdb" else (),
+                (restored,) if engine == "duckdb" else (), (store,),
             ))
             if engine == "postgres":
                 subprocess.run(["psql", "-q", "-d", PG_ADMIN, "-c", f"DROP DATABASE IF EXISTS {db}_restored WITH (FORCE)"], check=True)
@@ -283,7 +284,7 @@ def main() -> int:
     parser.add_argument("--settle", type=float, default=5.0,
                         help="seconds each step waits after the previous outputs are freed (docstring: fairness)")
     parser.add_argument("--warm-backups", action="store_true",
-                        help="DuckDB restores read the backup from the page cache (default: evicted first)")
+                        help="restores read the backup from the page cache (default: evicted first)")
     parser.add_argument("--step", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     SETTLE.update(seconds=args.settle, evict=not args.warm_backups)
@@ -303,7 +304,7 @@ def main() -> int:
             shutil.rmtree(work, ignore_errors=True)
     print(f"\n{args.merchants} merchants, {args.orders:,} orders{'' if not args.no_payloads else ' (no payloads)'}, "
           f"medians of {args.repeat} rounds (the range in brackets); settle {args.settle:g} s, "
-          f"backups read {'warm' if args.warm_backups else 'cold'} by DuckDB restores")
+          f"backups read {'warm' if args.warm_backups else 'cold'} by restores")
     print(f"{'engine':<9} {'step':<10} {'bare s':>8} {'ours s':>8} {'ratio':>6} {'bare cpu':>8} {'ours cpu':>8} "
           f"{'ours MB/s':>10} {'bare MB':>8} {'ours MB':>8} {'peak MB ours':>12} {'peak MB bare':>12}  bare / ours range s")
     for engine, what, bare, ours, size in results:

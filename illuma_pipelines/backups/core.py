@@ -466,12 +466,13 @@ def item_of(manifest: dict, name: str) -> dict:
 
 def decrypted(
     store: BackupStore, manifest: dict, data_key: bytes, name: str, buffers: ChunkBuffers | None = None,
-    *, hashes: bool = True,
+    *, hashes: bool = True, direct: bool = False,
 ) -> Iterator[bytes | memoryview]:
     """The plaintext of object `name`, checked chunk by chunk (each chunk's tag and, with
     `hashes`, its sha256), then as a whole: its size, and the digest of its chunk tags (or, in a
     backup from before tag digests, the sha256 of its plaintext). With `buffers`, each block is a
-    view valid until the next one is asked for: for a consumer that writes it at once."""
+    view valid until the next one is asked for: for a consumer that writes it at once. `direct`:
+    read the object around the page cache where the store can (`BackupStore.reader`)."""
     item = item_of(manifest, name)
     where = f"backup {manifest['backup_id']}, {name}"
     size = 0
@@ -479,7 +480,7 @@ def decrypted(
     plain = hashlib.sha256() if item.get("plain_sha256") and tags is None else None
     # Closed in this order when the consumer stops early: the stream's thread, then the file.
     with (
-        contextlib.closing(store.reader(manifest["backup_id"], name)) as source,
+        contextlib.closing(store.reader(manifest["backup_id"], name, direct=direct)) as source,
         contextlib.closing(decrypt_stream(
             data_key, manifest["backup_id"], name, source, item["chunk_sha256"],
             buffers, item.get("chunk_bytes") or CHUNK_BYTES, tags=tags, hashes=hashes,
@@ -503,7 +504,7 @@ def verify_backup(store: BackupStore, backup_id: str, keyring: BackupKeyring | N
     manifest, data_key = open_backup(store, backup_id, keyring)
     buffers = ChunkBuffers()
     for item in manifest["items"]:
-        for _ in decrypted(store, manifest, data_key, item["name"], buffers):
+        for _ in decrypted(store, manifest, data_key, item["name"], buffers, direct=True):
             pass
     return manifest
 

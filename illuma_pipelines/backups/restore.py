@@ -257,7 +257,9 @@ def _restore_duckdb(live, store, manifest, data_key, items, path: Path, erased: 
                 final = path if item["name"] == PLATFORM_ITEM else target.merchant_file(merchant)
                 staged = staging / str(n) / final.name  # its final name: DuckDB names its catalog after it
                 staged.parent.mkdir(mode=0o700)
-                blocks = decrypted(store, manifest, data_key, item["name"], buffers, hashes=CHUNK_SHA256_ON_RESTORE)
+                blocks = decrypted(
+                    store, manifest, data_key, item["name"], buffers, hashes=CHUNK_SHA256_ON_RESTORE, direct=True
+                )
                 write_file(staged, blocks, aligned)
                 placed.append((staged, final))
                 counting.append(counter.submit(count, staged, item))

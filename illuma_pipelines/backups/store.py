@@ -73,9 +73,11 @@ class BackupStore(ABC):
     def read_bytes(self, backup_id: str, name: str) -> bytes:
         return b"".join(self.read(backup_id, name))
 
-    def reader(self, backup_id: str, name: str):
+    def reader(self, backup_id: str, name: str, *, direct: bool = False):
         """Object `name` of `backup_id` for a consumer that reads it once, in order: a binary
-        file (`readinto`, `close`) where the store has one, else the blocks of `read`."""
+        file (`readinto`, `close`) where the store has one, else the blocks of `read`. `direct`:
+        a consumer that takes the bytes as fast as they come, for which a file store reads around
+        the page cache."""
         return self.read(backup_id, name)
 
 
@@ -140,12 +142,15 @@ class DirectoryStore(BackupStore):
             while block := handle.read(_READ_BLOCK):
                 yield block
 
-    def reader(self, backup_id: str, name: str):
-        """The object's bytes read around the page cache (directio.py), a few blocks ahead; the
-        file, unbuffered, where the file system refuses that."""
+    def reader(self, backup_id: str, name: str, *, direct: bool = False):
+        """With `direct`, the object's bytes read around the page cache (directio.py), a few
+        blocks ahead; else (or where the file system refuses that) the file, unbuffered. A restore
+        of DuckDB files takes the bytes as fast as the disk gives them: direct. pg_restore takes
+        them in bursts between the server's work: the kernel's read-ahead serves it better
+        (ADR 0013)."""
         path = self._dir(backup_id) / _check_object(name)
         try:
-            return read_blocks(path, self._buffers) or path.open("rb", buffering=0)
+            return (read_blocks(path, self._buffers) if direct else None) or path.open("rb", buffering=0)
         except FileNotFoundError:
             raise BackupError(f"backup {backup_id} has no object {name} in {self.description}") from None
 
