@@ -15,7 +15,7 @@ from illuma_pipelines.backups import DirectoryStore, create_backup, restore_back
 from illuma_pipelines.backups.core import PLATFORM_ITEM
 from illuma_pipelines.backups.directio import (
     BLOCK_BYTES,
-    AlignedBuffers,
+    aligned_buffers,
     open_direct,
     read_blocks,
     write_file,
@@ -44,7 +44,7 @@ def test_a_file_written_and_read_around_the_page_cache_round_trips(size, tmp_pat
     probe = open_direct(tmp_path / "probe", os.O_WRONLY | os.O_CREAT)
     assert probe is not None, f"{tmp_path} refuses O_DIRECT: this test would not test it"
     os.close(probe)
-    data, buffers = secrets.token_bytes(size), AlignedBuffers()
+    data, buffers = secrets.token_bytes(size), aligned_buffers()
     path = tmp_path / "object"
     write_file(path, _pieces(data), buffers)
     assert path.read_bytes() == data
@@ -63,7 +63,7 @@ def test_where_the_file_system_refuses_o_direct_the_page_cache_is_used(tmp_path,
         return real_open(path, flags, *args)
 
     monkeypatch.setattr(os, "open", refusing)
-    data, buffers = secrets.token_bytes(BLOCK_BYTES + 5), AlignedBuffers()
+    data, buffers = secrets.token_bytes(BLOCK_BYTES + 5), aligned_buffers()
     path = tmp_path / "object"
     write_file(path, _pieces(data), buffers)
     assert path.read_bytes() == data
@@ -122,7 +122,7 @@ def test_a_reader_closed_before_or_while_reading_releases_its_file(tmp_path):
     open and no reading thread behind."""
     import threading
 
-    path, buffers = tmp_path / "object", AlignedBuffers()
+    path, buffers = tmp_path / "object", aligned_buffers()
     write_file(path, [secrets.token_bytes(3 * BLOCK_BYTES + 5)], buffers)
     open_fds = len(os.listdir("/proc/self/fd"))
     threads = threading.active_count()

@@ -16,34 +16,24 @@ import errno
 import fcntl
 import mmap
 import os
-import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from illuma_pipelines.backups.crypto import ahead
+from illuma_pipelines.backups.crypto import ChunkBuffers, ahead, fill
 
 ALIGN = 4096  # O_DIRECT wants buffer address, file offset and length aligned to the block size
 BLOCK_BYTES = 8 * 1024 * 1024
 
 
-class AlignedBuffers:
-    """Page-aligned BLOCK_BYTES buffers, reused by every file of a backup or restore (a fresh
-    buffer per block would cost the page faults O_DIRECT is there to save)."""
+def _aligned(size: int) -> memoryview:
+    return memoryview(mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS))
 
-    def __init__(self) -> None:
-        self._free: list[memoryview] = []
-        self._lock = threading.Lock()
 
-    def take(self) -> memoryview:
-        with self._lock:
-            if self._free:
-                return self._free.pop()
-        return memoryview(mmap.mmap(-1, BLOCK_BYTES, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS))
-
-    def give(self, buf: memoryview) -> None:
-        with self._lock:
-            self._free.append(buf)
+def aligned_buffers() -> ChunkBuffers:
+    """Page-aligned buffers, reused by every file of a backup or restore (a fresh buffer per
+    block would cost the page faults O_DIRECT is there to save)."""
+    return ChunkBuffers(_aligned)
 
 
 def open_direct(path: Path, flags: int, mode: int = 0o600) -> int | None:
@@ -57,7 +47,7 @@ def open_direct(path: Path, flags: int, mode: int = 0o600) -> int | None:
         return None
 
 
-def write_file(path: Path, blocks: Iterable[bytes | memoryview], buffers: AlignedBuffers) -> None:
+def write_file(path: Path, blocks: Iterable[bytes | memoryview], buffers: ChunkBuffers) -> None:
     """Write `blocks` to a new file `path` (0600): with O_DIRECT where possible, one aligned
     buffer filled while the one before is written on a thread (the disk stays busy); the last,
     partial block through the page cache. Not flushed: fsync it for the metadata."""
@@ -68,7 +58,7 @@ def write_file(path: Path, blocks: Iterable[bytes | memoryview], buffers: Aligne
             for block in blocks:
                 handle.write(block)
         return
-    held = [buffers.take(), buffers.take()]
+    held = [buffers.take(BLOCK_BYTES), buffers.take(BLOCK_BYTES)]
     writing: list[Future | None] = [None, None]
     try:
         with ThreadPoolExecutor(1, thread_name_prefix="backup-write") as writer:
@@ -113,7 +103,7 @@ def _write_all(fd: int, view: memoryview) -> None:
         done += os.write(fd, view[done:])
 
 
-def read_blocks(path: Path, buffers: AlignedBuffers, depth: int = 2) -> DirectBlocks | None:
+def read_blocks(path: Path, buffers: ChunkBuffers, depth: int = 2) -> DirectBlocks | None:
     """The bytes of `path` in aligned blocks read with O_DIRECT, `depth` blocks ahead on a
     thread; None where the file system refuses O_DIRECT."""
     fd = open_direct(path, os.O_RDONLY)
@@ -124,10 +114,10 @@ class DirectBlocks:
     """An iterator of a file's blocks, each valid until the next one is asked for. `close`
     releases the file, the reading thread and the buffers, whether reading began or not."""
 
-    def __init__(self, fd: int, buffers: AlignedBuffers, depth: int) -> None:
-        self._fd, self._buffers = fd, buffers
-        self._ring = [buffers.take() for _ in range(depth + 2)]  # queued, being filled, held
-        self._blocks = ahead(self._fill(), depth)
+    def __init__(self, fd: int, buffers: ChunkBuffers, depth: int) -> None:
+        self._file, self._buffers = open(fd, "rb", buffering=0), buffers
+        self._ring = [buffers.take(BLOCK_BYTES) for _ in range(depth + 2)]  # queued, being filled, held
+        self._blocks = ahead(self._read(), depth)
 
     def __iter__(self) -> DirectBlocks:
         return self
@@ -135,24 +125,18 @@ class DirectBlocks:
     def __next__(self) -> memoryview:
         return next(self._blocks)
 
-    def _fill(self) -> Iterator[memoryview]:
+    def _read(self) -> Iterator[memoryview]:
         for n in range(1 << 62):
             buf = self._ring[n % len(self._ring)]
-            got = 0
-            while got < BLOCK_BYTES:  # short only at the end of the file
-                step = os.readv(self._fd, [buf[got:]])
-                if not step:
-                    break
-                got += step
+            got = fill(self._file, buf)  # short only at the end of the file
             yield buf[:got]
             if got < BLOCK_BYTES:
                 return
 
     def close(self) -> None:
         self._blocks.close()  # stops and joins the reading thread, if it started
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        if not self._file.closed:
+            self._file.close()
             for buf in self._ring:
                 self._buffers.give(buf)
             self._ring = []

@@ -50,7 +50,7 @@ from illuma_pipelines.backups.core import (
     table_key,
 )
 from illuma_pipelines.backups.crypto import BackupError, BackupKeyring, ChunkBuffers
-from illuma_pipelines.backups.directio import AlignedBuffers, write_file
+from illuma_pipelines.backups.directio import aligned_buffers, write_file
 from illuma_pipelines.backups.store import BackupStore
 from illuma_pipelines.merchant_ids import merchant_schema
 from illuma_pipelines.retention import DEFAULT_POLICY, Category
@@ -243,7 +243,7 @@ def _restore_duckdb(live, store, manifest, data_key, items, path: Path, erased: 
     stats: dict = {}
     try:
         placed: list[tuple[Path, Path]] = []
-        buffers, aligned = ChunkBuffers(), AlignedBuffers()
+        buffers, aligned = ChunkBuffers(), aligned_buffers()
         # Each file is counted on a thread while the next one is decrypted, attached read-only to
         # one in-memory DuckDB: opening each file as a database of its own cost 20 ms a file
         # (DuckDB builds its catalog of functions per database), attaching it 2 ms.

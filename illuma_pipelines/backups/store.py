@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from illuma_pipelines.backups.crypto import BackupError
-from illuma_pipelines.backups.directio import AlignedBuffers, read_blocks, write_file
+from illuma_pipelines.backups.directio import aligned_buffers, read_blocks, write_file
 from illuma_pipelines.paths import var_dir
 
 BACKUP_DIR_ENV = "ILLUMA_BACKUP_DIR"
@@ -92,7 +92,7 @@ class DirectoryStore(BackupStore):
         self.root = Path(root)
         self.description = f"directory {self.root}"
         self._flushing: dict[str, list[tuple[threading.Thread, list[BaseException]]]] = {}
-        self._buffers = AlignedBuffers()  # objects are written and read around the page cache
+        self._buffers = aligned_buffers()  # objects are written and read around the page cache
 
     def _dir(self, backup_id: str) -> Path:
         return self.root / check_backup_id(backup_id)
