@@ -5,6 +5,7 @@ Not a conftest: import what you need (`from tests.sandbox_helpers import ...`).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -32,6 +33,19 @@ def sandbox_now() -> datetime:
     minutes, while a fixed clock keeps the data still during the test.
     """
     return (datetime.now(UTC) + timedelta(minutes=3)).replace(second=0, microsecond=0)
+
+
+def clear_of_midnight(needed: timedelta) -> None:
+    """Wait, when less than `needed` is left of the UTC day, until the next day starts.
+
+    For a test whose assertions hold only when all it runs falls on one calendar day (a key
+    labelled by the day its data was sealed): the wait is at most `needed`, on the rare run that
+    starts that close to midnight.
+    """
+    now = datetime.now(UTC)
+    midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
+    if midnight - now < needed:
+        time.sleep((midnight - now).total_seconds() + 1)
 
 
 def creds(merchant_id: str) -> ChannelCredentials:

@@ -1,13 +1,13 @@
 """Core assets through the real sandbox, the real clients and the real extracts, on both engines."""
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 import pytest
 
 from assets.core import core_assets
-from assets.extracts import extract_assets
+from assets.extracts import day_window, extract_assets
 from assets.partitions import MERCHANTS, merchant_date_key
 from illuma_pipelines import normalize
 from illuma_pipelines.core.inventory import master_parts_from_ebay, snapshot_rows
@@ -24,7 +24,10 @@ from illuma_pipelines.core.tables import (
 from illuma_pipelines.key_rotation import ROTATION_ACTION, rotate_merchant_keys
 from illuma_pipelines.merchant_ids import merchant_schema
 from illuma_pipelines.registry import ChannelConnection, add_merchant
-from illuma_pipelines.sandbox.server import SandboxClock, SandboxConfig, SandboxServer
+from illuma_pipelines.sandbox.ebay import (
+    order_plans_modified_between as ebay_order_plans_modified_between,
+)
+from illuma_pipelines.sandbox.server import SandboxClock, SandboxConfig, SandboxServer, SandboxState
 from illuma_pipelines.sealing import unseal_payloads
 from illuma_pipelines.vault import FileKeyStore, LocalKeyring, Vault, is_ciphertext, key_version
 from illuma_pipelines.warehouse import IN_SCHEMA, PLATFORM_SCHEMA
@@ -32,13 +35,14 @@ from resources import sandbox_clients
 from resources.vault import VaultResource
 from resources.warehouse import WarehouseResource
 from sensors.keys import key_rotation_job, key_rotation_schedule
-from tests.sandbox_helpers import sandbox_now
+from tests.sandbox_helpers import clear_of_midnight, sandbox_now
 
 CHANNELS = ("amazon", "ebay", "walmart")
 EXTRACTS = [a for a in extract_assets if a.key.path[-1] in {f"{c}_{d}" for c in CHANNELS for d in ("orders", "inventory")}]
 ORDER_EXTRACTS = [a for a in EXTRACTS if a.key.path[-1].endswith("_orders")]
-# Ten days of order updates per partition: enough refunds and cancellations in any merchant's data.
-LOOKBACK = {"ops": {a.op.name: {"config": {"lookback_hours": 240}} for a in ORDER_EXTRACTS}}
+# Ten days of order updates per partition: refunds and cancellations in most merchants' data.
+LOOKBACK_HOURS = 240
+LOOKBACK = {"ops": {a.op.name: {"config": {"lookback_hours": LOOKBACK_HOURS}} for a in ORDER_EXTRACTS}}
 
 
 def _vault_resource(tmp_path) -> VaultResource:
@@ -186,20 +190,37 @@ def _reveal_all(vault, warehouse, merchant_id):
     return rows, revealed
 
 
+def _merchant_with_a_cancelled_ebay_order(merchant_id, config: SandboxConfig, day: date) -> str:
+    """A fresh merchant id with an eBay order cancelled (so refunded too) among those the first
+    partition lands, so that its loads hold both kinds of adjustment. Most ids have one; without
+    the choice, about one run in seven hundred drew a merchant with no cancellation or no refund
+    in the window, and the assertion on the kinds failed on that draw alone."""
+    state = SandboxState(config)
+    start, end = day_window(day.isoformat(), LOOKBACK_HOURS)
+    for _ in range(100):
+        mid = merchant_id("core")
+        plans = ebay_order_plans_modified_between(state, mid, start, end, state.now())
+        if any(p.cancel_at is not None and p.cancel_at <= state.now() for p in plans):
+            return mid
+    raise AssertionError(f"no merchant among 100 has an eBay order cancelled on {day}")
+
+
 def test_core_orders_are_current_idempotent_encrypted_and_rotate(warehouse, warehouse_url, merchant_id, instance, tmp_path):
-    mid = merchant_id("core")
+    # The values are sealed under a key labelled by the day of the loads, checked at the end.
+    clear_of_midnight(timedelta(minutes=5))
+    now = sandbox_now()
+    day = (now - timedelta(days=6)).date()
+    t1 = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1, minutes=10)
+    clock = SandboxClock.fixed_at(t1)
+    config = SandboxConfig(seed=11, clock=clock, history_start=day - timedelta(days=60), orders_page_size=20)
+    mid = _merchant_with_a_cancelled_ebay_order(merchant_id, config, day)
     schema = merchant_schema(mid)
     add_merchant(warehouse, mid, channels={c: ChannelConnection(c, f"sandbox:{mid}") for c in CHANNELS})
     instance.add_dynamic_partitions(MERCHANTS, [mid])
     vault_res = _vault_resource(tmp_path)
     vault = vault_res.get(warehouse)
-    now = sandbox_now()
     # The merchant's first key is 100 days old, so the rotation job must rotate it.
     assert vault.create_key_version(mid, now=now - timedelta(days=100)) == 1
-    day = (now - timedelta(days=6)).date()
-    t1 = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1, minutes=10)
-    clock = SandboxClock.fixed_at(t1)
-    config = SandboxConfig(seed=11, clock=clock, history_start=day - timedelta(days=60), orders_page_size=20)
     names: set[str] = set()
     values: set[str] = set()
 
