@@ -94,7 +94,7 @@ def merchant_id() -> callable:
     """Make unique, valid merchant ids (roles are cluster-wide; parallel runs must not collide)."""
 
     def make(name: str = "acme") -> str:
-        return f"{_SESSION_TAG}_{name}_{secrets.token_hex(2)}"
+        return f"{_SESSION_TAG}_{name}_{secrets.token_hex(4)}"
 
     return make
 
