@@ -36,6 +36,12 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 JOB_NAME = "merchant_daily_job"
 CHANNELS = ("amazon", "ebay")
+# The partition days, in days before today. The sandbox runs on the real clock: an order of a
+# recent day that ships or is delivered between a run and its re-run leaves the day's window, and
+# the re-run lands one row fewer. These days end longer ago than any order can still change, so a
+# re-run reads what the first run read; and they start within the 90 days Amazon lists
+# settlement reports for.
+PARTITION_DAYS_AGO = (71, 70)
 INSTANCE_YAML = """\
 storage:
   postgres:
@@ -159,7 +165,7 @@ def stack(queue, pg_url, dagster_pg_url, merchant_id, tmp_path, monkeypatch) -> 
     env.pop("ILLUMA_WAREHOUSE_ADMIN_URL", None)  # workers run the pipeline, never provisioning
 
     today = datetime.now(UTC).date()
-    days = [(today - timedelta(days=k)).isoformat() for k in (3, 2)]
+    days = [(today - timedelta(days=k)).isoformat() for k in PARTITION_DAYS_AGO]
     merchants = [merchant_id("celery_a"), merchant_id("celery_b")]
     wh = Warehouse.from_url(pg_url)
     for mid in merchants:
@@ -274,6 +280,17 @@ def test_deploy_celery_yaml_agrees_with_the_executor(monkeypatch):
         monkeypatch.delenv(key, raising=False)
     worker = yaml.safe_load((ROOT / "deploy" / "celery.yaml").read_text())["execution"]["config"]
     assert worker == celery_config()
+
+
+def test_partition_days_have_settled_and_are_still_listed():
+    """The partition days' windows (from 2 days before the day, Amazon finances, to its end) end
+    longer ago than any sandbox order still changes, and start within Amazon's report listing."""
+    from illuma_pipelines.sandbox import amazon, ebay
+    from resources.amazon import REPORT_RETENTION
+
+    lifetime = max(amazon.MAX_ORDER_LIFETIME, ebay.MAX_ORDER_LIFETIME)
+    assert timedelta(days=min(PARTITION_DAYS_AGO) - 1) > lifetime
+    assert timedelta(days=max(PARTITION_DAYS_AGO) + 3) < REPORT_RETENTION
 
 
 def test_backfill_over_two_workers_lands_every_partition_once(stack, pg_url):

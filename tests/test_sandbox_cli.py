@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from illuma_pipelines.sandbox.amazon import MAX_ORDER_LIFETIME
 from resources.amazon import AmazonSellingPartnerHttp
 from resources.http import RequestStats
 from tests.processes import free_port
@@ -132,11 +133,14 @@ def test_mixed_faults_hit_some_calls_and_a_retrying_client_still_gets_every_orde
             client_secret="cli-test-secret",
             page_size=5,
         )
-        # A window that has closed: the two servers' running clocks both see it whole.
-        before = datetime.now(UTC) - timedelta(minutes=10)
-        after = before - timedelta(days=2)
+        # A window of settled orders: it ends longer ago than any order can still change, so the
+        # two servers' running clocks, seconds apart, find the same orders in it.
+        before = datetime.now(UTC) - MAX_ORDER_LIFETIME - timedelta(days=1)
+        after = before - timedelta(days=5)
         expected = [o["orderId"] for o in clean.search_orders(creds(MERCHANT), after, before)]
-    assert len(expected) > 5  # several pages
+    # More than two pages of 5: any 5 days of this merchant's settled orders hold at least 12 (every
+    # window up to 2040 counted; 2 days held as few as 1).
+    assert len(expected) > 10
     flags = (
         "--faults", "0.4", "--fault-seed", "4",
         "--fault-timeout-seconds", "0.4", "--retry-after-seconds", "0.05",
