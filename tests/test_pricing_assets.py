@@ -38,7 +38,8 @@ from illuma_pipelines.pricing import (
 )
 from illuma_pipelines.raw_records import QUARANTINE, RecordRule, raw_table, split_records
 from illuma_pipelines.registry import ChannelConnection, add_merchant
-from illuma_pipelines.sandbox.server import SandboxClock, SandboxConfig, SandboxServer
+from illuma_pipelines.sandbox.amazon import competing_offers
+from illuma_pipelines.sandbox.server import SandboxClock, SandboxConfig, SandboxServer, SandboxState
 from illuma_pipelines.sandbox.world import parts_catalog
 from resources import sandbox_clients
 from resources.inbox import InboxResource
@@ -202,14 +203,30 @@ def test_pricing_assets_from_fixture_raw_rows(warehouse, warehouse_url, merchant
     assert _recommendations(warehouse, mid, DAY) == recs
 
 
+def _merchant_holding_a_buy_box(merchant_id, config: SandboxConfig) -> str:
+    """A fresh merchant id whose own offer is the sandbox's buy box (the cheapest landed offer)
+    for at least one of its FBA parts past the first three on the sandbox's day. The pricing test
+    needs one there for an own_buy_box recommendation; about one random id in ten thousand has
+    none that day, and the test would fail on that draw alone."""
+    state = SandboxState(config)
+    for _ in range(100):
+        mid = merchant_id("sbx")
+        world = state.world(mid)
+        for part in [p for p in parts_catalog(config.seed, mid) if p.amazon_fba][3:]:
+            offers = competing_offers(world, part, state.now())
+            if min(offers, key=lambda o: o["price"] + o["shipping"])["mine"]:
+                return mid
+    raise AssertionError(f"no merchant among 100 holds an Amazon buy box on {state.now():%Y-%m-%d}")
+
+
 def test_pricing_assets_through_the_sandbox(warehouse, warehouse_url, merchant_id, instance, tmp_path, vault_resource):
-    mid = merchant_id("sbx")
-    schema = merchant_schema(mid)
-    add_merchant(warehouse, mid, channels={"amazon": ChannelConnection("amazon", f"sandbox:{mid}")})
-    instance.add_dynamic_partitions(MERCHANTS, [mid])
     now = sandbox_now()
     day = (now - timedelta(days=2)).date()
     config = SandboxConfig(seed=11, clock=SandboxClock.fixed_at(now), history_start=day - timedelta(days=60))
+    mid = _merchant_holding_a_buy_box(merchant_id, config)
+    schema = merchant_schema(mid)
+    add_merchant(warehouse, mid, channels={"amazon": ChannelConnection("amazon", f"sandbox:{mid}")})
+    instance.add_dynamic_partitions(MERCHANTS, [mid])
     parts = [p for p in parts_catalog(config.seed, mid) if p.amazon_fba]
     assert len(parts) >= 6
     no_cost, tight, no_rule = parts[0], parts[1], parts[2]

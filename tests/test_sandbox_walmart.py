@@ -377,14 +377,21 @@ def test_recon_reports_carry_fees_without_orders_reserves_and_negative_totals():
     with _sandbox() as sb:
         client = _client(sb, recon_page_size=RECON_MAX_RECORDS)
         today = sb.state.now().date()
-        reports = list(client.recon_reports(creds(MERCHANT), today - timedelta(days=230), today))
+        since = today - timedelta(days=230)
+        reports = list(client.recon_reports(creds(MERCHANT), since, today))
         assert len(reports) >= 16  # two whole blocks of eight at least partly, one entirely
         totals = [Decimal(r["rows"][0]["Total Payable"]) for r in reports]
         assert sum(t < 0 for t in totals) >= 1 and sum(t > 0 for t in totals) >= 12
+        # The quarter's short report leaves out one row, any of them (the fees and reserves
+        # too; test_one_recon_report_a_quarter_is_one_line_short checks that): put it back.
+        left_out = {
+            s.report_date: [s.row] for s in walmart_short_reports(sb.state, MERCHANT, since, today)
+        }
+        assert set(left_out) <= {report["reportDate"] for report in reports}
+        whole = [report["rows"][1:] + left_out.get(report["reportDate"], []) for report in reports]
         held: dict[int, Decimal] = {}
         released: dict[int, Decimal] = {}
-        for n, report in enumerate(reports):
-            details = report["rows"][1:]
+        for n, details in enumerate(whole):
             account = [r for r in details if _blank(r["Purchase Order #"])]
             kinds = Counter((r["Transaction Type"], r["Transaction Description"]) for r in account)
             assert kinds[("Service Fee", "WFS StorageFee")] == 1
@@ -415,7 +422,7 @@ def test_recon_reports_carry_fees_without_orders_reserves_and_negative_totals():
             if n + 2 < len(reports):
                 assert released[n + 2] == amount
         # The normalizer reads fees without orders as transactions without an order.
-        rows = [row for report in reports for row in report["rows"][1:]]
+        rows = [row for details in whole for row in details]
         normalized = walmart_normalizer.normalize_transactions(rows)
         assert not normalized.rejects
         orderless = [t for t in normalized.transactions if t.order_id is None]

@@ -35,11 +35,13 @@ Data (deterministic in seed + merchant id, from the world's catalog and buyer ge
   `transactionCount`) include a CREDIT that no transaction listing returns, neither by date nor by
   payoutId, so that payout is one line short, as real payout exports occasionally are.
   `ebay_short_payouts` says which payout and by how much.
-- No payout is ever negative: when a period's transactions net below zero eBay does not send a
-  negative payout, it charges the seller's payment method on file instead (the sandbox's weekly
-  sales always outweigh its fees and refunds; a test holds it to that). Finances has no reserve
-  rows for these sellers: held funds show only as a transactionStatus (FUNDS_ON_HOLD), which the
-  sandbox never uses, so an eBay payout has no reserve lines.
+- No payout of a whole week is ever negative: when a period's transactions net below zero eBay
+  does not send a negative payout, it charges the seller's payment method on file instead (the
+  sandbox's weekly sales always outweigh its fees and refunds; a test holds it to that). The week
+  the history starts in is not whole: it holds only the hours after that start, and its payout
+  can net below zero (a lone cancelled order nets -0.30). Finances has no reserve rows for these
+  sellers: held funds show only as a transactionStatus (FUNDS_ON_HOLD), which the sandbox never
+  uses, so an eBay payout has no reserve lines.
 - Shipping is charged only on single-unit lines under the free-shipping threshold: eBay's
   reference defines `deliveryCost.shippingCost` for the whole line while older notes read it per
   unit, and on single-unit lines both readings agree.
