@@ -9,8 +9,18 @@ import weakref
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests.processes import service_unavailable
+
+# Hypothesis fails an example that runs over 200 ms, and a test whose data generation seems slow:
+# on the shared two-core CI machine a GC pause or a stall of hundreds of ms says nothing about the
+# code. Loaded here, before any test module builds its @settings (which inherit from the profile
+# in force then); example counts are unchanged.
+settings.register_profile(
+    "illuma", parent=settings.default, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("illuma")
 
 PG_ADMIN_URL = os.environ.get("ILLUMA_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 # The pipeline never connects as a superuser (ADR 0001): the tests' warehouse URLs log in as this

@@ -196,6 +196,9 @@ def test_day_data_does_not_change_with_now_except_status_fields():
 # Auth
 
 
+SHORT_TOKEN_LIFETIME = 2.0
+
+
 def test_lwa_token_refresh_and_expired_token_retry(caplog):
     with amazon_sandbox(access_token_lifetime=3600) as sb:
         client = amazon_client(sb)
@@ -220,18 +223,21 @@ def test_lwa_token_refresh_and_expired_token_retry(caplog):
         assert raw.status_code == 403
         assert "expired" in raw.json()["errors"][0]["details"]
 
-    # Short-lived tokens are refreshed before they expire, without a 403.
-    with amazon_sandbox(access_token_lifetime=0.4) as sb:
+    # Short-lived tokens are refreshed before they expire, without a 403. The client keeps a
+    # token for half its life (1 s of 2): a stall under a second between its check and the
+    # server's cannot expire it, and each pause outlasts what the client keeps.
+    with amazon_sandbox(access_token_lifetime=SHORT_TOKEN_LIFETIME) as sb:
         client = amazon_client(sb)
         now = sb.state.now()
-        for _ in range(3):
+        for i in range(3):
+            if i:
+                threading.Event().wait(SHORT_TOKEN_LIFETIME / 2 + 0.1)
             list(
                 client.search_orders(
                     creds(MERCHANT), now - timedelta(hours=6), now - timedelta(hours=1)
                 )
             )
-            threading.Event().wait(0.25)
-        assert sb.state.served["lwaToken"] >= 2
+        assert sb.state.served["lwaToken"] == 3
         assert sb.state.served["searchOrders"] == 3  # the 403 path was never needed
 
     with amazon_sandbox() as sb:
@@ -608,7 +614,9 @@ def test_report_listing_rules():
 
 
 def test_request_report_done_and_fatal():
-    with amazon_sandbox(report_queue_seconds=0.05, report_processing_seconds=0.1) as sb:
+    # The report is IN_QUEUE / IN_PROGRESS for over a second after createReport: the first poll,
+    # the next request the client sends, finds it unfinished even after a stall.
+    with amazon_sandbox(report_queue_seconds=0.05, report_processing_seconds=1.0) as sb:
         client = amazon_client(sb)
         result = client.request_report(creds(MERCHANT), "GET_FBA_MYI_UNSUPPRESSED_INVENTORY_DATA")
         assert result["report"]["processingStatus"] == "DONE"
@@ -617,6 +625,9 @@ def test_request_report_done_and_fatal():
             p.amazon_fba for p in sb.state.world(MERCHANT).catalog
         )
         assert sb.state.served["getReport"] >= 2  # it was polled through IN_QUEUE / IN_PROGRESS
+    # Reports that only have to end, quickly.
+    with amazon_sandbox(report_queue_seconds=0.05, report_processing_seconds=0.1) as sb:
+        client = amazon_client(sb)
         set_report_outcome(sb.state, "GET_MERCHANT_LISTINGS_ALL_DATA", "FATAL")
         with pytest.raises(AmazonReportError, match="FATAL"):
             client.request_report(creds(MERCHANT), "GET_MERCHANT_LISTINGS_ALL_DATA")
@@ -769,7 +780,8 @@ def test_quotas_are_enforced_and_429s_are_retried():
 
 
 def _assert_log_respects_buckets(sb: SandboxServer, speed: float) -> None:
-    """Replay the server's log of answered requests: none exceeded burst + rate * elapsed."""
+    """Replay the server's log of answered requests: none exceeded burst + rate * elapsed. Each
+    bucket logs the time it took the token at, under its lock, so the replay is exact."""
     by_key: dict[tuple[str, str], list[float]] = {}
     for at, caller, operation in sb.state.admissions:
         by_key.setdefault((caller, operation), []).append(at)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 FAULT_KINDS = (
@@ -136,12 +137,17 @@ class QuotaBucket:
         self._stamp = time.monotonic()
         self._lock = threading.Lock()
 
-    def try_take(self) -> bool:
+    def try_take(self, on_admit: Callable[[float], None] | None = None) -> bool:
+        """Take a token if there is one. `on_admit(at)` is called, still under the bucket's lock,
+        with the monotonic time the token was taken at: a log kept by it is in admission order
+        and holds exactly the times the bucket reckoned with."""
         with self._lock:
             now = time.monotonic()
             self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
             self._stamp = now
             if self._tokens >= 1.0:
                 self._tokens -= 1.0
+                if on_admit is not None:
+                    on_admit(now)
                 return True
             return False

@@ -181,7 +181,8 @@ class SandboxState:
         self.throttled: dict[str, int] = defaultdict(int)
         # Bounded, so a long-running demo server does not grow without limit.
         self.request_log: deque[tuple[float, str, str, int]] = deque(maxlen=LOG_LIMIT)
-        # (monotonic time, caller, operation) of every request a quota bucket let through.
+        # (monotonic time, caller, operation) of every request a quota bucket let through, logged
+        # by the bucket as it takes the token: per bucket, in order and at the time it reckoned.
         self.admissions: deque[tuple[float, str, str]] = deque(maxlen=LOG_LIMIT)
 
     # -- clock and worlds --------------------------------------------------------------------
@@ -244,11 +245,12 @@ class SandboxState:
             if bucket is None:
                 bucket = QuotaBucket(rate * self.config.quota_speedup, burst)
                 self._quotas[key] = bucket
-        admitted = bucket.try_take()
-        if admitted:
+
+        def log(at: float) -> None:
             with self._lock:
-                self.admissions.append((time.monotonic(), caller, operation))
-        return admitted
+                self.admissions.append((at, caller, operation))
+
+        return bucket.try_take(log)
 
     def count(
         self, operation: str, *, throttled: bool = False, status: int = 200, caller: str = ""
