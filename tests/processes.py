@@ -15,12 +15,20 @@ from typing import NoReturn
 
 import pytest
 
+_GIVEN_PORTS: set[int] = set()
+
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A TCP port on 127.0.0.1 that nothing listens on now, and never one this process was given
+    before: the port is bound later, by a server or a subprocess, and until then the kernel may
+    hand it out again (a topology's three servers, drawn in a row, must not share one)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port not in _GIVEN_PORTS:
+            _GIVEN_PORTS.add(port)
+            return port
 
 
 def port_open(port: int, host: str = "127.0.0.1", timeout: float = 3.0) -> bool:

@@ -188,7 +188,7 @@ def stack(queue, pg_url, dagster_pg_url, merchant_id, tmp_path, monkeypatch) -> 
                 procs.append(stack.workers[name])
             _wait_for(lambda: port_open(port), "the sandbox answering", 60, sandbox_log)
             for name, log in stack.logs.items():
-                _wait_for(lambda log=log: " ready." in log.read_text(), f"worker {name} ready", 120, log)
+                _wait_for(lambda log=log: " ready." in log.read_text(), f"worker {name} ready", 300, log)
             yield stack
     finally:
         for proc in procs:
@@ -317,39 +317,65 @@ def test_backfill_over_two_workers_lands_every_partition_once(stack, pg_url):
     _no_run_started(stack.instance)
 
 
+def _lock_waiters(con, table: str) -> list[int]:
+    """The backends of this database waiting for a lock on `table`."""
+    return [pid for (pid,) in con.execute(
+        "SELECT pid FROM pg_locks WHERE NOT granted AND relation = to_regclass(%s) "
+        "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        [table],
+    )]
+
+
 def test_worker_killed_mid_step_is_retried_on_the_other_worker(stack, pg_url):
-    """SIGKILL to the worker running a step of a merchant-day run (its whole process group)."""
+    """SIGKILL to the worker running a step of a merchant-day run (its whole process group).
+
+    Mid-step for certain: the test holds a lock on the table the Amazon orders extract writes, so
+    that step stays inside its body, its write waiting on the lock, until the worker is killed;
+    the lock is released after the kill (the killed worker's write, still queued, is rolled back
+    as its server session finds its client gone)."""
     import dagster as dg
+    import psycopg
+
+    from assets.extracts import extract_key
+    from illuma_pipelines.merchant_ids import merchant_schema
+    from illuma_pipelines.raw_records import raw_table
 
     merchant, day = stack.merchants[0], stack.days[0]
     reference = _run(stack, merchant, day)  # a clean run of the partition: the counts to end with
     assert reference.status.value == "SUCCESS"
     clean = _table_counts(pg_url, merchant)
+    step = extract_key("amazon", "orders").to_python_identifier()
+    table = f"{merchant_schema(merchant)}.{raw_table('amazon', 'orders').name}"
 
     outcome: dict[str, object] = {}
     runner = threading.Thread(target=lambda: outcome.update(run=_run(stack, merchant, day)), daemon=True)
-    known = {reference.run_id}
     killed: dict[str, object] = {}
-    runner.start()
-    with dg.DagsterInstance.get() as watcher:  # a connection of its own, beside the orchestrator's
-        deadline = time.monotonic() + 240
-        while not killed and runner.is_alive() and time.monotonic() < deadline:
-            runs = [r for r in watcher.get_runs(limit=3) if r.run_id not in known and r.job_name == JOB_NAME]
-            for run in runs:
-                events = _events(watcher, run.run_id)
-                ended = {e.step_key for e in events if e.dagster_event.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE")}
-                started = [e.step_key for e in events if e.dagster_event.event_type_value == "STEP_START"]
-                hosts = _worker_of_steps(watcher, run.run_id)
-                running = [k for k in started if k not in ended and k in hosts]
-                if running:
-                    name = stack.worker_of(hosts[running[0]][-1])
-                    os.killpg(stack.workers[name].pid, signal.SIGKILL)
-                    # Mid-step for certain: the step had not ended in the event log after the kill.
-                    done = {e.step_key for e in _events(watcher, run.run_id)
-                            if e.dagster_event.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE")}
-                    killed.update(step=running[0], worker=name, run_id=run.run_id, mid_step=running[0] not in done)
-                    break
-            time.sleep(0.05)
+    with psycopg.connect(admin_dsn(pg_url)) as lock, dg.DagsterInstance.get() as watcher:
+        # The watcher: a connection of its own, beside the orchestrator's.
+        lock.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")  # held until the rollback below
+        runner.start()
+
+        def step_blocked() -> bool:
+            assert runner.is_alive(), f"the run ended before its step {step} waited for the lock: {outcome}"
+            for run in watcher.get_runs(limit=3):
+                if run.run_id == reference.run_id or run.job_name != JOB_NAME:
+                    continue
+                started = any(e.step_key == step and e.dagster_event.event_type_value == "STEP_START"
+                              for e in _events(watcher, run.run_id))
+                hosts = _worker_of_steps(watcher, run.run_id).get(step)
+                if started and hosts and _lock_waiters(lock, table):
+                    killed.update(step=step, worker=stack.worker_of(hosts[-1]), run_id=run.run_id)
+                    return True
+            return False
+
+        _wait_for(step_blocked, f"step {step} started on a worker and waiting for the lock on {table}", 240)
+        victim = stack.workers[killed["worker"]]
+        os.killpg(victim.pid, signal.SIGKILL)
+        victim.wait(timeout=30)
+        done = {e.step_key for e in _events(watcher, killed["run_id"])
+                if e.dagster_event.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE")}
+        killed["mid_step"] = step not in done
+        lock.rollback()
     runner.join(300)
     assert not runner.is_alive(), "the run did not end within 5 minutes of the kill"
     assert killed, "no step was seen running"

@@ -127,7 +127,13 @@ def two_pool_steps():
     second_write(first_write())
 
 
-def test_in_process_steps_claim_the_pool_and_wait_for_it(tmp_path):
+# Times the waiting run asks how long to sleep: the spin proven by a count, not by CPU time (a
+# spinning thread gets little of a core on a loaded machine). A loop that sleeps even 50 ms
+# between checks makes no more than 1,200 in a minute.
+SPINS = 2000
+
+
+def test_in_process_steps_claim_the_pool_and_wait_for_it(tmp_path, monkeypatch):
     """Dagster 1.13's in-process executor claims a `warehouse` slot per step: with the pool full
     (another run holds its one slot) a run waits before its first step and goes on once the slot is
     freed. While it waits it spins, as the multiprocess executor does (ADR 0006, 0012):
@@ -135,6 +141,18 @@ def test_in_process_steps_claim_the_pool_and_wait_for_it(tmp_path):
     `sleep_til_ready` never sleeps. Hence the instances keep as many pool slots as runs at once, and a
     run (one step at a time) never waits inside. Should an upgrade fix the spin, the canary below
     fails: that rule may then be relaxed."""
+    from dagster._core.execution.plan.active import ActiveExecution
+
+    asked = {"times": 0, "slept": 0}  # the executor's loop, asking how long to sleep (one writer)
+    sleep_interval = ActiveExecution.sleep_interval
+
+    def counted(self) -> float:
+        interval = sleep_interval(self)
+        asked["times"] += 1
+        asked["slept"] += interval > 0
+        return interval
+
+    monkeypatch.setattr(ActiveExecution, "sleep_interval", counted)
     with dg.instance_for_test(
         temp_dir=str(tmp_path), overrides={"concurrency": {"pools": {"default_limit": 1}}}
     ) as instance:
@@ -152,13 +170,16 @@ def test_in_process_steps_claim_the_pool_and_wait_for_it(tmp_path):
         while not _blocked(instance) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert _blocked(instance), "the run's first step must wait for the pool slot"
-        cpu = time.process_time()
-        time.sleep(3)
-        spent = time.process_time() - cpu
+        before = dict(asked)
+        deadline = time.monotonic() + 60
+        while asked["times"] - before["times"] < SPINS and time.monotonic() < deadline:
+            time.sleep(0.1)
+        times, slept = asked["times"] - before["times"], asked["slept"] - before["slept"]
         waiting = instance.get_runs(limit=1)[0]
         starts = instance.all_logs(waiting.run_id, of_type=dg.DagsterEventType.STEP_START)
         assert runner.is_alive() and not starts, "the run must still wait for the pool slot"
-        assert spent > 0.3, f"only {spent:.2f} s of CPU in 3 s of waiting: has Dagster stopped spinning?"
+        assert times >= SPINS, f"the waiting run asked how long to sleep only {times} times in 60 s: has Dagster stopped spinning?"
+        assert slept == 0, f"the waiting run slept {slept} of {times} times: has Dagster stopped spinning?"
         storage.free_concurrency_slots_for_run("other-run")
         runner.join(120)
         assert not runner.is_alive(), f"the run did not end 120 s after the slot was freed; it is at:\n{_stack(runner)}"

@@ -52,3 +52,9 @@ def test_a_missing_service_skips_loudly_elsewhere(tmp_path):
 
 def test_a_free_port_is_free():
     assert not port_open(free_port(), timeout=0.5)
+
+
+def test_free_ports_drawn_in_a_row_are_distinct():
+    """None is bound until later: the same port twice would put two servers on it."""
+    ports = [free_port() for _ in range(200)]
+    assert len(set(ports)) == len(ports)

@@ -22,9 +22,13 @@ from illuma_pipelines.paths import PROJECT_ROOT
 from tests.conftest import PG_ADMIN_URL, PG_PIPELINE_LOGIN
 from tests.processes import free_port
 
-pytestmark = [pytest.mark.postgres, pytest.mark.timeout(540)]
+# Bounded by the waits below, which are generous: CI's machine is at times twice as slow.
+pytestmark = [pytest.mark.postgres, pytest.mark.timeout(900)]
 
 RUN_DEADLINE_SECONDS = 330
+DEQUEUE_DEADLINE_SECONDS = 120  # the daemon's run queue takes a launched run off the queue
+START_TIMEOUT_SECONDS = 300  # for each process of `up` (the default 120 s is for a machine of its own)
+GRAPHQL_TIMEOUT_SECONDS = 60  # a schedule's state and a launch go through the code server over gRPC
 
 
 def _illuma(config: prod.ProdConfig, *args: str) -> str:
@@ -77,6 +81,7 @@ def config(pg_url, tmp_path) -> prod.ProdConfig:
         login=PG_PIPELINE_LOGIN,
         dagster_db=f"illuma_prodtest_dagster_{tag}",
         warehouse_db=f"illuma_prodtest_wh_{tag}",
+        start_timeout_seconds=START_TIMEOUT_SECONDS,
     )
 
 
@@ -113,6 +118,7 @@ def test_prod_topology_runs_the_daily_schedule_and_picks_up_new_merchants(config
                  __typename ... on Schedule { scheduleState { status } } } }""",
             {"s": {"repositoryLocationName": prod.LOCATION_NAME, "repositoryName": "__repository__",
                    "scheduleName": merchant_daily_schedule.name}},
+            timeout=GRAPHQL_TIMEOUT_SECONDS,
         )
         assert data["scheduleOrError"]["scheduleState"]["status"] == "RUNNING"
 
@@ -147,15 +153,21 @@ def test_prod_topology_runs_the_daily_schedule_and_picks_up_new_merchants(config
             # A run launched from the UI (GraphQL, as the Launch button) that `down` interrupts is
             # not left STARTED, holding its merchant's run slot.
             day = run.tags["dagster/partition/date"]
-            launched = prod.graphql(config, _LAUNCH, {"p": _launch_params(second, day)})["launchRun"]
+            launched = prod.graphql(
+                config, _LAUNCH, {"p": _launch_params(second, day)}, timeout=GRAPHQL_TIMEOUT_SECONDS
+            )["launchRun"]
             assert launched["__typename"] == "LaunchRunSuccess", launched
             interrupted = launched["run"]["runId"]
-            while time.monotonic() < deadline:
+            # Its own deadline: the scheduled run's wait above may have used most of that one.
+            dequeued_by = time.monotonic() + DEQUEUE_DEADLINE_SECONDS
+            while time.monotonic() < dequeued_by:
                 if instance.get_run_by_id(interrupted).status != dg.DagsterRunStatus.QUEUED:
                     break
                 time.sleep(0.5)
-            assert instance.get_run_by_id(interrupted).status in (
-                dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED
+            launched_status = instance.get_run_by_id(interrupted).status
+            assert launched_status in (dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED), (
+                f"the launched run {interrupted} is {launched_status.value} after up to "
+                f"{DEQUEUE_DEADLINE_SECONDS} s; logs: {config.log_dir}"
             )
 
         stopping = time.monotonic()

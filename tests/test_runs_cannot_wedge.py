@@ -6,6 +6,7 @@ not this checkout's sandbox. Real Dagster instances, processes, signals and Duck
 
 import http.server
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -112,6 +113,13 @@ with StopSignals(instance=instance):
         instance=instance, raise_on_error=False, tags={HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
     )
 """
+
+
+# A stop is "within seconds" but not a benchmark: a run Dagster does not interrupt is stopped by
+# force once StopSignals.grace has passed (children stopped, runs failed in SQLite, slots freed),
+# and that path is taken exactly when the machine is slow. The limit tells "stopped" from "hangs".
+STOP_LIMIT = StopSignals.grace + 20
+STOP_WAIT = STOP_LIMIT + 30  # the wait itself, longer, so that a slow stop fails with its time
 
 
 @pytest.fixture
@@ -252,15 +260,17 @@ def test_the_demo_waits_for_a_live_run_and_stops_on_sigint(local, tmp_path):
         text = "".join(lines)
         assert f"run {held_by[:8]} (pool_holder) is STARTED in live process {holder.pid}: left running" in text
         assert f"sandbox: started this checkout's sandbox at http://127.0.0.1:{port}" in text
-        assert "held by run " + held_by[:8] in text and "waited 0 s so far" in text
+        assert "held by run " + held_by[:8] in text
+        assert re.search(r"waited \d+ s so far", text), text
 
         sent = time.monotonic()
         demo.send_signal(signal.SIGINT)
-        code = demo.wait(timeout=30)
+        code = demo.wait(timeout=STOP_WAIT)
         took = time.monotonic() - sent
         reader.join(timeout=5)
         assert code == 128 + signal.SIGINT
-        assert took < 10, f"the demo took {took:.1f} s to stop"
+        assert took < STOP_LIMIT, f"the demo took {took:.1f} s to stop"
+        # Its own way out, on stderr: the watcher's forced exit writes to stdout.
         assert "demo stopped by SIGINT" in demo.stderr.read()
         with socket.socket() as probe:
             assert probe.connect_ex(("127.0.0.1", port)) != 0, "the demo's sandbox still serves"
@@ -280,9 +290,9 @@ def test_the_demo_waits_for_a_live_run_and_stops_on_sigint(local, tmp_path):
         ], 60, "the blocked run to queue for the pool", blocked)
         sent = time.monotonic()
         blocked.send_signal(signal.SIGINT)
-        assert blocked.wait(timeout=30) == 128 + signal.SIGINT
+        assert blocked.wait(timeout=STOP_WAIT) == 128 + signal.SIGINT
         took = time.monotonic() - sent
-        assert took < StopSignals.grace + 4, f"took {took:.1f} s"
+        assert took < STOP_LIMIT, f"the blocked run's process took {took:.1f} s to stop"
         assert "demo stopped by SIGINT (no stop within 6 s)" in blocked.stdout.read()
         assert instance.get_run_by_id(waiting[0]).status == dg.DagsterRunStatus.FAILURE
         assert [p.run_id for p in instance.event_log_storage.get_concurrency_info("warehouse").pending_steps] == [held_by]
@@ -324,7 +334,7 @@ def test_sigterm_during_a_run_stops_the_demo_and_leaves_no_run_going(local, tmp_
         time.sleep(1.0)  # into its steps
         sent = time.monotonic()
         demo.send_signal(signal.SIGTERM)
-        code = demo.wait(timeout=30)
+        code = demo.wait(timeout=STOP_WAIT)
         took = time.monotonic() - sent
     finally:
         if demo.poll() is None:
@@ -332,7 +342,7 @@ def test_sigterm_during_a_run_stops_the_demo_and_leaves_no_run_going(local, tmp_
             demo.wait()
     output = log.read_text()
     assert code == 128 + signal.SIGTERM, output
-    assert took < 10, f"the demo took {took:.1f} s to stop"
+    assert took < STOP_LIMIT, f"the demo took {took:.1f} s to stop"
     assert "demo stopped by SIGTERM" in output
     assert instance.get_runs(dg.RunsFilter(statuses=[*in_flight, dg.DagsterRunStatus.NOT_STARTED])) == []
     assert instance.get_run_by_id(run.run_id).status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
