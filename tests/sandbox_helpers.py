@@ -6,7 +6,7 @@ Not a conftest: import what you need (`from tests.sandbox_helpers import ...`).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,6 +33,34 @@ def sandbox_now() -> datetime:
     minutes, while a fixed clock keeps the data still during the test.
     """
     return (datetime.now(UTC) + timedelta(minutes=3)).replace(second=0, microsecond=0)
+
+
+def merchant_where(
+    merchant_id: Callable[[str], str], name: str, holds: Callable[[str], bool], what: str
+) -> str:
+    """A fresh merchant id (from the `merchant_id` fixture) whose sandbox data `holds` what a test
+    asserts on. The sandbox derives a merchant's data from its id: a test asserting that some
+    feature is present would otherwise fail on the rare random id whose data lacks it."""
+    for _ in range(100):
+        mid = merchant_id(name)
+        if holds(mid):
+            return mid
+    raise AssertionError(f"no merchant among 100 random ids has {what}")
+
+
+# A token life the tests' calls outlast, and no stall expires in flight: the clients keep a token
+# for half its life (1 s of 2).
+SHORT_TOKEN_LIFETIME = 2.0
+
+
+def call_once_per_token(call: Callable[[], object], times: int = 3) -> None:
+    """Call `times` times, pausing between calls past what a client keeps of a
+    SHORT_TOKEN_LIFETIME token: each call fetches a new token, and a stall under a second between
+    the client's check and the server's cannot expire the one in use."""
+    for i in range(times):
+        if i:
+            time.sleep(SHORT_TOKEN_LIFETIME / 2 + 0.1)
+        call()
 
 
 def clear_of_midnight(needed: timedelta) -> None:

@@ -1,6 +1,7 @@
 """Core assets through the real sandbox, the real clients and the real extracts, on both engines."""
 
 import json
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
@@ -35,7 +36,7 @@ from resources import sandbox_clients
 from resources.vault import VaultResource
 from resources.warehouse import WarehouseResource
 from sensors.keys import key_rotation_job, key_rotation_schedule
-from tests.sandbox_helpers import clear_of_midnight, sandbox_now
+from tests.sandbox_helpers import clear_of_midnight, merchant_where, sandbox_now
 
 CHANNELS = ("amazon", "ebay", "walmart")
 EXTRACTS = [a for a in extract_assets if a.key.path[-1] in {f"{c}_{d}" for c in CHANNELS for d in ("orders", "inventory")}]
@@ -190,19 +191,18 @@ def _reveal_all(vault, warehouse, merchant_id):
     return rows, revealed
 
 
-def _merchant_with_a_cancelled_ebay_order(merchant_id, config: SandboxConfig, day: date) -> str:
-    """A fresh merchant id with an eBay order cancelled (so refunded too) among those the first
-    partition lands, so that its loads hold both kinds of adjustment. Most ids have one; without
-    the choice, about one run in seven hundred drew a merchant with no cancellation or no refund
-    in the window, and the assertion on the kinds failed on that draw alone."""
+def _holds_a_cancelled_ebay_order(config: SandboxConfig, day: date) -> Callable[[str], bool]:
+    """Whether an eBay order is cancelled (so refunded too) among those a merchant's first
+    partition lands, so that its loads hold both kinds of adjustment: about one random id in seven
+    hundred has no cancellation or no refund in the window."""
     state = SandboxState(config)
     start, end = day_window(day.isoformat(), LOOKBACK_HOURS)
-    for _ in range(100):
-        mid = merchant_id("core")
+
+    def holds(mid: str) -> bool:
         plans = ebay_order_plans_modified_between(state, mid, start, end, state.now())
-        if any(p.cancel_at is not None and p.cancel_at <= state.now() for p in plans):
-            return mid
-    raise AssertionError(f"no merchant among 100 has an eBay order cancelled on {day}")
+        return any(p.cancel_at is not None and p.cancel_at <= state.now() for p in plans)
+
+    return holds
 
 
 def test_core_orders_are_current_idempotent_encrypted_and_rotate(warehouse, warehouse_url, merchant_id, instance, tmp_path):
@@ -213,7 +213,7 @@ def test_core_orders_are_current_idempotent_encrypted_and_rotate(warehouse, ware
     t1 = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1, minutes=10)
     clock = SandboxClock.fixed_at(t1)
     config = SandboxConfig(seed=11, clock=clock, history_start=day - timedelta(days=60), orders_page_size=20)
-    mid = _merchant_with_a_cancelled_ebay_order(merchant_id, config, day)
+    mid = merchant_where(merchant_id, "core", _holds_a_cancelled_ebay_order(config, day), f"an eBay order cancelled on {day}")
     schema = merchant_schema(mid)
     add_merchant(warehouse, mid, channels={c: ChannelConnection(c, f"sandbox:{mid}") for c in CHANNELS})
     instance.add_dynamic_partitions(MERCHANTS, [mid])

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -44,7 +45,7 @@ from illuma_pipelines.sandbox.world import parts_catalog
 from resources import sandbox_clients
 from resources.inbox import InboxResource
 from resources.warehouse import WarehouseResource
-from tests.sandbox_helpers import sandbox_now
+from tests.sandbox_helpers import merchant_where, sandbox_now
 
 FIXTURES = Path(__file__).parent / "fixtures" / "pricing"
 D = Decimal
@@ -203,27 +204,27 @@ def test_pricing_assets_from_fixture_raw_rows(warehouse, warehouse_url, merchant
     assert _recommendations(warehouse, mid, DAY) == recs
 
 
-def _merchant_holding_a_buy_box(merchant_id, config: SandboxConfig) -> str:
-    """A fresh merchant id whose own offer is the sandbox's buy box (the cheapest landed offer)
-    for at least one of its FBA parts past the first three on the sandbox's day. The pricing test
-    needs one there for an own_buy_box recommendation; about one random id in ten thousand has
-    none that day, and the test would fail on that draw alone."""
+def _holds_a_buy_box(config: SandboxConfig) -> Callable[[str], bool]:
+    """Whether a merchant's own offer is the sandbox's buy box (the cheapest landed offer) for at
+    least one of its FBA parts past the first three on the sandbox's day: the pricing test needs
+    one there for an own_buy_box recommendation, and about one random id in ten thousand has none."""
     state = SandboxState(config)
-    for _ in range(100):
-        mid = merchant_id("sbx")
+
+    def holds(mid: str) -> bool:
         world = state.world(mid)
-        for part in [p for p in parts_catalog(config.seed, mid) if p.amazon_fba][3:]:
-            offers = competing_offers(world, part, state.now())
-            if min(offers, key=lambda o: o["price"] + o["shipping"])["mine"]:
-                return mid
-    raise AssertionError(f"no merchant among 100 holds an Amazon buy box on {state.now():%Y-%m-%d}")
+        return any(
+            min(competing_offers(world, part, state.now()), key=lambda o: o["price"] + o["shipping"])["mine"]
+            for part in [p for p in parts_catalog(config.seed, mid) if p.amazon_fba][3:]
+        )
+
+    return holds
 
 
 def test_pricing_assets_through_the_sandbox(warehouse, warehouse_url, merchant_id, instance, tmp_path, vault_resource):
     now = sandbox_now()
     day = (now - timedelta(days=2)).date()
     config = SandboxConfig(seed=11, clock=SandboxClock.fixed_at(now), history_start=day - timedelta(days=60))
-    mid = _merchant_holding_a_buy_box(merchant_id, config)
+    mid = merchant_where(merchant_id, "sbx", _holds_a_buy_box(config), f"an Amazon buy box on {now:%Y-%m-%d}")
     schema = merchant_schema(mid)
     add_merchant(warehouse, mid, channels={"amazon": ChannelConnection("amazon", f"sandbox:{mid}")})
     instance.add_dynamic_partitions(MERCHANTS, [mid])

@@ -2,6 +2,7 @@
 extracts shaped like real accounts' files, on both engines (issue 15 §1)."""
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -28,7 +29,7 @@ from illuma_pipelines.settlements.load import load_money_partition
 from illuma_pipelines.settlements.vocab import FEE_CATEGORIES, fee_category
 from resources import sandbox_clients
 from resources.warehouse import WarehouseResource
-from tests.sandbox_helpers import sandbox_now
+from tests.sandbox_helpers import merchant_where, sandbox_now
 
 DAY = "2026-11-20"
 D = Decimal
@@ -279,17 +280,16 @@ def _sandbox_server() -> SandboxServer:
     )
 
 
-def _merchant_with_reserves(merchant_id, sb: SandboxServer, start: datetime, end: datetime) -> str:
-    """A fresh merchant id whose Amazon settlements reported in [start, end) both hold and release
-    a reserve. The sandbox skips a settlement's reserve one time in ten, so about one random id in
-    four hundred has no release in forty days, and a test asserting the reserve categories would
-    fail on that draw alone."""
-    for _ in range(100):
-        mid = merchant_id("sbmoney")
+def _holds_reserves(sb: SandboxServer, start: datetime, end: datetime) -> Callable[[str], bool]:
+    """Whether a merchant's Amazon settlements reported in [start, end) both hold and release a
+    reserve. The sandbox skips a settlement's reserve one time in ten: about one random id in four
+    hundred has no release in forty days."""
+
+    def holds(mid: str) -> bool:
         settlements = amazon_settlements_between(sb.state, mid, start, end)
-        if any(s.reserve_released for s in settlements) and any(s.reserve_held for s in settlements):
-            return mid
-    raise AssertionError(f"no merchant among 100 has Amazon reserves between {start} and {end}")
+        return any(s.reserve_released for s in settlements) and any(s.reserve_held for s in settlements)
+
+    return holds
 
 
 def test_sandbox_money_lands_and_only_the_short_settlements_are_flagged(warehouse, warehouse_url, merchant_id, instance, vault_resource):
@@ -303,7 +303,7 @@ def test_sandbox_money_lands_and_only_the_short_settlements_are_flagged(warehous
         day = (now - timedelta(days=1)).date().isoformat()
         start = datetime.fromisoformat(day).replace(tzinfo=UTC) - timedelta(days=40)
         end = datetime.fromisoformat(day).replace(tzinfo=UTC) + timedelta(days=1)
-        mid = _merchant_with_reserves(merchant_id, sb, start, end)
+        mid = merchant_where(merchant_id, "sbmoney", _holds_reserves(sb, start, end), "Amazon reserves held and released")
         add_merchant(warehouse, mid, channels={c: ChannelConnection(c, f"sandbox:{mid}") for c in ("amazon", "ebay", "walmart")})
         instance.add_dynamic_partitions(MERCHANTS, [mid])
         resources = {
