@@ -7,7 +7,7 @@ import json
 import logging
 import threading
 from collections import Counter
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from illuma_pipelines.normalize import walmart as walmart_normalizer
+from illuma_pipelines.reports.privacy import quarter_bounds
 from illuma_pipelines.sandbox.faults import FAULT_KINDS, FaultConfig
 from illuma_pipelines.sandbox.server import SandboxClock, SandboxConfig, SandboxServer
 from illuma_pipelines.sandbox.walmart import (
@@ -434,14 +435,9 @@ def test_recon_reports_carry_fees_without_orders_reserves_and_negative_totals():
         }
 
 
-def _quarter(day: date) -> tuple[int, int]:
-    return day.year, (day.month - 1) // 3
-
-
-def _quarter_start(day: date, later: int = 0) -> date:
-    """The first day of `day`'s calendar quarter, or of the `later`-th quarter after it."""
-    months = day.year * 12 + 3 * ((day.month - 1) // 3) + 3 * later
-    return date(months // 12, months % 12 + 1, 1)
+def _quarter(day: date) -> str:
+    """The calendar quarter of `day`, as quarter_bounds reads it ("YYYY-Qn")."""
+    return f"{day.year}-Q{(day.month - 1) // 3 + 1}"
 
 
 def test_one_recon_report_a_quarter_is_one_line_short():
@@ -461,13 +457,12 @@ def test_one_recon_report_a_quarter_is_one_line_short():
         }
         short = walmart_short_reports(sb.state, MERCHANT, since, today)
         quarters = Counter(_quarter(datetime.strptime(s.report_date, "%m%d%Y").date()) for s in short)
-        history = sb.state.config.history_start
+        history = datetime.combine(sb.state.config.history_start, time(), tzinfo=UTC)
+        first = max(datetime.combine(since, time(), tzinfo=UTC), history + timedelta(days=1))
+        quarters_read = {_quarter(r.report_date) for r in walmart_settlements_between(sb.state, MERCHANT, since, today)}
         whole = {
-            _quarter(r.report_date)
-            for r in walmart_settlements_between(sb.state, MERCHANT, since, today)
-            if max(since, history + timedelta(days=1)) <= _quarter_start(r.report_date)
-            and datetime.combine(_quarter_start(r.report_date, 1), datetime.min.time(), tzinfo=UTC)
-            + REPORT_DELAY <= now
+            q for q in quarters_read
+            if first <= quarter_bounds(q)[0] and quarter_bounds(q)[1] + REPORT_DELAY <= now
         }
         assert whole  # 230 days always hold a whole quarter
         assert all(quarters[q] == 1 for q in whole), (whole, quarters)
